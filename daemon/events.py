@@ -1,0 +1,73 @@
+"""Small frozen value types passed between the pipeline stages.
+
+tail -> ``Line`` -> parse -> ``HandshakeFailure`` / ``SSLInfo`` -> correlate -> ``Failure`` -> metrics
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class Context:
+    """The ``org: env: api: rev: messageid:`` block of a record; empty strings when absent."""
+
+    org: str = ""
+    env: str = ""
+    api: str = ""
+    rev: str = ""
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class HandshakeFailure:
+    """A ``handshakeFailed()`` or ``handshakeTimeout()`` record, before pairing."""
+
+    timestamp: float  # seconds since the epoch, from the log's own clock
+    context: Context
+    thread: str
+    target: str  # backend as host:port
+    reason: str  # bounded vocabulary, see parse.classify_message
+
+
+@dataclass(frozen=True)
+class SSLInfo:
+    """The ``SSLInfo: KeyStore:… KeyAlias:… TrustStore:…`` line that follows a failure."""
+
+    context: Context
+    thread: str
+    key_alias: str  # "" for null
+
+
+Event = Union[HandshakeFailure, SSLInfo]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A handshake failure with its key alias decided: what the metrics count."""
+
+    org: str
+    env: str
+    api: str
+    rev: str
+    target: str
+    reason: str
+    key_alias: str
+    timestamp: float
+    paired: bool = True  # False when the window closed without an SSLInfo line
+
+    @classmethod
+    def from_event(cls, event: HandshakeFailure, key_alias: Optional[str]) -> Failure:
+        c = event.context
+        return cls(
+            org=c.org,
+            env=c.env,
+            api=c.api,
+            rev=c.rev,
+            target=event.target,
+            reason=event.reason,
+            key_alias=key_alias or "",
+            timestamp=event.timestamp,
+            paired=key_alias is not None,
+        )
