@@ -1,0 +1,306 @@
+"""The demo log generator: deterministic, realistic, and right about its own truth.
+
+The truth is checked against a count made here, independently of the generator and of the daemon's
+parser, from the generated text alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from pathlib import Path
+
+from apigee_tls_exporter.demo import DemoWriter, LogGenerator, TruthKey, write_log
+
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ( ?)(.*)$")
+CONTEXT = re.compile(r"^org:(\S+) env:(\S+) api:(\S+) rev:(\S+) messageid:(\S+) (.*)$")
+FAILED = re.compile(
+    r"HTTPClient\$Context\.handshakeFailed\(\) : SSLClientChannel\[C:\S+ Remote host:(\S+)\]"
+)
+TIMEOUT = re.compile(
+    r"HTTPClient\$Context\.handshakeTimeout\(\) : SSLClientChannel\[Connected: Remote:(\S+) "
+)
+SSLINFO = re.compile(r"handshakeFailed\(\) : SSLInfo: KeyStore:\S+ KeyAlias:(\S+) TrustStore:\S+$")
+CONTINUATION = re.compile(r"^(\t(at |\.\.\. )|Caused by: |[a-z]+(\.[a-z]+)+\.[A-Z][\w$]*(: |$))")
+ALL_REASONS = {
+    "bad_certificate",
+    "certificate_required",
+    "handshake_failure",
+    "unknown_ca",
+    "pkix_path_building_failed",
+    "hostname_mismatch",
+    "remote_closed",
+    "no_appropriate_protocol",
+    "handshake_timeout",
+    "certificate_unknown",
+    "certificate_expired",
+    "protocol_version",
+    "unrecognized_name",
+    "other",
+}
+
+
+def target_of(address: str) -> str:
+    """host:port from an InetSocketAddress rendering, by the rule of issue 2."""
+    host, _, rest = address.partition("/")
+    if not rest:
+        return address
+    port = rest.rsplit(":", 1)[1]
+    return f"{host}:{port}" if host else rest
+
+
+def reason_of(message: str) -> str:
+    """The reason label of a ``handshake failed, message:`` text, by the rule of issue 2."""
+    alert = re.match(r"Received fatal alert: (\S+)", message)
+    if alert:
+        return alert.group(1) if re.fullmatch(r"[a-z_]{1,40}", alert.group(1)) else "other"
+    for needle, reason in (
+        ("PKIX path building failed", "pkix_path_building_failed"),
+        ("No subject alternative names", "hostname_mismatch"),
+        ("No name matching", "hostname_mismatch"),
+        ("Remote host closed connection during handshake", "remote_closed"),
+        ("No appropriate protocol", "no_appropriate_protocol"),
+    ):
+        if needle in message:
+            return reason
+    return "other"
+
+
+class Record(collections.namedtuple("Record", "index context thread rest")):
+    """A timestamped line, split: its context labels (or None), its thread, and the rest."""
+
+
+def records(lines: list[str]) -> list[Record]:
+    """The timestamped lines of a log, each with its index, checking every other line continues."""
+    out = []
+    for index, line in enumerate(lines):
+        m = STAMP.match(line)
+        if m is None:
+            assert CONTINUATION.match(line), line
+            continue
+        body = m.group(3)
+        ctx = CONTEXT.match(body)
+        context = ctx.groups()[:5] if ctx else None
+        if ctx:
+            body = ctx.group(6)
+            assert m.group(2) == "", line  # two spaces only without a context block
+        thread, rest = body.split(" ", 1)
+        out.append(Record(index, context, thread, rest))
+    return out
+
+
+def count_failures(lines: list[str]) -> collections.Counter[TruthKey]:
+    """Failures by label set, paired with the next SSLInfo of the same thread and message id."""
+    counted: collections.Counter[TruthKey] = collections.Counter()
+    open_: dict[tuple[str, str], tuple[str, ...]] = {}  # (thread, message id) -> labels sans alias
+    for rec in records(lines):
+        org, env, api, rev, mid = rec.context or ("", "", "", "", "")
+        key = (rec.thread, mid)
+        failed = FAILED.search(rec.rest)
+        timeout = TIMEOUT.search(rec.rest)
+        info = SSLINFO.search(rec.rest)
+        if failed or timeout:
+            if key in open_:
+                counted[TruthKey(*open_.pop(key), "")] += 1
+            if failed:
+                reason = reason_of(rec.rest.split("handshake failed, message: ", 1)[1])
+                address = failed.group(1)
+            else:
+                assert timeout is not None
+                reason, address = "handshake_timeout", timeout.group(1)
+            open_[key] = (org, env, api, rev, target_of(address), reason)
+        elif info and key in open_:
+            alias = info.group(1)
+            counted[TruthKey(*open_.pop(key), "" if alias == "null" else alias)] += 1
+    for labels in open_.values():
+        counted[TruthKey(*labels, "")] += 1
+    return counted
+
+
+def test_same_seed_same_text_other_seed_other_text() -> None:
+    """The generator is deterministic for a seed, and the seed matters."""
+    assert LogGenerator(7).text(5_000) == LogGenerator(7).text(5_000)
+    assert LogGenerator(7).text(5_000) != LogGenerator(8).text(5_000)
+
+
+def test_truth_matches_an_independent_count_of_the_text() -> None:
+    """Counting failures in the text with the rules of issue 2 gives the generator's truth."""
+    gen = LogGenerator(1, failure_fraction=0.05)
+    lines = gen.take(60_000)
+    assert count_failures(lines) == gen.truth
+    assert gen.open_failures == 0
+
+
+def test_failure_records_are_about_one_percent_by_default() -> None:
+    """By default about 1% of the lines are handshakeFailed/handshakeTimeout records."""
+    gen = LogGenerator(2)
+    lines = gen.take(100_000)
+    failures = sum(1 for r in records(lines) if FAILED.search(r.rest) or TIMEOUT.search(r.rest))
+    assert failures == gen.n_failures == sum(gen.truth.values())
+    assert 0.008 < failures / len(lines) < 0.012
+
+
+def test_failure_text_in_stack_traces_is_not_a_failure_record() -> None:
+    """Alert text repeats in onException records' exception lines, which carry no timestamp."""
+    gen = LogGenerator(3, failure_fraction=0.05)
+    lines = gen.take(20_000)
+    repeated = [ln for ln in lines if ln.startswith("javax.net.ssl.") and "fatal alert" in ln]
+    on_exception = [ln for ln in lines if "RequestWriteListener.onException()" in ln]
+    assert len(repeated) > 100
+    assert len(on_exception) > gen.n_failures * 0.8  # timeouts have none, connect errors add some
+    assert sum(1 for ln in lines if "handshake failed, message:" in ln) < gen.n_failures
+
+
+def test_every_case_of_the_format_appears() -> None:
+    """Every reason, address form, context shape, thread kind, stack trace and alias case occurs."""
+    gen = LogGenerator(4, failure_fraction=0.05)
+    lines = gen.take(100_000)
+    recs = records(lines)
+    assert {key.reason for key in gen.truth} == ALL_REASONS
+    addresses = [m.group(1) for r in recs if (m := FAILED.search(r.rest) or TIMEOUT.search(r.rest))]
+    assert any(re.fullmatch(r"[a-z][\w.-]+/[\d.]+:\d+", a) for a in addresses)
+    assert any(re.fullmatch(r"/[\d.]+:\d+", a) for a in addresses)
+    assert any(re.fullmatch(r"[\d.]+:\d+", a) for a in addresses)
+    assert any("No subject alternative names matching IP address" in r.rest for r in recs)
+    assert any(key.org == "" and key.reason for key in gen.truth)  # a failure without context
+    assert any(re.match(r"^\S+ \S+  \S", ln) for ln in lines)  # two spaces, no context block
+    assert any(re.match(r"^\S+ \S+ [A-Z]", ln) and "org:" not in ln for ln in lines)
+    assert any(ln.startswith("\tat ") for ln in lines)
+    assert any(ln.startswith("Caused by: ") for ln in lines)
+    assert any("KeyAlias:null" in r.rest for r in recs)
+    assert any(key.key_alias == "" for key in gen.truth)
+    assert any(key.key_alias == "backend-client" for key in gen.truth)
+    threads = {re.sub(r"\d+", "N", r.thread) for r in recs}
+    assert {"NIOThread@N", "Apigee-Main-N", "Apigee-Timer-N", "pool-N-thread-N"} <= threads
+    assert {"DEBUG", "INFO", "WARN", "ERROR"} <= {r.rest.split(" ", 1)[0] for r in recs}
+
+
+def test_retries_carry_their_own_ssl_info() -> None:
+    """A message id retried to a second TargetServer has two failures, each with its own SSLInfo."""
+    gen = LogGenerator(5, failure_fraction=0.05)
+    recs = records(gen.take(50_000))
+    by_id: dict[str, list[str]] = collections.defaultdict(list)
+    for r in recs:
+        if r.context and (FAILED.search(r.rest) or SSLINFO.search(r.rest)):
+            by_id[r.context[4]].append("F" if FAILED.search(r.rest) else "S")
+    assert gen.n_retries > 10
+    assert sum(1 for seq in by_id.values() if seq == ["F", "S", "F", "S"]) > 5
+    assert any(seq == ["F", "F", "S"] or seq == ["F", "S", "F"] for seq in by_id.values())
+
+
+def test_other_threads_interleave_but_ssl_info_stays_close() -> None:
+    """Other threads' lines come between a failure and its SSLInfo, but only a few records."""
+    gen = LogGenerator(6, failure_fraction=0.05)
+    recs = records(gen.take(50_000))
+    gaps = []
+    for i, r in enumerate(recs):
+        if FAILED.search(r.rest):
+            for j in range(i + 1, min(i + 40, len(recs))):
+                nxt = recs[j]
+                if nxt.thread == r.thread:
+                    if SSLINFO.search(nxt.rest) and nxt.context == r.context:
+                        gaps.append(j - i - 1)
+                    break
+    assert max(gaps) > 0
+    assert max(gaps) <= 12
+    assert sum(1 for g in gaps if g > 0) > len(gaps) * 0.1
+
+
+def test_timestamps_never_go_back(tmp_path: Path) -> None:
+    """Timestamps only move forward, also across the repeated blocks of write_log."""
+    result = write_log(tmp_path / "s.log", 3_000_000, seed=9, block_bytes=1_000_000)
+    lines = (tmp_path / "s.log").read_text().splitlines()
+    stamps = [m.group(1) for ln in lines if (m := STAMP.match(ln))]
+    assert stamps == sorted(stamps)
+    assert stamps[0][:10] != stamps[-1][:10]
+    assert result.distinct_blocks == 3
+
+
+def test_write_log_truth_is_the_block_truth_times_the_copies(tmp_path: Path) -> None:
+    """write_log's truth, line count and size describe the file it wrote."""
+    path = tmp_path / "s.log"
+    result = write_log(path, 2_500_000, seed=10, failure_fraction=0.02, block_bytes=1_000_000)
+    lines = path.read_text().splitlines()
+    assert result.n_bytes == path.stat().st_size >= 2_500_000
+    assert result.n_lines == len(lines)
+    assert result.truth == count_failures(lines)
+    assert result.n_failures == sum(result.truth.values())
+
+
+def test_write_log_without_blocks_generates_every_line(tmp_path: Path) -> None:
+    """With block_bytes=None the whole file is generated text and its truth is exact."""
+    path = tmp_path / "s.log"
+    result = write_log(path, 1_000_000, seed=11, block_bytes=None)
+    lines = path.read_text().splitlines()
+    assert result.distinct_blocks == 1
+    assert result.truth == count_failures(lines)
+
+
+class FakeClock:
+    """A clock that moves only when told to (or when the fake sleep is called)."""
+
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_demo_writer_writes_at_its_rate_and_ends_between_failures(tmp_path: Path) -> None:
+    """write_due appends the lines owed at the rate, whole failures only, and knows their truth."""
+    clock = FakeClock()
+    path = tmp_path / "system.log"
+    writer = DemoWriter(path, rate=100.0, seed=1, failure_fraction=0.1, clock=clock)
+    assert writer.write_due() == 0
+    for _ in range(50):
+        clock.sleep(1.0)
+        writer.write_due()
+    lines = path.read_text().splitlines()
+    assert len(lines) == writer.lines_written
+    assert 5_000 <= len(lines) <= 5_200
+    assert count_failures(lines) == writer.truth
+    assert writer.failures_written == sum(writer.truth.values()) > 100
+    first = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(clock.now - 49))
+    assert lines[0][:19] >= first[:19]
+
+
+def test_demo_writer_thread_starts_and_stops(tmp_path: Path) -> None:
+    """The background thread appends until stop(); the file then matches the truth."""
+    clock = FakeClock()
+    slept = threading.Event()
+
+    def fake_sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        slept.set()
+
+    path = tmp_path / "system.log"
+    writer = DemoWriter(path, rate=1_000.0, seed=2, clock=clock, sleep=fake_sleep)
+    writer.start()
+    deadline = time.monotonic() + 10
+    while writer.lines_written < 3_000 and time.monotonic() < deadline:
+        slept.wait(0.05)
+    writer.stop()
+    assert slept.is_set()
+    lines = path.read_text().splitlines()
+    assert len(lines) == writer.lines_written >= 3_000
+    assert count_failures(lines) == writer.truth
+
+
+def test_demo_writer_follows_a_renamed_file(tmp_path: Path) -> None:
+    """Each write opens the path again, so after a rename the writer starts a new file."""
+    clock = FakeClock()
+    path = tmp_path / "system.log"
+    writer = DemoWriter(path, rate=50.0, clock=clock)
+    clock.sleep(2)
+    writer.write_due()
+    path.rename(tmp_path / "system.log.1")
+    clock.sleep(2)
+    writer.write_due()
+    both = (tmp_path / "system.log.1").read_text() + path.read_text()
+    assert len(both.splitlines()) == writer.lines_written
+    assert count_failures(both.splitlines()) == writer.truth
