@@ -1,6 +1,6 @@
 """Small frozen value types passed between the pipeline stages.
 
-tail -> ``Line`` -> parse -> ``HandshakeFailure`` / ``SSLInfo`` -> correlate -> ``Failure`` -> metrics
+tail -> lines -> parse -> ``HandshakeFailure`` / ``SSLInfo`` -> correlate -> ``Failure`` -> metrics
 """
 
 from __future__ import annotations

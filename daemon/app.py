@@ -1,0 +1,386 @@
+"""Wiring: builds the stages in order (tail -> parse -> correlate -> metrics -> serve), owns the
+threads, the checkpoint and the signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from datetime import tzinfo
+from types import FrameType
+from typing import Any, BinaryIO, Callable, Optional
+
+import structlog
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from . import checkpoint
+from .config import Config, parse_listen
+from .correlate import Correlator
+from .events import Failure
+from .metrics import ExporterCollector, FailureStore, FileStats, PairingStats
+from .notify import Notifier
+from .parse import Parser, UnrecognisedLine, candidate_lines
+from .tail import Follower, LineSplitter
+from .watch import Watcher
+
+log = structlog.get_logger()
+
+Sink = Callable[[Failure], object]
+
+
+def timezone_of(name: Optional[str]) -> Optional[tzinfo]:
+    if name is None:
+        return None
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+class LogPipeline:
+    """parse -> correlate -> sinks, for the blocks of one log."""
+
+    def __init__(
+        self,
+        stats: FileStats,
+        splitter: LineSplitter,
+        parser: Parser,
+        correlator: Correlator,
+        sinks: list[Sink],
+    ) -> None:
+        self.stats = stats
+        self.splitter = splitter
+        self.parser = parser
+        self.correlator = correlator
+        self.sinks = sinks
+
+    def process(self, block: bytes) -> None:
+        """``block`` holds whole lines and was just counted by the splitter."""
+        line = self.stats.lines - self.splitter.last_count + 1  # number of the block's first line
+        at = 0
+        for start, raw in candidate_lines(block):
+            line += block.count(b"\n", at, start)
+            at = start
+            try:
+                event = self.parser.parse(raw)
+            except UnrecognisedLine:
+                self.stats.unrecognised += 1
+                continue
+            if event is not None:
+                self._emit(self.correlator.feed(event, line))
+        self._emit(self.correlator.advance(self.stats.lines))
+
+    def tick(self) -> None:
+        """Close the windows whose wall time has passed."""
+        self._emit(self.correlator.advance(self.stats.lines))
+
+    def finish(self) -> None:
+        """End of input: close every window."""
+        self._emit(self.correlator.close_all())
+
+    def _emit(self, failures: list[Failure]) -> None:
+        for failure in failures:
+            for sink in self.sinks:
+                sink(failure)
+
+
+def pairing_stats(correlators: Iterable[Correlator]) -> PairingStats:
+    stats = PairingStats()
+    for c in correlators:
+        stats.pending += c.pending
+        stats.unpaired += c.unpaired
+        stats.orphans += c.orphans
+    return stats
+
+
+# --- scan ------------------------------------------------------------------------------------
+
+
+class ScanResult:
+    def __init__(self, store: FailureStore, files: dict[str, FileStats], pairing: PairingStats):
+        self.store = store
+        self.files = files
+        self.pairing = pairing
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(
+            ExporterCollector(
+                self.store,
+                lambda: self.files.items(),
+                lambda: self.pairing,
+                build_info=False,
+            )
+        )
+        return registry
+
+
+def _chunks(stream: BinaryIO, size: int) -> Iterator[bytes]:
+    while True:
+        data = stream.read(size)
+        if not data:
+            return
+        yield data
+
+
+def scan(
+    paths: list[str],
+    *,
+    tz: Optional[tzinfo] = None,
+    max_series: int = 5000,
+    max_line_bytes: int = 1 << 20,
+    window_lines: int = 1000,
+    stdin: Optional[BinaryIO] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> ScanResult:
+    """Read each file from its start to its end (``-`` is standard input) and count.
+
+    Opening every file first means a missing one fails before any work. Wall-time windows do not
+    apply: the whole input is there, and the result must not depend on how fast it was read.
+    """
+    store = FailureStore(max_series)
+    files: dict[str, FileStats] = {}
+    correlators: list[Correlator] = []
+    sources: list[tuple[str, BinaryIO]] = []
+    for path in paths:
+        if path == "-":
+            sources.append((path, stdin if stdin is not None else sys.stdin.buffer))
+        else:
+            sources.append((path, open(path, "rb")))  # noqa: SIM115 - closed below
+    total = sum(os.fstat(s.fileno()).st_size for p, s in sources if p != "-")
+    done = 0
+    try:
+        for path, stream in sources:
+            stats = files.setdefault(path, FileStats())
+            splitter = LineSplitter(max_line_bytes, stats)
+            correlator = Correlator(window_lines, None)
+            correlators.append(correlator)
+            pipeline = LogPipeline(stats, splitter, Parser(tz), correlator, [store.record])
+            for data in _chunks(stream, min(1 << 20, max_line_bytes)):
+                stats.bytes_read += len(data)
+                stats.offset += len(data)
+                done += len(data)
+                block = splitter.feed(data)
+                if block:
+                    pipeline.process(block)
+                if progress is not None:
+                    progress(done, total)
+            if splitter.partial:  # the last line has no newline: it is a line all the same
+                pipeline.process(splitter.feed(b"\n"))
+            pipeline.finish()
+            stats.size = stats.offset
+    finally:
+        for path, stream in sources:
+            if path != "-":
+                stream.close()
+    return ScanResult(store, files, pairing_stats(correlators))
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+class Daemon:
+    """Follows the configured logs and keeps the metrics; ``serve`` and signals are in ``run``."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        checkpoint_interval: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.wall = wall
+        self.checkpoint_interval = checkpoint_interval
+        self.state_file = config.state_path()
+        self.store = FailureStore(config.max_series)
+        self.sinks: list[Sink] = [self.store.record]
+        self.followers: dict[str, Follower] = {}
+        self.pipelines: dict[str, LogPipeline] = {}
+        self._last_checkpoint: Optional[float] = None  # wall clock
+        self._dirty = False
+        self._checkpoint_failing = False
+        for log_config in config.log_paths():
+            self._add_log(log_config.path, log_config.rotated)
+        registry.register(
+            ExporterCollector(
+                self.store,
+                lambda: [(p, f.stats) for p, f in self.followers.items()],
+                lambda: pairing_stats(p.correlator for p in self.pipelines.values()),
+                checkpoint_age=self.checkpoint_age,
+            )
+        )
+
+    def _add_log(self, path: str, rotated: Optional[str]) -> None:
+        path = os.path.abspath(path)
+        stats = FileStats()
+        follower = Follower(
+            path,
+            stats=stats,
+            rotated=rotated,
+            max_line_bytes=self.config.max_line_bytes,
+            from_beginning=self.config.from_beginning,
+            clock=self.clock,
+        )
+        correlator = Correlator(
+            self.config.pairing.window_lines, self.config.pairing.window, clock=self.clock
+        )
+        parser = Parser(timezone_of(self.config.timezone))
+        self.followers[path] = follower
+        self.pipelines[path] = LogPipeline(stats, follower.splitter, parser, correlator, self.sinks)
+
+    # --- checkpoint ---
+    def checkpoint_age(self) -> Optional[float]:
+        if self._last_checkpoint is None:
+            return None
+        return max(0.0, self.wall() - self._last_checkpoint)
+
+    def restore(self) -> None:
+        """Take the counters, positions and open pairings from the state file, if it is usable."""
+        state = checkpoint.load(self.state_file)
+        if state is None:
+            return
+        try:
+            self.store.restore(state["store"])
+            for path, saved in state.get("logs", {}).items():
+                if path in self.followers and saved.get("follower"):
+                    self.followers[path].restore(saved["follower"])
+                    self.pipelines[path].correlator.restore(saved.get("pairing", {}))
+        except (KeyError, ValueError, TypeError, AttributeError) as err:
+            log.warning(
+                "state file corrupt, starting fresh", state_file=self.state_file, error=str(err)
+            )
+            self.store.restore({"counts": [], "last": [], "overflow": 0})
+            self.followers.clear()
+            self.pipelines.clear()
+            for log_config in self.config.log_paths():
+                self._add_log(log_config.path, log_config.rotated)
+            return
+        self._last_checkpoint = float(state.get("written_at", self.wall()))
+        log.info("state restored", state_file=self.state_file, failures=self.store.total())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "written_at": self.wall(),
+            "store": self.store.snapshot(),
+            "logs": {
+                path: {
+                    "follower": follower.snapshot(),
+                    "pairing": self.pipelines[path].correlator.snapshot(),
+                }
+                for path, follower in self.followers.items()
+            },
+        }
+
+    def save_checkpoint(self) -> None:
+        try:
+            checkpoint.save(self.state_file, self.snapshot())
+        except checkpoint.CheckpointError as err:
+            if not self._checkpoint_failing:
+                log.error("checkpoint failed", error=str(err))
+            self._checkpoint_failing = True
+            return
+        if self._checkpoint_failing:
+            log.info("checkpoint written again", state_file=self.state_file)
+        self._checkpoint_failing = False
+        self._last_checkpoint = self.wall()
+        self._dirty = False
+
+    # --- following ---
+    def step(self) -> bool:
+        """Poll every log once; process what is new. True when something was read."""
+        progressed = False
+        for path, follower in self.followers.items():
+            pipeline = self.pipelines[path]
+            for block in follower.poll():
+                pipeline.process(block)
+                progressed = True
+                self._dirty = True
+                self.maybe_checkpoint()
+            pipeline.tick()
+        return progressed
+
+    def maybe_checkpoint(self) -> None:
+        if not self._dirty:
+            return
+        if (
+            self._last_checkpoint is None
+            or self.wall() - self._last_checkpoint >= self.checkpoint_interval
+        ):
+            self.save_checkpoint()
+
+    def close(self) -> None:
+        for follower in self.followers.values():
+            follower.close()
+
+    def status_line(self) -> str:
+        lines = sum(f.stats.lines for f in self.followers.values())
+        return f"{len(self.followers)} log(s), {lines} lines, {int(self.store.total())} failures"
+
+
+def run(config: Config, notifier: Optional[Notifier] = None) -> int:
+    """The ``run`` command: follow, serve, checkpoint, until SIGTERM or SIGINT."""
+    from .serve import serve
+
+    notifier = notifier or Notifier()
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    daemon = Daemon(config, registry)
+    daemon.restore()
+    host, port = parse_listen(config.listen)
+    server, server_thread = serve(registry, host, port)
+    stop = threading.Event()
+    wake = threading.Event()
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        log.info("signal received, stopping", signal=signal.Signals(signum).name)
+        stop.set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    watcher = Watcher(daemon.followers, wake)
+    watcher.start()
+    log.info(
+        "serving metrics",
+        url=f"http://{host or '0.0.0.0'}:{server.server_port}/metrics",
+        logs=list(daemon.followers),
+        state_file=daemon.state_file,
+    )
+    interval = notifier.watchdog_interval()
+    ping_every = interval / 2 if interval else None
+    last_ping = last_status = 0.0
+    ready = False
+    try:
+        while not stop.is_set():
+            daemon.step()
+            daemon.maybe_checkpoint()
+            now = time.monotonic()
+            if not ready:
+                notifier.ready(daemon.status_line())
+                ready = True
+            if ping_every and now - last_ping >= ping_every:
+                notifier.watchdog()
+                last_ping = now
+            if now - last_status >= 5:
+                notifier.status(daemon.status_line())
+                watcher.refresh()
+                last_status = now
+            wake.wait(0.25)
+            wake.clear()
+    finally:
+        notifier.stopping()
+        watcher.stop()
+        daemon.save_checkpoint()
+        daemon.close()
+        server.shutdown()
+        server_thread.join(timeout=5)
+    log.info("stopped")
+    return 0

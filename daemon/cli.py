@@ -1,0 +1,317 @@
+"""The command line: the only place that parses argv and sets exit codes.
+
+Exit codes: 0 success; 1 an invalid config (check-config, run); 2 bad usage or an unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from typing import Any, Optional, TextIO
+
+from prometheus_client import disable_created_metrics, generate_latest
+
+from . import __version__
+from .app import ScanResult, scan, timezone_of
+from .config import Config, ConfigError, load_config, validate
+from .log import configure_logging
+from .metrics import FAILURE_LABELS
+
+PROG = "apigee-tls-exporter"
+
+
+class UsageError(Exception):
+    """Bad arguments or input: one line on stderr, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Southbound TLS handshake failures from the Apigee MP system.log, "
+        "as Prometheus metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("scan", help="read logs from start to end and print the final metrics")
+    p.add_argument("files", nargs="+", metavar="FILE", help="a log file, or - for standard input")
+    p.add_argument("--format", choices=("prometheus", "json", "table"), default="prometheus")
+    p.add_argument("--timezone", help="IANA zone of the log's timestamps (default: local time)")
+    p.add_argument("--max-series", type=int, default=5000, help="bound on failure series")
+    p.add_argument("--window-lines", type=int, default=1000, help="pairing window in lines")
+
+    p = sub.add_parser("run", help="follow the log(s) and serve /metrics")
+    p.add_argument(
+        "--config", metavar="FILE", help="YAML config (see config/apigee-tls-exporter.yml)"
+    )
+    p.add_argument("--log", action="append", metavar="PATH", help="log to follow (repeatable)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="default :9847")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        default=None,
+        help="read a log the state file does not know from its start, not its end",
+    )
+    p.add_argument("--state-file", metavar="PATH", help="default $STATE_DIRECTORY/state.json")
+    p.add_argument("--timezone", help="IANA zone of the log's timestamps (default: local time)")
+    p.add_argument(
+        "--web-config",
+        "--web.config.file",
+        dest="web_config",
+        metavar="FILE",
+        help="TLS and basic auth for /metrics (exporter-toolkit format)",
+    )
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-format", choices=("auto", "json", "console"))
+
+    p = sub.add_parser("check-config", help="validate a config file; exit 1 when invalid")
+    p.add_argument("file", metavar="FILE")
+
+    p = sub.add_parser("demo", help="run the daemon on a built-in demo log (what `make run` does)")
+    p.add_argument("--listen", default="127.0.0.1:9847", metavar="HOST:PORT")
+    p.add_argument("--rate", type=float, default=50.0, help="demo log lines per second")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "scan":
+            return _scan(args)
+        if args.command == "check-config":
+            return _check_config(args.file)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "demo":
+            return _demo(args)
+    except UsageError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(args.command)
+
+
+# --- scan -------------------------------------------------------------------------------------
+
+
+def _scan(args: argparse.Namespace) -> int:
+    configure_logging("warning", json_output=False, stream=sys.stderr)
+    try:
+        tz = timezone_of(validate({"timezone": args.timezone}).timezone)
+    except ConfigError as err:
+        raise UsageError(err.problems[0]) from None
+    if args.max_series < 1 or args.window_lines < 1:
+        raise UsageError("--max-series and --window-lines must be at least 1")
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        result = scan(
+            args.files,
+            tz=tz,
+            max_series=args.max_series,
+            window_lines=args.window_lines,
+            progress=progress,
+        )
+    except OSError as err:
+        name = err.filename if err.filename is not None else "input"
+        raise UsageError(f"cannot read {name}: {err.strerror or err}") from None
+    finally:
+        if progress is not None:
+            progress.done()
+    out = sys.stdout
+    if args.format == "prometheus":
+        out.write(generate_latest(result.registry()).decode())
+    elif args.format == "json":
+        json.dump(scan_json(result), out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        out.write(scan_table(result))
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on a terminal, for inputs worth waiting for."""
+
+    MIN_BYTES = 64 << 20
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._shown = False
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if total < self.MIN_BYTES or now - self._last < 0.2:
+            return
+        self._last = now
+        share = min(1.0, done / total)
+        rate = done / max(now - self._start, 1e-9) / 1e6
+        bar = "#" * int(share * 30)
+        self._stream.write(f"\r[{bar:<30}] {share:6.1%} {done / 1e6:,.0f} MB  {rate:,.0f} MB/s")
+        self._stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def scan_json(result: ScanResult) -> dict[str, Any]:
+    failures = [
+        {**dict(zip(FAILURE_LABELS, labels)), "count": int(value)}
+        for labels, value in sorted(result.store.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    return {
+        "failures": failures,
+        "total_failures": int(result.store.total()),
+        "series_overflow": result.store.overflow,
+        "pairing": {
+            "unpaired": result.pairing.unpaired,
+            "orphans": result.pairing.orphans,
+        },
+        "files": {
+            path: {
+                "lines": s.lines,
+                "bytes": s.bytes_read,
+                "unrecognised_lines": s.unrecognised,
+                "truncated_lines": s.truncated_lines,
+            }
+            for path, s in result.files.items()
+        },
+    }
+
+
+def scan_table(result: ScanResult) -> str:
+    """A summary for a person: totals by target, reason and key alias, then every series."""
+    rows: list[dict[str, Any]] = [
+        {**dict(zip(FAILURE_LABELS, labels)), "count": int(v)} for labels, v in result.store.items()
+    ]
+    lines = sum(s.lines for s in result.files.values())
+    unrecognised = sum(s.unrecognised for s in result.files.values())
+    out = [
+        f"{int(result.store.total())} handshake failures in {lines} lines "
+        f"({unrecognised} unrecognised handshake lines, {result.pairing.unpaired} failures "
+        f"without an SSLInfo line, {result.pairing.orphans} orphan SSLInfo lines)",
+    ]
+    if not rows:
+        return "\n".join(out) + "\n"
+    for title, key in (("target", "target"), ("reason", "reason"), ("key alias", "key_alias")):
+        totals: Counter[str] = Counter()
+        for row in rows:
+            totals[row[key] or "-"] += row["count"]
+        out += ["", f"By {title}:"]
+        out += [f"  {count:>9}  {name}" for name, count in totals.most_common()]
+    out += ["", "By proxy, target, reason and key alias:"]
+    header = ("FAILURES", "TARGET", "REASON", "KEY ALIAS", "PROXY")
+    table = [header]
+    for row in sorted(rows, key=lambda r: (-int(r["count"]), str(r["target"]), str(r["reason"]))):
+        proxy = "/".join(str(row[x]) for x in ("org", "env", "api") if row[x]) or "-"
+        if row["rev"]:
+            proxy += f" rev {row['rev']}"
+        table.append(
+            (
+                str(row["count"]),
+                str(row["target"]),
+                str(row["reason"]),
+                str(row["key_alias"] or "-"),
+                proxy,
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        cells = [r[0].rjust(widths[0])] + [c.ljust(w) for c, w in zip(r[1:], widths[1:])]
+        out.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(out) + "\n"
+
+
+# --- check-config and run -----------------------------------------------------------------------
+
+
+def _check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    logs = ", ".join(c.path for c in config.log_paths())
+    print(f"{path}: OK (logs: {logs}; listen {config.listen})")
+    return 0
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file (if any) with the command-line options on top."""
+    base = load_config(args.config) if args.config else Config()
+    overrides: dict[str, Any] = {}
+    if args.log:
+        overrides["logs"] = [{"path": p} for p in args.log]
+    for key in (
+        "listen",
+        "from_beginning",
+        "state_file",
+        "timezone",
+        "web_config",
+        "log_level",
+        "log_format",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    data = base.model_dump(exclude_unset=True)
+    data.update(overrides)
+    return validate(data, args.config or "command line")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .app import run
+
+    try:
+        config = config_from_args(args)
+    except ConfigError as err:
+        print(f"{PROG}: invalid configuration: {err}", file=sys.stderr)
+        return 1
+    json_output = {"auto": None, "json": True, "console": False}[config.log_format]
+    configure_logging(config.log_level, json_output=json_output)
+    return run(config)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """A demo writer appends realistic MP records to a temporary log; the daemon follows it."""
+    import tempfile
+
+    from .app import run
+    from .demo import DemoWriter
+
+    try:
+        config = validate({"listen": args.listen})
+    except ConfigError as err:
+        raise UsageError(err.problems[0]) from None
+    configure_logging("info")
+    with tempfile.TemporaryDirectory(prefix="apigee-tls-demo-") as tmp:
+        log_path = f"{tmp}/system.log"
+        config = validate(
+            {
+                "logs": [{"path": log_path}],
+                "listen": args.listen,
+                "from_beginning": True,
+                "state_file": f"{tmp}/state.json",
+            }
+        )
+        writer = DemoWriter(log_path, rate=args.rate)
+        writer.start()
+        host = config.listen.rpartition(":")[0] or "127.0.0.1"
+        print(f"demo log:  {log_path} ({args.rate:g} lines/s, failures of several kinds)")
+        print(f"metrics:   http://{host}:{config.listen.rpartition(':')[2]}/metrics")
+        print("stop with Ctrl-C", flush=True)
+        try:
+            return run(config)
+        finally:
+            writer.stop()

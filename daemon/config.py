@@ -1,0 +1,177 @@
+"""The YAML configuration: pydantic models, strict (unknown keys are errors), and ``load_config``.
+
+Every command-line option of ``run`` has a key here; the command line wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MP_LOGS = (
+    "/opt/apigee/var/log/edge-message-processor/logs/system.log",
+    "/opt/apigee/var/log/edge-message-processor/system.log",
+)
+DEFAULT_LISTEN = ":9847"
+DEFAULT_STATE_DIR = "/var/lib/apigee-tls-exporter"
+
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"`` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.fullmatch(str(value).strip())
+        if match is None:
+            raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
+        seconds = float(match["n"]) * _UNITS[match["unit"]]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogConfig(Model):
+    path: str
+    rotated: Optional[str] = None  # glob of rotated names; default "<path>.*" (plain or .gz)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+
+class PairingConfig(Model):
+    window_lines: int = Field(1000, ge=1, le=1_000_000)
+    window: float = 2.0  # seconds of wall time; accepts 2s, 500ms, ...
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class Config(Model):
+    logs: list[LogConfig] = Field(default_factory=list)  # empty: whichever MP log exists
+    listen: str = DEFAULT_LISTEN
+    from_beginning: bool = False
+    state_file: Optional[str] = None  # default: $STATE_DIRECTORY/state.json
+    timezone: Optional[str] = None  # IANA name; default: the node's local time
+    max_series: int = Field(5000, ge=1)
+    max_line_bytes: int = Field(1 << 20, ge=1024)
+    pairing: PairingConfig = PairingConfig()
+    web_config: Optional[str] = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    def log_paths(self) -> list[LogConfig]:
+        """The configured logs, or the MP log that exists (the official path when neither does)."""
+        if self.logs:
+            return list(self.logs)
+        for path in MP_LOGS:
+            if os.path.exists(path):
+                return [LogConfig(path=path)]
+        return [LogConfig(path=MP_LOGS[0])]
+
+    def state_path(self) -> str:
+        if self.state_file:
+            return self.state_file
+        directory = os.environ.get("STATE_DIRECTORY", DEFAULT_STATE_DIR).split(":")[0]
+        return os.path.join(directory, "state.json")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``":9847"``, ``"127.0.0.1:9847"``, ``"[::1]:9847"`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9847 or :9847, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists each as "location: message"."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def validate(data: Any, source: str = "config") -> Config:
+    """A Config from parsed YAML, or ConfigError listing every problem with its location."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of keys to values"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            message = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                message = "unknown key"
+            problems.append(f"{_location(tuple(e['loc']))}: {message}")
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: str) -> Config:
+    """Read and validate a YAML config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except OSError as err:
+        raise ConfigError(path, [f"cannot read: {err.strerror or err}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, ["not UTF-8 text"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(parse)"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(path, [f"{where}: invalid YAML: {problem}"]) from None
+    return validate(data, path)

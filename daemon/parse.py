@@ -1,0 +1,176 @@
+"""Lines of the MP system.log -> events. The regexes live here and only here.
+
+The contract is logster's: ``Parser.parse(line)`` returns an event, or ``None`` for a line that
+is none of ours, and raises ``UnrecognisedLine`` for a line that mentions a handshake marker but
+matches no rule (the signal that an Apigee upgrade changed the format). ``candidate_lines`` is the
+fast prefilter: it finds the few lines of a block that mention a marker, so that the other 99 % of
+the log never reach a regex.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, tzinfo
+from typing import Optional
+
+from .events import Context, Event, HandshakeFailure, SSLInfo
+
+MARKERS = (b"handshakeFailed", b"handshakeTimeout", b"SSLInfo")
+
+_RECORD = re.compile(
+    r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
+    r"(?P<ctx>(?:(?:org|env|api|rev|messageid):\S* +)*)"
+    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +(?P<body>.*)"
+)
+_FAILED = re.compile(
+    r"\S*\.handshakeFailed\(\) : SSLClientChannel\[(?P<chan>[^\]]*)\]"
+    r".*?handshake failed, message: (?P<message>.*)"
+)
+_TIMEOUT = re.compile(
+    r"\S*\.handshakeTimeout\(\) : SSLClientChannel\[(?P<chan>[^\]]*)\].*handshake timeout"
+)
+_SSLINFO = re.compile(r"\S*\(\) : SSLInfo: .*?KeyAlias:(?P<alias>\S*)")
+_REMOTE_HOST = re.compile(r"Remote host: *(?P<addr>[^\s\]]+)")
+_REMOTE = re.compile(r"Remote: *(?P<addr>[^\s\]]+)")
+_ALERT = re.compile(r"Received fatal alert: (?P<name>\S*)")
+_ALERT_NAME = re.compile(r"[a-z_]{1,40}")
+# A line that continues the record above: a stack frame, "Caused by:", or an exception class line.
+_CONTINUATION = re.compile(
+    r"\s|Caused by:|Suppressed:|\.\.\. \d+ more|[A-Za-z_$][\w$]*(?:\.[\w$]+)+(?::|$)"
+)
+
+# Messages that are not a TLS alert, in order of precedence: (text in the message, reason).
+FIXED_REASONS = (
+    ("PKIX path building failed", "pkix_path_building_failed"),
+    ("No subject alternative names", "hostname_mismatch"),
+    ("No subject alternative DNS name", "hostname_mismatch"),
+    ("No name matching", "hostname_mismatch"),
+    ("Remote host closed connection during handshake", "remote_closed"),
+    ("No appropriate protocol", "no_appropriate_protocol"),
+)
+MAX_TARGET_CHARS = 260
+
+
+class UnrecognisedLine(ValueError):
+    """A line mentions a handshake marker but matches no rule."""
+
+
+def classify_message(message: str) -> str:
+    """The ``reason`` label for the message of a ``handshakeFailed()`` line."""
+    alert = _ALERT.search(message)
+    if alert:
+        name = alert.group("name")
+        return name if _ALERT_NAME.fullmatch(name) else "other"
+    for text, reason in FIXED_REASONS:
+        if text in message:
+            return reason
+    return "other"
+
+
+def normalise_address(address: str) -> str:
+    """Java's InetSocketAddress rendering -> ``host:port``.
+
+    ``hostname/10.1.2.3:443`` -> ``hostname:443``; ``/10.1.2.3:443`` and ``10.1.2.3:443`` ->
+    ``10.1.2.3:443``; an IPv6 address is bracketed. Anything else -> ``unknown``.
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return "unknown"
+    name, _, ip = host.partition("/")
+    host = name or ip
+    if not host:
+        return "unknown"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"[:MAX_TARGET_CHARS]
+
+
+def parse_context(block: str) -> Context:
+    """``org:a env:b api:c rev:1 messageid:x`` -> Context; missing keys are ``""``."""
+    fields = dict(token.split(":", 1) for token in block.split())
+    return Context(
+        org=fields.get("org", ""),
+        env=fields.get("env", ""),
+        api=fields.get("api", ""),
+        rev=fields.get("rev", ""),
+        message_id=fields.get("messageid", ""),
+    )
+
+
+def candidate_lines(block: bytes) -> Iterator[tuple[int, bytes]]:
+    """The lines of ``block`` that mention a marker, as (start offset, line without newline).
+
+    ``block`` holds whole lines. Each line is yielded once, in order, however many markers it has.
+    """
+    starts: set[int] = set()
+    for marker in MARKERS:
+        at = block.find(marker)
+        while at >= 0:
+            start = block.rfind(b"\n", 0, at) + 1
+            starts.add(start)
+            end = block.find(b"\n", at)
+            if end < 0:
+                break
+            at = block.find(marker, end)
+    for start in sorted(starts):
+        end = block.find(b"\n", start)
+        yield start, block[start : end if end >= 0 else len(block)]
+
+
+class Parser:
+    """Turns one candidate line into an event. ``tz`` None reads timestamps in local time."""
+
+    def __init__(self, tz: Optional[tzinfo] = None) -> None:
+        self._tz = tz
+
+    def parse(self, raw: bytes) -> Optional[Event]:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        record = _RECORD.match(line)
+        if record is None:
+            if _CONTINUATION.match(line):
+                return None  # a stack frame or exception line: part of a record already seen
+            raise UnrecognisedLine(line[:200])
+        body = record.group("body")
+        context = parse_context(record.group("ctx"))
+        thread = record.group("thread")
+        info = _SSLINFO.match(body)
+        if info:
+            alias = info.group("alias")
+            return SSLInfo(context, thread, "" if alias == "null" else alias)
+        failed = _FAILED.match(body)
+        if failed:
+            remote = _REMOTE_HOST.search(failed.group("chan"))
+            return HandshakeFailure(
+                timestamp=self._timestamp(record.group("ts")),
+                context=context,
+                thread=thread,
+                target=normalise_address(remote.group("addr")) if remote else "unknown",
+                reason=classify_message(failed.group("message")),
+            )
+        timeout = _TIMEOUT.match(body)
+        if timeout:
+            remote = _REMOTE.search(timeout.group("chan"))
+            return HandshakeFailure(
+                timestamp=self._timestamp(record.group("ts")),
+                context=context,
+                thread=thread,
+                target=normalise_address(remote.group("addr")) if remote else "unknown",
+                reason="handshake_timeout",
+            )
+        if any(marker.decode() in body for marker in MARKERS):
+            raise UnrecognisedLine(line[:200])
+        return None  # a marker only in the context block or thread name: not a handshake line
+
+    def _timestamp(self, text: str) -> float:
+        moment = datetime(
+            int(text[0:4]),
+            int(text[5:7]),
+            int(text[8:10]),
+            int(text[11:13]),
+            int(text[14:16]),
+            int(text[17:19]),
+            int(text[20:23]) * 1000,
+            tzinfo=self._tz,
+        )
+        return moment.timestamp()
