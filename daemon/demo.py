@@ -201,8 +201,10 @@ class LogGenerator:
     ``missing_ssl_info`` is the share of failures written with no SSLInfo line at all
     (``key_alias`` ""), ``no_context`` the share written without the context block and
     ``retry`` the share of failures on a two-backend proxy retried, under the same message id,
-    to the other backend. Timestamps start at ``start`` and advance a few milliseconds a record,
-    or follow ``clock`` (seconds since the epoch, shown in local time) when one is given.
+    to the other backend, and ``timeout_ssl_info`` the share of handshake timeouts followed by an
+    SSLInfo line (no public sample shows whether the MP logs one). Timestamps start at ``start``
+    and advance a few milliseconds a record, or follow ``clock`` (seconds since the epoch, shown in
+    local time) when one is given.
     """
 
     def __init__(
@@ -213,6 +215,7 @@ class LogGenerator:
         missing_ssl_info: float = 0.05,
         no_context: float = 0.03,
         retry: float = 0.3,
+        timeout_ssl_info: float = 0.5,
         start: Optional[dt.datetime] = None,
         clock: Optional[Callable[[], float]] = None,
         proxies: tuple[Proxy, ...] = DEFAULT_PROXIES,
@@ -225,6 +228,7 @@ class LogGenerator:
         self._missing = missing_ssl_info
         self._no_context = no_context
         self._retry = retry
+        self._timeout_missing = 1.0 - timeout_ssl_info
         self._proxies = proxies
         self._clock = clock
         self._start = start if start is not None else dt.datetime(2026, 11, 27, 0, 0, 0)
@@ -287,6 +291,17 @@ class LogGenerator:
         out: list[str] = []
         while self._active:
             out.extend(self._emit_segment(self._active[0]))
+        return out
+
+    def failure_record(self) -> list[str]:
+        """One complete failure now: failure line, SSLInfo, ``onException`` record, stack trace.
+
+        Any open failure is completed first (its lines come before); no other record interleaves.
+        """
+        out = self.drain()
+        self._advance()
+        out.extend(self._start_episode())
+        out.extend(self.drain())
         return out
 
     def take(self, n_lines: int) -> list[str]:
@@ -531,7 +546,7 @@ class LogGenerator:
         timeout = reason == "handshake_timeout"
         by_name = "/" in address and not address.startswith("/")
         message, exception = _failure_text(reason, backend, by_name)
-        with_ssl_info = self._random() >= (self._missing if not timeout else 0.5)
+        with_ssl_info = self._random() >= (self._timeout_missing if timeout else self._missing)
         alias = backend.key_alias if with_ssl_info and backend.key_alias is not None else ""
         if not with_ssl_info:
             self.n_unpaired += 1

@@ -208,6 +208,22 @@ def test_other_threads_interleave_but_ssl_info_stays_close() -> None:
     assert sum(1 for g in gaps if g > 0) > len(gaps) * 0.1
 
 
+def test_failure_record_is_one_complete_failure() -> None:
+    """failure_record gives one failure of one thread with its SSLInfo, and counts it."""
+    gen = LogGenerator(12, missing_ssl_info=0.0, timeout_ssl_info=1.0, retry=0.0)
+    lines = gen.take(1_000)
+    before = sum(gen.truth.values())
+    for _ in range(50):
+        record = gen.failure_record()
+        recs = records(record)
+        lines += record
+        assert len({r.thread for r in recs}) == 1
+        assert sum(1 for r in recs if FAILED.search(r.rest) or TIMEOUT.search(r.rest)) == 1
+        assert sum(1 for r in recs if SSLINFO.search(r.rest)) == 1
+    assert sum(gen.truth.values()) == before + 50
+    assert count_failures(lines) == gen.truth
+
+
 def test_timestamps_never_go_back(tmp_path: Path) -> None:
     """Timestamps only move forward, also across the repeated blocks of write_log."""
     result = write_log(tmp_path / "s.log", 3_000_000, seed=9, block_bytes=1_000_000)
