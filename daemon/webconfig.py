@@ -1,0 +1,373 @@
+"""The web config: TLS and basic auth for /metrics, in the Prometheus exporter-toolkit format.
+
+The same file other exporters take with ``--web.config.file`` works here unchanged::
+
+    tls_server_config:
+      cert_file: server.crt            # relative paths are relative to this file
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert
+      client_ca_file: prometheus-ca.crt
+      min_version: TLS12
+    basic_auth_users:
+      prometheus: $2b$12$...            # bcrypt hash, e.g. from `htpasswd -nBC 12 ""`
+
+Differences from the Go toolkit, each refused with a clear message rather than silently ignored:
+``RequestClientCert`` and ``RequireAnyClientCert`` (which accept any client certificate without
+verifying it) cannot be expressed with Python's ssl module; ``cipher_suites``,
+``curve_preferences``, ``client_allowed_sans`` and ``http_server_config`` are not implemented;
+TLS versions below 1.2 are not offered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Union
+
+import bcrypt
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+__all__ = [
+    "BasicAuth",
+    "TLSServerConfig",
+    "WebConfig",
+    "WebConfigError",
+    "build_ssl_context",
+    "load_web_config",
+]
+
+ClientAuthType = Literal[
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+]
+TLSVersionName = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+
+_TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_VERIFY_MODES = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+# Valid in the exporter-toolkit format but not implemented here: say so instead of "extra input".
+_UNSUPPORTED_KEYS = {
+    "cipher_suites": "Python's ssl module chooses the cipher suites",
+    "curve_preferences": "Python's ssl module chooses the curves",
+    "client_allowed_sans": "restrict clients with client_ca_file instead",
+    "http_server_config": "HTTP/2 and custom headers are not implemented",
+    "cert": "inline certificates are not supported; use cert_file",
+    "key": "inline keys are not supported; use key_file",
+}
+_BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
+# Checked when the user name is unknown, so that an unknown user costs as much as a wrong password.
+_DUMMY_HASH = b"$2b$10$cAcWXRWuuJci4.aoD8YY5.7lgBwLHXLzHtJzQaHRYcMz.WZhXZfvS"
+
+
+class WebConfigError(Exception):
+    """A web config that cannot be used; lists every problem found, each with its location."""
+
+    def __init__(self, path: Union[str, os.PathLike[str]], problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"web config {self.path}: " + "; ".join(problems))
+
+
+class TLSServerConfig(BaseModel):
+    """``tls_server_config``: the server certificate and the client certificate policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cert_file: str
+    key_file: str
+    client_auth_type: ClientAuthType = "NoClientCert"
+    client_ca_file: Optional[str] = None
+    min_version: TLSVersionName = "TLS12"
+    max_version: Optional[TLSVersionName] = None
+    prefer_server_cipher_suites: bool = True
+
+
+class WebConfig(BaseModel):
+    """The whole web config file; an empty file means plain HTTP without authentication."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tls_server_config: Optional[TLSServerConfig] = None
+    basic_auth_users: dict[str, str] = {}
+
+    @field_validator("basic_auth_users", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+def load_web_config(path: Union[str, os.PathLike[str]]) -> WebConfig:
+    """Read, validate and check a web config file; WebConfigError listing every problem.
+
+    Beyond the schema, the files are opened and an SSLContext is built, so that a bad
+    certificate, a key that does not match it or an unreadable file is reported here (by
+    ``check-config``) and not at the first scrape. Relative paths are resolved against the
+    directory of the file, as the Go toolkit does.
+    """
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WebConfigError(path, [f"cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise WebConfigError(path, ["not UTF-8 text"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise WebConfigError(path, [_yaml_problem(exc)]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise WebConfigError(path, ["expected a mapping at the top level"])
+    try:
+        config = WebConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise WebConfigError(path, [_pydantic_problem(e) for e in exc.errors()]) from None
+    config = _resolve_paths(config, source.parent)
+    problems = check_web_config(config)
+    if problems:
+        raise WebConfigError(path, problems)
+    return config
+
+
+def check_web_config(config: WebConfig) -> list[str]:
+    """The problems of a schema-valid config that only show when it is used; empty when none."""
+    problems: list[str] = []
+    for user, hashed in config.basic_auth_users.items():
+        if not user or ":" in user:
+            problems.append(f"basic_auth_users: user name {user!r} is empty or contains ':'")
+        if not _BCRYPT_HASH.match(hashed):
+            # Never echo the value: it may be a plain password pasted by mistake.
+            problems.append(f"basic_auth_users.{user}: not a bcrypt hash ($2a$, $2b$ or $2y$)")
+    tls = config.tls_server_config
+    if tls is None:
+        return problems
+    where = "tls_server_config"
+    if tls.client_auth_type in ("RequestClientCert", "RequireAnyClientCert"):
+        problems.append(
+            f"{where}.client_auth_type: {tls.client_auth_type} accepts unverified client"
+            " certificates and is not supported; use VerifyClientCertIfGiven or"
+            " RequireAndVerifyClientCert with client_ca_file"
+        )
+    elif tls.client_auth_type != "NoClientCert" and tls.client_ca_file is None:
+        problems.append(f"{where}.client_ca_file: required for {tls.client_auth_type}")
+    elif tls.client_auth_type == "NoClientCert" and tls.client_ca_file is not None:
+        problems.append(
+            f"{where}.client_auth_type: client_ca_file is set but client_auth_type is"
+            " NoClientCert; set VerifyClientCertIfGiven or RequireAndVerifyClientCert"
+        )
+    for name in ("min_version", "max_version"):
+        value = getattr(tls, name)
+        if value is not None and value not in _TLS_VERSIONS:
+            problems.append(f"{where}.{name}: {value} is not offered; use TLS12 or TLS13")
+    low = _TLS_VERSIONS.get(tls.min_version)
+    high = _TLS_VERSIONS.get(tls.max_version or "TLS13")
+    if low is not None and high is not None and high < low:
+        problems.append(f"{where}.max_version: lower than min_version {tls.min_version}")
+    files = [("cert_file", tls.cert_file), ("key_file", tls.key_file)]
+    if tls.client_ca_file is not None:
+        files.append(("client_ca_file", tls.client_ca_file))
+    for name, file in files:
+        problem = _file_problem(file)
+        if problem:
+            problems.append(f"{where}.{name}: {problem}")
+    if not problems:
+        try:
+            build_ssl_context(tls)
+        except WebConfigError as exc:
+            problems.extend(exc.problems)
+    return problems
+
+
+def build_ssl_context(tls: TLSServerConfig) -> ssl.SSLContext:
+    """A server-side SSLContext for the config; WebConfigError (path "") on a bad file."""
+    where = "tls_server_config"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _TLS_VERSIONS.get(tls.min_version, ssl.TLSVersion.TLSv1_2)
+    if tls.max_version is not None:
+        context.maximum_version = _TLS_VERSIONS.get(tls.max_version, ssl.TLSVersion.TLSv1_3)
+    if tls.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=_no_passphrase)
+    except _EncryptedKeyError:
+        raise WebConfigError(
+            "", [f"{where}.key_file: encrypted private keys are not supported: {tls.key_file}"]
+        ) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise WebConfigError(
+            "",
+            [
+                f"{where}.cert_file/key_file: cannot load {tls.cert_file} with {tls.key_file}"
+                f" (not PEM, or the key does not match the certificate): {_ssl_reason(exc)}"
+            ],
+        ) from None
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise WebConfigError(
+                "",
+                [
+                    f"{where}.client_ca_file: no PEM certificate in {tls.client_ca_file}: "
+                    + _ssl_reason(exc)
+                ],
+            ) from None
+    context.verify_mode = _VERIFY_MODES.get(tls.client_auth_type, ssl.CERT_REQUIRED)
+    return context
+
+
+class BasicAuth:
+    """Checks ``Authorization: Basic`` headers against bcrypt hashes.
+
+    A bcrypt check costs tens of milliseconds of CPU on purpose; a successful check is remembered
+    for ``cache_seconds`` as an HMAC of the credentials under a key made for this process, so a
+    Prometheus scraping every 15 s costs one bcrypt per interval, not one per scrape. Cached
+    digests are compared in constant time. At most ``max_concurrent`` bcrypt checks run at once,
+    so a flood of bad passwords cannot take every CPU of the MP node.
+    """
+
+    def __init__(
+        self,
+        users: Mapping[str, str],
+        cache_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_concurrent: int = 2,
+    ) -> None:
+        self._users = {user: hashed.encode("ascii") for user, hashed in users.items()}
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._cache: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+        self._bcrypt_slots = threading.BoundedSemaphore(max_concurrent)
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one user is configured."""
+        return bool(self._users)
+
+    def check(self, authorization: Optional[str]) -> bool:
+        """True when the header value carries a configured user and its password."""
+        credentials = _parse_basic(authorization)
+        if credentials is None:
+            return False
+        user, password = credentials
+        digest = hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
+        user_name = user.decode("utf-8", "replace")
+        now = self._clock()
+        with self._lock:
+            cached = self._cache.get(user_name)
+        if cached is not None and now < cached[1] and hmac.compare_digest(cached[0], digest):
+            return True
+        hashed = self._users.get(user_name)
+        # bcrypt looks at the first 72 bytes only (as Go and htpasswd do); bcrypt>=5 refuses more.
+        with self._bcrypt_slots:
+            ok = bcrypt.checkpw(password[:72], hashed or _DUMMY_HASH) and hashed is not None
+        if ok:
+            with self._lock:
+                self._cache[user_name] = (digest, now + self._cache_seconds)
+        return ok
+
+
+class _EncryptedKeyError(Exception):
+    pass
+
+
+def _no_passphrase() -> bytes:
+    """load_cert_chain's password callback: refuse instead of prompting on a terminal."""
+    raise _EncryptedKeyError
+
+
+def _parse_basic(authorization: Optional[str]) -> Optional[tuple[bytes, bytes]]:
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return None
+    return user, password
+
+
+def _resolve_paths(config: WebConfig, base: Path) -> WebConfig:
+    tls = config.tls_server_config
+    if tls is None:
+        return config
+
+    def resolve(file: Optional[str]) -> Optional[str]:
+        if file is None or os.path.isabs(file):
+            return file
+        return str(base / file)
+
+    resolved = tls.model_copy(
+        update={
+            "cert_file": resolve(tls.cert_file),
+            "key_file": resolve(tls.key_file),
+            "client_ca_file": resolve(tls.client_ca_file),
+        }
+    )
+    return config.model_copy(update={"tls_server_config": resolved})
+
+
+def _file_problem(path: str) -> Optional[str]:
+    if not os.path.exists(path):
+        return f"file not found: {path}"
+    if not os.path.isfile(path):
+        return f"not a regular file: {path}"
+    if not os.access(path, os.R_OK):
+        return f"file not readable by uid {os.geteuid()}: {path}"
+    return None
+
+
+def _ssl_reason(exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "invalid YAML"
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return str(problem)
+
+
+def _pydantic_problem(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    last = str(error["loc"][-1]) if error["loc"] else ""
+    if error["type"] == "extra_forbidden":
+        if last in _UNSUPPORTED_KEYS:
+            return f"{location}: not supported by apigee-tls-exporter ({_UNSUPPORTED_KEYS[last]})"
+        return f"{location}: unknown key"
+    if error["type"] == "missing":
+        return f"{location}: required"
+    message = str(error["msg"])
+    return f"{location}: {message[:1].lower()}{message[1:]}"
