@@ -3,11 +3,12 @@
 Two independent peers:
 
 * ``PythonBackend``: a Python ``ssl`` server in a thread. Python has no API for the acceptable
-  client CA list a server sends in its CertificateRequest, so ``ca_names`` sets it with OpenSSL's own
-  ``SSL_CTX_set_client_CA_list`` through ctypes on the context's ``SSL_CTX`` (the same libssl
-  Python's ``_ssl`` is linked to). Without ``ca_names`` the server sends no CA names, as Python does.
-* ``OpenSSLBackend``: ``openssl s_server -Verify 1 -verify_return_error``; its ``-CAfile`` is both the
-  CA list sent and, unless ``-verifyCAfile`` is given, the trust used to check the client.
+  client CA list a server sends in its CertificateRequest, so ``ca_names`` sets it with OpenSSL's
+  own ``SSL_CTX_set_client_CA_list`` through ctypes on the context's ``SSL_CTX`` (the same libssl
+  Python's ``_ssl`` is linked to). Without ``ca_names`` the server sends no CA names, as Python
+  does by default.
+* ``OpenSSLBackend``: ``openssl s_server -Verify 1 -verify_return_error``; its ``-CAfile`` is both
+  the CA list sent and, unless ``-verifyCAfile`` is given, the trust used to check the client.
 
 All certificates are made here with trustme; nothing is read from the host.
 """

@@ -1,0 +1,191 @@
+"""A local stand-in for the Apigee Edge management API (read-only keystore endpoints).
+
+This is NOT Apigee: it answers the endpoints and JSON shapes documented in
+``shared/reference/mp-log-format.md`` (references, keystores, certs, aliases, targetservers) so that
+the diagnose and inventory code can be tested without a Management Server. It checks Basic auth or a
+bearer token (401 otherwise), answers 404 for unknown names and can serve broken JSON on purpose.
+It listens on 127.0.0.1 only, over HTTP or (with ``tls_ca``) HTTPS.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+from urllib.parse import unquote
+
+import trustme
+from cryptography import x509
+
+
+def java_name(name: x509.Name) -> str:
+    """A name as Java's X500Principal prints it: most specific first, ``", "`` between."""
+    parts = []
+    for attr in reversed(list(name)):
+        key = {"1.2.840.113549.1.9.1": "EMAILADDRESS"}.get(
+            attr.oid.dotted_string, attr.rfc4514_attribute_name
+        )
+        parts.append(f"{key}={attr.value!s}")
+    return ", ".join(parts)
+
+
+def cert_info(cert: x509.Certificate) -> dict[str, Any]:
+    """One ``certInfo`` entry in the management API's shape, from a real certificate."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = [str(v) for v in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        sans = []
+    return {
+        "basicConstraints": "CA:FALSE",
+        "expiryDate": int(cert.not_valid_after_utc.timestamp() * 1000),
+        "isValid": "Yes",
+        "issuer": java_name(cert.issuer),
+        "publicKey": "EC Public Key",
+        "serialNumber": format(cert.serial_number, "x"),
+        "sigAlgName": "SHA256withECDSA",
+        "subject": java_name(cert.subject),
+        "subjectAlternativeNames": sans,
+        "validFrom": int(cert.not_valid_before_utc.timestamp() * 1000),
+        "version": 3,
+    }
+
+
+def chain_info(pem: bytes) -> list[dict[str, Any]]:
+    """``certInfo`` entries (leaf first) for a PEM chain."""
+    return [cert_info(c) for c in x509.load_pem_x509_certificates(pem)]
+
+
+@dataclass
+class Env:
+    """What one org/env holds: keystores (alias -> certInfo list), references, target servers."""
+
+    keystores: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    references: dict[str, str] = field(default_factory=dict)
+    target_servers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Standin:
+    """The stand-in server. ``envs[(org, env)]`` is the data; ``requests`` logs what was asked."""
+
+    def __init__(
+        self,
+        *,
+        username: str = "admin",
+        password: str = "pa55-w0rd-Secret",
+        token: Optional[str] = None,
+        tls_ca: Optional[trustme.CA] = None,
+    ) -> None:
+        self.username, self.password, self.token = username, password, token
+        self.envs: dict[tuple[str, str], Env] = {}
+        self.broken_json: set[str] = set()  # paths answered with invalid JSON
+        self.requests: list[str] = []
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                standin.requests.append(self.path)
+                if not standin.authorized(self.headers.get("Authorization")):
+                    self._send(401, {"code": "keymanagement.service.invalid_credentials"})
+                    return
+                if self.path in standin.broken_json:
+                    self._raw(200, b"<html>not json</html>")
+                    return
+                status, body = standin.answer(self.path)
+                self._send(status, body)
+
+            def _send(self, status: int, body: Any) -> None:
+                self._raw(status, json.dumps(body).encode())
+
+            def _raw(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.scheme = "http"
+        if tls_ca is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The base URL, ``.../v1``."""
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def env(self, org: str, env: str) -> Env:
+        """The data of one org/env, created empty on first use."""
+        return self.envs.setdefault((org, env), Env())
+
+    def __enter__(self) -> Standin:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+    def authorized(self, header: Optional[str]) -> bool:
+        """Basic auth with the configured user, or the bearer token."""
+        if header is None:
+            return False
+        if self.token and header == f"Bearer {self.token}":
+            return True
+        raw = f"{self.username}:{self.password}".encode()
+        return header == "Basic " + base64.b64encode(raw).decode()
+
+    def answer(self, path: str) -> tuple[int, Any]:
+        """Route a GET path to ``(status, JSON body)``."""
+        parts = [unquote(p) for p in path.split("?")[0].strip("/").split("/")]
+        not_found = (404, {"code": "not found", "message": path})
+        if parts[:2] != ["v1", "organizations"] or len(parts) < 5 or parts[3] != "environments":
+            return not_found
+        org, env_name, rest = parts[2], parts[4], parts[5:]
+        data = self.envs.get((org, env_name))
+        if data is None or not rest:
+            return not_found
+        kind, args = rest[0], rest[1:]
+        if kind == "references" and len(args) == 1 and args[0] in data.references:
+            return 200, {
+                "name": args[0],
+                "refers": data.references[args[0]],
+                "resourceType": "KeyStore",
+            }
+        if kind == "targetservers" and len(args) == 1 and args[0] in data.target_servers:
+            return 200, data.target_servers[args[0]]
+        if kind != "keystores":
+            return not_found
+        if not args:
+            return 200, sorted(data.keystores)
+        store = data.keystores.get(args[0])
+        if store is None:
+            return not_found
+        if args[1:] == ["certs"]:
+            return 200, [f"{alias}-cert" for alias, chain in store.items() if chain]
+        if args[1:] == ["aliases"]:
+            return 200, sorted(store)
+        if len(args) == 3 and args[1] == "certs":
+            alias = args[2][: -len("-cert")] if args[2].endswith("-cert") else None
+            if store.get(alias):
+                return 200, {"certName": args[2], "certInfo": store[alias]}
+        if len(args) == 3 and args[1] == "aliases" and args[2] in store:
+            chain = store[args[2]]
+            return 200, {
+                "alias": args[2],
+                "certsInfo": {"certInfo": chain, "certName": f"{args[2]}-cert"},
+                "keyName": f"{args[2]}-key",
+            }
+        return not_found
