@@ -14,19 +14,20 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional, Union
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from . import __version__
 from .webconfig import BasicAuth, WebConfig, build_ssl_context
 
-__all__ = ["MetricsServer", "parse_listen", "serve"]
+__all__ = ["BootTimeProcessCollector", "MetricsServer", "parse_listen", "serve"]
 
 _log = structlog.get_logger(__name__)
 
@@ -282,6 +283,18 @@ def serve(
         basic_auth=server.basic_auth is not None,
     )
     return server, thread
+
+
+class BootTimeProcessCollector(ProcessCollector):
+    """prometheus_client's ProcessCollector, working without /proc/stat.
+
+    The stock collector reads the boot time from /proc/stat and exports nothing at all when it
+    cannot; under the unit's ``ProcSubset=pid`` only per-process files are visible. The boot
+    time is the wall clock minus CLOCK_BOOTTIME, the clock /proc/<pid>/stat start times count in.
+    """
+
+    def _boot_time(self) -> float:
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _bind_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:

@@ -8,11 +8,12 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
-from apigee_tls_exporter.serve import MetricsServer, parse_listen, serve
-from prometheus_client import CollectorRegistry, Counter
+from apigee_tls_exporter.serve import BootTimeProcessCollector, MetricsServer, parse_listen, serve
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.registry import Collector
 
 Start = Callable[..., MetricsServer]
@@ -258,3 +259,22 @@ def test_parse_listen_rejects(value: str, message: str) -> None:
         parse_listen(value)
 
     assert repr(value) in str(info.value)
+
+
+def test_process_metrics_without_proc_stat(tmp_path: Path) -> None:
+    """BootTimeProcessCollector exports process metrics where /proc/stat is hidden (ProcSubset=pid),
+    with a start time matching the real one."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "self").symlink_to("/proc/self")  # per-process files only, no proc/stat
+    registry = CollectorRegistry()
+    stock = CollectorRegistry()
+
+    BootTimeProcessCollector(proc=str(proc), registry=registry)
+    ProcessCollector(registry=stock)
+
+    start = registry.get_sample_value("process_start_time_seconds")
+    expected = stock.get_sample_value("process_start_time_seconds")
+    assert start is not None and expected is not None
+    assert abs(start - expected) < 2.0
+    assert registry.get_sample_value("process_open_fds") is not None
