@@ -118,7 +118,7 @@ class Standin:
             tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
             self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
             self.scheme = "https"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:
