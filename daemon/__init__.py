@@ -1,4 +1,4 @@
-"""apigee-tls-exporter: southbound TLS handshake failures from the Apigee MP log, as Prometheus metrics."""
+"""apigee-tls-exporter: southbound TLS handshake failures in the Apigee MP log, as metrics."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import tzinfo
 from types import FrameType
 from typing import Any, BinaryIO, Callable, Optional
@@ -23,7 +23,7 @@ from .events import Failure
 from .metrics import ExporterCollector, FailureStore, FileStats, PairingStats
 from .notify import Notifier
 from .parse import Parser, UnrecognisedLine, candidate_lines
-from .tail import Follower, LineSplitter
+from .tail import Buffer, Follower, LineSplitter
 from .watch import Watcher
 
 log = structlog.get_logger()
@@ -56,13 +56,14 @@ class LogPipeline:
         self.correlator = correlator
         self.sinks = sinks
 
-    def process(self, block: bytes) -> None:
-        """``block`` holds whole lines and was just counted by the splitter."""
-        line = self.stats.lines - self.splitter.last_count + 1  # number of the block's first line
-        at = 0
-        for start, raw in candidate_lines(block):
-            line += block.count(b"\n", at, start)
-            at = start
+    def process(self, buf: Buffer, start: int = 0, end: Optional[int] = None) -> None:
+        """``buf[start:end]`` holds whole lines: count them, parse the candidates, pair."""
+        end = len(buf) if end is None else end
+        line = self.stats.lines + 1  # the number of the line at `at`
+        at = start
+        for begin, raw in candidate_lines(buf, start, end):
+            line += buf.count(b"\n", at, begin)
+            at = begin
             try:
                 event = self.parser.parse(raw)
             except UnrecognisedLine:
@@ -70,6 +71,7 @@ class LogPipeline:
                 continue
             if event is not None:
                 self._emit(self.correlator.feed(event, line))
+        self.stats.lines = line - 1 + buf.count(b"\n", at, end)
         self._emit(self.correlator.advance(self.stats.lines))
 
     def tick(self) -> None:
@@ -117,14 +119,6 @@ class ScanResult:
         return registry
 
 
-def _chunks(stream: BinaryIO, size: int) -> Iterator[bytes]:
-    while True:
-        data = stream.read(size)
-        if not data:
-            return
-        yield data
-
-
 def scan(
     paths: list[str],
     *,
@@ -158,17 +152,21 @@ def scan(
             correlator = Correlator(window_lines, None)
             correlators.append(correlator)
             pipeline = LogPipeline(stats, splitter, Parser(tz), correlator, [store.record])
-            for data in _chunks(stream, min(1 << 20, max_line_bytes)):
-                stats.bytes_read += len(data)
-                stats.offset += len(data)
-                done += len(data)
-                block = splitter.feed(data)
-                if block:
-                    pipeline.process(block)
+            buffer = bytearray(min(1 << 20, max_line_bytes))
+            while True:
+                size = stream.readinto(buffer)  # type: ignore[attr-defined]
+                if not size:
+                    break
+                stats.bytes_read += size
+                stats.offset += size
+                done += size
+                for segment in splitter.feed(buffer, size):
+                    pipeline.process(*segment)
                 if progress is not None:
                     progress(done, total)
             if splitter.partial:  # the last line has no newline: it is a line all the same
-                pipeline.process(splitter.feed(b"\n"))
+                for segment in splitter.feed(b"\n"):
+                    pipeline.process(*segment)
             pipeline.finish()
             stats.size = stats.offset
     finally:
@@ -297,8 +295,8 @@ class Daemon:
         progressed = False
         for path, follower in self.followers.items():
             pipeline = self.pipelines[path]
-            for block in follower.poll():
-                pipeline.process(block)
+            for segment in follower.poll():
+                pipeline.process(*segment)
                 progressed = True
                 self._dirty = True
                 self.maybe_checkpoint()
@@ -350,7 +348,7 @@ def run(config: Config, notifier: Optional[Notifier] = None) -> int:
     watcher.start()
     log.info(
         "serving metrics",
-        url=f"http://{host or '0.0.0.0'}:{server.server_port}/metrics",
+        url=f"{server.scheme}://{host or '0.0.0.0'}:{server.port}/metrics",
         logs=list(daemon.followers),
         state_file=daemon.state_file,
     )
