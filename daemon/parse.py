@@ -23,16 +23,16 @@ _RECORD = re.compile(
     r"(?P<ctx>(?:(?:org|env|api|rev|messageid):\S* +)*)"
     r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +(?P<body>.*)"
 )
+# The channel block; an address in it may be bracketed (an IPv6 literal, JDK 14+).
+_CHAN = r"SSLClientChannel\[(?P<chan>(?:[^\[\]]|\[[^\[\]]*\])*)\]"
 _FAILED = re.compile(
-    r"\S*\.handshakeFailed\(\) : SSLClientChannel\[(?P<chan>[^\]]*)\]"
-    r".*?handshake failed, message: (?P<message>.*)"
+    r"\S*\.handshakeFailed\(\) : " + _CHAN + r".*?handshake failed, message: (?P<message>.*)"
 )
-_TIMEOUT = re.compile(
-    r"\S*\.handshakeTimeout\(\) : SSLClientChannel\[(?P<chan>[^\]]*)\].*handshake timeout"
-)
+_TIMEOUT = re.compile(r"\S*\.handshakeTimeout\(\) : " + _CHAN + r".*handshake timeout")
 _SSLINFO = re.compile(r"\S*\(\) : SSLInfo: .*?KeyAlias:(?P<alias>\S*)")
-_REMOTE_HOST = re.compile(r"Remote host: *(?P<addr>[^\s\]]+)")
-_REMOTE = re.compile(r"Remote: *(?P<addr>[^\s\]]+)")
+_ADDR = r"(?P<addr>(?:[^\s\[\]]|\[[^\s\[\]]*\])+)"
+_REMOTE_HOST = re.compile(r"Remote host: *" + _ADDR)
+_REMOTE = re.compile(r"Remote: *" + _ADDR)
 _ALERT = re.compile(r"Received fatal alert: (?P<name>\S*)")
 _ALERT_NAME = re.compile(r"[a-z_]{1,40}")
 # A line that continues the record above: a stack frame, "Caused by:", or an exception class line.
