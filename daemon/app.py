@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from . import checkpoint
+from .alerts import AlertEngine, known_series
 from .config import Config, parse_listen
 from .correlate import Correlator
 from .events import Failure
@@ -197,7 +198,13 @@ class Daemon:
         self.checkpoint_interval = checkpoint_interval
         self.state_file = config.state_path()
         self.store = FailureStore(config.max_series)
-        self.sinks: list[Sink] = [self.store.record]
+        self.alerts = AlertEngine(
+            config.alerts,
+            lambda: [(p, f.stats) for p, f in self.followers.items()],
+            clock=clock,
+            wall=wall,
+        )
+        self.sinks: list[Sink] = [self.store.record, self.alerts.record]
         self.followers: dict[str, Follower] = {}
         self.pipelines: dict[str, LogPipeline] = {}
         self._last_checkpoint: Optional[float] = None  # wall clock
@@ -213,6 +220,13 @@ class Daemon:
                 checkpoint_age=self.checkpoint_age,
             )
         )
+        registry.register(self.alerts.collector())
+        self._precreate()
+
+    def _precreate(self) -> None:
+        """Known (target, key alias) series from ``alerts.known_targets`` exist at 0."""
+        for labels in known_series(self.config.alerts):
+            self.store.precreate(labels)
 
     def _add_log(self, path: str, rotated: Optional[str]) -> None:
         path = os.path.abspath(path)
@@ -249,6 +263,7 @@ class Daemon:
                 if path in self.followers and saved.get("follower"):
                     self.followers[path].restore(saved["follower"])
                     self.pipelines[path].correlator.restore(saved.get("pairing", {}))
+            self.alerts.restore(state.get("alerts"))
         except (KeyError, ValueError, TypeError, AttributeError) as err:
             log.warning(
                 "state file corrupt, starting fresh", state_file=self.state_file, error=str(err)
@@ -258,7 +273,10 @@ class Daemon:
             self.pipelines.clear()
             for log_config in self.config.log_paths():
                 self._add_log(log_config.path, log_config.rotated)
+            self.alerts.restore(None)
+            self._precreate()
             return
+        self._precreate()
         self._last_checkpoint = float(state.get("written_at", self.wall()))
         log.info("state restored", state_file=self.state_file, failures=self.store.total())
 
@@ -266,6 +284,7 @@ class Daemon:
         return {
             "written_at": self.wall(),
             "store": self.store.snapshot(),
+            "alerts": self.alerts.snapshot(),
             "logs": {
                 path: {
                     "follower": follower.snapshot(),
@@ -299,8 +318,10 @@ class Daemon:
                 pipeline.process(*segment)
                 progressed = True
                 self._dirty = True
-                self.maybe_checkpoint()
+                if follower.settled:  # never between the segments of one read
+                    self.maybe_checkpoint()
             pipeline.tick()
+        self.alerts.evaluate()
         return progressed
 
     def maybe_checkpoint(self) -> None:

@@ -46,8 +46,8 @@ import os
 import stat as stat_mod
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO, Any, Callable, Optional, cast
+from dataclasses import asdict, dataclass
+from typing import IO, Any, Callable, Optional, Union, cast
 
 import structlog
 
@@ -107,10 +107,16 @@ def _matches(f: IO[bytes], ident: Identity) -> bool:
         return False
 
 
-class LineSplitter:
-    """Bytes -> blocks of whole lines; holds a partial last line, cuts lines over ``limit``.
+Buffer = Union[bytes, bytearray]
+Segment = tuple[Buffer, int, int]  # buf[start:end] holds whole lines, each ending in a newline
 
-    Lines are counted here (``stats.lines``), so that every source of bytes counts the same way.
+
+class LineSplitter:
+    """Bytes -> segments of whole lines; holds a partial last line, cuts lines over ``limit``.
+
+    ``feed`` hands out ranges of the buffer it was given rather than copies: the bulk of a read is
+    one segment of the caller's buffer, and only the line that began in the held partial is joined
+    into a small new one. The caller must process the segments before it reuses the buffer.
     """
 
     def __init__(self, limit: int, stats: FileStats) -> None:
@@ -118,38 +124,44 @@ class LineSplitter:
         self.stats = stats
         self.partial = b""
         self.discarding = False  # skipping the rest of a cut line
-        self.last_count = 0  # lines in the block returned last
 
     def reset(self) -> None:
         self.partial = b""
         self.discarding = False
 
-    def feed(self, data: bytes) -> bytes:
-        """Join ``data`` (at most ``limit`` bytes) to the partial line; return the whole lines."""
-        buf = self.partial + data if self.partial else data
+    def feed(self, data: Buffer, size: Optional[int] = None) -> list[Segment]:
+        """Take ``data[:size]`` (at most ``limit`` bytes); return the segments of whole lines."""
+        n = len(data) if size is None else size
+        segments: list[Segment] = []
+        first = data.find(b"\n", 0, n)
+        if first < 0:
+            self._hold(bytes(data[:n]), segments)
+            return segments
         if self.discarding:
-            newline = buf.find(b"\n")
-            if newline < 0:
-                self.partial = b""
-                return b""
-            buf = buf[newline + 1 :]
             self.discarding = False
-        last = buf.rfind(b"\n")
-        block, rest = buf[: last + 1], buf[last + 1 :]
-        # Reads are at most `limit` long, so only the line that began in the partial can be over it.
-        first = block.find(b"\n")
-        if first > self.limit:
-            block = block[: self.limit] + block[first:]
-            self.stats.truncated_lines += 1
-        if len(rest) > self.limit:
-            block += rest[: self.limit] + b"\n"
-            rest = b""
+        else:
+            head = self.partial + bytes(data[: first + 1])
+            if len(head) - 1 > self.limit:
+                head = head[: self.limit] + b"\n"
+                self.stats.truncated_lines += 1
+            segments.append((head, 0, len(head)))
+        self.partial = b""
+        last = data.rfind(b"\n", 0, n)
+        if last > first:  # reads are at most `limit` long: no line in here is over it
+            segments.append((data, first + 1, last + 1))
+        self._hold(bytes(data[last + 1 : n]), segments)
+        return segments
+
+    def _hold(self, piece: bytes, segments: list[Segment]) -> None:
+        if self.discarding:
+            return
+        self.partial += piece
+        if len(self.partial) > self.limit:
+            cut = self.partial[: self.limit] + b"\n"
+            segments.append((cut, 0, len(cut)))
+            self.partial = b""
             self.discarding = True
             self.stats.truncated_lines += 1
-        self.partial = rest
-        self.last_count = block.count(b"\n")
-        self.stats.lines += self.last_count
-        return block
 
 
 class Follower:
@@ -170,7 +182,7 @@ class Follower:
         self.stats = stats if stats is not None else FileStats()
         self.rotated_glob = rotated or f"{glob.escape(path)}.*"
         self.max_line_bytes = max_line_bytes
-        self.read_size = min(1 << 20, max_line_bytes)
+        self._buffer = bytearray(min(1 << 20, max_line_bytes))
         self.copy_wait = copy_wait
         self._clock = clock
         self._start_at_end = not from_beginning  # only for a file present at the first poll
@@ -184,15 +196,39 @@ class Follower:
         self.splitter = LineSplitter(max_line_bytes, self.stats)
         self._rotated_source = False  # reading a rotated file: the current path comes next
         self._backlog: list[str] = []  # rotated files newer than the restored one, oldest first
+        self._counted = False  # the rotation to the current path was counted at the restore
+        # False while the segments of one read are being handed out: the offset and the held
+        # partial line are already past the segments not handed out yet, so a checkpoint taken
+        # then would skip them. The caller checkpoints only when this is True.
+        self.settled = True
+        self._restoring: Optional[Identity] = None  # checkpointed file not found yet
+        self._restoring_since: Optional[float] = None
         self._saw_missing = False
         self._truncated_since: Optional[float] = None
         self._problem: Optional[str] = None  # the error we already reported
 
     # --- checkpoint -----------------------------------------------------------------------
     def snapshot(self) -> Optional[dict[str, Any]]:
-        """Where we are, for the checkpoint; None before the file was first opened."""
+        """Where we are, for the checkpoint; None before the first poll.
+
+        A file not open (missing, unreadable) is saved without an identity: the restored
+        follower reads it from its start when it comes, as this one would have.
+        """
+        if self._restoring is not None:
+            return {
+                **asdict(self._restoring),
+                "partial": base64.b64encode(self.splitter.partial).decode("ascii"),
+                "discarding": self.splitter.discarding,
+                "stats": self.stats.snapshot(),
+            }
         if self._f is None:
-            return None
+            if self._first_poll:
+                return None
+            return {
+                "partial": base64.b64encode(self.splitter.partial).decode("ascii"),
+                "discarding": self.splitter.discarding,
+                "stats": self.stats.snapshot(),
+            }
         head = self._head[: min(HEAD_BYTES, self._offset)]
         tail = self._tail[-min(TAIL_BYTES, self._offset) :] if self._offset else b""
         return {
@@ -211,7 +247,13 @@ class Follower:
     def restore(self, state: dict[str, Any]) -> None:
         """Resume from a checkpoint taken by ``snapshot`` ("Restart" in the module docstring)."""
         self.stats.restore(state.get("stats", {}))
-        ident = Identity(
+        self.splitter.partial = base64.b64decode(state.get("partial", ""))
+        self.splitter.discarding = bool(state.get("discarding", False))
+        self._first_poll = False
+        self._start_at_end = False
+        if state.get("dev") is None:
+            return  # known but not open at the checkpoint: read it from its start when it comes
+        self._restoring = Identity(
             dev=int(state["dev"]),
             ino=int(state["ino"]),
             offset=int(state["offset"]),
@@ -220,30 +262,50 @@ class Follower:
             tail_len=int(state["tail_len"]),
             tail_sha=str(state["tail_sha"]),
         )
-        self.splitter.partial = base64.b64decode(state.get("partial", ""))
-        self.splitter.discarding = bool(state.get("discarding", False))
-        self._first_poll = False
-        self._start_at_end = False
+        self._restoring_since = None
+        self._resume()
+
+    def _resume(self) -> bool:
+        """Find the checkpointed file; False while it may still be on its way (a compressor)."""
+        ident = self._restoring
+        if ident is None:
+            return True
         found = self._find(ident)
         if found is None:
+            now = self._clock()
+            if self._restoring_since is None:
+                self._restoring_since = now
+            if now - self._restoring_since < self.copy_wait:
+                return False
+            self._restoring = None
             log.warning(
                 "checkpointed file not found, reading the current file from its start",
                 path=self.path,
             )
             self.splitter.reset()
             self._count_rotation("recreate")
-            return
+            return True
+        self._restoring = None
         name, f = found
         self._adopt(f, ident.offset)
         if name != self.path:
             self._rotated_source = True
             self._backlog = self._newer_than(name)
-            log.info("finishing rotated file from checkpoint", path=self.path, rotated=name)
-            self._count_rotation("rename")
+            kind = "copytruncate" if _inode(self.path) == (ident.dev, ident.ino) else "rename"
+            log.info(
+                "finishing rotated file from checkpoint", path=self.path, rotated=name, kind=kind
+            )
+            self._count_rotation(kind)
+        return True
 
     def _candidates(self) -> list[str]:
+        """The path, then the rotated names: plain ones before ``.gz`` ones, newest first.
+
+        A ``.gz`` being written by a compressor is incomplete, but its plain original is still
+        there until it is done, so looking at plain files first never picks the incomplete one.
+        """
         names = [n for n in glob.glob(self.rotated_glob) if n != self.path]
-        names.sort(key=lambda n: (_mtime(n), n), reverse=True)
+        names.sort(key=lambda n: (not n.endswith(".gz"), _mtime(n), n), reverse=True)
         return [self.path, *names]
 
     def _find(self, ident: Identity) -> Optional[tuple[str, IO[bytes]]]:
@@ -261,19 +323,35 @@ class Follower:
         return None
 
     def _newer_than(self, name: str) -> list[str]:
+        """Rotated files written after ``name``, oldest first, each content once.
+
+        A file that begins like ``name`` is ``name`` itself in another form (its ``.gz`` being
+        written, whose time is that of the compression); a ``.gz`` whose start cannot be read is
+        still being written, and its plain original is among the names.
+        """
         base = _mtime(name)
-        newer = [n for n in self._candidates()[1:] if n != name and _mtime(n) > base]
-        return sorted(newer, key=lambda n: (_mtime(n), n))
+        heads = {_head(name)}
+        newer: list[str] = []
+        for n in sorted(self._candidates()[1:], key=lambda n: (_mtime(n), n.endswith(".gz"), n)):
+            if n == name or _mtime(n) <= base:
+                continue
+            head = _head(n)
+            if head is None or head in heads:
+                continue
+            heads.add(head)
+            newer.append(n)
+        return newer
 
     # --- following ------------------------------------------------------------------------
-    def poll(self) -> Iterator[bytes]:
-        """Read what is new; yield blocks of whole lines (each ending in a newline)."""
+    def poll(self) -> Iterator[Segment]:
+        """Read what is new; yield segments of whole lines (see ``LineSplitter``)."""
+        if self._restoring is not None and not self._resume():
+            return
         if self._f is None and not self._open_path():
             return
         if self._rotated_source:
             yield from self._drain()
             yield from self._next_rotated()
-            return
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -291,7 +369,9 @@ class Follower:
             yield from self._drain()
             if st.st_size == 0 and not self._saw_missing:
                 return  # the new file is empty: the writer may still be writing to the old one
-            kind = "recreate" if self._saw_missing else "rename"
+            kind: Optional[str] = "recreate" if self._saw_missing else "rename"
+            if self._counted:
+                kind = None  # counted when the checkpointed file was found among the rotated
             if self._switch_to_path(kind):
                 yield from self._drain()
             return
@@ -349,13 +429,18 @@ class Follower:
         self._adopt(f, 0)
         self._saw_missing = False
         self._truncated_since = None
+        self._counted = False
         if kind is not None:
             log.info("log rotated", path=self.path, kind=kind)
             self._count_rotation(kind)
         return True
 
-    def _next_rotated(self) -> Iterator[bytes]:
-        """A rotated file is finished: go on with the next newer one, then the current path."""
+    def _next_rotated(self) -> Iterator[Segment]:
+        """A rotated file is finished: go on with the next newer ones.
+
+        The newest stays open and is followed like a renamed file: the current path is taken
+        once it has data, since the writer may not have reopened the path yet.
+        """
         while self._backlog:
             name = self._backlog.pop(0)
             try:
@@ -365,8 +450,7 @@ class Follower:
                 continue
             yield from self._drain()
         self._rotated_source = False
-        if self._switch_to_path(None):  # the rotation was counted when the file was found
-            yield from self._drain()
+        self._counted = True
 
     def _tail_intact(self) -> bool:
         if not self._tail or self._f is None:
@@ -377,7 +461,7 @@ class Follower:
             return True
         return now == self._tail
 
-    def _truncated(self) -> Iterator[bytes]:
+    def _truncated(self) -> Iterator[Segment]:
         """Same inode, content gone from under our offset: find the copy, else start over."""
         ident = Identity(
             dev=self._dev,
@@ -421,29 +505,32 @@ class Follower:
             self.close()
         self._truncated_since = None
 
-    def _drain(self) -> Iterator[bytes]:
-        """Read the open file to its end, yielding blocks of whole lines."""
+    def _drain(self) -> Iterator[Segment]:
+        """Read the open file to its end, yielding segments of whole lines."""
         f = self._f
         if f is None:
             return
         while True:
             try:
-                data = f.read(self.read_size)
+                size = f.readinto(self._buffer)  # type: ignore[attr-defined]
             except (OSError, EOFError, zlib.error) as err:
                 self._report(err)
                 return
-            if not data:
+            if not size:
                 return
-            self._offset += len(data)
-            self.stats.bytes_read += len(data)
+            data = self._buffer
+            self._offset += size
+            self.stats.bytes_read += size
             self.stats.offset = self._offset
             self.stats.last_read = self._clock()
             if len(self._head) < HEAD_BYTES:
-                self._head = (self._head + data[:HEAD_BYTES])[:HEAD_BYTES]
-            self._tail = (self._tail + data[-TAIL_BYTES:])[-TAIL_BYTES:]
-            block = self.splitter.feed(data)
-            if block:
-                yield block
+                self._head = (self._head + bytes(data[: min(size, HEAD_BYTES)]))[:HEAD_BYTES]
+            self._tail = (self._tail + bytes(data[max(0, size - TAIL_BYTES) : size]))[-TAIL_BYTES:]
+            segments = self.splitter.feed(data, size)
+            last = len(segments) - 1
+            for i, segment in enumerate(segments):
+                self.settled = i == last
+                yield segment
 
     def _count_rotation(self, kind: str) -> None:
         self.stats.rotations[kind] = self.stats.rotations.get(kind, 0) + 1
@@ -473,6 +560,15 @@ def _mtime(name: str) -> float:
         return os.stat(name).st_mtime
     except OSError:
         return 0.0
+
+
+def _head(name: str) -> Optional[bytes]:
+    """The first bytes of a file (plain or gzip); None when they cannot be read."""
+    try:
+        with _open(name) as f:
+            return _read_at(f, 0, HEAD_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
 def _inode(name: str) -> tuple[int, int]:
