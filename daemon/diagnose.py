@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from .mgmt import (
     ApiCertificate,
@@ -603,6 +603,48 @@ def _connect(host: str, port: int, deadline: float) -> socket.socket:
     return socket.create_connection((host, port), timeout=remaining)
 
 
+# pyOpenSSL before 25.2 has no ``as_cryptography`` and takes only its own X509/PKey types.
+_SHORT_NAMES = {"emailAddress": "EMAILADDRESS", "serialNumber": "SERIALNUMBER", "street": "STREET"}
+
+
+def _client_ca_names(conn: SSL.Connection) -> tuple[str, ...]:
+    """The acceptable client CA names of the server's CertificateRequest, Java style."""
+    try:
+        names = conn.get_client_ca_list(as_cryptography=True)
+    except TypeError:
+        legacy = []
+        for name in conn.get_client_ca_list():
+            parts = [
+                _SHORT_NAMES.get(k.decode(), k.decode())
+                + "="
+                + v.decode("utf-8", "replace").replace(",", "\\,")
+                for k, v in name.get_components()
+            ]
+            legacy.append(", ".join(reversed(parts)))
+        return tuple(legacy)
+    return tuple(format_name(n) for n in names)
+
+
+def _peer_chain(conn: SSL.Connection) -> list[x509.Certificate]:
+    try:
+        return conn.get_peer_cert_chain(as_cryptography=True) or []
+    except TypeError:
+        return [c.to_cryptography() for c in conn.get_peer_cert_chain() or []]
+
+
+def _use_identity(ctx: SSL.Context, chain: tuple[x509.Certificate, ...], key: SigningKey) -> None:
+    try:
+        ctx.use_certificate(chain[0])
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(key)
+    except TypeError:
+        ctx.use_certificate(crypto.X509.from_cryptography(chain[0]))
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
+
+
 def _handshake(
     host: str,
     port: int,
@@ -622,10 +664,7 @@ def _handshake(
         ctx.set_verify(SSL.VERIFY_NONE, rec.verify)
     ctx.set_info_callback(rec.info)
     if identity is not None and identity.private_key is not None and identity.chain:
-        ctx.use_certificate(identity.chain[0])
-        for extra in identity.chain[1:]:
-            ctx.add_extra_chain_cert(extra)
-        ctx.use_privatekey(identity.private_key)
+        _use_identity(ctx, identity.chain, identity.private_key)
     try:
         sock = _connect(host, port, deadline)
     except socket.timeout:
@@ -650,10 +689,8 @@ def _handshake(
             _post_handshake_read(
                 sock, conn, rec, min(deadline, time.monotonic() + post_handshake_wait)
             )
-    except _Timeout:
-        timed_out, completed = not completed, completed
-        if timed_out:
-            error = f"no TLS answer within {timeout:g}s"
+    except _Timeout:  # only the handshake itself can time out; the read above cannot
+        timed_out, error = True, f"no TLS answer within {timeout:g}s"
     except SSL.ZeroReturnError:
         pass  # a clean close_notify after the handshake: nothing was rejected
     except SSL.SysCallError as exc:
@@ -661,9 +698,11 @@ def _handshake(
     except SSL.Error as exc:
         completed, error = False, _error_text(exc)
         alert = _alert_from_error(exc)
+    except OSError as exc:
+        completed, error = False, f"connection failed: {exc.strerror or exc}"
     finally:
-        ca_names = tuple(format_name(n) for n in conn.get_client_ca_list(as_cryptography=True))
-        peer = conn.get_peer_cert_chain(as_cryptography=True) or []
+        ca_names = _client_ca_names(conn)
+        peer = _peer_chain(conn)
         if version is None and rec.server_hello:
             version = conn.get_protocol_version_name()
         sock.close()
@@ -1145,7 +1184,12 @@ def command(args: argparse.Namespace, *, clock: Clock = time.time) -> int:
         if not args.timeout > 0:
             raise UsageError("--timeout must be positive")
         if args.backend_ca_file:
-            _read(args.backend_ca_file, "--backend-ca-file")
+            try:
+                x509.load_pem_x509_certificates(_read(args.backend_ca_file, "--backend-ca-file"))
+            except ValueError:
+                raise UsageError(
+                    f"--backend-ca-file {args.backend_ca_file}: no PEM certificate found"
+                ) from None
         identity = identity_from_args(args)
     except (UsageError, ValueError, ManagementAPIError) as exc:
         print(f"diagnose: error: {exc}", file=sys.stderr)

@@ -386,6 +386,8 @@ def test_command_unknown_exits_one(pki: Pki, capsys: pytest.CaptureFixture[str])
         ["--target", "127.0.0.1:1", "--management-url", "http://127.0.0.1:1/v1"],
         ["--target", "127.0.0.1:1", "--keystore", "ks"],
         ["--target", "127.0.0.1:1", "--timeout", "0"],
+        ["--target", "127.0.0.1:1", "--backend-ca-file", "/etc/hostname"],
+        ["--target", "127.0.0.1:1", "--username", "u", "--management-url", "http://h/v1"],
     ],
 )
 def test_command_bad_arguments_exit_two(
@@ -567,3 +569,41 @@ def test_api_token_from_environment(
     assert code == 0
     assert token not in captured.out + captured.err
     assert "Cause: missing_client_certificate" in captured.out
+
+
+def test_api_alias_not_in_keystore_is_missing_client_certificate(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A KeyAlias the keystore does not hold means the MP has no certificate to send."""
+    cert, _ = pki.client(pki.accepted_ca, "someone")
+    with Standin() as standin:
+        standin.env("acme", "prod").keystores["ks"] = {"other": chain_info(Path(cert).read_bytes())}
+        with backend(pki, "python", "1.2", names=accepted_names(pki)) as be:
+            args = api_args(standin, be.target, tmp_path / "pw", "--keystore", "ks",
+                            "--key-alias", "myKey")  # fmt: skip
+            code = diagnose.command(args)
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["cause"]) == (0, "missing_client_certificate")
+    assert "no alias myKey" in out["identity"]
+
+
+class _LegacyName:
+    def __init__(self, components: list[tuple[bytes, bytes]]) -> None:
+        self._components = components
+
+    def get_components(self) -> list[tuple[bytes, bytes]]:
+        return self._components
+
+
+class _LegacyConnection:
+    """What pyOpenSSL < 25.2 offers: no as_cryptography keyword, X509Name objects."""
+
+    def get_client_ca_list(self) -> list[_LegacyName]:
+        return [_LegacyName([(b"C", b"AU"), (b"O", b"My, Company"), (b"CN", b"CA G2")])]
+
+
+def test_ca_names_from_older_pyopenssl() -> None:
+    """Without as_cryptography the CA names are built from X509Name components, Java style."""
+    names = diagnose._client_ca_names(_LegacyConnection())  # type: ignore[arg-type]
+    assert names == ("CN=CA G2, O=My\\, Company, C=AU",)
+    assert diagnose.dn_key(names[0]) == diagnose.dn_key('C=AU, O="My, Company", CN=CA G2')
