@@ -4,8 +4,9 @@ A failure waits in a pairing window for the first SSLInfo line of the same threa
 message id. It closes with that line's alias; or with ``""`` (unpaired) when the same thread logs
 another failure for the same message id first, when the window passes (``window_lines`` lines or
 ``window_seconds`` of wall time, whichever comes first), or at the end of the input. An SSLInfo line
-with no failure waiting is an orphan. At most ``window_lines`` failures wait at once per log, so
-memory stays bounded whatever the message ids do.
+with no failure waiting is an orphan. A failure waits until ``window_lines`` lines after its own,
+so at most ``window_lines + 1`` failures wait at once per log: memory stays bounded whatever the
+message ids do.
 """
 
 from __future__ import annotations
