@@ -31,6 +31,7 @@ import os
 import selectors
 import socket
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TypeVar, Union
@@ -712,7 +713,7 @@ def _handshake(
         certificate_requested=rec.certificate_requested or bool(ca_names),
         acceptable_ca_names=ca_names,
         server_chain=tuple(CertSummary.from_x509(c) for c in peer),
-        server_verify_error=rec.verify_error,
+        server_verify_error=rec.verify_error if ca_file else None,
         alert=rec.alert or alert,
         error=error,
         timed_out=timed_out,
@@ -938,8 +939,8 @@ def make_diagnosis(
     leaf = identity.leaf if identity else None
     if identity is not None and len(identity.certificates) == 1 and leaf and not leaf.self_issued:
         notes.append(
-            "The keystore holds the leaf certificate only; if its issuer is an intermediate CA, "
-            "upload the chain."
+            "The client chain holds the leaf certificate only; if its issuer is an intermediate "
+            "CA, add the intermediates (leaf first)."
         )
     tried = "not_tried"
     if with_cert is not None:
@@ -998,6 +999,10 @@ def _dates(cert: CertSummary) -> str:
     return f"{_iso(cert.not_before) or '?'} .. {_iso(cert.not_after) or '?'}"
 
 
+def _wrap(head: str, text: str) -> str:
+    return textwrap.fill(text, width=100, initial_indent=head, subsequent_indent=" " * len(head))
+
+
 def render_report(d: Diagnosis) -> str:
     """A report a person can act on: what was checked, what was found, the cause and the fix."""
     lines = [f"Diagnosis of {d.target}" + (f" (SNI {d.servername})" if d.servername else "")]
@@ -1053,15 +1058,16 @@ def render_report(d: Diagnosis) -> str:
     for i, cert in enumerate(d.server_chain):
         sans = ", ".join(cert.subject_alternative_names) or "none"
         lines.append(f"  Server chain [{i}]: {cert.subject}")
-        lines.append(f"    issuer {cert.issuer}; valid {_dates(cert)}; SANs {sans}")
+        lines.append(f"    issuer: {cert.issuer}")
+        lines.append(f"    valid:  {_dates(cert)}; SANs: {sans}")
     if d.error:
         lines.append(f"  Error: {d.error}")
     lines.append("")
     lines.append(f"Cause: {d.cause}")
-    lines.append(f"Fix:   {d.advice}")
+    lines.append(_wrap("Fix:   ", d.advice))
     if d.other_problems:
         lines.append(f"Also:  {', '.join(d.other_problems)}")
-    lines.extend(f"Note:  {note}" for note in d.notes)
+    lines.extend(_wrap("Note:  ", note) for note in d.notes)
     return "\n".join(lines) + "\n"
 
 
