@@ -353,6 +353,7 @@ def run(config: Config, notifier: Optional[Notifier] = None) -> int:
     GCCollector(registry=registry)
     daemon = Daemon(config, registry)
     daemon.restore()
+    daemon.step()  # open the logs (an existing one at its end) before anyone can see us up
     host, port = parse_listen(config.listen)
     server, server_thread = serve(registry, host, port)
     stop = threading.Event()

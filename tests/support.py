@@ -1,0 +1,109 @@
+"""Helpers for tests that run the daemon as a real process and scrape it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Callable, Optional, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
+
+EXPORTER = [sys.executable, "-m", "apigee_tls_exporter"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Optional[T]], timeout: float = 20.0, what: str = "it") -> T:
+    """Poll ``check`` until it returns something other than None/False, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (OSError, ValueError) as err:  # not up yet, or a half-written file
+            last_error = err
+        else:
+            if value is not None and value is not False:
+                return value
+        time.sleep(0.02)  # polling interval, not a wait for an outcome
+    raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")
+
+
+def samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            yield s.name, dict(s.labels), s.value
+
+
+class Daemon:
+    """``apigee-tls-exporter run`` in a subprocess, on 127.0.0.1 and a free port."""
+
+    def __init__(self, *args: str, env: Optional[dict[str, str]] = None) -> None:
+        self.port = free_port()
+        self.args = [*EXPORTER, "run", "--listen", f"127.0.0.1:{self.port}", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: Optional[subprocess.Popen[str]] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def start(self) -> Daemon:
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
+        )
+        wait_for(self.scrape, what=f"{self.url} to answer")
+        return self
+
+    def scrape(self) -> str:
+        if self.proc is not None and self.proc.poll() is not None:
+            out = self.proc.stdout.read() if self.proc.stdout else ""
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{out}")
+        with urllib.request.urlopen(self.url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def value(self, name: str, **labels: str) -> Optional[float]:
+        for sample, sample_labels, value in samples(self.scrape()):
+            if sample == name and all(sample_labels.get(k) == v for k, v in labels.items()):
+                return value
+        return None
+
+    def failures(self) -> dict[tuple[str, ...], float]:
+        """``apigee_tls_handshake_failures_total`` by (org, env, api, rev, target, reason, key_alias)."""
+        keys = ("org", "env", "api", "rev", "target", "reason", "key_alias")
+        return {
+            tuple(labels[k] for k in keys): value
+            for name, labels, value in samples(self.scrape())
+            if name == "apigee_tls_handshake_failures_total"
+        }
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str]:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()

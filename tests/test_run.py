@@ -1,0 +1,110 @@
+"""End to end: ``apigee-tls-exporter run`` follows a real file and serves /metrics over HTTP."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+from apigee_tls_exporter.demo import LogGenerator
+
+from support import EXPORTER, Daemon, wait_for
+
+FAILURE = (
+    "2026-11-27 10:00:00,000 org:acme env:prod api:payments-v1 rev:7 messageid:m-{n} NIOThread@1 "
+    "ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : SSLClientChannel[C:10.0.3.4:52144 "
+    "Remote host:backend.example/10.20.3.4:443]@65461 useCount=1 bytesRead=0 bytesWritten=0 "
+    "age=529ms lastIO=529ms handshake failed, message: Received fatal alert: bad_certificate\n"
+    "2026-11-27 10:00:00,001 org:acme env:prod api:payments-v1 rev:7 messageid:m-{n} NIOThread@1 "
+    "ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : SSLInfo: "
+    "KeyStore:java.security.KeyStore@52de60d9 KeyAlias:backend-client "
+    "TrustStore:java.security.KeyStore@6ec45759\n"
+)
+KEY = ("acme", "prod", "payments-v1", "7", "backend.example:443", "bad_certificate", "backend-client")
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(text)
+
+
+def test_appended_failures_appear_in_metrics(tmp_path: Path) -> None:
+    """Failures appended to the followed file are counted, with their labels, in /metrics."""
+    log = tmp_path / "system.log"
+    log.write_text("2026-11-27 09:59:59,000  main INFO MESSAGING.RUNTIME - started\n")
+    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+        for n in range(3):
+            append(log, FAILURE.format(n=n))
+        counted = wait_for(lambda: daemon.failures().get(KEY) == 3, what="3 failures")
+        assert counted
+        # started at the end of the file: only the 3 appended records (2 lines each) were read
+        assert daemon.value("apigee_tls_log_lines_total", path=str(log)) == 6
+        assert daemon.value("apigee_tls_pairing_pending") == 0
+        assert daemon.value("apigee_tls_build_info") == 1
+        assert daemon.value("process_resident_memory_bytes") is not None
+
+
+def test_starts_at_the_end_of_an_existing_file(tmp_path: Path) -> None:
+    """Without --from-beginning, what the file held before the start is not counted."""
+    log = tmp_path / "system.log"
+    log.write_text(FAILURE.format(n="old"))
+    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+        append(log, FAILURE.format(n="new"))
+        wait_for(lambda: daemon.failures().get(KEY) == 1, what="the new failure")
+
+
+def test_from_beginning_reads_the_whole_file(tmp_path: Path) -> None:
+    """With --from-beginning, a generated log is counted exactly as its truth says."""
+    gen = LogGenerator(seed=7)
+    log = tmp_path / "system.log"
+    log.write_text(gen.text(5000))
+    truth = {tuple(k): float(v) for k, v in gen.truth.items()}
+    args = ("--log", str(log), "--state-file", str(tmp_path / "s.json"), "--from-beginning")
+    with Daemon(*args) as daemon:
+        wait_for(lambda: daemon.failures() == truth, what="the generated truth")
+
+
+def test_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
+    """A missing log (and directory) is waited for, then read from its start."""
+    log = tmp_path / "later" / "system.log"
+    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+        log.parent.mkdir()
+        log.write_text(FAILURE.format(n=1))
+        wait_for(lambda: daemon.failures().get(KEY) == 1, what="the failure in the new file")
+
+
+def test_sigterm_and_sigint_exit_cleanly(tmp_path: Path) -> None:
+    """SIGTERM and SIGINT stop the daemon with exit code 0, after writing the checkpoint."""
+    log = tmp_path / "system.log"
+    log.touch()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        state = tmp_path / f"state-{sig.name}.json"
+        with Daemon("--log", str(log), "--state-file", str(state)) as daemon:
+            code, output = daemon.stop(sig)
+        assert code == 0, output
+        assert state.exists()
+        assert "Traceback" not in output
+
+
+def test_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """An invalid config stops ``run`` before it starts: a clear message, exit 1, no traceback."""
+    config = tmp_path / "bad.yml"
+    config.write_text("listen: nowhere\nunknown_key: 1\n")
+    result = subprocess.run(
+        [*EXPORTER, "run", "--config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert "listen" in result.stderr
+    assert "unknown_key: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_index_page_links_to_metrics(tmp_path: Path) -> None:
+    """``/`` is a small page that links to /metrics."""
+    import urllib.request
+
+    log = tmp_path / "system.log"
+    log.touch()
+    with Daemon("--log", str(log), "--state-file", str(tmp_path / "s.json")) as daemon:
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/", timeout=5) as page:
+            assert 'href="/metrics"' in page.read().decode()
