@@ -8,10 +8,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 MP_LOGS = (
     "/opt/apigee/var/log/edge-message-processor/logs/system.log",
@@ -66,6 +73,83 @@ class PairingConfig(Model):
         return parse_duration(value)
 
 
+# --- alerts: (the daemon's own alert rules, see alerts.py) ----------------------------------
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Severity = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,19}$")]
+CLIENT_CERTIFICATE_REASONS = (
+    "bad_certificate",
+    "certificate_required",
+    "unknown_ca",
+    "certificate_unknown",
+    "certificate_expired",
+)
+
+
+class ClientCertificateRule(Model):
+    """At least ``min_failures`` failures with a reason in ``reasons`` within ``window`` (log time)
+    for one (org, env, target, key_alias); resolved after ``resolve_after`` without one."""
+
+    enabled: bool = True
+    reasons: tuple[str, ...] = CLIENT_CERTIFICATE_REASONS
+    min_failures: int = Field(3, ge=1, le=10_000)
+    window: Duration = 300.0
+    resolve_after: Optional[Duration] = None  # default: window
+    severity: Severity = "page"
+
+
+class HandshakeFailuresRule(Model):
+    """Failures of any other reason: ``min_failures`` within ``window`` (log time) for one
+    (org, env, target, key_alias, reason)."""
+
+    enabled: bool = True
+    min_failures: int = Field(10, ge=1, le=10_000)
+    window: Duration = 300.0
+    resolve_after: Optional[Duration] = None  # default: window
+    severity: Severity = "warning"
+
+
+class LogStalledRule(Model):
+    """A followed log not read for ``after`` (wall time) while its file holds unread data (or,
+    with ``quiet_is_stalled``, at all)."""
+
+    enabled: bool = True
+    after: Duration = 300.0
+    quiet_is_stalled: bool = False
+    severity: Severity = "warning"
+
+
+class FormatDriftRule(Model):
+    """At least ``min_lines`` unrecognised handshake lines within ``window`` (wall time)."""
+
+    enabled: bool = True
+    min_lines: int = Field(1, ge=1)
+    window: Duration = 900.0
+    severity: Severity = "warning"
+
+
+class KnownTarget(Model):
+    """A (proxy, target, key alias) whose failure series exist at 0 from the start."""
+
+    org: str
+    env: str
+    api: str
+    rev: str = ""
+    target: str  # host:port, as the metrics show it
+    key_alias: str = ""
+    reasons: tuple[str, ...] = ("bad_certificate",)
+
+
+class AlertsConfig(Model):
+    enabled: bool = True
+    client_certificate_rejected: ClientCertificateRule = ClientCertificateRule()
+    handshake_failures: HandshakeFailuresRule = HandshakeFailuresRule()
+    log_stalled: LogStalledRule = LogStalledRule()
+    format_drift: FormatDriftRule = FormatDriftRule()
+    known_targets: list[KnownTarget] = Field(default_factory=list)
+    max_tracked: int = Field(1000, ge=1)  # bound on (org, env, target, key_alias[, reason]) keys
+
+
 class Config(Model):
     logs: list[LogConfig] = Field(default_factory=list)  # empty: whichever MP log exists
     listen: str = DEFAULT_LISTEN
@@ -78,6 +162,7 @@ class Config(Model):
     web_config: Optional[str] = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("timezone")
     @classmethod
