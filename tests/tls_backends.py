@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import select
 import shutil
 import socket
 import ssl
@@ -92,19 +93,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def wait_listening(port: int, deadline_s: float = 10.0) -> None:
-    """Poll until something accepts TCP on 127.0.0.1:port."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on 127.0.0.1:{port}") from None
-            threading.Event().wait(0.02)
 
 
 def _libssl() -> ctypes.CDLL:
@@ -208,11 +196,11 @@ class OpenSSLBackend:
         verify_file: Optional[str] = None,
         require: bool = True,
     ) -> None:
-        self.port = free_port()
+        self.port = 0  # s_server picks it and prints "ACCEPT 127.0.0.1:PORT"
         cert = write_pem(pki.tmp / "s_server.crt", *(b.bytes() for b in pki.server.cert_chain_pems))
         key = write_pem(pki.tmp / "s_server.key", pki.server.private_key_pem.bytes())
-        argv = [OPENSSL, "s_server", "-accept", f"127.0.0.1:{self.port}", "-cert", cert]
-        argv += ["-key", key, "-quiet", "-tls1_3" if version == "1.3" else "-tls1_2"]
+        argv = [OPENSSL, "s_server", "-accept", "127.0.0.1:0", "-cert", cert, "-key", key]
+        argv += ["-ign_eof", "-tls1_3" if version == "1.3" else "-tls1_2"]
         if require:
             argv += ["-Verify", "1", "-verify_return_error"]
         if ca_file:
@@ -221,6 +209,7 @@ class OpenSSLBackend:
             argv += ["-verifyCAfile", verify_file]
         self._argv = argv
         self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._drain: Optional[threading.Thread] = None
 
     @property
     def target(self) -> str:
@@ -230,11 +219,25 @@ class OpenSSLBackend:
     def __enter__(self) -> OpenSSLBackend:
         self._proc = subprocess.Popen(
             self._argv,
+            bufsize=0,  # unbuffered: select() then readline() must not hide lines in a buffer
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
-        wait_listening(self.port)
+        assert self._proc.stdout is not None
+        deadline = time.monotonic() + 10
+        while not self.port:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self._proc.stdout], [], [], max(remaining, 0))
+            line = self._proc.stdout.readline() if ready else b""
+            if not line:
+                self.__exit__()
+                raise RuntimeError("openssl s_server did not start")
+            if line.startswith(b"ACCEPT"):
+                self.port = int(line.rsplit(b":", 1)[1])
+        # Keep reading its per-connection output so that a full pipe never blocks it.
+        self._drain = threading.Thread(target=self._proc.stdout.read, daemon=True)
+        self._drain.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -245,8 +248,11 @@ class OpenSSLBackend:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(5)
-            if self._proc.stdin:
-                self._proc.stdin.close()
+            if self._drain is not None:
+                self._drain.join(5)  # s_server is gone: its stdout is at EOF
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                if pipe:
+                    pipe.close()
 
 
 class SilentBackend:
