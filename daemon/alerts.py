@@ -138,6 +138,14 @@ class AlertEngine:
         self._drift: collections.deque[tuple[float, int]] = collections.deque()
         self._cause_failing = False
 
+    def reconfigure(self, config: AlertsConfig) -> None:
+        """A reload: new rules apply from the next evaluation; alerts firing stay until resolved."""
+        with self._lock:
+            self.config = config
+            for name in self.enabled_rules():
+                for state in STATES:
+                    self.transitions.setdefault((name, state), 0)
+
     def enabled_rules(self) -> list[str]:
         if not self.config.enabled:
             return []

@@ -8,28 +8,36 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import tzinfo
 from types import FrameType
 from typing import Any, BinaryIO, Callable, Optional
 
 import structlog
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from . import checkpoint
 from .alerts import AlertEngine, known_series
-from .config import Config, parse_listen
+from .config import Config, ConfigError, parse_listen
 from .correlate import Correlator
 from .events import Failure
+from .log import configure_logging
 from .metrics import ExporterCollector, FailureStore, FileStats, PairingStats
 from .notify import Notifier
 from .parse import Parser, UnrecognisedLine, candidate_lines
+from .serve import BootTimeProcessCollector, serve
 from .tail import Buffer, Follower, LineSplitter
 from .watch import Watcher
+from .webconfig import WebConfigError, load_web_config
 
 log = structlog.get_logger()
 
 Sink = Callable[[Failure], object]
+
+# config `log_format` -> configure_logging(json_output=...)
+JSON_OUTPUT: dict[str, Optional[bool]] = {"auto": None, "json": True, "console": False}
 
 
 def timezone_of(name: Optional[str]) -> Optional[tzinfo]:
@@ -337,70 +345,158 @@ class Daemon:
         for follower in self.followers.values():
             follower.close()
 
+    def reconfigure(self, config: Config) -> None:
+        """Apply a new config in place: counters, positions and open pairings stay.
+
+        Logs no longer configured are dropped (their failures stay counted); new ones are
+        followed, from their end unless ``from_beginning``. The listen address and the state file
+        need a restart.
+        """
+        wanted = {os.path.abspath(c.path): c for c in config.log_paths()}
+        for path in list(self.followers):
+            if path not in wanted:
+                self.followers.pop(path).close()
+                del self.pipelines[path]
+        self.config = config
+        for path, log_config in wanted.items():
+            if path not in self.followers:
+                self._add_log(path, log_config.rotated)
+        tz = timezone_of(config.timezone)
+        for pipeline in self.pipelines.values():
+            pipeline.parser = Parser(tz)
+            pipeline.correlator.window_lines = config.pairing.window_lines
+            pipeline.correlator.window_seconds = config.pairing.window
+        self.store.max_series = config.max_series
+        self.alerts.reconfigure(config.alerts)
+        self._precreate()
+
     def status_line(self) -> str:
         lines = sum(f.stats.lines for f in self.followers.values())
         return f"{len(self.followers)} log(s), {lines} lines, {int(self.store.total())} failures"
 
 
-def run(config: Config, notifier: Optional[Notifier] = None) -> int:
-    """The ``run`` command: follow, serve, checkpoint, until SIGTERM or SIGINT."""
-    from .serve import serve
+class Service:
+    """The ``run`` command: the daemon, its HTTP server, the watcher, signals and systemd.
 
-    notifier = notifier or Notifier()
-    registry = CollectorRegistry(auto_describe=True)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    daemon = Daemon(config, registry)
-    daemon.restore()
-    daemon.step()  # open the logs (an existing one at its end) before anyone can see us up
-    host, port = parse_listen(config.listen)
-    server, server_thread = serve(registry, host, port)
-    stop = threading.Event()
-    wake = threading.Event()
+    Signals only set flags; the loop acts on them between reads, so a reload or a stop never
+    lands in the middle of a block: SIGHUP re-reads the config and applies it without losing
+    counters, positions or open pairings (an invalid one is refused and the old one stays);
+    SIGTERM/SIGINT write the checkpoint and exit 0.
+    """
 
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+    def __init__(self, load: Callable[[], Config], notifier: Optional[Notifier] = None) -> None:
+        self.load = load
+        self.config = load()
+        self.notifier = notifier or Notifier()
+        self.registry = CollectorRegistry(auto_describe=True)
+        BootTimeProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.reload_ok = 1
+        self.reload_time = time.time()
+        self.registry.register(_ReloadCollector(self))
+        self.daemon = Daemon(self.config, self.registry)
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self._reload = threading.Event()
+
+    def on_stop(self, signum: int, frame: Optional[FrameType]) -> None:
         log.info("signal received, stopping", signal=signal.Signals(signum).name)
-        stop.set()
-        wake.set()
+        self.stop.set()
+        self.wake.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    watcher = Watcher(daemon.followers, wake)
-    watcher.start()
-    log.info(
-        "serving metrics",
-        url=f"{server.scheme}://{host or '0.0.0.0'}:{server.port}/metrics",
-        logs=list(daemon.followers),
-        state_file=daemon.state_file,
-    )
-    interval = notifier.watchdog_interval()
-    ping_every = interval / 2 if interval else None
-    last_ping = last_status = 0.0
-    ready = False
-    try:
-        while not stop.is_set():
-            daemon.step()
-            daemon.maybe_checkpoint()
-            now = time.monotonic()
-            if not ready:
-                notifier.ready(daemon.status_line())
-                ready = True
-            if ping_every and now - last_ping >= ping_every:
-                notifier.watchdog()
-                last_ping = now
-            if now - last_status >= 5:
-                notifier.status(daemon.status_line())
-                watcher.refresh()
-                last_status = now
-            wake.wait(0.25)
-            wake.clear()
-    finally:
-        notifier.stopping()
-        watcher.stop()
-        daemon.save_checkpoint()
-        daemon.close()
-        server.shutdown()
-        server_thread.join(timeout=5)
-    log.info("stopped")
-    return 0
+    def on_reload(self, signum: int, frame: Optional[FrameType]) -> None:
+        self._reload.set()
+        self.wake.set()
+
+    def run(self) -> int:
+        web_config = load_web_config(self.config.web_config) if self.config.web_config else None
+        self.daemon.restore()
+        self.daemon.step()  # open the logs (an existing one at its end) before anyone sees us up
+        host, port = parse_listen(self.config.listen)
+        server, server_thread = serve(self.registry, host, port, web_config)
+        self.server = server
+        signal.signal(signal.SIGTERM, self.on_stop)
+        signal.signal(signal.SIGINT, self.on_stop)
+        signal.signal(signal.SIGHUP, self.on_reload)
+        watcher = Watcher(self.daemon.followers, self.wake)
+        watcher.start()
+        log.info(
+            "serving metrics",
+            url=f"{server.scheme}://{host or '0.0.0.0'}:{server.port}/metrics",
+            logs=list(self.daemon.followers),
+            state_file=self.daemon.state_file,
+        )
+        self.notifier.ready(self.daemon.status_line())
+        interval = self.notifier.watchdog_interval()
+        ping_every = interval / 2 if interval else None
+        last_ping = last_status = 0.0
+        try:
+            while not self.stop.is_set():
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+                    watcher.close()
+                    watcher = Watcher(self.daemon.followers, self.wake)
+                    watcher.start()
+                self.daemon.step()
+                self.daemon.maybe_checkpoint()
+                now = time.monotonic()
+                if ping_every and now - last_ping >= ping_every:
+                    self.notifier.watchdog()  # the loop came round: the follower is not stalled
+                    last_ping = now
+                if now - last_status >= 5:
+                    self.notifier.status(self.daemon.status_line())
+                    watcher.refresh()
+                    last_status = now
+                self.wake.wait(0.25)
+                self.wake.clear()
+        finally:
+            self.notifier.stopping()
+            watcher.close()
+            self.daemon.save_checkpoint()
+            self.daemon.close()
+            server.shutdown()
+            server.server_close()
+            server_thread.join(timeout=5)
+        log.info("stopped")
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: apply a new config, or keep the old one when the new one is invalid."""
+        self.notifier.reloading()
+        try:
+            config = self.load()
+            web_config = load_web_config(config.web_config) if config.web_config else None
+        except (ConfigError, WebConfigError) as err:
+            log.error("reload refused, keeping the running config", error=str(err))
+            self.reload_ok = 0
+        else:
+            for key in ("listen", "state_file"):
+                if getattr(config, key) != getattr(self.config, key):
+                    log.warning("reload cannot change this, restart to apply", key=key)
+            self.daemon.reconfigure(config)
+            self.server.set_web_config(web_config)
+            configure_logging(config.log_level, json_output=JSON_OUTPUT[config.log_format])
+            self.config = config
+            self.reload_ok = 1
+            self.reload_time = time.time()
+            log.info("config reloaded", logs=list(self.daemon.followers))
+        self.notifier.ready(self.daemon.status_line())
+
+
+class _ReloadCollector(Collector):
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "apigee_tls_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or was refused (0).",
+            value=self._service.reload_ok,
+        )
+        yield GaugeMetricFamily(
+            "apigee_tls_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully.",
+            value=self._service.reload_time,
+        )

@@ -271,23 +271,31 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .app import run
+    from .app import JSON_OUTPUT, Service
+    from .webconfig import WebConfigError
 
     try:
-        config = config_from_args(args)
+        service = Service(lambda: config_from_args(args))
     except ConfigError as err:
         print(f"{PROG}: invalid configuration: {err}", file=sys.stderr)
         return 1
-    json_output = {"auto": None, "json": True, "console": False}[config.log_format]
-    configure_logging(config.log_level, json_output=json_output)
-    return run(config)
+    config = service.config
+    configure_logging(config.log_level, json_output=JSON_OUTPUT[config.log_format])
+    try:
+        return service.run()
+    except WebConfigError as err:
+        print(f"{PROG}: invalid web config: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"{PROG}: cannot listen on {config.listen}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 def _demo(args: argparse.Namespace) -> int:
     """A demo writer appends realistic MP records to a temporary log; the daemon follows it."""
     import tempfile
 
-    from .app import run
+    from .app import Service
     from .demo import DemoWriter
 
     try:
@@ -312,6 +320,6 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"metrics:   http://{host}:{config.listen.rpartition(':')[2]}/metrics")
         print("stop with Ctrl-C", flush=True)
         try:
-            return run(config)
+            return Service(lambda: config).run()
         finally:
             writer.stop()

@@ -62,7 +62,7 @@ class Watcher:
                 continue
             self._watched.add(directory)
 
-    def stop(self) -> None:
+    def close(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)

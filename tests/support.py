@@ -85,7 +85,7 @@ class Daemon:
         return None
 
     def failures(self) -> dict[tuple[str, ...], float]:
-        """``apigee_tls_handshake_failures_total`` by (org, env, api, rev, target, reason, key_alias)."""
+        """``apigee_tls_handshake_failures_total`` by its labels, in FAILURE_LABELS order."""
         keys = ("org", "env", "api", "rev", "target", "reason", "key_alias")
         return {
             tuple(labels[k] for k in keys): value

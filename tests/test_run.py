@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 from apigee_tls_exporter.demo import LogGenerator
-
 from support import EXPORTER, Daemon, wait_for
 
 FAILURE = (
@@ -20,7 +19,10 @@ FAILURE = (
     "KeyStore:java.security.KeyStore@52de60d9 KeyAlias:backend-client "
     "TrustStore:java.security.KeyStore@6ec45759\n"
 )
-KEY = ("acme", "prod", "payments-v1", "7", "backend.example:443", "bad_certificate", "backend-client")
+KEY = (
+    *("acme", "prod", "payments-v1", "7"),
+    *("backend.example:443", "bad_certificate", "backend-client"),
+)
 
 
 def append(path: Path, text: str) -> None:
@@ -106,5 +108,5 @@ def test_index_page_links_to_metrics(tmp_path: Path) -> None:
     log = tmp_path / "system.log"
     log.touch()
     with Daemon("--log", str(log), "--state-file", str(tmp_path / "s.json")) as daemon:
-        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/", timeout=5) as page:
-            assert 'href="/metrics"' in page.read().decode()
+        page = urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/", timeout=5)
+        assert 'href="/metrics"' in page.read().decode()
