@@ -20,14 +20,14 @@ from prometheus_client.registry import Collector
 
 from . import checkpoint
 from .alerts import AlertEngine, known_series
-from .config import Config, ConfigError, parse_listen
+from .config import Config, ConfigError
 from .correlate import Correlator
 from .events import Failure
 from .log import configure_logging
 from .metrics import ExporterCollector, FailureStore, FileStats, PairingStats
 from .notify import Notifier
 from .parse import Parser, UnrecognisedLine, candidate_lines
-from .serve import BootTimeProcessCollector, serve
+from .serve import BootTimeProcessCollector, parse_listen, serve
 from .tail import Buffer, Follower, LineSplitter
 from .watch import Watcher
 from .webconfig import WebConfigError, load_web_config

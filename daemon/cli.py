@@ -14,7 +14,7 @@ from typing import Any, Optional, TextIO
 
 from prometheus_client import disable_created_metrics, generate_latest
 
-from . import __version__
+from . import __version__, diagnose
 from .app import ScanResult, scan, timezone_of
 from .config import Config, ConfigError, load_config, validate
 from .log import configure_logging
@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file; exit 1 when invalid")
     p.add_argument("file", metavar="FILE")
 
+    p = sub.add_parser(
+        "diagnose", help="find why a backend rejects the client certificate (bad_certificate)"
+    )
+    diagnose.configure_parser(p)
+
     p = sub.add_parser("demo", help="run the daemon on a built-in demo log (what `make run` does)")
     p.add_argument("--listen", default="127.0.0.1:9847", metavar="HOST:PORT")
     p.add_argument("--rate", type=float, default=50.0, help="demo log lines per second")
@@ -89,6 +94,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _run(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "diagnose":
+            return diagnose.command(args)
     except UsageError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2

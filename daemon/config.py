@@ -20,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 
+from .serve import parse_listen
+
 MP_LOGS = (
     "/opt/apigee/var/log/edge-message-processor/logs/system.log",
     "/opt/apigee/var/log/edge-message-processor/system.log",
@@ -196,16 +198,6 @@ class Config(Model):
             return self.state_file
         directory = os.environ.get("STATE_DIRECTORY", DEFAULT_STATE_DIR).split(":")[0]
         return os.path.join(directory, "state.json")
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``":9847"``, ``"127.0.0.1:9847"``, ``"[::1]:9847"`` -> (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9847 or :9847, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
 
 
 class ConfigError(Exception):
