@@ -577,8 +577,11 @@ class LogGenerator:
                 if backend.keystore == "null"
                 else f"java.security.KeyStore@{backend.keystore}"
             )
+            method = (
+                "handshakeTimeout" if timeout else "handshakeFailed"
+            )  # unconfirmed for timeouts
             ssl_info = (
-                f"{ctx}{thread} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
+                f"{ctx}{thread} ERROR HTTP.CLIENT - HTTPClient$Context.{method}() : "
                 f"SSLInfo: KeyStore:{keystore} KeyAlias:{backend.key_alias or 'null'} "
                 f"TrustStore:java.security.KeyStore@{backend.truststore}"
             )

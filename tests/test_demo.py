@@ -22,7 +22,9 @@ FAILED = re.compile(
 TIMEOUT = re.compile(
     r"HTTPClient\$Context\.handshakeTimeout\(\) : SSLClientChannel\[Connected: Remote:(\S+) "
 )
-SSLINFO = re.compile(r"handshakeFailed\(\) : SSLInfo: KeyStore:\S+ KeyAlias:(\S+) TrustStore:\S+$")
+SSLINFO = re.compile(
+    r"handshake(?:Failed|Timeout)\(\) : SSLInfo: KeyStore:\S+ KeyAlias:(\S+) TrustStore:\S+$"
+)
 CONTINUATION = re.compile(r"^(\t(at |\.\.\. )|Caused by: |[a-z]+(\.[a-z]+)+\.[A-Z][\w$]*(: |$))")
 ALL_REASONS = {
     "bad_certificate",
