@@ -61,7 +61,8 @@ def load(path: str) -> Optional[dict[str, Any]]:
     except ValueError:
         log.warning("state file corrupt, starting fresh", state_file=path)
         return None
-    if not isinstance(state, dict) or not isinstance(state.get("version"), int):
+    version = state.get("version") if isinstance(state, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
         log.warning("state file corrupt, starting fresh", state_file=path)
         return None
     if state["version"] != VERSION:

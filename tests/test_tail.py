@@ -1,0 +1,530 @@
+"""File following: one scenario per case of the ``tail`` module docstring, plus ``LineSplitter``.
+
+Each scenario drives a ``Follower`` directly with a fake clock and real files: the test changes the
+files the way a writer, logback or logrotate would, then polls.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+from apigee_tls_exporter.metrics import FileStats
+from apigee_tls_exporter.tail import Follower, LineSplitter, Segment
+
+
+class FakeClock:
+    """A monotonic clock that only moves when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def text(segments: list[Segment]) -> bytes:
+    return b"".join(bytes(buf[start:end]) for buf, start, end in segments)
+
+
+def read(follower: Follower) -> bytes:
+    """One poll; the bytes of the whole lines it handed out (copied as they come)."""
+    return b"".join(bytes(buf[start:end]) for buf, start, end in follower.poll())
+
+
+def lines(prefix: str, n: int, start: int = 0) -> bytes:
+    return b"".join(f"{prefix} line {i:05d}\n".encode() for i in range(start, start + n))
+
+
+def append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def make(path: Path, *, clock: Optional[FakeClock] = None, **kwargs: Any) -> Follower:
+    kwargs.setdefault("from_beginning", True)
+    return Follower(str(path), clock=clock or FakeClock(), **kwargs)
+
+
+def checkpoint(follower: Follower) -> dict[str, Any]:
+    """The follower's snapshot as it comes back from the state file."""
+    snapshot = follower.snapshot()
+    assert snapshot is not None
+    state: dict[str, Any] = json.loads(json.dumps(snapshot))
+    return state
+
+
+def set_mtime(path: Path, when: float) -> None:
+    os.utime(path, (when, when))
+
+
+def gzip_like_logrotate(plain: Path) -> Path:
+    """``plain`` -> ``plain.gz`` with the original's time, and the original removed."""
+    out = plain.with_name(plain.name + ".gz")
+    out.write_bytes(gzip.compress(plain.read_bytes()))
+    mtime = plain.stat().st_mtime
+    set_mtime(out, mtime)
+    plain.unlink()
+    return out
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return tmp_path / "system.log"
+
+
+# --- LineSplitter ------------------------------------------------------------------------------
+
+
+def test_splitter_holds_a_partial_line_until_its_newline() -> None:
+    """Bytes after the last newline are held, not handed out, and joined to what comes next."""
+    splitter = LineSplitter(1024, FileStats())
+    assert text(splitter.feed(b"one\ntw")) == b"one\n"
+    assert splitter.partial == b"tw"
+    assert text(splitter.feed(b"o and")) == b""
+    assert text(splitter.feed(b" three\n")) == b"two and three\n"
+    assert splitter.partial == b""
+
+
+def test_splitter_hands_out_every_line_once_in_order_whatever_the_cuts() -> None:
+    """Fed in pieces cut anywhere, the segments are exactly the input's whole lines, in order."""
+    data = lines("x", 500)
+    for step in (1, 7, 64, 1000):
+        splitter = LineSplitter(1024, FileStats())
+        out = b"".join(text(splitter.feed(data[i : i + step])) for i in range(0, len(data), step))
+        assert data == out
+
+
+def test_splitter_segments_of_a_buffer_respect_the_size_given() -> None:
+    """``feed(buffer, size)`` reads only ``buffer[:size]``: stale bytes after it are ignored."""
+    splitter = LineSplitter(1024, FileStats())
+    buffer = bytearray(b"a\nb\nSTALE\nSTALE\n")
+    assert text(splitter.feed(buffer, 3)) == b"a\n"
+    assert splitter.partial == b"b"
+
+
+def test_splitter_cuts_a_long_line_counts_it_and_skips_its_rest() -> None:
+    """A line over the limit is handed out cut to the limit, counted once, its rest dropped."""
+    stats = FileStats()
+    splitter = LineSplitter(10, stats)
+    out = text(splitter.feed(b"short\n0123456789"))  # 10 bytes held: at the limit, not over
+    out += text(splitter.feed(b"ABCDEFGHIJ"))  # now 20 without a newline: cut
+    out += text(splitter.feed(b"more of it"))  # still the same line: skipped
+    out += text(splitter.feed(b"end\nnext\n"))
+    assert out == b"short\n0123456789\nnext\n"
+    assert stats.truncated_lines == 1
+
+
+def test_splitter_cuts_a_long_line_completed_in_one_feed() -> None:
+    """A held partial plus the start of the next read over the limit: the line is cut there."""
+    stats = FileStats()
+    splitter = LineSplitter(10, stats)
+    assert text(splitter.feed(b"01234567")) == b""
+    assert text(splitter.feed(b"89ABCD\nok\n")) == b"0123456789\nok\n"
+    assert stats.truncated_lines == 1
+
+
+def test_splitter_line_at_the_limit_is_whole() -> None:
+    """A line of exactly ``limit`` bytes is not cut."""
+    stats = FileStats()
+    splitter = LineSplitter(10, stats)
+    assert text(splitter.feed(b"01234") + splitter.feed(b"56789\n")) == b"0123456789\n"
+    assert stats.truncated_lines == 0
+
+
+def test_pipeline_counts_line_numbers_across_cut_reads(log: Path) -> None:
+    """Lines are numbered once each, so the line count equals the newlines read, cuts or not."""
+    from apigee_tls_exporter.app import LogPipeline
+    from apigee_tls_exporter.correlate import Correlator
+    from apigee_tls_exporter.parse import Parser
+
+    log.write_bytes(b"")
+    follower = make(log, max_line_bytes=4096)
+    pipeline = LogPipeline(follower.stats, follower.splitter, Parser(), Correlator(), [])
+    data = lines("n", 3000)
+    for i in range(0, len(data), 777):
+        append(log, data[i : i + 777])
+        for segment in follower.poll():
+            pipeline.process(*segment)
+    assert follower.stats.lines == 3000
+
+
+# --- Follower: the cases of the module docstring -----------------------------------------------
+
+
+def test_append_reads_new_lines_from_the_offset(log: Path) -> None:
+    """Append: each poll returns exactly what was appended since the last one."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log)
+    assert lines("a", 3) == read(follower)
+    assert read(follower) == b""
+    append(log, lines("a", 2, 3))
+    assert lines("a", 2, 3) == read(follower)
+    assert len(lines("a", 5)) == follower.stats.offset == follower.stats.bytes_read
+
+
+def test_start_at_end_skips_existing_content_and_a_cut_line(log: Path) -> None:
+    """Without from_beginning, an existing file is followed from its end (after its last line)."""
+    log.write_bytes(lines("old", 3) + b"half a li")
+    follower = make(log, from_beginning=False)
+    assert read(follower) == b""
+    append(log, b"ne\n" + lines("new", 2))
+    assert lines("new", 2) == read(follower)
+
+
+def test_partial_line_is_held_until_its_newline(log: Path) -> None:
+    """Partial line: a last line without newline is held, then handed out whole."""
+    log.write_bytes(b"first\nsec")
+    follower = make(log)
+    assert read(follower) == b"first\n"
+    append(log, b"ond")
+    assert read(follower) == b""
+    assert follower.splitter.partial == b"second"
+    append(log, b"\n")
+    assert read(follower) == b"second\n"
+
+
+def test_long_line_is_cut_counted_and_pairing_goes_on(log: Path) -> None:
+    """Long line: cut to max_line_bytes, counted, its rest skipped; the next lines are whole."""
+    log.write_bytes(b"before\n" + b"x" * 5000 + b"\nafter\n")
+    follower = make(log, max_line_bytes=1024)
+    assert read(follower) == b"before\n" + b"x" * 1024 + b"\nafter\n"
+    assert follower.stats.truncated_lines == 1
+
+
+def test_rename_and_create_drains_old_file_then_follows_new(log: Path) -> None:
+    """Rename and create: the renamed file is drained (also what is written to it after the
+    rename), the new one is taken once it has data, and a line cut at the rotation is joined."""
+    log.write_bytes(lines("a", 3) + b"cut ")
+    follower = make(log)
+    assert lines("a", 3) == read(follower)
+    with open(log, "ab") as writer:  # the writer keeps its descriptor across the rename
+        os.rename(log, f"{log}.1")
+        log.write_bytes(b"")  # logrotate create
+        assert read(follower) == b""
+        writer.write(b"in two\n" + lines("b", 2))  # still to the renamed file
+        writer.flush()
+        assert b"cut in two\n" + lines("b", 2) == read(follower)
+        writer.write(b"cut again ")
+    append(log, b"at the rotation\n" + lines("c", 2))  # the writer reopened the path
+    assert b"cut again at the rotation\n" + lines("c", 2) == read(follower)
+    assert follower.stats.rotations == {"rename": 1}
+
+
+def test_atomic_replace_is_a_rename(log: Path, tmp_path: Path) -> None:
+    """A file replaced atomically by another (rename over it) is followed from the new start."""
+    log.write_bytes(lines("a", 2))
+    follower = make(log)
+    assert lines("a", 2) == read(follower)
+    new = tmp_path / "new"
+    new.write_bytes(lines("b", 2))
+    os.replace(new, log)
+    assert lines("b", 2) == read(follower)
+    assert follower.stats.rotations == {"rename": 1}
+
+
+def test_deleted_then_created_again_later(log: Path) -> None:
+    """Deleted, created again later: the open file is drained, the new one read from its start."""
+    log.write_bytes(lines("a", 2))
+    follower = make(log)
+    assert lines("a", 2) == read(follower)
+    with open(log, "ab") as writer:
+        log.unlink()
+        writer.write(lines("a", 1, 2))
+        writer.flush()
+        assert lines("a", 1, 2) == read(follower)
+    assert read(follower) == b""
+    log.write_bytes(lines("b", 2))
+    assert lines("b", 2) == read(follower)
+    assert follower.stats.rotations == {"recreate": 1}
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain-copy", "gzip-copy"])
+def test_copytruncate_reads_the_rest_from_the_copy(log: Path, compressed: bool) -> None:
+    """copytruncate: what was written after our offset is read from the copy (plain or gzip),
+    then the truncated file from 0; a line cut at the rotation is joined across."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log)
+    assert lines("a", 3) == read(follower)
+    append(log, lines("a", 4, 3) + b"cut ")
+    copy = Path(f"{log}.1")
+    copy.write_bytes(log.read_bytes())  # logrotate copies,
+    if compressed:
+        gzip_like_logrotate(copy)
+    with open(log, "r+b") as f:  # then truncates,
+        f.truncate(0)
+    append(log, b"across\n" + lines("b", 2))  # and the writer goes on at the new end
+    assert lines("a", 4, 3) + b"cut across\n" + lines("b", 2) == read(follower)
+    assert follower.stats.rotations == {"copytruncate": 1}
+
+
+def test_copytruncate_rewritten_past_the_offset_is_seen(log: Path) -> None:
+    """Truncated and written again beyond our offset before we looked: the bytes just before
+    the offset changed, so it is still a truncation."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log)
+    assert lines("a", 3) == read(follower)
+    append(log, lines("a", 1, 3))
+    Path(f"{log}.1").write_bytes(log.read_bytes())
+    log.write_bytes(lines("b", 10))  # truncated (same inode) and already longer than before
+    assert lines("a", 1, 3) + lines("b", 10) == read(follower)
+    assert follower.stats.rotations == {"copytruncate": 1}
+
+
+def test_copytruncate_waits_for_a_copy_being_compressed(log: Path) -> None:
+    """While no copy matches, the follower waits up to copy_wait; a copy that comes is used."""
+    clock = FakeClock()
+    log.write_bytes(lines("a", 3))
+    follower = make(log, clock=clock, copy_wait=2.0)
+    assert lines("a", 3) == read(follower)
+    append(log, lines("a", 2, 3))
+    whole = log.read_bytes()
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, lines("b", 1))
+    assert read(follower) == b""  # no copy yet
+    clock.now += 1.0
+    assert read(follower) == b""
+    Path(f"{log}.1.gz").write_bytes(gzip.compress(whole))
+    assert lines("a", 2, 3) + lines("b", 1) == read(follower)
+
+
+def test_truncation_without_a_copy_reads_from_zero_and_drops_the_partial(log: Path) -> None:
+    """Truncation without a copy: after copy_wait, the file is read from 0 (kind truncate);
+    a partial line held from before the truncation is dropped."""
+    clock = FakeClock()
+    log.write_bytes(lines("a", 3) + b"never ended")
+    follower = make(log, clock=clock, copy_wait=2.0)
+    assert lines("a", 3) == read(follower)
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, lines("b", 2))
+    assert read(follower) == b""
+    clock.now += 2.0
+    assert lines("b", 2) == read(follower)
+    assert follower.stats.rotations == {"truncate": 1}
+
+
+def test_missing_file_and_directory_are_waited_for(tmp_path: Path) -> None:
+    """Missing at start, or its directory missing: wait; read it from its start when it comes."""
+    path = tmp_path / "not-yet" / "system.log"
+    follower = make(path, from_beginning=False)
+    assert read(follower) == b""
+    assert read(follower) == b""
+    path.parent.mkdir()
+    assert read(follower) == b""
+    path.write_bytes(lines("a", 2))
+    assert lines("a", 2) == read(follower)
+    assert follower.stats.read_errors == {}  # waiting is not an error
+
+
+@contextmanager
+def as_nobody() -> Iterator[None]:
+    """Run the block with the effective uid of nobody when we are root (root reads anything)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_permission_denied_is_reported_once_and_recovers() -> None:
+    """Permission denied: retried at each poll, counted and logged once, read when fixed."""
+    directory = tempfile.mkdtemp(prefix="tail-perm-")
+    try:
+        os.chmod(directory, 0o755)
+        path = Path(directory) / "system.log"
+        path.write_bytes(lines("a", 2))
+        os.chmod(path, 0o000)
+        follower = make(path)
+        with as_nobody():
+            assert read(follower) == b""
+            assert read(follower) == b""
+        assert follower.stats.read_errors == {"permission_denied": 1}
+        os.chmod(path, 0o644)
+        with as_nobody():
+            assert lines("a", 2) == read(follower)
+            append_denied = False
+            try:
+                append(path, lines("a", 1, 2))
+            except PermissionError:
+                append_denied = True
+        if append_denied:
+            append(path, lines("a", 1, 2))
+        with as_nobody():
+            assert lines("a", 1, 2) == read(follower)
+        assert follower.stats.read_errors == {"permission_denied": 1}
+    finally:
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+
+
+# --- Restart -----------------------------------------------------------------------------------
+
+
+def test_restart_resumes_the_same_file_at_its_offset_with_its_partial(log: Path) -> None:
+    """Restart, same file: the restored follower reads only what came after the checkpoint, and
+    the partial line held at the checkpoint is completed."""
+    log.write_bytes(lines("a", 3) + b"held ")
+    first = make(log)
+    assert lines("a", 3) == read(first)
+    state = checkpoint(first)
+    first.close()
+    append(log, b"line\n" + lines("b", 2))
+    second = make(log, from_beginning=True)
+    second.restore(state)
+    assert b"held line\n" + lines("b", 2) == read(second)
+    assert first.stats.bytes_read == second.stats.bytes_read - len(b"line\n" + lines("b", 2))
+
+
+def test_restart_after_rotations_while_down_finishes_each_file_once(log: Path) -> None:
+    """Restart after rotations while down: the checkpointed file is found by content among the
+    rotated (here gzipped), finished from the offset, then each newer rotated file, then the
+    current file from its start."""
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert lines("a", 3) == read(first)
+    state = checkpoint(first)
+    first.close()
+    append(log, lines("a", 2, 3) + b"cut ")
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.1")  # rotation 1: a -> .1, b created
+    log.write_bytes(b"at rotation\n" + lines("b", 2))
+    set_mtime(log, 1_000_100)
+    os.rename(f"{log}.1", f"{log}.2")  # rotation 2: a -> .2.gz, b -> .1, c created
+    gzip_like_logrotate(Path(f"{log}.2"))
+    os.rename(log, f"{log}.1")
+    log.write_bytes(lines("c", 2))
+    second = make(log)
+    second.restore(state)
+    got = read(second)
+    got += read(second)
+    assert lines("a", 2, 3) + b"cut at rotation\n" + lines("b", 2) + lines("c", 2) == got
+    assert sum(second.stats.rotations.values()) == 1  # the kind is a guess after a restart
+
+
+def test_restart_between_rename_and_reopen_follows_the_renamed_file(log: Path) -> None:
+    """Restart after a rename but before the writer reopened the path: the renamed file is
+    followed (the writer still writes to it) until the new file has data."""
+    log.write_bytes(lines("a", 2))
+    first = make(log)
+    assert lines("a", 2) == read(first)
+    state = checkpoint(first)
+    first.close()
+    with open(log, "ab") as writer:
+        os.rename(log, f"{log}.1")
+        log.write_bytes(b"")
+        second = make(log)
+        second.restore(state)
+        writer.write(lines("a", 1, 2))
+        writer.flush()
+        assert lines("a", 1, 2) == read(second)
+        writer.write(lines("a", 1, 3))
+        writer.flush()
+        assert lines("a", 1, 3) == read(second)
+    append(log, lines("b", 2))
+    assert lines("b", 2) == read(second)
+
+
+def test_restart_during_gzip_reads_the_plain_file_not_its_partial_twin(log: Path) -> None:
+    """Restart while the compressor writes ``.gz``: the plain original is finished, and the
+    incomplete ``.gz`` (same content, newer time) is neither read nor counted twice."""
+    log.write_bytes(lines("a", 400))
+    first = make(log)
+    assert lines("a", 400) == read(first)
+    state = checkpoint(first)
+    first.close()
+    append(log, lines("a", 100, 400))
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.1")
+    whole = gzip.compress(Path(f"{log}.1").read_bytes())
+    Path(f"{log}.1.gz").write_bytes(whole[: len(whole) // 2])  # being written: newer, incomplete
+    log.write_bytes(lines("b", 2))
+    second = make(log)
+    second.restore(state)
+    got = read(second)
+    got += read(second)
+    assert lines("a", 100, 400) + lines("b", 2) == got
+    assert second.stats.read_errors == {}
+
+
+def test_restart_waits_for_a_copy_on_its_way_then_gives_up(log: Path) -> None:
+    """Restart when no file holds the checkpointed content: wait up to copy_wait (a compressor
+    may be replacing it), then read the current file from its start (kind recreate)."""
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert lines("a", 3) == read(first)
+    state = checkpoint(first)
+    first.close()
+    log.unlink()
+    log.write_bytes(lines("b", 2))
+    clock = FakeClock()
+    second = make(log, clock=clock, copy_wait=2.0)
+    second.restore(state)
+    assert read(second) == b""
+    assert checkpoint(second)["offset"] == state["offset"]  # still looking: position kept
+    clock.now += 2.0
+    assert lines("b", 2) == read(second)
+    assert second.stats.rotations == {"recreate": 1}
+
+
+def test_restart_catches_inode_reuse_by_content(log: Path) -> None:
+    """Same device and inode but other content (a reused inode): not the checkpointed file."""
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert lines("a", 3) == read(first)
+    state = checkpoint(first)
+    first.close()
+    with open(log, "r+b") as f:  # same inode, new content longer than the offset
+        f.truncate(0)
+        f.write(lines("z", 9))
+    clock = FakeClock()
+    second = make(log, clock=clock, copy_wait=0.5)
+    second.restore(state)
+    assert read(second) == b""
+    clock.now += 1.0
+    assert lines("z", 9) == read(second)
+
+
+def test_restart_of_a_file_missing_at_the_checkpoint_reads_it_from_its_start(
+    tmp_path: Path,
+) -> None:
+    """A known file that was missing at the checkpoint is read from its start when it comes,
+    even without from_beginning: nothing written to it while the daemon was down is lost."""
+    path = tmp_path / "later.log"
+    first = make(path, from_beginning=False)
+    assert read(first) == b""
+    state = checkpoint(first)
+    path.write_bytes(lines("a", 2))
+    second = make(path, from_beginning=False)
+    second.restore(state)
+    assert lines("a", 2) == read(second)
+
+
+def test_snapshot_is_none_before_the_first_poll(log: Path) -> None:
+    """Before its first poll a follower has no position to save."""
+    assert make(log).snapshot() is None
+
+
+def test_settled_is_false_only_between_the_segments_of_one_read(log: Path) -> None:
+    """``settled`` is False while a read's segments are still being handed out, so that a
+    checkpoint is never taken with the offset already past unprocessed segments."""
+    log.write_bytes(b"par")
+    follower = make(log)
+    assert read(follower) == b""
+    append(log, b"tial\n" + lines("a", 3))
+    seen = [follower.settled for _ in follower.poll()]
+    assert seen == [False, True]
