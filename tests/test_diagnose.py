@@ -14,6 +14,7 @@ from apigee_tls_exporter import diagnose
 from apigee_tls_exporter.diagnose import ClientIdentity, load_pem_identity, run_diagnosis
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from mgmt_standin import Standin, chain_info
 from tls_backends import (
@@ -278,18 +279,19 @@ def test_injected_clock_decides_expiry(pki: Pki) -> None:
     assert result.cause == "client_certificate_expired"
 
 
-def test_pkcs12_identity_with_password(pki: Pki, tmp_path: Path) -> None:
-    """A password-protected PKCS#12 file is a client identity like PEM files are."""
+def p12_blob(pki: Pki, password: bytes) -> bytes:
+    """A PKCS#12 file with a fresh client certificate from the accepted CA and its key."""
     cert_file, key_file = pki.client(pki.accepted_ca, "p12")
     cert = x509.load_pem_x509_certificates(Path(cert_file).read_bytes())[0]
     key = serialization.load_pem_private_key(Path(key_file).read_bytes(), None)
-    blob = pkcs12.serialize_key_and_certificates(
-        b"client",
-        key,  # type: ignore[arg-type]
-        cert,
-        None,
-        serialization.BestAvailableEncryption(b"p12-pass"),
-    )
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    encryption = serialization.BestAvailableEncryption(password)
+    return pkcs12.serialize_key_and_certificates(b"client", key, cert, None, encryption)
+
+
+def test_pkcs12_identity_with_password(pki: Pki, tmp_path: Path) -> None:
+    """A password-protected PKCS#12 file is a client identity like PEM files are."""
+    blob = p12_blob(pki, b"p12-pass")
     path = tmp_path / "client.p12"
     path.write_bytes(blob)
     identity = diagnose.load_pkcs12_identity(str(path), b"p12-pass")
@@ -416,16 +418,7 @@ def test_command_pkcs12_wrong_password_names_no_password(
     pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A wrong PKCS#12 password exits 2 and the message does not contain the password."""
-    cert_file, key_file = pki.client(pki.accepted_ca, "p12")
-    cert = x509.load_pem_x509_certificates(Path(cert_file).read_bytes())[0]
-    key = serialization.load_pem_private_key(Path(key_file).read_bytes(), None)
-    blob = pkcs12.serialize_key_and_certificates(
-        b"c",
-        key,
-        cert,
-        None,
-        serialization.BestAvailableEncryption(b"right"),  # type: ignore[arg-type]
-    )
+    blob = p12_blob(pki, b"right")
     (tmp_path / "c.p12").write_bytes(blob)
     monkeypatch.setenv("P12_PASS", "Wr0ng-Secret-Value")
     code = diagnose.command(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import trustme
@@ -15,8 +17,15 @@ from tls_backends import Pki, SilentBackend, free_port
 PASSWORD = "pa55-w0rd-Secret"
 
 
-def client_for(standin: Standin, password: str = PASSWORD, **kw: object) -> ManagementClient:
-    return ManagementClient(standin.url, Credentials("admin", password), **kw)  # type: ignore[arg-type]
+def client_for(
+    standin: Standin,
+    password: str = PASSWORD,
+    *,
+    verify: bool = True,
+    ca_file: Optional[str] = None,
+) -> ManagementClient:
+    creds = Credentials("admin", password)
+    return ManagementClient(standin.url, creds, verify=verify, ca_file=ca_file)
 
 
 def secrets_of(password: str) -> list[str]:
@@ -29,7 +38,7 @@ def pki(tmp_path: Path) -> Pki:
 
 
 @pytest.fixture
-def standin(pki: Pki) -> Standin:
+def standin(pki: Pki) -> Iterator[Standin]:
     cert, _ = pki.client(pki.accepted_ca, "client")
     s = Standin(password=PASSWORD)
     env = s.env("acme", "prod")
@@ -52,7 +61,7 @@ def standin(pki: Pki) -> Standin:
         },
     }
     with s:
-        yield s  # type: ignore[misc]
+        yield s
 
 
 def test_reference_resolves_to_keystore(standin: Standin) -> None:
