@@ -154,6 +154,12 @@ def measure(cmd: list[str], timeout: float, stdout_path: Path) -> Measured:
     )
 
 
+def last_line(text: str) -> str:
+    """The last non-empty line of a program's error output (the exception, for Python)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no output)"
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by a running process, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as f:
@@ -256,9 +262,9 @@ class Daemon:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"daemon exited with {self.proc.returncode}: see {self._out.name}"
-                )
+                self._out.flush()
+                why = last_line(Path(self._out.name).read_text(errors="replace"))
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}: {why}")
             page = self.scrape()
             if page is not None and (sample_value(page, name) or 0.0) >= value:
                 return page
@@ -319,7 +325,7 @@ def bench_scan(size_bytes: int, results: dict[str, Any]) -> None:
     runs = [measure([*EXPORTER, "scan", str(path)], 1800, OUT / "scan.prom") for _ in range(3)]
     for run in runs:
         if run.returncode != 0:
-            raise RuntimeError(f"scan exited {run.returncode}: {run.stderr.strip()[-500:]}")
+            raise RuntimeError(f"scan exited {run.returncode}: {last_line(run.stderr)}")
     best = min(run.wall for run in runs)
     results["grep"] = {"times_s": grep_times, "best_s": min(grep_times), "count": grep_count}
     results["scan"] = {
@@ -566,7 +572,7 @@ def bench_unpaired(sizes: list[tuple[int, int]], results: dict[str, Any]) -> Non
         run = measure([*EXPORTER, "scan", str(path)], 1800, OUT / "unpaired.prom")
         path.unlink()
         if run.returncode != 0:
-            raise RuntimeError(f"scan exited {run.returncode}: {run.stderr.strip()[-500:]}")
+            raise RuntimeError(f"scan exited {run.returncode}: {last_line(run.stderr)}")
         counted = sample_value(run.stdout, FAILURES)
         rows.append(
             {
