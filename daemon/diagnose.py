@@ -1173,8 +1173,8 @@ def identity_from_args(args: argparse.Namespace) -> Optional[ClientIdentity]:
             ca_file=args.ca_file,
             timeout=args.timeout,
         )
-    except (ValueError, OSError) as exc:  # bad URL, unreadable --ca-file
-        raise UsageError(f"--management-url: {exc}") from None
+    except ValueError as exc:  # a bad URL or an unreadable --ca-file
+        raise UsageError(str(exc)) from None
     if args.target_server:
         if args.key_alias:
             raise UsageError("--key-alias comes from the target server's sSLInfo; drop it")

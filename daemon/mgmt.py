@@ -170,7 +170,10 @@ class ManagementClient:
         self._ssl: Optional[ssl.SSLContext] = None
         if parts.scheme == "https":
             if verify:
-                self._ssl = ssl.create_default_context(cafile=ca_file)
+                try:
+                    self._ssl = ssl.create_default_context(cafile=ca_file)
+                except (OSError, ValueError):
+                    raise ValueError(f"CA file {ca_file}: not a readable PEM bundle") from None
             else:
                 self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 self._ssl.check_hostname = False
