@@ -1,0 +1,287 @@
+"""The state file, and the Daemon's restart from it: counters, positions and pairings together.
+
+``Daemon.step()`` is driven directly with a temporary state file and fake clocks; the logs are
+written with ``LogGenerator``, whose truth is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import structlog
+from apigee_tls_exporter import checkpoint
+from apigee_tls_exporter.app import Daemon
+from apigee_tls_exporter.config import Config, validate
+from apigee_tls_exporter.demo import LogGenerator, TruthKey
+from prometheus_client import CollectorRegistry
+
+Series = dict[tuple[str, ...], float]
+
+
+class FakeClock:
+    """A clock that only moves when the test says so."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def warnings_of(logs: list[dict[str, Any]]) -> list[str]:
+    return [str(e["event"]) for e in logs if e["log_level"] == "warning"]
+
+
+def as_series(truth: Counter[TruthKey]) -> Series:
+    return {tuple(k): float(v) for k, v in truth.items()}
+
+
+# --- the state file ----------------------------------------------------------------------------
+
+
+def test_save_then_load_gives_the_state_back_with_its_version(tmp_path: Path) -> None:
+    """What ``save`` wrote, ``load`` returns, with the format version added."""
+    path = tmp_path / "state.json"
+    checkpoint.save(str(path), {"logs": {"a": 1}})
+    assert checkpoint.load(str(path)) == {"version": checkpoint.VERSION, "logs": {"a": 1}}
+
+
+def test_save_creates_the_directory_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """The state directory is created when missing; only the state file remains after a save."""
+    path = tmp_path / "state" / "state.json"
+    checkpoint.save(str(path), {"n": 1})
+    checkpoint.save(str(path), {"n": 2})
+    assert os.listdir(path.parent) == ["state.json"]
+    assert json.loads(path.read_text())["n"] == 2
+
+
+def test_save_is_atomic_a_failed_write_keeps_the_old_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save that fails before its rename leaves the previous state whole, and no temporary."""
+    path = tmp_path / "state.json"
+    checkpoint.save(str(path), {"n": 1})
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(checkpoint.CheckpointError, match="No space left"):
+        checkpoint.save(str(path), {"n": 2})
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["state.json"]
+    assert checkpoint.load(str(path)) == {"version": checkpoint.VERSION, "n": 1}
+
+
+def test_save_into_an_unusable_directory_raises_checkpoint_error(tmp_path: Path) -> None:
+    """A state path under a regular file is a CheckpointError naming the path, not a crash."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(checkpoint.CheckpointError, match="cannot write state file"):
+        checkpoint.save(str(tmp_path / "file" / "state.json"), {})
+
+
+@pytest.mark.parametrize(
+    ("content", "event"),
+    [
+        (None, "no state file, starting fresh"),
+        ("directory", "state file unreadable, starting fresh"),
+        (b'{"version": 1, "logs": ', "state file corrupt, starting fresh"),
+        (b"\xff\xfe not utf-8", "state file corrupt, starting fresh"),
+        (b"[1, 2]", "state file corrupt, starting fresh"),
+        (b'{"logs": {}}', "state file corrupt, starting fresh"),
+        (b'{"version": true}', "state file corrupt, starting fresh"),
+        (b'{"version": 99, "logs": {}}', "state file of another version, starting fresh"),
+    ],
+    ids=[
+        "missing",
+        "unreadable",
+        "truncated",
+        "not-utf8",
+        "not-object",
+        "no-version",
+        "bool",
+        "v99",
+    ],
+)
+def test_unusable_state_file_gives_one_warning_and_none(
+    tmp_path: Path, content: Optional[object], event: str
+) -> None:
+    """A missing, unreadable, corrupt or future-version state file: one warning, None."""
+    path = tmp_path / "state.json"
+    if content == "directory":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with structlog.testing.capture_logs() as logs:
+        assert checkpoint.load(str(path)) is None
+    assert warnings_of(logs) == [event]
+
+
+# --- the Daemon's restart ----------------------------------------------------------------------
+
+
+class Node:
+    """A Daemon on temporary logs and state file, with fake clocks, as ``run`` would build it."""
+
+    def __init__(self, tmp: Path, logs: list[Path], *, from_beginning: bool = True) -> None:
+        self.config: Config = validate(
+            {
+                "logs": [{"path": str(p)} for p in logs],
+                "state_file": str(tmp / "state" / "state.json"),
+                "from_beginning": from_beginning,
+            }
+        )
+        self.clock = FakeClock(100.0)
+        self.wall = FakeClock(1_800_000_000.0)
+        self.daemon = Daemon(self.config, CollectorRegistry(), clock=self.clock, wall=self.wall)
+
+    def series(self) -> Series:
+        return {k: v for k, v in self.daemon.store.items() if v}
+
+    def run_to_end(self) -> None:
+        """Step until nothing is new, then let every pairing window pass."""
+        while self.daemon.step():
+            pass
+        self.clock.now += 10
+        self.daemon.step()
+
+
+def write(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def test_restore_brings_the_counters_back_before_any_read(tmp_path: Path) -> None:
+    """After a restart the counters are those of the checkpoint at once, not zero."""
+    log = tmp_path / "system.log"
+    gen = LogGenerator(1, failure_fraction=0.05)
+    write(log, gen.text(3000).encode())
+    first = Node(tmp_path, [log])
+    first.run_to_end()
+    first.daemon.save_checkpoint()
+    second = Node(tmp_path, [log])
+    second.daemon.restore()
+    assert second.series() == as_series(gen.truth)
+    assert (
+        second.daemon.followers[str(log)].stats.lines
+        == first.daemon.followers[str(log)].stats.lines
+    )
+
+
+def test_restart_is_neither_a_reset_nor_a_double_count(tmp_path: Path) -> None:
+    """Stop (checkpoint), more lines written, start: the counters go on from where they were."""
+    log = tmp_path / "system.log"
+    gen = LogGenerator(2, failure_fraction=0.05)
+    write(log, gen.text(2000).encode())
+    first = Node(tmp_path, [log])
+    first.run_to_end()
+    first.daemon.save_checkpoint()
+    write(log, gen.text(2000).encode())
+    second = Node(tmp_path, [log])
+    second.daemon.restore()
+    second.run_to_end()
+    assert second.series() == as_series(gen.truth)
+
+
+def test_kill_9_rereads_only_what_came_after_the_checkpoint(tmp_path: Path) -> None:
+    """A daemon that read past its last checkpoint and died: the next one takes the counters of
+    that checkpoint and reads again what came after it, so each failure is counted once."""
+    log = tmp_path / "system.log"
+    gen = LogGenerator(3, failure_fraction=0.05)
+    write(log, gen.text(2000).encode())
+    first = Node(tmp_path, [log])
+    first.run_to_end()
+    first.daemon.save_checkpoint()
+    write(log, gen.text(2000).encode())
+    first.run_to_end()  # counted, never checkpointed: then SIGKILL
+    write(log, gen.text(1000).encode())
+    second = Node(tmp_path, [log])
+    second.daemon.restore()
+    second.run_to_end()
+    assert second.series() == as_series(gen.truth)
+
+
+def test_every_checkpoint_taken_mid_stream_resumes_to_the_exact_truth(tmp_path: Path) -> None:
+    """Any checkpoint of a run, taken between reads of lines cut anywhere, with failures waiting
+    for their SSLInfo line: restored and run to the end, it gives exactly the truth."""
+    rng = random.Random(4)
+    log = tmp_path / "system.log"
+    gen = LogGenerator(4, failure_fraction=0.05)
+    data = gen.text(20_000).encode()
+    node = Node(tmp_path, [log])
+    node.daemon.checkpoint_interval = 0.0  # a checkpoint after every whole read
+    states: list[dict[str, Any]] = []
+    save = node.daemon.save_checkpoint
+
+    def record() -> None:
+        save()
+        states.append(json.loads(Path(node.config.state_path()).read_text()))
+
+    node.daemon.save_checkpoint = record  # type: ignore[method-assign]
+    at = 0
+    while at < len(data):
+        cut = at + rng.randrange(1, 40_000)
+        write(log, data[at:cut])
+        at = cut
+        node.daemon.step()
+    node.run_to_end()
+    truth = as_series(gen.truth)
+    assert node.series() == truth
+    pending = [s for s in states if s["logs"][str(log)]["pairing"]["pending"]]
+    partial = [s for s in states if s["logs"][str(log)]["follower"]["partial"]]
+    assert pending and partial  # the interesting moments were among the checkpoints
+    for state in rng.sample(states, 15) + pending[:5] + partial[:5]:
+        checkpoint.save(node.config.state_path(), state)
+        again = Node(tmp_path, [log])
+        again.daemon.restore()
+        again.run_to_end()
+        assert again.series() == truth
+
+
+def test_from_beginning_applies_only_to_files_the_checkpoint_does_not_know(
+    tmp_path: Path,
+) -> None:
+    """With --from-beginning, a known file resumes at its checkpoint (no re-read) and a log new
+    to the checkpoint is read from its start; without it, the new log starts at its end."""
+    known = tmp_path / "known.log"
+    new = tmp_path / "new.log"
+    gen = LogGenerator(5, failure_fraction=0.05)
+    write(known, gen.text(1000).encode())
+    first = Node(tmp_path, [known])
+    first.run_to_end()
+    first.daemon.save_checkpoint()
+    other = LogGenerator(6, failure_fraction=0.05)
+    write(new, other.text(1000).encode())
+
+    again = Node(tmp_path, [known, new], from_beginning=True)
+    again.daemon.restore()
+    again.run_to_end()
+    assert again.series() == as_series(gen.truth + other.truth)
+
+    first.daemon.save_checkpoint()  # back to the state that knows only `known`
+    at_end = Node(tmp_path, [known, new], from_beginning=False)
+    at_end.daemon.restore()
+    at_end.run_to_end()
+    assert at_end.series() == as_series(gen.truth)
+
+
+def test_structurally_bad_state_gives_one_warning_and_a_fresh_start(tmp_path: Path) -> None:
+    """A state file of the right version but a wrong shape: one warning, a fresh start."""
+    log = tmp_path / "system.log"
+    gen = LogGenerator(7, failure_fraction=0.05)
+    write(log, gen.text(1000).encode())
+    node = Node(tmp_path, [log])
+    state_path = Path(node.config.state_path())
+    state_path.parent.mkdir()
+    state_path.write_text(json.dumps({"version": checkpoint.VERSION, "store": {"counts": 3}}))
+    with structlog.testing.capture_logs() as logs:
+        node.daemon.restore()
+    assert warnings_of(logs) == ["state file corrupt, starting fresh"]
+    node.run_to_end()
+    assert node.series() == as_series(gen.truth)
