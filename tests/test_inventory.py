@@ -323,7 +323,7 @@ def test_api_diagnoser_uses_target_override(standin: Standin, pki: Pki) -> None:
     assert result.cause == "missing_client_certificate"
 
 
-def test_no_sleep_needed_wait_idle_times_out() -> None:
+def test_wait_idle_returns_false_at_its_deadline() -> None:
     """wait_idle() returns False when a diagnosis is still running at its deadline."""
     registry = CollectorRegistry()
     diagnose = Scripted("accepted")
