@@ -1,8 +1,12 @@
 """Following one log file: offsets, rotation, truncation, partial lines, checkpoint state.
 
-``Follower.poll()`` reads what is new and yields it as blocks of whole lines. It never blocks and
-never raises for a file problem; the caller polls it when watchdog reports a change and on a short
-timer, so a lost inotify event (queue overflow, no inotify at all) only delays a read.
+``Follower.poll()`` reads what is new and yields it as segments of whole lines. It never blocks
+and never raises for a file problem; the caller polls it when watchdog reports a change and on a
+short timer, so a lost inotify event (queue overflow, no inotify at all) only delays a read.
+
+Exactly once: ``snapshot()`` is the position after the last segment handed out only when
+``settled`` is True (one read gives up to three segments, and the offset and held partial line
+move past all of them at once); the caller checkpoints its counters with it only then.
 
 The cases, each with its own scenario test in ``tests/test_tail.py``:
 
@@ -24,15 +28,25 @@ The cases, each with its own scenario test in ``tests/test_tail.py``:
   read from 0 (kind ``copytruncate``). For a moment the copy may not be there yet (a compressor is
   replacing it): the follower waits up to ``copy_wait`` seconds for it.
 - **Truncation without a copy.** No rotated file matches: read from 0 (kind ``truncate``); what was
-  written between our last read and the truncation is lost and cannot be recovered.
+  written between our last read and the truncation is lost and cannot be recovered, and a partial
+  line held from before is dropped. (A file truncated before we read anything of it cannot be told
+  from one that was never written: its copy is not looked for.)
 - **Missing at start, or its directory missing.** Wait for it; read it from its start when it comes.
 - **Permission denied.** Retry at every poll; say so once
   (``read_errors{error="permission_denied"}`` and one log line); carry on when it is readable
   again.
 - **Restart.** ``restore()`` takes the checkpointed identity: device+inode, a hash of the first
-  bytes and a hash of the bytes just before the offset. The same file resumes at the offset.
-  Otherwise the file is looked for among the rotated names (plain or gzip) by content, finished
-  from the offset, followed by any rotated file newer than it, then the current file from its start.
+  bytes and a hash of the bytes just before the offset, and the held partial line. The same file
+  resumes at the offset; the same inode with other content (a reused inode) is not the same file.
+  Otherwise the file is looked for among the rotated names by content (plain ones first: a ``.gz``
+  may still be being written, and its plain original is there until it is done), finished from
+  the offset, followed by each rotated file newer than it (by modification time, leaving out a
+  file that begins like one already taken: its ``.gz`` twin), the newest of them followed like a
+  renamed file until the current path has data (the writer may not have reopened it yet), then
+  the current file from its start. When no file holds the content, the follower waits up to
+  ``copy_wait`` (a compressor may be replacing it), then reads the current file from its start
+  (kind ``recreate``). A file the checkpoint knows but that was not open (missing, unreadable) is
+  read from its start when it comes, whatever ``from_beginning`` says.
 """
 
 from __future__ import annotations
