@@ -61,16 +61,20 @@ def load(path: str) -> Optional[dict[str, Any]]:
     except ValueError:
         log.warning("state file corrupt, starting fresh", state_file=path)
         return None
-    version = state.get("version") if isinstance(state, dict) else None
+    if not isinstance(state, dict):
+        log.warning("state file corrupt, starting fresh", state_file=path)
+        return None
+    loaded: dict[str, Any] = state
+    version = loaded.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         log.warning("state file corrupt, starting fresh", state_file=path)
         return None
-    if state["version"] != VERSION:
+    if version != VERSION:
         log.warning(
             "state file of another version, starting fresh",
             state_file=path,
-            version=state["version"],
+            version=version,
             supported=VERSION,
         )
         return None
-    return state
+    return loaded
