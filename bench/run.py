@@ -257,14 +257,18 @@ class Daemon:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
 
+    def check_alive(self) -> None:
+        """Raises, with the daemon's last words, when it has exited."""
+        if self.proc.poll() is not None:
+            self._out.flush()
+            why = last_line(Path(self._out.name).read_text(errors="replace"))
+            raise RuntimeError(f"daemon exited with {self.proc.returncode}: {why}")
+
     def wait_for(self, name: str, value: float, deadline_s: float) -> Optional[str]:
         """Polls /metrics until the sum of ``name`` reaches ``value``; the page, or None."""
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._out.flush()
-                why = last_line(Path(self._out.name).read_text(errors="replace"))
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}: {why}")
+            self.check_alive()
             page = self.scrape()
             if page is not None and (sample_value(page, name) or 0.0) >= value:
                 return page
@@ -470,6 +474,7 @@ def bench_cpu(
         rss = []
         while time.perf_counter() - t0 < seconds:
             time.sleep(0.1)
+            daemon.check_alive()
             rss.append(proc_rss_mb(daemon.proc.pid))
             with contextlib.suppress(FileNotFoundError):
                 mtimes.add(daemon.state.stat().st_mtime_ns)
