@@ -18,11 +18,12 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import checkpoint
+from . import checkpoint, inventory
 from .alerts import AlertEngine, known_series
 from .config import Config, ConfigError
 from .correlate import Correlator
 from .events import Failure
+from .inventory import DiagnosisWorker, KeystoreInventory
 from .log import configure_logging
 from .metrics import ExporterCollector, FailureStore, FileStats, PairingStats
 from .notify import Notifier
@@ -206,11 +207,20 @@ class Daemon:
         self.checkpoint_interval = checkpoint_interval
         self.state_file = config.state_path()
         self.store = FailureStore(config.max_series)
+        self.diagnosis: Optional[DiagnosisWorker] = None
+        self.inventory: Optional[KeystoreInventory] = None
+        if config.diagnosis.enabled:
+            try:
+                self.diagnosis, self.inventory = inventory.from_config(config.diagnosis, registry)
+            except ValueError as err:
+                raise ConfigError("diagnosis", [str(err)]) from None
         self.alerts = AlertEngine(
             config.alerts,
             lambda: [(p, f.stats) for p, f in self.followers.items()],
             clock=clock,
             wall=wall,
+            cause_for=self.diagnosis.cause_for if self.diagnosis else None,
+            on_firing=self.diagnosis.request if self.diagnosis else None,
         )
         self.sinks: list[Sink] = [self.store.record, self.alerts.record]
         self.followers: dict[str, Follower] = {}
@@ -344,6 +354,8 @@ class Daemon:
     def close(self) -> None:
         for follower in self.followers.values():
             follower.close()
+        if self.diagnosis is not None:
+            self.diagnosis.close(wait=False)
 
     def reconfigure(self, config: Config) -> None:
         """Apply a new config in place: counters, positions and open pairings stay.
@@ -427,6 +439,7 @@ class Service:
             logs=list(self.daemon.followers),
             state_file=self.daemon.state_file,
         )
+        self._start_inventory()
         self.notifier.ready(self.daemon.status_line())
         interval = self.notifier.watchdog_interval()
         ping_every = interval / 2 if interval else None
@@ -462,6 +475,21 @@ class Service:
         log.info("stopped")
         return 0
 
+    def _start_inventory(self) -> None:
+        """Refresh the keystore inventory now and every interval, off the follower's thread."""
+        keystore_inventory = self.daemon.inventory
+        if keystore_inventory is None or not self.config.diagnosis.inventory.keystores:
+            return
+        every = self.config.diagnosis.inventory.interval
+
+        def refresh() -> None:
+            while True:
+                keystore_inventory.refresh()
+                if self.stop.wait(every):
+                    return
+
+        threading.Thread(target=refresh, name="inventory", daemon=True).start()
+
     def reload(self) -> None:
         """SIGHUP: apply a new config, or keep the old one when the new one is invalid."""
         self.notifier.reloading()
@@ -472,7 +500,7 @@ class Service:
             log.error("reload refused, keeping the running config", error=str(err))
             self.reload_ok = 0
         else:
-            for key in ("listen", "state_file"):
+            for key in ("listen", "state_file", "diagnosis"):
                 if getattr(config, key) != getattr(self.config, key):
                     log.warning("reload cannot change this, restart to apply", key=key)
             self.daemon.reconfigure(config)

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .serve import parse_listen
@@ -152,6 +153,59 @@ class AlertsConfig(Model):
     max_tracked: int = Field(1000, ge=1)  # bound on (org, env, target, key_alias[, reason]) keys
 
 
+# --- diagnosis: (the management API, background diagnoses, keystore inventory) --------------
+
+
+class DiagnosisTarget(Model):
+    """How the MP reaches one backend: its keystore and the SNI name it sends."""
+
+    keystore: Optional[str] = None  # NAME or ref://REF
+    servername: Optional[str] = None
+
+
+class InventoryKeystore(Model):
+    org: str
+    env: str
+    keystore: str  # NAME or ref://REF
+
+
+class InventoryConfig(Model):
+    interval: Duration = 3600.0
+    keystores: list[InventoryKeystore] = Field(default_factory=list)
+
+
+class DiagnosisConfig(Model):
+    """Run ``diagnose`` when an alert starts firing; export the keystores' expiry dates.
+
+    Credentials come from files (or environment variables), never from the config itself.
+    """
+
+    enabled: bool = False
+    management_url: Optional[str] = None  # e.g. http://ms-host:8080/v1
+    username: Optional[str] = None
+    password_file: Optional[str] = None
+    password_env: Optional[str] = None
+    token_file: Optional[str] = None
+    token_env: Optional[str] = None
+    ca_file: Optional[str] = None  # CA bundle for an https management API
+    insecure_skip_verify: bool = False
+    backend_ca_file: Optional[str] = None  # the MP truststore as PEM: check the backend's chain
+    timeout: Duration = 10.0
+    min_interval: Duration = 600.0  # at most one diagnosis per (org, env, target, key alias)
+    workers: int = Field(1, ge=1, le=2)
+    default_keystore: Optional[str] = None
+    targets: dict[str, DiagnosisTarget] = Field(default_factory=dict)
+    inventory: InventoryConfig = InventoryConfig()
+
+    @model_validator(mode="after")
+    def _complete(self) -> DiagnosisConfig:
+        if self.enabled and not self.management_url:
+            raise ValueError("management_url is required when diagnosis is enabled")
+        if self.management_url and not self.management_url.startswith(("http://", "https://")):
+            raise ValueError("management_url must start with http:// or https://")
+        return self
+
+
 class Config(Model):
     logs: list[LogConfig] = Field(default_factory=list)  # empty: whichever MP log exists
     listen: str = DEFAULT_LISTEN
@@ -165,6 +219,7 @@ class Config(Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     alerts: AlertsConfig = AlertsConfig()
+    diagnosis: DiagnosisConfig = DiagnosisConfig()
 
     @field_validator("timezone")
     @classmethod

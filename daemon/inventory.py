@@ -13,6 +13,7 @@ schedule (``refresh()`` every interval) and calls ``close()`` on shutdown.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -23,8 +24,9 @@ from typing import Callable, Optional
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from .config import DiagnosisConfig
 from .diagnose import CAUSES, ClientIdentity, Diagnosis, identity_from_management, run_diagnosis
-from .mgmt import ERROR_KINDS, ManagementAPIError, ManagementClient
+from .mgmt import ERROR_KINDS, Credentials, ManagementAPIError, ManagementClient
 
 Clock = Callable[[], float]
 log = structlog.get_logger()
@@ -329,3 +331,63 @@ class ApiDiagnoser:
             ca_file=self._ca_file,
             clock=self._clock,
         )
+
+
+def _secret(file: Optional[str], env: Optional[str], what: str) -> Optional[str]:
+    """A secret from a file (its first line) or an environment variable; never from the config."""
+    if file:
+        try:
+            with open(file, encoding="utf-8") as f:
+                return f.readline().strip()
+        except OSError as err:
+            raise ValueError(f"diagnosis.{what}_file: cannot read {file}: {err.strerror}") from None
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ValueError(f"diagnosis.{what}_env: ${env} is not set")
+        return value
+    return None
+
+
+def from_config(
+    config: DiagnosisConfig, registry: CollectorRegistry, *, clock: Clock = time.time
+) -> tuple[DiagnosisWorker, KeystoreInventory]:
+    """The worker and the inventory ``diagnosis:`` asks for; ValueError when it cannot be met."""
+    assert config.management_url is not None  # the config model requires it when enabled
+    credentials = Credentials(
+        username=config.username,
+        password=_secret(config.password_file, config.password_env, "password"),
+        token=_secret(config.token_file, config.token_env, "token"),
+    )
+    client = ManagementClient(
+        config.management_url,
+        credentials,
+        verify=not config.insecure_skip_verify,
+        ca_file=config.ca_file,
+        timeout=config.timeout,
+    )
+    diagnoser = ApiDiagnoser(
+        client,
+        overrides={
+            target: TargetOverride(keystore=t.keystore, servername=t.servername)
+            for target, t in config.targets.items()
+        },
+        default_keystore=config.default_keystore,
+        backend_ca_file=config.backend_ca_file,
+        clock=clock,
+    )
+    worker = DiagnosisWorker(
+        registry,
+        diagnoser,
+        clock=clock,
+        min_interval=config.min_interval,
+        timeout=config.timeout,
+        workers=config.workers,
+    )
+    inventory = KeystoreInventory(
+        registry,
+        client,
+        [(k.org, k.env, k.keystore) for k in config.inventory.keystores],
+        clock=clock,
+    )
+    return worker, inventory
