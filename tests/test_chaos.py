@@ -8,7 +8,8 @@ without ``delaycompress``, each mode with its own numbering (``start 1``, ``star
 and is killed with SIGKILL at two random moments and during three rotations (between the rename
 and the writer's reopen; while the compressor of the ``compress`` rotation runs; while logrotate
 copies and truncates), and started again each time. When the writer is done, ``/metrics`` must
-equal the truth, series by series; after a clean stop and a start it still must.
+equal the truth, series by series, and the lines and bytes read the lines and bytes written;
+after a clean stop and a start it still must.
 
 The seed is printed; ``CHAOS_SEED=<n>`` replays a run's choices (the timing still varies).
 """
@@ -36,6 +37,9 @@ LOGROTATE = "/usr/sbin/logrotate"
 EXPORTER = str(Path(sys.executable).with_name("apigee-tls-exporter"))
 FAILURES = "apigee_tls_handshake_failures_total"
 LABELS = ("org", "env", "api", "rev", "target", "reason", "key_alias")
+LINES = "apigee_tls_log_lines_total"
+BYTES = "apigee_tls_log_bytes_read_total"
+HEALTH = (LINES, BYTES)
 RATE = 5000.0  # lines a second
 TOTAL_LINES = 225_000  # 45 s of writing, about 38 MB
 MB = 1 << 20
@@ -76,6 +80,7 @@ class DaemonProcess:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
         self.kills = 0
+        self.health: dict[str, float] = {}  # the HEALTH samples of the last scrape
 
     def start(self) -> None:
         self.port = free_port()
@@ -127,10 +132,13 @@ class DaemonProcess:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
         series: Series = {}
+        self.health = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == FAILURES and sample.value:
                     series[tuple(sample.labels[k] for k in LABELS)] = sample.value
+                elif sample.name in HEALTH:
+                    self.health[sample.name] = sample.value
         return series
 
     def wait_ready(self) -> None:
@@ -238,6 +246,9 @@ def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: P
             print("series (truth, daemon) that differ:", diff)
             raise
         converged = time.monotonic() - began
+
+        # Lines and bytes are checkpointed with the counters: also exact, however often re-read.
+        assert daemon.health == {LINES: writer.lines_generated, BYTES: writer.bytes_written}
 
         # A clean stop and a start: the counters come back from the checkpoint, not doubled.
         assert daemon.stop() == 0
