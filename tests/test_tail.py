@@ -416,6 +416,27 @@ def test_restart_after_rotations_while_down_finishes_each_file_once(log: Path) -
     assert sum(second.stats.rotations.values()) == 1  # the kind is a guess after a restart
 
 
+def test_restart_with_a_held_partial_line_joins_it_across_a_rotation_while_down(
+    log: Path,
+) -> None:
+    """A partial line held at the checkpoint, the file renamed while down and the line finished
+    in the new file: the restored follower hands out the line once, whole."""
+    log.write_bytes(lines("a", 2) + b"held at the ")
+    first = make(log)
+    assert read(first) == lines("a", 2)
+    state = checkpoint(first)
+    first.close()
+    append(log, b"checkpoint, ")
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"finished after the rotation\n" + lines("b", 1))
+    second = make(log)
+    second.restore(state)
+    got = read(second)
+    got += read(second)
+    assert got == b"held at the checkpoint, finished after the rotation\n" + lines("b", 1)
+
+
 def test_restart_between_rename_and_reopen_follows_the_renamed_file(log: Path) -> None:
     """Restart after a rename but before the writer reopened the path: the renamed file is
     followed (the writer still writes to it) until the new file has data."""
