@@ -512,3 +512,26 @@ def test_every_run_option_has_a_config_key() -> None:
     keys = set(Config.model_fields) | {"log"}  # --log PATH (repeatable) fills `logs`
     expected: set[str] = set()
     assert expected == dests - keys
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_scan_shows_progress_on_a_terminal_for_a_large_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal, a large input gets a progress bar on stderr; stdout stays pure metrics."""
+    path = write_log(tmp_path, [failed(), ssl_info()])
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    monkeypatch.setattr(cli._Progress, "MIN_BYTES", 1)  # this small file counts as large
+    code, out, _ = run(["scan", path], capsys)
+    expected = (0, 1.0, True, True)
+    assert expected == (
+        code,
+        failure_count(out),
+        terminal.getvalue().startswith("\r[" + "#" * 30 + "] 100.0%"),
+        terminal.getvalue().endswith("\n"),
+    )
