@@ -535,3 +535,35 @@ def test_scan_shows_progress_on_a_terminal_for_a_large_input(
         terminal.getvalue().startswith("\r[" + "#" * 30 + "] 100.0%"),
         terminal.getvalue().endswith("\n"),
     )
+
+
+def filler(size: int) -> str:
+    """An ordinary record of exactly ``size`` bytes with its newline."""
+    line = TRAFFIC + " "
+    return line + "z" * (size - len(line) - 1) + "\n"
+
+
+def test_scan_pairs_records_that_straddle_read_boundaries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records cut by the 1 MiB reads are whole lines all the same: every failure pairs."""
+    mib = 1 << 20
+    first = failed(thread="NIOThread@0", message_id="m1") + "\n"
+    second = failed(thread="NIOThread@1", message_id="m2") + "\n"
+    text = filler(4000) * 262  # 1,048,000 bytes: the first failure line is cut by the 1st read
+    text += first + ssl_info("one", "NIOThread@0", "m1") + "\n"
+    text += filler(4000) * ((2 * mib - len(text) - len(second)) // 4000 - 1)
+    text += filler(2 * mib - len(text) - len(second))  # 4,000 to 7,999 bytes
+    text += second  # ends exactly at 2 MiB: its SSLInfo line is in the next read
+    assert 2 * mib == len(text)  # precondition: the layout is as meant
+    text += ssl_info("two", "NIOThread@1", "m2") + "\n" + TRAFFIC + "\n"
+    path = tmp_path / "system.log"
+    path.write_text(text)
+    _, out, _ = run(["scan", "--format", "json", str(path)], capsys)
+    report = json.loads(out)
+    expected = ({"one": 1, "two": 1}, text.count("\n"), 0)
+    assert expected == (
+        {f["key_alias"]: f["count"] for f in report["failures"]},
+        report["files"][str(path)]["lines"],
+        report["pairing"]["unpaired"],
+    )
