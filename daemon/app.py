@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from datetime import tzinfo
+from collections.abc import Iterator
 from types import FrameType
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, Callable, Optional
 
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
@@ -22,168 +20,21 @@ from . import checkpoint, inventory
 from .alerts import AlertEngine, known_series
 from .config import Config, ConfigError
 from .correlate import Correlator
-from .events import Failure
 from .inventory import DiagnosisWorker, KeystoreInventory
 from .log import configure_logging
-from .metrics import ExporterCollector, FailureStore, FileStats, PairingStats
+from .metrics import ExporterCollector, FailureStore, FileStats
 from .notify import Notifier
-from .parse import Parser, UnrecognisedLine, candidate_lines
+from .parse import Parser
+from .pipeline import LogPipeline, Sink, pairing_stats, timezone_of
 from .serve import BootTimeProcessCollector, parse_listen, serve
-from .tail import Buffer, Follower, LineSplitter
+from .tail import Follower
 from .watch import Watcher
 from .webconfig import WebConfigError, load_web_config
 
 log = structlog.get_logger()
 
-Sink = Callable[[Failure], object]
-
 # config `log_format` -> configure_logging(json_output=...)
 JSON_OUTPUT: dict[str, Optional[bool]] = {"auto": None, "json": True, "console": False}
-
-
-def timezone_of(name: Optional[str]) -> Optional[tzinfo]:
-    if name is None:
-        return None
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
-
-
-class LogPipeline:
-    """parse -> correlate -> sinks, for the blocks of one log."""
-
-    def __init__(
-        self,
-        stats: FileStats,
-        splitter: LineSplitter,
-        parser: Parser,
-        correlator: Correlator,
-        sinks: list[Sink],
-    ) -> None:
-        self.stats = stats
-        self.splitter = splitter
-        self.parser = parser
-        self.correlator = correlator
-        self.sinks = sinks
-
-    def process(self, buf: Buffer, start: int = 0, end: Optional[int] = None) -> None:
-        """``buf[start:end]`` holds whole lines: count them, parse the candidates, pair."""
-        end = len(buf) if end is None else end
-        line = self.stats.lines + 1  # the number of the line at `at`
-        at = start
-        for begin, raw in candidate_lines(buf, start, end):
-            line += buf.count(b"\n", at, begin)
-            at = begin
-            try:
-                event = self.parser.parse(raw)
-            except UnrecognisedLine:
-                self.stats.unrecognised += 1
-                continue
-            if event is not None:
-                self._emit(self.correlator.feed(event, line))
-        self.stats.lines = line - 1 + buf.count(b"\n", at, end)
-        self._emit(self.correlator.advance(self.stats.lines))
-
-    def tick(self) -> None:
-        """Close the windows whose wall time has passed."""
-        self._emit(self.correlator.advance(self.stats.lines))
-
-    def finish(self) -> None:
-        """End of input: close every window."""
-        self._emit(self.correlator.close_all())
-
-    def _emit(self, failures: list[Failure]) -> None:
-        for failure in failures:
-            for sink in self.sinks:
-                sink(failure)
-
-
-def pairing_stats(correlators: Iterable[Correlator]) -> PairingStats:
-    stats = PairingStats()
-    for c in correlators:
-        stats.pending += c.pending
-        stats.unpaired += c.unpaired
-        stats.orphans += c.orphans
-    return stats
-
-
-# --- scan ------------------------------------------------------------------------------------
-
-
-class ScanResult:
-    def __init__(self, store: FailureStore, files: dict[str, FileStats], pairing: PairingStats):
-        self.store = store
-        self.files = files
-        self.pairing = pairing
-
-    def registry(self) -> CollectorRegistry:
-        registry = CollectorRegistry(auto_describe=True)
-        registry.register(
-            ExporterCollector(
-                self.store,
-                lambda: self.files.items(),
-                lambda: self.pairing,
-                build_info=False,
-            )
-        )
-        return registry
-
-
-def scan(
-    paths: list[str],
-    *,
-    tz: Optional[tzinfo] = None,
-    max_series: int = 5000,
-    max_line_bytes: int = 1 << 20,
-    window_lines: int = 1000,
-    stdin: Optional[BinaryIO] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
-) -> ScanResult:
-    """Read each file from its start to its end (``-`` is standard input) and count.
-
-    Opening every file first means a missing one fails before any work. Wall-time windows do not
-    apply: the whole input is there, and the result must not depend on how fast it was read.
-    """
-    store = FailureStore(max_series)
-    files: dict[str, FileStats] = {}
-    correlators: list[Correlator] = []
-    sources: list[tuple[str, BinaryIO]] = []
-    for path in paths:
-        if path == "-":
-            sources.append((path, stdin if stdin is not None else sys.stdin.buffer))
-        else:
-            sources.append((path, open(path, "rb")))  # noqa: SIM115 - closed below
-    total = sum(os.fstat(s.fileno()).st_size for p, s in sources if p != "-")
-    done = 0
-    try:
-        for path, stream in sources:
-            stats = files.setdefault(path, FileStats())
-            splitter = LineSplitter(max_line_bytes, stats)
-            correlator = Correlator(window_lines, None)
-            correlators.append(correlator)
-            pipeline = LogPipeline(stats, splitter, Parser(tz), correlator, [store.record])
-            buffer = bytearray(min(1 << 20, max_line_bytes))
-            while True:
-                size = stream.readinto(buffer)  # type: ignore[attr-defined]
-                if not size:
-                    break
-                stats.bytes_read += size
-                stats.offset += size
-                done += size
-                for segment in splitter.feed(buffer, size):
-                    pipeline.process(*segment)
-                if progress is not None:
-                    progress(done, total)
-            if splitter.partial:  # the last line has no newline: it is a line all the same
-                for segment in splitter.feed(b"\n"):
-                    pipeline.process(*segment)
-            pipeline.finish()
-            stats.size = stats.offset
-    finally:
-        for path, stream in sources:
-            if path != "-":
-                stream.close()
-    return ScanResult(store, files, pairing_stats(correlators))
 
 
 # --- run -------------------------------------------------------------------------------------

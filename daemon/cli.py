@@ -10,15 +10,21 @@ import json
 import sys
 import time
 from collections import Counter
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from prometheus_client import disable_created_metrics, generate_latest
 
-from . import __version__, diagnose
-from .app import ScanResult, scan, timezone_of
-from .config import Config, ConfigError, load_config, validate
+from . import __version__
 from .log import configure_logging
 from .metrics import FAILURE_LABELS
+from .pipeline import timezone_of
+from .scan import ScanResult, scan
+
+if TYPE_CHECKING:
+    from .config import Config
+
+# The daemon, the config models and the TLS libraries are imported by the commands that use them,
+# so that `scan` starts fast.
 
 PROG = "apigee-tls-exporter"
 
@@ -72,9 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
 
     p = sub.add_parser(
-        "diagnose", help="find why a backend rejects the client certificate (bad_certificate)"
+        "diagnose",
+        help="find why a backend rejects the client certificate (bad_certificate)",
+        add_help=False,
     )
-    diagnose.configure_parser(p)
+    # A stub for the command list: its options (and pyOpenSSL) are loaded only when it runs.
 
     p = sub.add_parser("demo", help="run the daemon on a built-in demo log (what `make run` does)")
     p.add_argument("--listen", default="127.0.0.1:9847", metavar="HOST:PORT")
@@ -84,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["diagnose"]:
+        return _diagnose(argv[1:])  # its own parser: see the stub in _parser()
     args = _parser().parse_args(argv)
     try:
         if args.command == "scan":
@@ -94,8 +105,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _run(args)
         if args.command == "demo":
             return _demo(args)
-        if args.command == "diagnose":
-            return diagnose.command(args)
     except UsageError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
@@ -110,9 +119,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _scan(args: argparse.Namespace) -> int:
     configure_logging("warning", json_output=False, stream=sys.stderr)
     try:
-        tz = timezone_of(validate({"timezone": args.timezone}).timezone)
-    except ConfigError as err:
-        raise UsageError(err.problems[0]) from None
+        tz = timezone_of(args.timezone)
+    except (LookupError, ValueError):  # zoneinfo's ZoneInfoNotFoundError is a LookupError
+        raise UsageError(f"timezone: unknown time zone {args.timezone!r}") from None
     if args.max_series < 1 or args.window_lines < 1:
         raise UsageError("--max-series and --window-lines must be at least 1")
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
@@ -241,7 +250,21 @@ def scan_table(result: ScanResult) -> str:
 # --- check-config and run -----------------------------------------------------------------------
 
 
+def _diagnose(arguments: list[str]) -> int:
+    from . import diagnose
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} diagnose",
+        description="Probe a backend and the client identity the MP uses; tell why the TLS "
+        "handshake fails (bad_certificate and the like) and what to change.",
+    )
+    diagnose.configure_parser(parser)
+    return diagnose.command(parser.parse_args(arguments))
+
+
 def _check_config(path: str) -> int:
+    from .config import ConfigError, load_config
+
     try:
         config = load_config(path)
     except ConfigError as err:
@@ -256,6 +279,8 @@ def _check_config(path: str) -> int:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config file (if any) with the command-line options on top."""
+    from .config import Config, load_config, validate
+
     base = load_config(args.config) if args.config else Config()
     overrides: dict[str, Any] = {}
     if args.log:
@@ -279,6 +304,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def _run(args: argparse.Namespace) -> int:
     from .app import JSON_OUTPUT, Service
+    from .config import ConfigError
     from .webconfig import WebConfigError
 
     try:
@@ -303,6 +329,7 @@ def _demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from .app import Service
+    from .config import ConfigError, validate
     from .demo import DemoWriter
 
     try:

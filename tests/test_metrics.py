@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apigee_tls_exporter import __version__
-from apigee_tls_exporter.app import ScanResult, scan
 from apigee_tls_exporter.events import Failure
 from apigee_tls_exporter.metrics import (
     ExporterCollector,
@@ -23,6 +22,7 @@ from apigee_tls_exporter.metrics import (
     FileStats,
     PairingStats,
 )
+from apigee_tls_exporter.scan import ScanResult, scan
 from prometheus_client import CollectorRegistry, generate_latest
 
 MESSAGE_ID = "rrt-0d027480041e2a148-a-de-7885-572449-1"

@@ -1,0 +1,81 @@
+"""One log's stages wired in a row: parse -> correlate -> sinks. Used by ``run`` and ``scan``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import tzinfo
+from typing import Callable, Optional
+
+from .correlate import Correlator
+from .events import Failure
+from .metrics import FileStats, PairingStats
+from .parse import Parser, UnrecognisedLine, candidate_lines
+from .tail import Buffer, LineSplitter
+
+Sink = Callable[[Failure], object]
+
+
+def timezone_of(name: Optional[str]) -> Optional[tzinfo]:
+    if name is None:
+        return None
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+class LogPipeline:
+    """parse -> correlate -> sinks, for the blocks of one log."""
+
+    def __init__(
+        self,
+        stats: FileStats,
+        splitter: LineSplitter,
+        parser: Parser,
+        correlator: Correlator,
+        sinks: list[Sink],
+    ) -> None:
+        self.stats = stats
+        self.splitter = splitter
+        self.parser = parser
+        self.correlator = correlator
+        self.sinks = sinks
+
+    def process(self, buf: Buffer, start: int = 0, end: Optional[int] = None) -> None:
+        """``buf[start:end]`` holds whole lines: count them, parse the candidates, pair."""
+        end = len(buf) if end is None else end
+        line = self.stats.lines + 1  # the number of the line at `at`
+        at = start
+        for begin, raw in candidate_lines(buf, start, end):
+            line += buf.count(b"\n", at, begin)
+            at = begin
+            try:
+                event = self.parser.parse(raw)
+            except UnrecognisedLine:
+                self.stats.unrecognised += 1
+                continue
+            if event is not None:
+                self._emit(self.correlator.feed(event, line))
+        self.stats.lines = line - 1 + buf.count(b"\n", at, end)
+        self._emit(self.correlator.advance(self.stats.lines))
+
+    def tick(self) -> None:
+        """Close the windows whose wall time has passed."""
+        self._emit(self.correlator.advance(self.stats.lines))
+
+    def finish(self) -> None:
+        """End of input: close every window."""
+        self._emit(self.correlator.close_all())
+
+    def _emit(self, failures: list[Failure]) -> None:
+        for failure in failures:
+            for sink in self.sinks:
+                sink(failure)
+
+
+def pairing_stats(correlators: Iterable[Correlator]) -> PairingStats:
+    stats = PairingStats()
+    for c in correlators:
+        stats.pending += c.pending
+        stats.unpaired += c.unpaired
+        stats.orphans += c.orphans
+    return stats
