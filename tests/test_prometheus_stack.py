@@ -1,0 +1,443 @@
+"""The shipped Prometheus rules, Alertmanager config and Grafana dashboard, on the real servers.
+
+promtool and amtool check the files and run the rules' unit tests; then the daemon follows a file,
+a real Prometheus (1 s scrapes and evaluations) scrapes it with the shipped rules, and a real
+Alertmanager with the shipped routing delivers to a webhook run by the test: bad_certificate
+failures page with the context a person needs, and the page resolves when they stop. Every
+expression of the dashboard then runs against that Prometheus and returns data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from apigee_tls_exporter.parse import FIXED_REASONS
+from stack import (
+    ALERTMANAGER_YML,
+    DASHBOARD,
+    PROMETHEUS_YML,
+    REPO,
+    RULES,
+    RULES_TEST,
+    Stack,
+    binary,
+    get_json,
+    poll,
+)
+from support import EXPORTER, Daemon
+
+pytestmark = pytest.mark.slow
+
+RUNBOOK = REPO / "docs" / "runbook.md"
+RUNBOOK_URL = "https://github.com/apigee-tls-exporter/apigee-tls-exporter/blob/main/docs/runbook.md"
+TLS_ALERTS = (  # RFC 8446 section 6
+    *("handshake_failure", "bad_certificate", "unsupported_certificate", "certificate_revoked"),
+    *("certificate_expired", "certificate_unknown", "illegal_parameter", "unknown_ca"),
+    *("access_denied", "decode_error", "decrypt_error", "protocol_version"),
+    *("insufficient_security", "internal_error", "unrecognized_name", "certificate_required"),
+    "no_application_protocol",
+)
+PAYMENTS = "payments.internal:443"
+PAYMENTS_REMOTE = "payments.internal/10.20.3.4:443"
+LEGACY = "10.40.2.9:443"
+
+
+def run(*args: str, cwd: Path = REPO) -> str:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def alerting_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+# --- the files, with the real tools ---------------------------------------------------------------
+
+
+def test_promtool_checks_the_rules_and_the_example_config() -> None:
+    """`promtool check rules` accepts the rules file and `promtool check config` the example
+    prometheus.yml (which loads the rules)."""
+    promtool = binary("promtool")
+    assert "SUCCESS" in run(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS" in run(promtool, "check", "config", str(PROMETHEUS_YML))
+
+
+def test_promtool_unit_tests_pass() -> None:
+    """`promtool test rules` passes the rules' unit tests."""
+    out = run(binary("promtool"), "test", "rules", RULES_TEST.name, cwd=RULES_TEST.parent)
+    assert "SUCCESS" in out
+
+
+def test_every_alerting_rule_has_unit_tests_that_fire_and_stay_quiet() -> None:
+    """Each alerting rule appears in the unit tests at least once firing and once not firing
+    (before its condition, or after it resolved)."""
+    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    for rule in alerting_rules():
+        mine = [c for c in cases if c["alertname"] == rule["alert"]]
+        assert any(c.get("exp_alerts") for c in mine), f"{rule['alert']}: no firing case"
+        assert any(not c.get("exp_alerts") for c in mine), f"{rule['alert']}: no quiet case"
+
+
+def test_every_alert_explains_itself_and_links_the_runbook() -> None:
+    """Every alert has a severity (its own label or the daemon's), a summary, a description and a
+    runbook_url into docs/runbook.md whose anchor exists; the failure alerts name org, env,
+    target, key alias and reason, and carry the cause."""
+    anchors = runbook_anchors()
+    for rule in alerting_rules():
+        name, notes = rule["alert"], rule["annotations"]
+        assert {"summary", "description", "runbook_url"} <= set(notes), name
+        assert "severity" in rule.get("labels", {}) or "apigee_tls_alert_firing" in rule["expr"]
+        url = notes["runbook_url"]
+        assert url.startswith(RUNBOOK_URL + "#"), name
+        anchor = url.split("#", 1)[1]
+        if anchor == "{{ $labels.reason }}":
+            text = notes["summary"] + notes["description"]
+            for label in ("org", "env", "target", "key_alias", "reason"):
+                assert "$labels." + label in text, f"{name}: description lacks {label}"
+            assert "cause" in notes, name
+        else:
+            assert anchor in anchors, f"{name}: runbook has no #{anchor}"
+
+
+def runbook_anchors() -> set[str]:
+    """Anchors GitHub makes from the runbook's headings, plus explicit <a id=...> anchors."""
+    text = RUNBOOK.read_text()
+    anchors = set(re.findall(r'<a id="([^"]+)"', text))
+    for heading in re.findall(r"^#+ (.+)$", text, re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug)
+    return anchors
+
+
+def test_runbook_has_a_section_for_every_reason() -> None:
+    """A runbook_url built from the reason label lands on a section for every reason the exporter
+    can report: every TLS alert name, every fixed reason, handshake_timeout and other."""
+    anchors = runbook_anchors()
+    reasons = {*TLS_ALERTS, *(r for _, r in FIXED_REASONS), "handshake_timeout", "other"}
+    assert sorted(reasons - anchors) == []
+
+
+def test_amtool_checks_the_alertmanager_example() -> None:
+    """`amtool check-config` accepts the Alertmanager example."""
+    out = run(binary("amtool"), "check-config", str(ALERTMANAGER_YML))
+    assert "SUCCESS" in out
+
+
+def test_alertmanager_example_routes_groups_and_inhibits() -> None:
+    """The example routes page and warning to their own receivers, groups by org/env/target and
+    inhibits warning by page for the same org/env/target."""
+    config = yaml.safe_load(ALERTMANAGER_YML.read_text())
+    routes = {tuple(r["matchers"]): r for r in config["route"]["routes"]}
+    assert (
+        routes[('severity = "page"',)]["receiver"] != routes[('severity = "warning"',)]["receiver"]
+    )
+    for route in routes.values():
+        assert route["group_by"] == ["org", "env", "target"]
+    [inhibit] = config["inhibit_rules"]
+    assert inhibit["source_matchers"] == ['severity = "page"']
+    assert inhibit["target_matchers"] == ['severity = "warning"']
+    assert inhibit["equal"] == ["org", "env", "target"]
+
+
+# --- the dashboard file ---------------------------------------------------------------------------
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def panels() -> list[dict[str, Any]]:
+    return [p for p in dashboard()["panels"] if p["type"] != "row"]
+
+
+def test_dashboard_has_what_grafana_needs() -> None:
+    """The dashboard JSON has a uid, a schemaVersion, a Prometheus datasource variable and
+    node/org/env variables, and every panel (and target) refers to the datasource variable."""
+    board = dashboard()
+    assert board["uid"] == "apigee-tls"
+    assert isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("node", "org", "env"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in panels():
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert set(panel["gridPos"]) == {"h", "w", "x", "y"}
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+            assert target["expr"] and target["refId"]
+
+
+def test_dashboard_covers_the_issue() -> None:
+    """Panels for failure rate by reason and by target, the top failing table, alerts firing,
+    last failure time, and exporter health: lag, lines/s, unrecognised lines, pairing, series
+    overflow, checkpoint age."""
+    exprs = " ".join(t["expr"] for p in panels() for t in p["targets"])
+    for metric in (
+        "apigee_tls_handshake_failures_total",
+        "apigee_tls_alert_firing",
+        "apigee_tls_last_handshake_failure_timestamp_seconds",
+        "apigee_tls_log_file_size_bytes",
+        "apigee_tls_log_offset_bytes",
+        "apigee_tls_log_lines_total",
+        "apigee_tls_unrecognised_lines_total",
+        "apigee_tls_pairing_pending",
+        "apigee_tls_pairing_unpaired_total",
+        "apigee_tls_series_overflow_total",
+        "apigee_tls_checkpoint_age_seconds",
+    ):
+        assert metric in exprs, metric
+    assert "sum by (reason)" in exprs and "sum by (org, env, target)" in exprs
+    assert "topk(" in exprs
+
+
+def substitute(expr: str) -> str:
+    """The expression as Grafana sends it with All selected for every variable."""
+    for name, value in (
+        ("$__rate_interval", "1m"),
+        ("$__range", "5m"),
+        ("$__interval", "15s"),
+        ("$node", ".*"),
+        ("$org", ".*"),
+        ("$env", ".*"),
+    ):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+
+class Exporter(Daemon):
+    """``apigee-tls-exporter run`` on the port Prometheus scrapes."""
+
+    def __init__(self, port: int, *args: str) -> None:
+        super().__init__(*args)
+        self.port = port
+        self.args = [*EXPORTER, "run", "--listen", f"127.0.0.1:{port}", *args]
+
+
+def now_stamp() -> str:
+    """The MP's timestamp format for now (UTC: the daemon's config says so)."""
+    moment = dt.datetime.now(dt.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S,") + f"{moment.microsecond // 1000:03d}"
+
+
+def failure_record(n: int, reason: str, remote: str, alias: str, api: str) -> str:
+    """One failure as the MP logs it: handshakeFailed, SSLInfo, onException and its trace.
+    ``remote`` is the Remote host address as Java prints it (hostname/ip:port or ip:port)."""
+    stamp = now_stamp()
+    ctx = f"org:acme env:prod api:{api} rev:7 messageid:rrt-0d027480041e2a148-a-de-{n}-1"
+    head = f"{stamp} {ctx} NIOThread@{n % 4}"
+    return (
+        f"{head} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
+        f"SSLClientChannel[C:10.0.3.4:{52000 + n} Remote host:{remote}]@{65000 + n} "
+        "useCount=1 bytesRead=0 bytesWritten=0 age=529ms lastIO=529ms handshake failed, "
+        f"message: Received fatal alert: {reason}\n"
+        f"{head} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : SSLInfo: "
+        f"KeyStore:java.security.KeyStore@52de60d9 KeyAlias:{alias} "
+        "TrustStore:java.security.KeyStore@6ec45759\n"
+        f"{head} ERROR ADAPTORS.HTTP.FLOW - RequestWriteListener.onException() : "
+        "RequestWriteListener.onException(HTTPRequest@6071a73d)\n"
+        f"javax.net.ssl.SSLException: Received fatal alert: {reason}\n"
+        "\tat sun.security.ssl.Alerts.getSSLException(Alerts.java:208) ~[na:1.8.0_101]\n"
+    )
+
+
+@dataclass
+class Scenario:
+    stack: Stack
+    exporter: Exporter
+    log: Path
+
+    def append(self, text: str) -> None:
+        with self.log.open("a", encoding="utf-8") as f:
+            f.write(text)
+
+
+DAEMON_CONFIG = {
+    "timezone": "UTC",
+    "alerts": {
+        # short windows so that the page fires and resolves within seconds
+        "client_certificate_rejected": {"min_failures": 3, "window": "10s", "resolve_after": "8s"},
+        # one failure of another reason is a warning that lasts the whole module
+        "handshake_failures": {"min_failures": 1, "window": "10m"},
+        "known_targets": [
+            {
+                "org": "acme",
+                "env": "prod",
+                "api": "payments-v1",
+                "rev": "7",
+                "target": PAYMENTS,
+                "key_alias": "backend-client",
+            }
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    prometheus_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scenario]:
+    """The daemon follows a log on the port Prometheus scrapes; one handshake_failure failure to
+    the legacy backend is in it (a warning that keeps firing), and Prometheus has scraped it."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    log = tmp / "system.log"
+    log.write_text(f"{now_stamp()}  main INFO MESSAGING.RUNTIME - MessageProcessor started\n")
+    config = tmp / "apigee-tls-exporter.yml"
+    config.write_text(yaml.safe_dump(DAEMON_CONFIG))
+    args = ("--config", str(config), "--log", str(log), "--state-file", str(tmp / "state.json"))
+    exporter = Exporter(prometheus_stack.exporter_port, *args, "--from-beginning")
+    with exporter:
+        scenario = Scenario(prometheus_stack, exporter, log)
+        scenario.append(failure_record(1, "handshake_failure", LEGACY, "null", "legacy-orders"))
+        poll(
+            lambda: prometheus_stack.query(
+                f'apigee_tls_handshake_failures_total{{target="{LEGACY}"}} == 1'
+            ),
+            30,
+            "Prometheus to scrape the first failure",
+            prometheus_stack.servers[-1].log,
+        )
+        yield scenario
+
+
+def page(stack: Stack, status: str) -> Any:
+    for alert in stack.webhook.alerts("/apigee-tls/page"):
+        labels = alert["labels"]
+        if (
+            alert["status"] == status
+            and labels["alertname"] == "ApigeeTLSClientCertificateRejected"
+            and labels.get("target") == PAYMENTS
+        ):
+            return alert
+    stack.check_running()
+    return None
+
+
+def notifications(stack: Stack) -> str:
+    """What the webhook received, for a failure message."""
+    return "\n".join(
+        f"{path} {a['status']} {a['labels'].get('alertname')} {a['labels'].get('target')}"
+        for path, n in stack.webhook.notifications
+        for a in n.get("alerts", [])
+    )
+
+
+def test_bad_certificate_failures_page_and_resolve(scenario: Scenario) -> None:
+    """Three bad_certificate failures for one (target, key alias) reach the page receiver with
+    org, env, target, key alias, reason, the proxy and the runbook link; a warning for the same
+    target is inhibited meanwhile; when the failures stop, the resolved notification arrives."""
+    stack = scenario.stack
+    records = [
+        failure_record(10 + n, "bad_certificate", PAYMENTS_REMOTE, "backend-client", "payments-v1")
+        for n in range(3)
+    ]
+    records.append(
+        failure_record(20, "remote_closed", PAYMENTS_REMOTE, "backend-client", "payments-v1")
+    )
+    scenario.append("".join(records))
+
+    firing = poll(
+        lambda: page(stack, "firing"),
+        40,
+        "the page notification",
+        stack.servers[-1].log,
+        lambda: notifications(stack) + "\n" + scenario.exporter.scrape(),
+    )
+    labels, notes = firing["labels"], firing["annotations"]
+    assert labels["org"] == "acme"
+    assert labels["env"] == "prod"
+    assert labels["target"] == PAYMENTS
+    assert labels["key_alias"] == "backend-client"
+    assert labels["reason"] == "bad_certificate"
+    assert labels["severity"] == "page"
+    assert notes["runbook_url"] == f"{RUNBOOK_URL}#bad_certificate"
+    assert "payments-v1" in notes["description"]
+    assert "backend-client" in notes["summary"]
+
+    def inhibited() -> bool:
+        alerts = get_json(f"{stack.alertmanager_url}/api/v2/alerts")
+        return any(
+            a["labels"]["alertname"] == "ApigeeTLSHandshakeFailures"
+            and a["labels"].get("target") == PAYMENTS
+            and a["status"]["inhibitedBy"]
+            for a in alerts
+        )
+
+    poll(inhibited, 20, "the warning for the same target to be inhibited by the page")
+
+    resolved = poll(
+        lambda: page(stack, "resolved"),
+        40,
+        "the resolved notification",
+        extra=lambda: notifications(stack),
+    )
+    assert resolved["fingerprint"] == firing["fingerprint"]
+    assert resolved["annotations"]["runbook_url"] == f"{RUNBOOK_URL}#bad_certificate"
+
+
+def test_a_warning_reaches_the_warning_receiver(scenario: Scenario) -> None:
+    """The handshake_failure failure to the legacy backend is routed to the warning receiver."""
+    stack = scenario.stack
+
+    def warning() -> Any:
+        for alert in stack.webhook.alerts("/apigee-tls/warning"):
+            if alert["labels"].get("target") == LEGACY and alert["status"] == "firing":
+                return alert
+        return None
+
+    alert = poll(warning, 40, "the warning notification")
+    assert alert["labels"]["alertname"] == "ApigeeTLSHandshakeFailures"
+    assert alert["labels"]["reason"] == "handshake_failure"
+    assert alert["annotations"]["runbook_url"] == f"{RUNBOOK_URL}#handshake_failure"
+    assert "legacy-orders" in alert["annotations"]["description"]
+
+
+def test_every_dashboard_expression_returns_data(scenario: Scenario) -> None:
+    """Every panel expression (All selected) returns data from the real Prometheus once failures
+    were ingested, and every variable query finds values."""
+    stack = scenario.stack
+    for panel in panels():
+        for target in panel["targets"]:
+            expr = substitute(target["expr"])
+            poll(lambda e=expr: stack.query(e), 20, f"data for {panel['title']!r}: {expr}")
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
+        assert match, variable["definition"]
+        selector, label = substitute(match[1]), match[2]
+        values = poll(lambda s=selector, n=label: stack.label_values(n, s), 20, variable["name"])
+        assert values, variable["name"]
+
+
+def test_recording_rules_produce_series(scenario: Scenario) -> None:
+    """The recording rules produce series on the real Prometheus."""
+    stack = scenario.stack
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    names = [r["record"] for g in groups for r in g["rules"] if "record" in r]
+    for name in names:
+        if name.endswith(":increase5m"):
+            continue  # counts a new series only once Prometheus has 5 minutes of `up` history
+        poll(lambda n=name: stack.query(n), 20, f"recording rule {name}")
