@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from .events import Context, Event, Failure, HandshakeFailure
@@ -95,7 +95,10 @@ class Correlator:
         return {
             "unpaired": self.unpaired,
             "orphans": self.orphans,
-            "pending": [{"line": p.line, **asdict(p.failure)} for p in self._pending.values()],
+            "pending": [
+                {"line": p.line, **p.failure._asdict(), "context": p.failure.context._asdict()}
+                for p in self._pending.values()
+            ],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
