@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/apigee-tls-exporter demo
 
+# The demo writer, the daemon, Prometheus and Alertmanager on loopback with the shipped configs
+# (needs the Debian packages prometheus and prometheus-alertmanager); prints their URLs.
+.PHONY: demo-stack
+demo-stack: venv
+	$(BIN)/python bench/demo_stack.py
+
 lint: venv
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/ruff format --check daemon tests bench
