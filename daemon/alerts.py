@@ -145,6 +145,9 @@ class AlertEngine:
             for name in self.enabled_rules():
                 for state in STATES:
                     self.transitions.setdefault((name, state), 0)
+            for ident, window in list(self._windows.items()):  # min_failures may have changed
+                size = self._failure_rule(ident[0]).min_failures
+                self._windows[ident] = collections.deque(window, maxlen=size)
 
     def enabled_rules(self) -> list[str]:
         if not self.config.enabled:

@@ -603,3 +603,17 @@ def test_daemon_fires_exports_and_checkpoints_alerts(tmp_path: Path, clock: Fake
     assert firing_value(registry2) is None
     assert transitions(registry2, CLIENT_CERTIFICATE_REJECTED, "resolved") == 1.0
     daemon2.close()
+
+
+def test_reload_with_a_higher_threshold_still_fires(clock: FakeClock) -> None:
+    """After a reload raises min_failures from 3 to 5, failures seen before the reload still count
+    and the fifth within the window fires."""
+    engine, registry = make_engine(clock)
+    engine.record(failure(T0))
+    engine.record(failure(T0 + 1))
+    engine.reconfigure(alerts_config(client_certificate_rejected={"min_failures": 5}))
+    engine.record(failure(T0 + 2))
+    engine.record(failure(T0 + 3))
+    assert firing_value(registry) is None
+    engine.record(failure(T0 + 4))
+    assert firing_value(registry) == 1.0
