@@ -136,6 +136,18 @@ def test_interleaved_threads_each_take_their_own_ssl_info() -> None:
     assert expected == set(aliases(pair(lines, make())))
 
 
+def test_one_thread_serving_two_calls_pairs_each_by_message_id() -> None:
+    """An NIO thread serves many calls: its failures pair by message id, in any order."""
+    lines = [
+        failed("NIOThread@0", "m1", "a.example/10.1.1.1:443"),
+        failed("NIOThread@0", "m2", "b.example/10.1.1.2:443"),
+        ssl_info("NIOThread@0", "m2", "alias-b"),
+        ssl_info("NIOThread@0", "m1", "alias-a"),
+    ]
+    expected = {("a.example:443", "alias-a"), ("b.example:443", "alias-b")}
+    assert expected == set(aliases(pair(lines, make())))
+
+
 def test_ssl_info_of_another_message_in_the_same_thread_does_not_pair() -> None:
     """The SSLInfo line must carry the failure's message id, not just its thread."""
     correlator = make()
