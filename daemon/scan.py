@@ -6,6 +6,7 @@ config models or the TLS libraries.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from datetime import tzinfo
@@ -57,15 +58,15 @@ def scan(
     store = FailureStore(max_series)
     files: dict[str, FileStats] = {}
     correlators: list[Correlator] = []
-    sources: list[tuple[str, BinaryIO]] = []
-    for path in paths:
-        if path == "-":
-            sources.append((path, stdin if stdin is not None else sys.stdin.buffer))
-        else:
-            sources.append((path, open(path, "rb")))  # noqa: SIM115 - closed below
-    total = sum(os.fstat(s.fileno()).st_size for p, s in sources if p != "-")
-    done = 0
-    try:
+    with contextlib.ExitStack() as files_open:
+        sources: list[tuple[str, BinaryIO]] = []
+        for path in paths:
+            if path == "-":
+                sources.append((path, stdin if stdin is not None else sys.stdin.buffer))
+            else:
+                sources.append((path, files_open.enter_context(open(path, "rb"))))
+        total = sum(os.fstat(s.fileno()).st_size for p, s in sources if p != "-")
+        done = 0
         for path, stream in sources:
             stats = files.setdefault(path, FileStats())
             splitter = LineSplitter(max_line_bytes, stats)
@@ -89,8 +90,4 @@ def scan(
                     pipeline.process(*segment)
             pipeline.finish()
             stats.size = stats.offset
-    finally:
-        for path, stream in sources:
-            if path != "-":
-                stream.close()
     return ScanResult(store, files, pairing_stats(correlators))
