@@ -11,9 +11,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from apigee_tls_exporter.demo import LogGenerator
+from prometheus_client.parser import text_string_to_metric_families
+from support import wait_for
 from test_systemd_unit import TARGET_EXPOSURE, UNIT_NAME, exposure, make_root, verify
 
 pytestmark = pytest.mark.slow
@@ -23,8 +26,10 @@ PREFIX = "opt/apigee-tls-exporter"
 CONFIG = "etc/apigee-tls-exporter/config.yml"
 
 
-def make_install(dest: Path, wheelhouse: Path) -> subprocess.CompletedProcess[str]:
-    """`make install` into dest, building with the Python and venv running the tests."""
+def make_install(
+    dest: Path, wheelhouse: Path, python: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
+    """`make install` into dest for python, building with the venv running the tests."""
     return subprocess.run(
         [
             "make",
@@ -36,7 +41,7 @@ def make_install(dest: Path, wheelhouse: Path) -> subprocess.CompletedProcess[st
             f"WHEELHOUSE={wheelhouse}",
             f"VENV={sys.prefix}",
             "STAMP=",  # the venv running the tests is ready; do not (re)build it
-            f"PYTHON={sys.executable}",
+            f"PYTHON={python}",
         ],
         capture_output=True,
         text=True,
@@ -160,3 +165,168 @@ def test_reinstall_keeps_an_edited_config(
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert config.read_text() == edited
+
+
+# ---------------------------------------------------------------------------------------------
+# The installed unit under a real systemd, booted in a container (systemd-nspawn) on the host's
+# own /usr: the hardening is applied for real and the daemon must still read the MP log through
+# the apigee group, notify READY, serve, reload and stop cleanly.
+
+APIGEE_GID = 1500
+SYSUSERS_NAME = "apigee-tls-exporter.conf"
+PORT = 19847
+
+
+def inside(container_init: int, *args: str, timeout: float = 60) -> str:
+    """A command inside the container's namespaces; its stdout, failing on a non-zero exit."""
+    result = subprocess.run(
+        ["nsenter", "-t", str(container_init), "-a", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"{args}: {result.stdout} {result.stderr}"
+    return result.stdout.strip()
+
+
+def child_named(parent: int, name: str) -> Optional[int]:
+    """The pid of a direct child of parent with the given command name, if any."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == parent and comm == name:
+            return int(entry.name)
+    return None
+
+
+def failures_total(text: str) -> float:
+    """The sum of apigee_tls_handshake_failures_total over its series."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "apigee_tls_handshake_failures_total"
+    )
+
+
+def test_unit_runs_the_daemon_under_systemd(tmp_path: Path) -> None:
+    """Installed with the system Python, the hardened unit starts under systemd (READY), reads
+    the 0640 root:apigee log through SupplementaryGroups, counts every failure, runs sandboxed
+    (seccomp, no new privileges, no capabilities), reloads, and stops with exit status 0."""
+    assert shutil.which("systemd-nspawn"), "no systemd-nspawn: apt-get install systemd-container"
+    dest = tmp_path / "dest"
+    system_python = "/usr/bin/python3"
+    result = make_install(dest, tmp_path / "wheelhouse", python=system_python)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    generator = LogGenerator(5, failure_fraction=0.05)
+    log = logs / "system.log"
+    log.write_text("".join(line + "\n" for line in generator.take(2000)))
+    for path, mode in ((logs, 0o750), (log, 0o640)):
+        os.chown(path, 0, APIGEE_GID)
+        path.chmod(mode)
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "logs:\n  - path: /opt/apigee/var/log/edge-message-processor/logs/system.log\n"
+        f'listen: "127.0.0.1:{PORT}"\nfrom_beginning: true\ntimezone: UTC\n'
+    )
+    group = tmp_path / "apigee.conf"
+    group.write_text(f"g apigee {APIGEE_GID}\n")
+    binds = {
+        dest / PREFIX: "/opt/apigee-tls-exporter",
+        dest / "etc/systemd/system" / UNIT_NAME: f"/etc/systemd/system/{UNIT_NAME}",
+        dest
+        / "etc/sysusers.d/apigee-tls-exporter.conf": "/etc/sysusers.d/apigee-tls-exporter.conf",
+        group: "/etc/sysusers.d/apigee.conf",
+        config: "/etc/apigee-tls-exporter/config.yml",
+        Path("/dev/null"): "/etc/systemd/system/systemd-firstboot.service",
+    }
+    console = (tmp_path / "console.log").open("wb")  # the container's output, for a failure
+    container = subprocess.Popen(
+        [
+            "systemd-nspawn",
+            "--directory=/",
+            "--volatile=yes",
+            "--register=no",
+            "--keep-unit",
+            "--private-network",
+            "--console=passive",
+            "--quiet",
+            *(f"--bind-ro={source}:{target}" for source, target in binds.items()),
+            f"--bind={logs}:/opt/apigee/var/log/edge-message-processor/logs",
+            "--boot",
+            "systemd.unit=basic.target",
+        ],
+        stdout=console,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        init = wait_for(
+            lambda: child_named(container.pid, "systemd"), 60, "the container's systemd"
+        )
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["nsenter", "-t", str(init), "-a", "systemctl", "is-system-running"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                ).stdout.strip()
+                in ("running", "degraded")
+            ),
+            90,
+            "the container to boot",
+        )
+
+        inside(init, "systemctl", "start", UNIT_NAME)  # returns once READY=1 arrived
+
+        fetch = (
+            "import urllib.request; print(urllib.request.urlopen("
+            f"'http://127.0.0.1:{PORT}/metrics', timeout=10).read().decode())"
+        )
+        python = "/opt/apigee-tls-exporter/bin/python3"
+        wait_for(
+            lambda: failures_total(inside(init, python, "-c", fetch)) == generator.n_failures,
+            30,
+            "every failure of the log to be counted",
+        )
+        main_pid = inside(init, "systemctl", "show", "-p", "MainPID", "--value", UNIT_NAME)
+        status = inside(init, "cat", f"/proc/{main_pid}/status")
+        assert "Seccomp:\t2" in status
+        assert "NoNewPrivs:\t1" in status
+        assert "CapEff:\t0000000000000000" in status
+
+        inside(init, "systemctl", "reload", UNIT_NAME)
+        inside(init, "systemctl", "stop", UNIT_NAME)
+        shown = inside(
+            init,
+            "systemctl",
+            "show",
+            "-p",
+            "Result",
+            "-p",
+            "ExecMainStatus",
+            "-p",
+            "NRestarts",
+            UNIT_NAME,
+        )
+        assert sorted(shown.splitlines()) == ["ExecMainStatus=0", "NRestarts=0", "Result=success"]
+    finally:
+        if container.poll() is None:
+            container.terminate()  # SIGTERM to nspawn powers the container off
+        try:
+            container.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            container.kill()
+            container.wait(timeout=10)
+        console.close()
