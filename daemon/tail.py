@@ -20,7 +20,9 @@ The cases, each with its own scenario test in ``tests/test_tail.py``:
   once it has data, so a writer that keeps writing to the renamed file for a while loses nothing.
   A partial line at the end of the old file is completed by the start of the new one.
 - **Deleted, created again later.** The open file is drained; the follower waits; the new file is
-  read from its start (kind ``recreate``).
+  read from its start once it has data (kind ``recreate``: the path was missing and the old file
+  has no name left). Seeing the path missing for an instant (between logrotate's rename and its
+  create) changes nothing: the renamed file is still drained until the new one has data.
 - **copytruncate.** Same inode, but the file is shorter than the offset, or the bytes just before
   the offset changed (it was truncated and written again before we looked). The rotated copy is
   found among the ``rotated`` glob (plain or ``.gz``), confirmed by its content (the first bytes and
@@ -381,9 +383,12 @@ class Follower:
         self.stats.size = st.st_size
         if (st.st_dev, st.st_ino) != (self._dev, self._ino):
             yield from self._drain()
-            if st.st_size == 0 and not self._saw_missing:
-                return  # the new file is empty: the writer may still be writing to the old one
-            kind: Optional[str] = "recreate" if self._saw_missing else "rename"
+            if st.st_size == 0:
+                # The writer may still be writing to the old file, renamed or deleted: also when
+                # we saw the path missing (the instant between logrotate's rename and create).
+                return
+            recreated = self._saw_missing and self._old_deleted()
+            kind: Optional[str] = "recreate" if recreated else "rename"
             if self._counted:
                 kind = None  # counted when the checkpointed file was found among the rotated
             if self._switch_to_path(kind):
@@ -465,6 +470,15 @@ class Follower:
             yield from self._drain()
         self._rotated_source = False
         self._counted = True
+
+    def _old_deleted(self) -> bool:
+        """Whether the open file has no name left (deleted, not renamed)."""
+        if self._f is None:
+            return False
+        try:
+            return os.fstat(self._f.fileno()).st_nlink == 0
+        except (OSError, io.UnsupportedOperation):
+            return False
 
     def _tail_intact(self) -> bool:
         if not self._tail or self._f is None:

@@ -219,6 +219,26 @@ def test_rename_and_create_drains_old_file_then_follows_new(log: Path) -> None:
     assert follower.stats.rotations == {"rename": 1}
 
 
+def test_rename_seen_in_the_instant_before_create_still_waits_for_data(log: Path) -> None:
+    """A poll in the instant between logrotate's rename and its create sees no file at the path:
+    the renamed file is still followed until the new one has data, so nothing written to it by a
+    writer that has not reopened yet is lost."""
+    log.write_bytes(lines("a", 2))
+    follower = make(log)
+    assert read(follower) == lines("a", 2)
+    with open(log, "ab") as writer:
+        os.rename(log, f"{log}.1")
+        assert read(follower) == b""  # the path is missing
+        log.write_bytes(b"")  # created
+        assert read(follower) == b""
+        writer.write(lines("a", 2, 2))
+        writer.flush()
+        assert read(follower) == lines("a", 2, 2)
+    append(log, lines("b", 2))
+    assert read(follower) == lines("b", 2)
+    assert follower.stats.rotations == {"rename": 1}
+
+
 def test_atomic_replace_is_a_rename(log: Path, tmp_path: Path) -> None:
     """A file replaced atomically by another (rename over it) is followed from the new start."""
     log.write_bytes(lines("a", 2))
