@@ -177,27 +177,27 @@ class Parser:
             failed = _FAILED.match(body)
             if failed:
                 remote = _REMOTE_HOST.search(failed.group("chan"))
-                return HandshakeFailure(
-                    timestamp=self._timestamp(ts),
-                    context=context,
-                    thread=thread,
-                    target=normalise_address(remote.group("addr")) if remote else "unknown",
-                    reason=classify_message(failed.group("message")),
-                )
+                reason = classify_message(failed.group("message"))
+                return self._failure(ts, context, thread, remote, reason)
         elif "handshake timeout" in body:
             timeout = _TIMEOUT.match(body)
             if timeout:
                 remote = _REMOTE.search(timeout.group("chan"))
-                return HandshakeFailure(
-                    timestamp=self._timestamp(ts),
-                    context=context,
-                    thread=thread,
-                    target=normalise_address(remote.group("addr")) if remote else "unknown",
-                    reason="handshake_timeout",
-                )
+                return self._failure(ts, context, thread, remote, "handshake_timeout")
         if any(marker in body for marker in _MARKER_TEXT):
             raise UnrecognisedLine(line[:200])
         return None  # a marker only in the context block or thread name: not a handshake line
+
+    def _failure(
+        self,
+        ts: str,
+        context: Context,
+        thread: str,
+        remote: Optional[re.Match[str]],
+        reason: str,
+    ) -> HandshakeFailure:
+        target = normalise_address(remote.group("addr")) if remote else "unknown"
+        return HandshakeFailure(self._timestamp(ts), context, thread, target, reason)
 
     def _timestamp(self, text: str) -> float:
         """``yyyy-mm-dd hh:mm:ss,SSS`` -> epoch seconds; the minute's epoch is cached."""
