@@ -69,7 +69,9 @@ def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def scan(executable: list[str], log: Path) -> subprocess.CompletedProcess[str]:
+def scan(
+    executable: list[str], log: Path, env: Optional[dict[str, str]] = None
+) -> subprocess.CompletedProcess[str]:
     """`scan LOG` with the given command, in a fixed time zone."""
     return subprocess.run(
         [*executable, "scan", "--timezone", "UTC", str(log)],
@@ -77,7 +79,7 @@ def scan(executable: list[str], log: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         check=False,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
     )
 
 
@@ -165,6 +167,44 @@ def test_reinstall_keeps_an_edited_config(
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert config.read_text() == edited
+
+
+def test_zipapp_scan_matches_the_source_tree(tmp_path: Path, small_log: Path) -> None:
+    """The single-file zipapp runs `scan` with nothing installed, extracting its compiled
+    modules to the cache directory once, and prints the same metrics as the package under test."""
+    pyz = tmp_path / "apigee-tls-exporter.pyz"
+    built = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(REPO),
+            str(pyz),
+            f"PYZ={pyz}",
+            f"WHEELHOUSE={tmp_path / 'wheelhouse'}",
+            f"VENV={sys.prefix}",
+            "STAMP=",
+            f"PYTHON={sys.executable}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    cache = tmp_path / "cache"
+    env = {"APIGEE_TLS_EXPORTER_PYZ_CACHE": str(cache), "PYTHONNOUSERSITE": "1"}
+    # The base interpreter without its site-packages (-S): only the standard library is there.
+    bare_python = [str(Path(sys.base_prefix) / "bin" / "python3"), "-S"]
+
+    with_pyz = scan([*bare_python, str(pyz)], small_log, env)
+    again = scan([*bare_python, str(pyz)], small_log, env)
+    source = scan([sys.executable, "-m", "apigee_tls_exporter"], small_log)
+
+    assert with_pyz.returncode == 0, with_pyz.stderr
+    assert with_pyz.stdout == source.stdout == again.stdout
+    [extracted] = cache.iterdir()
+    assert extracted.name.startswith("native-")
 
 
 # ---------------------------------------------------------------------------------------------
