@@ -76,7 +76,9 @@ def machine() -> dict[str, str]:
                 mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     grep = subprocess.run(["grep", "--version"], capture_output=True, text=True).stdout
     commit = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %<(60,trunc)%s"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     dirty = subprocess.run(
         ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "daemon"],
@@ -92,8 +94,15 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "grep": grep.splitlines()[0] if grep else "unknown",
         "locale": os.environ.get("LC_ALL") or os.environ.get("LANG") or "C (unset)",
-        "commit": commit + (" (daemon/ has uncommitted changes)" if dirty else ""),
+        "commit": commit.strip() + (" (daemon/ has uncommitted changes)" if dirty else ""),
+        "load average at start": load_average(),
     }
+
+
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine skews every figure here."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
 
 
 # -- measuring child processes ------------------------------------------------------------------
@@ -611,7 +620,8 @@ def report(results: dict[str, Any], quick: bool) -> str:
         "",
         "Written by `make bench` (`bench/run.py`) from one run on the machine below; every figure",
         "here comes from that run. Re-run it to measure yours. MB = 10^6 bytes; RSS in MiB; CPU as",
-        "a percentage of one core.",
+        "a percentage of one core. Figures move with other work on the machine: see the load",
+        "averages below.",
         "",
         "## Machine",
         "",
@@ -794,7 +804,7 @@ def use_ref(ref: str) -> str:
     if not where.startswith(str(target)):
         raise RuntimeError(f"--ref: children still import {where}")
     return subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", ref],
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %<(60,trunc)%s", ref],
         capture_output=True,
         text=True,
         check=True,
@@ -874,6 +884,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 OUT / "cpu_5000.state.json", results["cpu_5000"]["checkpoints_per_s"]
             )
     results["elapsed_s"] = time.perf_counter() - started
+    results["machine"]["load average at end"] = load_average()
     (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
     output.write_text(report(results, quick))
     print(output.read_text())
