@@ -4,7 +4,9 @@ A writer appends a generated MP log with known truth at about 5,000 lines/s in c
 random byte positions, while the real logrotate (run by hand with its own state file) rotates it
 every few MB: ``create`` + ``delaycompress`` and ``copytruncate`` in turn, and once ``compress``
 without ``delaycompress``, each mode with its own numbering (``start 1``, ``start 100``,
-``start 200``) so that no mode overwrites another's rotated files. The daemon runs as a subprocess
+``start 200``) so that no mode overwrites another's rotated files. Two losses are logrotate's own
+and kept out: the writer is held still while logrotate copies and truncates, and during the
+``compress`` rotation until it has reopened the path. The daemon runs as a subprocess
 and is killed with SIGKILL at two random moments and during three rotations (between the rename
 and the writer's reopen; while the compressor of the ``compress`` rotation runs; while logrotate
 copies and truncates), and started again each time. When the writer is done, ``/metrics`` must
@@ -198,11 +200,20 @@ def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: P
                     _, err = proc.communicate(timeout=60)
                 if index == kill_copy:
                     daemon.start()
-            else:
-                proc = subprocess.Popen(command, stderr=subprocess.PIPE)
-                if mode == "compress":  # the new daemon starts while the compressor may run
+            elif mode == "compress":
+                # Without delaycompress the renamed file is compressed and removed at once, so
+                # what a writer adds to it before reopening is gone from the disk (a daemon that
+                # holds the file open still reads it; one that was down cannot). Real writers
+                # reopen in postrotate, before the compression: the writer is held still until
+                # it has reopened. The daemon is killed and started while the compressor runs.
+                with writer.paused():
+                    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
                     daemon.kill()
                     daemon.start()
+                    _, err = proc.communicate(timeout=60)
+                    writer.reopen()
+            else:
+                proc = subprocess.Popen(command, stderr=subprocess.PIPE)
                 _, err = proc.communicate(timeout=60)
                 if index == kill_rename:  # renamed, created, the writer not reopened yet
                     daemon.kill()
@@ -244,6 +255,8 @@ def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: P
                 if truth.get(k, 0.0) != got.get(k, 0.0)
             }
             print("series (truth, daemon) that differ:", diff)
+            print(f"written: {writer.lines_generated} lines, {writer.bytes_written} bytes")
+            print(f"read: {daemon.health}")
             raise
         converged = time.monotonic() - began
 
