@@ -27,7 +27,8 @@ The cases, each with its own scenario test in ``tests/test_tail.py``:
   the offset changed (it was truncated and written again before we looked). The rotated copy is
   found among the ``rotated`` glob (plain or ``.gz``), confirmed by its content (the first bytes and
   the bytes just before our offset), read from the offset to its end, and the truncated file is then
-  read from 0 (kind ``copytruncate``). For a moment the copy may not be there yet (a compressor is
+  read from 0 (kind ``copytruncate``): the file we hold, also when it was renamed by a later
+  rotation before we looked. For a moment the copy may not be there yet (a compressor is
   replacing it): the follower waits up to ``copy_wait`` seconds for it.
 - **Truncation without a copy.** No rotated file matches: read from 0 (kind ``truncate``); what was
   written between our last read and the truncation is lost and cannot be recovered, and a partial
@@ -382,6 +383,9 @@ class Follower:
             return
         self.stats.size = st.st_size
         if (st.st_dev, st.st_ino) != (self._dev, self._ino):
+            if self._open_file_truncated():  # copytruncate, then a rotation, before we looked
+                yield from self._truncated()
+                return
             yield from self._drain()
             if st.st_size == 0:
                 # The writer may still be writing to the old file, renamed or deleted: also when
@@ -490,7 +494,11 @@ class Follower:
         return now == self._tail
 
     def _truncated(self) -> Iterator[Segment]:
-        """Same inode, content gone from under our offset: find the copy, else start over."""
+        """Our file's content is gone from under our offset: find the copy, else start over.
+
+        Either way the same file is then read from 0: the file we hold, not the path, since it
+        may have been renamed since (a rotation after the truncation, before we looked).
+        """
         ident = Identity(
             dev=self._dev,
             ino=self._ino,
@@ -507,10 +515,11 @@ class Follower:
                 continue
             if _matches(f, ident):
                 log.info("log truncated, finishing its copy", path=self.path, copy=name)
+                again = self._second_handle()
                 self._adopt(f, ident.offset)
                 yield from self._drain()
                 self._count_rotation("copytruncate")
-                self._switch_quietly()
+                self._from_start(again)
                 yield from self._drain()
                 return
             f.close()
@@ -522,16 +531,39 @@ class Follower:
         log.warning("log truncated, no copy found: reading from its start", path=self.path)
         self.splitter.reset()
         self._count_rotation("truncate")
-        self._switch_quietly()
+        self._from_start(self._second_handle())
         yield from self._drain()
 
-    def _switch_quietly(self) -> None:
+    def _second_handle(self) -> Optional[IO[bytes]]:
+        """Another descriptor of the open file, to read it again from 0 after its copy."""
+        if self._f is None:
+            return None
+        try:
+            return os.fdopen(os.dup(self._f.fileno()), "rb", buffering=0)
+        except OSError:
+            return None
+
+    def _from_start(self, f: Optional[IO[bytes]]) -> None:
+        """Read ``f`` from its start (the path, when there is no ``f``)."""
+        self._truncated_since = None
+        if f is not None:
+            self._adopt(f, 0)
+            return
         try:
             self._adopt(_open(self.path), 0)
         except OSError as err:
             self._report(err)
             self.close()
-        self._truncated_since = None
+
+    def _open_file_truncated(self) -> bool:
+        """Whether the open (plain) file is shorter than our offset or changed before it."""
+        if not isinstance(self._f, io.FileIO):
+            return False  # a .gz is never truncated
+        try:
+            size = os.fstat(self._f.fileno()).st_size
+        except OSError:
+            return False
+        return size < self._offset or not self._tail_intact()
 
     def _drain(self) -> Iterator[Segment]:
         """Read the open file to its end, yielding segments of whole lines."""

@@ -299,6 +299,25 @@ def test_copytruncate_rewritten_past_the_offset_is_seen(log: Path) -> None:
     assert follower.stats.rotations == {"copytruncate": 1}
 
 
+def test_copytruncate_then_a_rename_before_we_looked(log: Path) -> None:
+    """A copytruncate, then a rename-and-create, both before the next poll: the copy is finished
+    from our offset, then the truncated file (now renamed) from 0, then the new file."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log)
+    assert read(follower) == lines("a", 3)
+    append(log, lines("a", 2, 3))
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, lines("b", 2))
+    os.rename(log, f"{log}.1")
+    log.write_bytes(lines("c", 2))
+    got = read(follower)
+    got += read(follower)
+    assert got == lines("a", 2, 3) + lines("b", 2) + lines("c", 2)
+    assert follower.stats.rotations == {"copytruncate": 1, "rename": 1}
+
+
 def test_copytruncate_waits_for_a_copy_being_compressed(log: Path) -> None:
     """While no copy matches, the follower waits up to copy_wait; a copy that comes is used."""
     clock = FakeClock()
