@@ -146,8 +146,13 @@ install: wheelhouse
 	install -D -m 0644 systemd/apigee-tls-exporter.sysusers.conf \
 		$(DEST)$(SYSUSERSDIR)/apigee-tls-exporter.conf
 	install -d -m 0755 $(DEST)$(CONFDIR)
-	test -e $(DEST)$(CONFDIR)/config.yml || \
-		install -m 0644 config/apigee-tls-exporter.yml $(DEST)$(CONFDIR)/config.yml
+	# The reference config, but listening on loopback only: opening /metrics to the network is
+	# the operator's choice (README, "Securing /metrics, and the default listen address").
+	test -e $(DEST)$(CONFDIR)/config.yml || { \
+		sed 's|^listen: ":9847"$$|listen: "127.0.0.1:9847"  # installed default: loopback only|' \
+			config/apigee-tls-exporter.yml > build/config.yml && \
+		grep -q '^listen: "127.0.0.1:9847"' build/config.yml && \
+		install -m 0644 build/config.yml $(DEST)$(CONFDIR)/config.yml; }
 	if [ -f README.md ]; then install -m 0644 README.md $(TARGET)/README.md; fi
 	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
 		systemd-sysusers $(SYSUSERSDIR)/apigee-tls-exporter.conf; fi

@@ -124,7 +124,12 @@ def test_installed_files(destdir: Path) -> None:
     assert (destdir / "etc/sysusers.d/apigee-tls-exporter.conf").read_text() == (
         REPO / "systemd/apigee-tls-exporter.sysusers.conf"
     ).read_text()
-    assert (destdir / CONFIG).read_text() == (REPO / "config/apigee-tls-exporter.yml").read_text()
+    reference = (REPO / "config/apigee-tls-exporter.yml").read_text()
+    installed_default = reference.replace(
+        'listen: ":9847"\n', 'listen: "127.0.0.1:9847"  # installed default: loopback only\n'
+    )
+    assert reference != installed_default
+    assert (destdir / CONFIG).read_text() == installed_default
 
 
 def test_installed_config_passes_check_config(destdir: Path) -> None:
