@@ -74,6 +74,7 @@ FAILURE_ALERTS = (CLIENT_CERTIFICATE_REJECTED, HANDSHAKE_FAILURES)
 STATES = ("firing", "resolved")
 ALERT_LABELS = ("alertname", "severity", "org", "env", "target", "key_alias", "reason", "cause")
 OTHER = "other"
+MAX_AHEAD = 86400.0  # a failure timestamp further ahead of the wall clock does not move log time
 
 # (alertname, org, env, target, key_alias, reason); reason is "" where it is not part of the key
 Ident = tuple[str, str, str, str, str, str]
@@ -137,6 +138,7 @@ class AlertEngine:
         self._unrecognised_seen = 0
         self._drift: collections.deque[tuple[float, int]] = collections.deque()
         self._cause_failing = False
+        self._ahead_logged = False
 
     def reconfigure(self, config: AlertsConfig) -> None:
         """A reload: new rules apply from the next evaluation; alerts firing stay until resolved."""
@@ -164,6 +166,15 @@ class AlertEngine:
 
     def _observe(self, timestamp: float) -> float:
         now = self.log_now()
+        if timestamp > self._wall() + MAX_AHEAD:
+            # a clock or time zone gone wrong: following it would expire every window at once
+            if not self._ahead_logged:
+                log.warning(
+                    "failure timestamp far ahead of the clock, not used as the log's time",
+                    timestamp=timestamp,
+                )
+            self._ahead_logged = True
+            return now if now is not None else timestamp
         if now is None or timestamp > now:
             self._anchor = (timestamp, self._clock())
             return timestamp

@@ -22,13 +22,13 @@ from apigee_tls_exporter.events import Failure
 from apigee_tls_exporter.metrics import FileStats
 from prometheus_client import CollectorRegistry
 
-T0 = 1_795_000_000.0  # log time of the first failure in these tests
+T0 = 1_795_773_600.0  # 2026-11-27 10:00:00 UTC: log time of the first failure in these tests
 
 
 class FakeClock:
     """A monotonic clock that moves only when told to."""
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = T0) -> None:
         self.now = start
 
     def __call__(self) -> float:
@@ -616,4 +616,16 @@ def test_reload_with_a_higher_threshold_still_fires(clock: FakeClock) -> None:
     engine.record(failure(T0 + 3))
     assert firing_value(registry) is None
     engine.record(failure(T0 + 4))
+    assert firing_value(registry) == 1.0
+
+
+def test_a_timestamp_far_in_the_future_does_not_move_the_log_time() -> None:
+    """One failure stamped a year ahead of the wall clock (a broken clock) still counts for its own
+    key, but does not become the log's time: later failures still fire."""
+    clock = FakeClock(T0)  # the wall clock of this test is the log's clock
+    engine, registry = make_engine(clock)
+    engine.record(failure(T0 + 365 * 86400, "handshake_failure"))
+    for i in range(3):
+        engine.record(failure(T0 + i))
+    engine.evaluate()
     assert firing_value(registry) == 1.0
