@@ -323,14 +323,18 @@ def scenario(
 
 
 def page(stack: Stack, status: str) -> Any:
-    for alert in stack.webhook.alerts("/apigee-tls/page"):
-        labels = alert["labels"]
-        if (
-            alert["status"] == status
-            and labels["alertname"] == "ApigeeTLSClientCertificateRejected"
-            and labels.get("target") == PAYMENTS
-        ):
-            return alert
+    """The payments page alert with ``status`` from the page receiver, with its notification's
+    group labels under ``"groupLabels"``; None before it arrived."""
+    for path, notification in list(stack.webhook.notifications):
+        for alert in notification.get("alerts", []):
+            labels = alert["labels"]
+            if (
+                path == "/apigee-tls/page"
+                and alert["status"] == status
+                and labels["alertname"] == "ApigeeTLSClientCertificateRejected"
+                and labels.get("target") == PAYMENTS
+            ):
+                return {**alert, "groupLabels": notification["groupLabels"]}
     stack.check_running()
     return None
 
@@ -372,6 +376,7 @@ def test_bad_certificate_failures_page_and_resolve(scenario: Scenario) -> None:
     assert labels["key_alias"] == "backend-client"
     assert labels["reason"] == "bad_certificate"
     assert labels["severity"] == "page"
+    assert firing["groupLabels"] == {"org": "acme", "env": "prod", "target": PAYMENTS}
     assert notes["runbook_url"] == f"{RUNBOOK_URL}#bad_certificate"
     assert "payments-v1" in notes["description"]
     assert "backend-client" in notes["summary"]
