@@ -12,10 +12,12 @@ Four rules, configured under ``alerts:`` (see ``config.AlertsConfig``):
     the same for every other reason, per (org, env, target, key_alias, reason).
 ``log_stalled`` (``warning``)
     a followed log not read for ``after`` while its file holds data we have not read (it grew, was
-    replaced, or cannot be opened); with ``quiet_is_stalled`` a quiet log counts too.
+    replaced, or cannot be opened); with ``quiet_is_stalled`` a quiet log counts too. One alert
+    for the node, ``reason="stalled"``, the other labels empty.
 ``format_drift`` (``warning``)
     at least ``min_lines`` lines within ``window`` that mention a handshake but match no rule: the
-    sign that an Apigee upgrade changed the log format.
+    sign that an Apigee upgrade changed the log format. It resolves once none came for
+    ``window``. One alert for the node, ``reason="unrecognised_lines"``, the other labels empty.
 
 The failure rules run on the log's own time: a failure counts while its timestamp is within
 ``window`` of "log now", the latest failure timestamp seen, carried forward by the (injected)

@@ -79,15 +79,28 @@ def test_promtool_unit_tests_pass() -> None:
     assert "SUCCESS" in out
 
 
-def test_every_alerting_rule_has_unit_tests_that_fire_and_stay_quiet() -> None:
-    """Each alerting rule appears in the unit tests at least once firing and once not firing
-    (before its condition, or after it resolved)."""
+def seconds(duration: str) -> float:
+    """A promtool eval_time such as 90s, 13m, 2h or 1d, in seconds."""
+    match = re.fullmatch(r"(\d+)([smhd])", duration)
+    assert match, duration
+    return int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def test_every_alerting_rule_has_unit_tests_that_fire_stay_quiet_and_resolve() -> None:
+    """Each alerting rule is tested quiet before it fires, firing, and quiet again after it fired
+    (resolved), within one test group."""
     tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
-    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
     for rule in alerting_rules():
-        mine = [c for c in cases if c["alertname"] == rule["alert"]]
-        assert any(c.get("exp_alerts") for c in mine), f"{rule['alert']}: no firing case"
-        assert any(not c.get("exp_alerts") for c in mine), f"{rule['alert']}: no quiet case"
+        name = rule["alert"]
+        ok = False
+        for test in tests:
+            cases = [c for c in test.get("alert_rule_test", []) if c["alertname"] == name]
+            firing = [seconds(c["eval_time"]) for c in cases if c.get("exp_alerts")]
+            quiet = [seconds(c["eval_time"]) for c in cases if not c.get("exp_alerts")]
+            before = firing and any(t < min(firing) for t in quiet)
+            after = firing and any(t > max(firing) for t in quiet)
+            ok = ok or bool(before and after)
+        assert ok, f"{name}: no test group with quiet, firing and resolved evaluations"
 
 
 def test_every_alert_explains_itself_and_links_the_runbook() -> None:
