@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import socket
@@ -206,7 +205,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                     proc.kill()
             webhook.shutdown()
             webhook.server_close()
-            os.sync()
 
 
 if __name__ == "__main__":
