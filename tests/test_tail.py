@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,6 +156,43 @@ def test_pipeline_counts_line_numbers_across_cut_reads(log: Path) -> None:
         for segment in follower.poll():
             pipeline.process(*segment)
     assert follower.stats.lines == 3000
+
+
+def test_pipeline_gives_each_event_its_line_number_across_cut_reads(log: Path) -> None:
+    """The line number the correlator gets for an event is the event's line in the file, however
+    the reads cut the lines (a partial line joined across reads counts once)."""
+    from apigee_tls_exporter.correlate import Correlator
+    from apigee_tls_exporter.demo import LogGenerator
+    from apigee_tls_exporter.events import Event
+    from apigee_tls_exporter.events import Failure as Closed
+    from apigee_tls_exporter.parse import Parser
+    from apigee_tls_exporter.pipeline import LogPipeline
+
+    seen: list[int] = []
+
+    class Recording(Correlator):
+        def feed(self, event: Event, line: int) -> list[Closed]:
+            seen.append(line)
+            return super().feed(event, line)
+
+    data = LogGenerator(8, failure_fraction=0.05).text(3000).encode()
+    expected = [
+        number
+        for number, line in enumerate(data.split(b"\n"), start=1)
+        if b"handshakeFailed()" in line or b"handshakeTimeout()" in line or b"SSLInfo:" in line
+    ]
+    log.write_bytes(b"")
+    follower = make(log, max_line_bytes=4096)
+    pipeline = LogPipeline(follower.stats, follower.splitter, Parser(), Recording(), [])
+    cuts = random.Random(8)
+    at = 0
+    while at < len(data):
+        step = cuts.randrange(1, 5000)
+        append(log, data[at : at + step])
+        at += step
+        for segment in follower.poll():
+            pipeline.process(*segment)
+    assert seen == expected
 
 
 # --- Follower: the cases of the module docstring -----------------------------------------------
