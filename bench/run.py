@@ -75,16 +75,8 @@ def machine() -> dict[str, str]:
             if line.startswith("MemTotal:"):
                 mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     grep = subprocess.run(["grep", "--version"], capture_output=True, text=True).stdout
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %<(60,trunc)%s"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "daemon"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    commit = git("log", "-1", "--format=%h %<(60,trunc)%s") or "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "daemon")
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
@@ -97,6 +89,15 @@ def machine() -> dict[str, str]:
         "commit": commit.strip() + (" (daemon/ has uncommitted changes)" if dirty else ""),
         "load average at start": load_average(),
     }
+
+
+def git(*args: str) -> str:
+    """The output of a git command in the repository, "" when git or the repository is missing."""
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def load_average() -> str:
@@ -210,7 +211,7 @@ def sample_value(text: str, name: str) -> Optional[float]:
 
 
 def compare(truth: collections.Counter[TruthKey], got: collections.Counter[TruthKey]) -> str:
-    """ "exact" when every series matches the truth, else what differs."""
+    """Says "exact" when every series matches the truth, else what differs."""
     wrong = [key for key in set(truth) | set(got) if truth[key] != got[key]]
     if not wrong:
         return f"exact ({sum(truth.values())} failures in {len(truth)} series)"
@@ -285,7 +286,7 @@ class Daemon:
         return None
 
     def failures(self) -> float:
-        """The failure counter's total right now (0 when there is no series yet)."""
+        """The failure counter's total now: 0 with no series yet, -1 when the daemon is silent."""
         page = self.scrape()
         return (sample_value(page, FAILURES) or 0.0) if page else -1.0
 
@@ -400,7 +401,6 @@ def bench_latency(appends: int, results: dict[str, Any]) -> None:
     log = OUT / "latency.log"
     gen = LogGenerator(7, missing_ssl_info=0.0, timeout_ssl_info=1.0, retry=0.0, clock=time.time)
     log.write_text("".join(line + "\n" for line in gen.take(2_000)))
-    baseline = sum(gen.truth.values())
     daemon = Daemon("latency", log)
     try:
         page = daemon.wait_for("apigee_tls_log_lines_total", gen.n_lines, 30)
@@ -411,7 +411,7 @@ def bench_latency(appends: int, results: dict[str, Any]) -> None:
         for i in range(appends):
             traffic = gen.take(3)
             record = gen.failure_record()
-            expected = baseline + i + 1
+            expected = gen.n_failures  # the record's failure, and any in the traffic lines
             with open(log, "a") as f:
                 f.write("".join(line + "\n" for line in traffic + record))
                 start = time.perf_counter()
