@@ -297,6 +297,8 @@ class LogGenerator:
         """One complete failure now: failure line, SSLInfo, ``onException`` record, stack trace.
 
         Any open failure is completed first (its lines come before); no other record interleaves.
+        The generator's shares still apply: build it with ``missing_ssl_info=0``,
+        ``timeout_ssl_info=1`` and ``retry=0`` for exactly one failure with its SSLInfo line.
         """
         out = self.drain()
         self._advance()
