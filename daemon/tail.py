@@ -417,7 +417,8 @@ class Follower:
             self._first_poll = False
             return False
         if self._problem is not None:
-            log.info("log file readable again", path=self.path)
+            found = self._problem == "not_found"
+            log.info("log file found" if found else "log file readable again", path=self.path)
             self._problem = None
         offset = 0
         if self._first_poll and self._start_at_end:

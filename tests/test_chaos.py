@@ -156,6 +156,7 @@ def logrotate_configs(tmp: Path, log: Path) -> dict[str, Path]:
     return configs
 
 
+@pytest.mark.slow
 def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: Path) -> None:
     """With rotations of every mode, cut lines and SIGKILLs, /metrics equals the truth exactly."""
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1 << 31))
