@@ -1,5 +1,6 @@
-"""Wiring: builds the stages in order (tail -> parse -> correlate -> metrics -> serve), owns the
-threads, the checkpoint and the signals."""
+"""Wiring of ``run``: builds the stages in order (tail -> parse -> correlate -> metrics/alerts ->
+serve), owns the threads, the checkpoint and the signals. ``scan`` has its own, smaller wiring in
+``scan.py``."""
 
 from __future__ import annotations
 
@@ -41,11 +42,9 @@ POLL_INTERVAL = 0.05
 JSON_OUTPUT: dict[str, Optional[bool]] = {"auto": None, "json": True, "console": False}
 
 
-# --- run -------------------------------------------------------------------------------------
-
-
 class Daemon:
-    """Follows the configured logs and keeps the metrics; ``serve`` and signals are in ``run``."""
+    """Follows the configured logs and keeps the metrics and the checkpoint; the HTTP server,
+    signals and systemd are ``Service``'s."""
 
     def __init__(
         self,
