@@ -82,6 +82,7 @@ class Daemon:
         self._last_checkpoint: Optional[float] = None  # wall clock
         self._dirty = False
         self._checkpoint_failing = False
+        self._status_mark: Optional[tuple[float, int]] = None  # (clock, lines) at the last status
         for log_config in config.log_paths():
             self._add_log(log_config.path, log_config.rotated)
         registry.register(
@@ -237,8 +238,17 @@ class Daemon:
         self._precreate()
 
     def status_line(self) -> str:
+        """systemd's STATUS=: logs, lines read per second since the last call, failures."""
         lines = sum(f.stats.lines for f in self.followers.values())
-        return f"{len(self.followers)} log(s), {lines} lines, {int(self.store.total())} failures"
+        now = self.clock()
+        rate = 0.0
+        if self._status_mark is not None and now > self._status_mark[0]:
+            rate = (lines - self._status_mark[1]) / (now - self._status_mark[0])
+        self._status_mark = (now, lines)
+        return (
+            f"{len(self.followers)} log(s), {rate:.0f} lines/s, {lines} lines, "
+            f"{int(self.store.total())} failures"
+        )
 
 
 class Service:
