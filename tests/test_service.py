@@ -68,7 +68,8 @@ def test_notify_protocol_in_order(tmp_path: Path) -> None:
     with daemon:
         assert daemon.proc is not None
         ready = receive_until("READY=1")
-        assert any(line.startswith("STATUS=") for line in ready.split("\n"))
+        status = [line for line in ready.split("\n") if line.startswith("STATUS=")]
+        assert status and all(word in status[0] for word in ("log(s)", "lines/s", "failures"))
         receive_until("WATCHDOG=1")
         daemon.proc.send_signal(signal.SIGHUP)
         reloading = receive_until("RELOADING=1")
