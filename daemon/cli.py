@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -263,13 +264,29 @@ def _diagnose(arguments: list[str]) -> int:
 
 
 def _check_config(path: str) -> int:
+    """The config, and the files it names that the daemon reads at start (web config, secrets)."""
     from .config import ConfigError, load_config
+    from .webconfig import WebConfigError, load_web_config
 
+    problems: list[str] = []
     try:
         config = load_config(path)
     except ConfigError as err:
+        problems = err.problems
+    else:
+        if config.web_config:
+            try:
+                load_web_config(config.web_config)
+            except WebConfigError as err:
+                problems += [f"web_config: {problem}" for problem in err.problems]
+        diagnosis = config.diagnosis
+        for key in ("password_file", "token_file", "ca_file", "backend_ca_file"):
+            name = getattr(diagnosis, key)
+            if diagnosis.enabled and name and not os.access(name, os.R_OK):
+                problems.append(f"diagnosis.{key}: cannot read {name}")
+    if problems:
         print(f"{path}: invalid configuration", file=sys.stderr)
-        for problem in err.problems:
+        for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
     logs = ", ".join(c.path for c in config.log_paths())

@@ -567,3 +567,32 @@ def test_scan_pairs_records_that_straddle_read_boundaries(
         report["files"][str(path)]["lines"],
         report["pairing"]["unpaired"],
     )
+
+
+def test_check_config_checks_the_web_config_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config (systemd's ExecStartPre) also refuses a web config the daemon would refuse."""
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: not-a-bcrypt-hash\n")
+    config = tmp_path / "config.yml"
+    config.write_text(f"web_config: {web}\n")
+    code, _, err = run(["check-config", str(config)], capsys)
+    expected = (1, f"{config}: invalid configuration")
+    assert expected == (code, err.splitlines()[0])
+    assert err.splitlines()[1].startswith("  web_config: basic_auth_users.prometheus")
+
+
+def test_check_config_reports_an_unreadable_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A diagnosis password file the daemon cannot read is reported before the start."""
+    missing = tmp_path / "mgmt-password"
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "diagnosis:\n  enabled: true\n  management_url: http://ms:8080/v1\n"
+        f"  username: ops\n  password_file: {missing}\n"
+    )
+    expected = (1, ["  diagnosis.password_file: cannot read " + str(missing)])
+    code, _, err = run(["check-config", str(config)], capsys)
+    assert expected == (code, err.splitlines()[1:])
