@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import yaml
-from support import free_port
+from support import free_port, wait_for
 
 T = TypeVar("T")
 
@@ -57,24 +56,16 @@ def poll(
     log: Optional[Path] = None,
     extra: Optional[Callable[[], str]] = None,
 ) -> T:
-    """Call ``check`` until it returns something other than None/False; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Optional[BaseException] = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except (OSError, ValueError, KeyError) as err:
-            last = err
-        else:
-            if value is not None and value is not False:
-                return value
-        time.sleep(0.1)  # polling interval, not a wait for an outcome
-    output = f"\n--- {log} ---\n{log.read_text()[-4000:]}" if log and log.exists() else ""
-    if extra is not None:
-        output += f"\n--- state ---\n{extra()}"
-    raise AssertionError(
-        f"timed out after {timeout:g}s waiting for {what} (last error: {last}){output}"
-    )
+    """``support.wait_for`` at a 0.1 s interval; a failure shows the server's log tail and
+    ``extra()``."""
+
+    def detail() -> str:
+        output = f"\n--- {log} ---\n{log.read_text()[-4000:]}" if log and log.exists() else ""
+        if extra is not None:
+            output += f"\n--- state ---\n{extra()}"
+        return output
+
+    return wait_for(check, timeout, what, interval=0.1, detail=detail)
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:

@@ -25,20 +25,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], Optional[T]], timeout: float = 20.0, what: str = "it") -> T:
-    """Poll ``check`` until it returns something other than None/False, or fail at the deadline."""
+def wait_for(
+    check: Callable[[], Optional[T]],
+    timeout: float = 20.0,
+    what: str = "it",
+    *,
+    interval: float = 0.02,
+    detail: Optional[Callable[[], str]] = None,
+) -> T:
+    """Poll ``check`` until it returns something other than None/False, or fail at the deadline.
+
+    An OSError, ValueError or KeyError from ``check`` means "not yet" (a server still starting, a
+    half-written file); the last one is named in the failure, with ``detail()`` when given.
+    """
     deadline = time.monotonic() + timeout
     last_error: Optional[BaseException] = None
     while time.monotonic() < deadline:
         try:
             value = check()
-        except (OSError, ValueError) as err:  # not up yet, or a half-written file
+        except (OSError, ValueError, KeyError) as err:
             last_error = err
         else:
             if value is not None and value is not False:
                 return value
-        time.sleep(0.02)  # polling interval, not a wait for an outcome
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")
+        time.sleep(interval)  # polling interval, not a wait for an outcome
+    more = detail() if detail is not None else ""
+    raise AssertionError(
+        f"timed out after {timeout:g}s waiting for {what} (last error: {last_error}){more}"
+    )
 
 
 def samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
