@@ -76,13 +76,13 @@ def test_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
 
 
 def test_sigterm_and_sigint_exit_cleanly(tmp_path: Path) -> None:
-    """SIGTERM and SIGINT stop the daemon with exit code 0, after writing the checkpoint."""
+    """SIGTERM and SIGINT stop the daemon within 5 s, exit 0, after writing the checkpoint."""
     log = tmp_path / "system.log"
     log.touch()
     for sig in (signal.SIGTERM, signal.SIGINT):
         state = tmp_path / f"state-{sig.name}.json"
         with Daemon("--log", str(log), "--state-file", str(state)) as daemon:
-            code, output = daemon.stop(sig)
+            code, output = daemon.stop(sig, timeout=5)  # issue 5: exit 0 within 5 s
         assert code == 0, output
         assert state.exists()
         assert "Traceback" not in output
