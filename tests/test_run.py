@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from apigee_tls_exporter.demo import LogGenerator
-from support import EXPORTER, Daemon, wait_for
+from support import EXPORTER, Daemon, free_port, samples, wait_for
 
 FAILURE = (
     "2026-11-27 10:00:00,000 org:acme env:prod api:payments-v1 rev:7 messageid:m-{n} NIOThread@1 "
@@ -103,10 +104,41 @@ def test_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 def test_index_page_links_to_metrics(tmp_path: Path) -> None:
     """``/`` is a small page that links to /metrics."""
-    import urllib.request
-
     log = tmp_path / "system.log"
     log.touch()
     with Daemon("--log", str(log), "--state-file", str(tmp_path / "s.json")) as daemon:
         page = urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/", timeout=5)
         assert 'href="/metrics"' in page.read().decode()
+
+
+def test_demo_prints_its_metrics_url_and_counts_failures() -> None:
+    """``demo`` (what ``make run`` starts) prints the metrics URL, and failures from its writer
+    appear there; SIGTERM stops it and its writer with exit 0."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*EXPORTER, "demo", "--listen", f"127.0.0.1:{port}", "--rate", "500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = f"http://127.0.0.1:{port}/metrics"
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert f"metrics:   {url}\n" in lines
+
+        def failures() -> float:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            return sum(
+                value
+                for name, _, value in samples(text)
+                if name == "apigee_tls_handshake_failures_total"
+            )
+
+        assert wait_for(lambda: failures() > 0, what="failures from the demo writer")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
