@@ -9,12 +9,14 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 from zoneinfo import ZoneInfo
 
 import pytest
 from apigee_tls_exporter import __version__
+from apigee_tls_exporter.demo import LogGenerator
 from apigee_tls_exporter.events import Failure
 from apigee_tls_exporter.metrics import (
     ExporterCollector,
@@ -332,3 +334,18 @@ def test_build_info_carries_the_version() -> None:
     registry.register(ExporterCollector(FailureStore(), lambda: [], PairingStats))
     expected = 1.0
     assert expected == registry.get_sample_value("apigee_tls_build_info", {"version": __version__})
+
+
+def test_last_failure_timestamps_match_a_generated_log(tmp_path: Path) -> None:
+    """On a generated log, the last-failure gauge of every series is the log time of the last
+    failure the generator wrote for it (read in UTC here), series by series."""
+    gen = LogGenerator(seed=3)
+    log = tmp_path / "system.log"
+    log.write_text(gen.text(3000))
+    expected: dict[tuple[str, ...], float] = {}
+    for key, stamp in gen.last_failure_timestamps.items():
+        moment = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=timezone.utc)
+        short = (key.org, key.env, key.target, key.reason, key.key_alias)
+        expected[short] = max(expected.get(short, 0.0), moment.timestamp())
+    result = scan([str(log)], tz=timezone.utc)
+    assert expected == {labels: value for labels, value in result.store.last_items()}
