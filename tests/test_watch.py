@@ -11,18 +11,6 @@ from support import wait_for
 from watchdog.events import FileCreatedEvent, FileMovedEvent
 
 
-def test_a_created_log_wakes_the_follower(tmp_path: Path) -> None:
-    """Creating (or rotating in) the followed file sets the wake event at once."""
-    wake = threading.Event()
-    watcher = watch.Watcher([str(tmp_path / "system.log")], wake)
-    watcher.start()
-    try:
-        (tmp_path / "system.log").write_text("x\n")
-        assert wait_for(wake.is_set, 10, "the wake event")
-    finally:
-        watcher.close()
-
-
 def test_only_the_followed_file_wakes_the_follower(tmp_path: Path) -> None:
     """Events for other files of the directory are ignored; a move of the followed file, from
     or to its name, wakes the follower."""
@@ -39,21 +27,26 @@ def test_only_the_followed_file_wakes_the_follower(tmp_path: Path) -> None:
     assert wake.is_set()
 
 
-def test_without_inotify_the_polling_observer_takes_over(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+class _NoInotify:
+    """watchdog's inotify observer where no inotify instance is left."""
+
+    def start(self) -> None:
+        raise OSError(24, "inotify instance limit reached")
+
+
+@pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "no-inotify"])
+def test_a_created_log_wakes_the_follower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inotify: bool
 ) -> None:
-    """When inotify cannot start (no instances left), watchdog's polling observer wakes us."""
-
-    class NoInotify:
-        def start(self) -> None:
-            raise OSError(24, "inotify instance limit reached")
-
-    monkeypatch.setattr(watch, "Observer", NoInotify)
+    """Creating (or rotating in) the followed file sets the wake event; where inotify cannot
+    start, watchdog's polling observer takes over."""
+    if not inotify:
+        monkeypatch.setattr(watch, "Observer", _NoInotify)
     wake = threading.Event()
     watcher = watch.Watcher([str(tmp_path / "system.log")], wake)
     watcher.start()
     try:
         (tmp_path / "system.log").write_text("x\n")
-        assert wait_for(wake.is_set, 10, "the wake event from the polling observer")
+        assert wait_for(wake.is_set, 10, "the wake event")
     finally:
         watcher.close()
