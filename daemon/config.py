@@ -60,7 +60,7 @@ class LogConfig(Model):
 
     @field_validator("path")
     @classmethod
-    def _absolute(cls, value: str) -> str:
+    def _not_empty(cls, value: str) -> str:
         if not value:
             raise ValueError("must not be empty")
         return value
