@@ -348,29 +348,33 @@ def _demo(args: argparse.Namespace) -> int:
     from .app import Service
     from .config import ConfigError, validate
     from .demo import DemoWriter
+    from .serve import parse_listen
 
-    try:
-        config = validate({"listen": args.listen})
-    except ConfigError as err:
-        raise UsageError(err.problems[0]) from None
+    if args.rate <= 0:
+        raise UsageError("--rate must be positive")
     configure_logging("info")
     with tempfile.TemporaryDirectory(prefix="apigee-tls-demo-") as tmp:
         log_path = f"{tmp}/system.log"
-        config = validate(
-            {
-                "logs": [{"path": log_path}],
-                "listen": args.listen,
-                "from_beginning": True,
-                "state_file": f"{tmp}/state.json",
-            }
-        )
+        try:
+            config = validate(
+                {
+                    "logs": [{"path": log_path}],
+                    "listen": args.listen,
+                    "from_beginning": True,
+                    "state_file": f"{tmp}/state.json",
+                }
+            )
+        except ConfigError as err:
+            raise UsageError(err.problems[0]) from None
+        host, port = parse_listen(config.listen)
         writer = DemoWriter(log_path, rate=args.rate)
         writer.start()
-        host = config.listen.rpartition(":")[0] or "127.0.0.1"
         print(f"demo log:  {log_path} ({args.rate:g} lines/s, failures of several kinds)")
-        print(f"metrics:   http://{host}:{config.listen.rpartition(':')[2]}/metrics")
+        print(f"metrics:   http://{host or '127.0.0.1'}:{port}/metrics")
         print("stop with Ctrl-C", flush=True)
         try:
             return Service(lambda: config).run()
+        except OSError as err:
+            raise UsageError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
         finally:
             writer.stop()
