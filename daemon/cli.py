@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO
 from prometheus_client import disable_created_metrics, generate_latest
 
 from . import __version__
-from .log import configure_logging
 from .metrics import FAILURE_LABELS
 from .pipeline import timezone_of
 from .scan import ScanResult, scan
@@ -118,7 +117,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    configure_logging("warning", json_output=False, stream=sys.stderr)
     try:
         tz = timezone_of(args.timezone)
     except (LookupError, ValueError):  # zoneinfo's ZoneInfoNotFoundError is a LookupError
@@ -322,6 +320,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def _run(args: argparse.Namespace) -> int:
     from .app import JSON_OUTPUT, Service
     from .config import ConfigError
+    from .log import configure_logging
     from .webconfig import WebConfigError
 
     try:
@@ -348,6 +347,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .app import Service
     from .config import ConfigError, validate
     from .demo import DemoWriter
+    from .log import configure_logging
     from .serve import parse_listen
 
     if args.rate <= 0:

@@ -8,9 +8,9 @@ from typing import Callable, Optional
 
 from .correlate import Correlator
 from .events import Failure
+from .lines import Buffer, LineSplitter
 from .metrics import FileStats, PairingStats
 from .parse import Parser, UnrecognisedLine, candidate_lines
-from .tail import Buffer, LineSplitter
 
 Sink = Callable[[Failure], object]
 

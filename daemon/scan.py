@@ -15,10 +15,10 @@ from typing import BinaryIO, Callable, Optional
 from prometheus_client import CollectorRegistry
 
 from .correlate import Correlator
+from .lines import LineSplitter
 from .metrics import ExporterCollector, FailureStore, FileStats, PairingStats
 from .parse import Parser
 from .pipeline import LogPipeline, pairing_stats
-from .tail import LineSplitter
 
 
 class ScanResult:

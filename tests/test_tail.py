@@ -18,8 +18,9 @@ from typing import Any, Optional
 
 import pytest
 import structlog
+from apigee_tls_exporter.lines import LineSplitter, Segment
 from apigee_tls_exporter.metrics import FileStats
-from apigee_tls_exporter.tail import Follower, LineSplitter, Segment
+from apigee_tls_exporter.tail import Follower
 
 
 class FakeClock:
