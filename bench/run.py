@@ -310,10 +310,14 @@ def lines_total(page: str) -> float:
 # -- the measurements -------------------------------------------------------------------------
 
 
-# What a Python scanner cannot beat: read 1 MiB chunks, count the lines, and one substring search
-# for the candidate lines. No parsing, no regex: the floor for a chunked reader with a prefilter.
+# What a Python scanner cannot beat: read 1 MiB chunks, count the lines, and substring searches
+# for the candidate lines. No parsing, no regex. With one search ("handshake", which the failure
+# lines and, in today's format, their SSLInfo lines share) it is the issue's "chunked reader with a
+# substring prefilter"; the issue's rules need two, because a line that mentions SSLInfo without
+# handshake must be seen too (as an orphan or an unrecognised line).
 _PYTHON_FLOOR = """
 import sys
+needles = [n.encode() for n in sys.argv[2:]]
 lines = candidates = 0
 with open(sys.argv[1], "rb", buffering=0) as f:
     while True:
@@ -321,9 +325,26 @@ with open(sys.argv[1], "rb", buffering=0) as f:
         if not chunk:
             break
         lines += chunk.count(b"\\n")
-        candidates += chunk.count(b"handshake")  # failures and their SSLInfo lines
+        for needle in needles:
+            candidates += chunk.count(needle)
 print(lines, candidates)
 """
+FLOORS = {  # name -> the substrings searched
+    "python_floor": ["handshake"],
+    "python_floor_markers": ["handshake", "SSLInfo"],
+}
+# grep itself, finding the lines of the three markers the issue names rather than one.
+GREP_MARKERS = [
+    "grep",
+    "-c",
+    "-F",
+    "-e",
+    "handshakeFailed",
+    "-e",
+    "handshakeTimeout",
+    "-e",
+    "SSLInfo",
+]
 
 
 def bench_scan(size_bytes: int, results: dict[str, Any]) -> None:
@@ -351,18 +372,21 @@ def bench_scan(size_bytes: int, results: dict[str, Any]) -> None:
     ]
     grep_times = [g.wall for g in greps]
     grep_count = greps[0].stdout.strip()
-    say(f"grep best {min(grep_times):.2f}s; Python floor x3")
-    floors = [
-        measure([sys.executable, "-c", _PYTHON_FLOOR, str(path)], 600, OUT / "floor.out")
-        for _ in range(3)
-    ]
-    results["python_floor"] = {
-        "times_s": [f.wall for f in floors],
-        "best_s": min(f.wall for f in floors),
-        "ratio_to_grep": min(f.wall for f in floors) / min(grep_times),
-        "cpu_ratio_to_grep": min(f.cpu for f in floors) / max(min(g.cpu for g in greps), 1e-3),
-        "output": floors[0].stdout.strip(),
+    say(f"grep best {min(grep_times):.2f}s; Python floors and grep on three markers x3")
+    references = {
+        name: [sys.executable, "-c", _PYTHON_FLOOR, str(path), *needles]
+        for name, needles in FLOORS.items()
     }
+    references["grep_markers"] = [*GREP_MARKERS, str(path)]
+    for name, cmd in references.items():
+        runs = [measure(cmd, 600, OUT / f"{name}.out") for _ in range(3)]
+        results[name] = {
+            "times_s": [r.wall for r in runs],
+            "best_s": min(r.wall for r in runs),
+            "ratio_to_grep": min(r.wall for r in runs) / min(grep_times),
+            "cpu_ratio_to_grep": min(r.cpu for r in runs) / max(min(g.cpu for g in greps), 1e-3),
+            "output": runs[0].stdout.strip(),
+        }
     say("scan x3")
     runs = [measure([*EXPORTER, "scan", str(path)], 1800, OUT / "scan.prom") for _ in range(3)]
     for run in runs:
@@ -648,14 +672,17 @@ def verdict(ok: bool) -> str:
 def observations(results: dict[str, Any]) -> list[str]:
     """What the figures of this run say, beyond met or missed (ratios computed here)."""
     notes = []
-    scan, floor, grep = results.get("scan"), results.get("python_floor"), results.get("grep")
-    if scan and floor and grep:
+    scan, floor = results.get("scan"), results.get("python_floor")
+    markers, grep3 = results.get("python_floor_markers"), results.get("grep_markers")
+    if scan and floor and markers and grep3:
         notes.append(
-            f"The Python floor alone (reading and one substring search, no parsing) takes "
-            f"{floor['ratio_to_grep']:.2f}x grep's time, which leaves "
-            f"{max(0.0, 3 - floor['ratio_to_grep']):.2f}x grep's time for all the work of `scan` "
-            f"within the 3x target; `scan` takes {scan['best_s'] / floor['best_s']:.2f}x the floor "
-            f"and spends {scan['startup_s']:.2f} s of its {scan['best_s']:.2f} s starting up."
+            f"The Python floor with one substring search (reading and counting, no parsing) takes "
+            f"{floor['ratio_to_grep']:.2f}x grep's time; with the two searches the issue's rules "
+            f"need (a line that mentions SSLInfo without handshake must be seen too) it takes "
+            f"{markers['ratio_to_grep']:.2f}x, before any parsing or start-up. grep itself takes "
+            f"{grep3['ratio_to_grep']:.2f}x its one-string time to find the three markers. `scan` "
+            f"takes {scan['best_s'] / markers['best_s']:.2f}x the two-search floor and spends "
+            f"{scan['startup_s']:.2f} s of its {scan['best_s']:.2f} s starting up."
         )
     per_record, batched = results.get("cpu_2000"), results.get("cpu_2000_batched")
     if per_record and batched and batched["cpu_percent_of_core"] > 0:
@@ -779,10 +806,23 @@ def report(results: dict[str, Any], quick: bool) -> str:
             f"{', '.join(f'{t:.2f}' for t in scan['cpu_s'])} s |",
             f"| ratio of least CPU times (less sensitive to other load than wall time) | 1 | "
             f"{scan['cpu_ratio_to_grep']:.2f} |",
-            f"| Python floor (1 MiB reads, line count, one substring count; no parsing), best of 3 "
-            f"| | {results['python_floor']['best_s']:.3f} s, "
-            f"{results['python_floor']['ratio_to_grep']:.2f}x grep "
-            f"({results['python_floor']['cpu_ratio_to_grep']:.2f}x in CPU time) |",
+            *(
+                f"| {label}, best of 3 | | {results[name]['best_s']:.3f} s, "
+                f"{results[name]['ratio_to_grep']:.2f}x grep "
+                f"({results[name]['cpu_ratio_to_grep']:.2f}x in CPU time) |"
+                for name, label in (
+                    (
+                        "python_floor",
+                        "Python floor (1 MiB reads, line count, one substring count; no parsing)",
+                    ),
+                    (
+                        "python_floor_markers",
+                        "Python floor with the two substring counts the rules need "
+                        "(`handshake`, `SSLInfo`)",
+                    ),
+                    ("grep_markers", f"`{' '.join(GREP_MARKERS)}` (the three markers)"),
+                )
+            ),
             f"| output | {results['grep']['count']} matching lines (failure + SSLInfo) | "
             f"failures vs the generator's truth: {scan['truth']} |",
         ]
