@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from . import checkpoint, inventory
 from .alerts import AlertEngine, known_series
-from .config import Config, ConfigError
+from .config import Config, ConfigError, parse_listen
 from .correlate import Correlator
 from .inventory import DiagnosisWorker, KeystoreInventory
 from .log import configure_logging
@@ -27,7 +27,7 @@ from .metrics import ExporterCollector, FailureStore, FileStats
 from .notify import Notifier
 from .parse import Parser
 from .pipeline import LogPipeline, Sink, pairing_stats, timezone_of
-from .serve import BootTimeProcessCollector, parse_listen, serve
+from .serve import BootTimeProcessCollector, serve
 from .tail import Follower
 from .watch import Watcher
 from .webconfig import WebConfigError, load_web_config

@@ -345,10 +345,9 @@ def _demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from .app import Service
-    from .config import ConfigError, validate
+    from .config import ConfigError, parse_listen, validate
     from .demo import DemoWriter
     from .log import configure_logging
-    from .serve import parse_listen
 
     if args.rate <= 0:
         raise UsageError("--rate must be positive")

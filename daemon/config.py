@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (
@@ -20,8 +20,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from .serve import parse_listen
 
 MP_LOGS = (
     "/opt/apigee/var/log/edge-message-processor/logs/system.log",
@@ -48,6 +46,33 @@ def parse_duration(value: Any) -> float:
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split a listen address "HOST:PORT" into (host, port).
+
+    ":9847" and "[::]:9847" mean all interfaces (host ""), "127.0.0.1:9847" one IPv4 address,
+    "[::1]:9847" one IPv6 address, "localhost:9847" a name. ValueError with a clear message
+    otherwise.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep or not host:
+            raise ValueError(f"invalid listen address {value!r}: expected [IPV6]:PORT")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. :9847")
+        if ":" in host:
+            raise ValueError(
+                f"invalid listen address {value!r}: put an IPv6 address in brackets, [::1]:9847"
+            )
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid listen address {value!r}: port must be a number 0-65535")
+    if host == "::":
+        host = ""
+    return host, int(port_text)
 
 
 class Model(BaseModel):
@@ -289,21 +314,28 @@ def validate(data: Any, source: str = "config") -> Config:
         raise ConfigError(source, problems) from None
 
 
-def load_config(path: str) -> Config:
-    """Read and validate a YAML config file."""
+def read_yaml(path: Union[str, os.PathLike[str]]) -> Any:
+    """The parsed YAML of a file; ConfigError with one problem when it cannot be read or parsed.
+
+    Both the config and the web config are read here, so that both word these problems alike.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(path, ["file not found"]) from None
+        raise ConfigError(str(path), ["file not found"]) from None
     except OSError as err:
-        raise ConfigError(path, [f"cannot read: {err.strerror or err}"]) from None
+        raise ConfigError(str(path), [f"cannot read: {err.strerror or err}"]) from None
     except UnicodeDecodeError:
-        raise ConfigError(path, ["not UTF-8 text"]) from None
+        raise ConfigError(str(path), ["not UTF-8 text"]) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(parse)"
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(path, [f"{where}: invalid YAML: {problem}"]) from None
-    return validate(data, path)
+        raise ConfigError(str(path), [f"{where}: invalid YAML: {problem}"]) from None
+
+
+def load_config(path: str) -> Config:
+    """Read and validate a YAML config file."""
+    return validate(read_yaml(path), path)

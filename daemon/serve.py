@@ -27,7 +27,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from . import __version__
 from .webconfig import BasicAuth, WebConfig, build_ssl_context
 
-__all__ = ["BootTimeProcessCollector", "MetricsServer", "parse_listen", "serve"]
+__all__ = ["BootTimeProcessCollector", "MetricsServer", "serve"]
 
 _log = structlog.get_logger(__name__)
 
@@ -37,33 +37,6 @@ REQUEST_TIMEOUT = 30.0  # seconds of silence before a connection is dropped
 MAX_CONNECTIONS = 32  # connections served at once; more are closed at once
 
 _Socket = Union[socket.socket, ssl.SSLSocket]
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """Split a listen address "HOST:PORT" into (host, port).
-
-    ":9847" and "[::]:9847" mean all interfaces (host ""), "127.0.0.1:9847" one IPv4 address,
-    "[::1]:9847" one IPv6 address, "localhost:9847" a name. ValueError with a clear message
-    otherwise.
-    """
-    text = value.strip()
-    if text.startswith("["):
-        host, sep, port_text = text[1:].partition("]:")
-        if not sep or not host:
-            raise ValueError(f"invalid listen address {value!r}: expected [IPV6]:PORT")
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. :9847")
-        if ":" in host:
-            raise ValueError(
-                f"invalid listen address {value!r}: put an IPv6 address in brackets, [::1]:9847"
-            )
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"invalid listen address {value!r}: port must be a number 0-65535")
-    if host == "::":
-        host = ""
-    return host, int(port_text)
 
 
 class MetricsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
 import bcrypt
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from .config import ConfigError, read_yaml
 
 __all__ = [
     "BasicAuth",
@@ -121,17 +122,10 @@ def load_web_config(path: Union[str, os.PathLike[str]]) -> WebConfig:
     ``check-config``) and not at the first scrape. Relative paths are resolved against the
     directory of the file, as the Go toolkit does.
     """
-    source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WebConfigError(path, [f"cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise WebConfigError(path, ["not UTF-8 text"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise WebConfigError(path, [_yaml_problem(exc)]) from None
+        raw = read_yaml(path)
+    except ConfigError as exc:
+        raise WebConfigError(path, exc.problems) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -140,7 +134,7 @@ def load_web_config(path: Union[str, os.PathLike[str]]) -> WebConfig:
         config = WebConfig.model_validate(raw)
     except ValidationError as exc:
         raise WebConfigError(path, [_pydantic_problem(e) for e in exc.errors()]) from None
-    config = _resolve_paths(config, source.parent)
+    config = _resolve_paths(config, Path(path).parent)
     problems = check_web_config(config)
     if problems:
         raise WebConfigError(path, problems)
@@ -350,14 +344,6 @@ def _ssl_reason(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or "invalid YAML"
-    if mark is not None:
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return str(problem)
 
 
 def _pydantic_problem(error: Mapping[str, Any]) -> str:

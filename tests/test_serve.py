@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
-from apigee_tls_exporter.serve import BootTimeProcessCollector, MetricsServer, parse_listen, serve
+from apigee_tls_exporter.config import parse_listen
+from apigee_tls_exporter.serve import BootTimeProcessCollector, MetricsServer, serve
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.registry import Collector
 

@@ -338,7 +338,7 @@ def test_ca_file_without_certificates(pki: PKI) -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("tls_server_config: [\n", "line 2, column 1: expected the node content"),
+        ("tls_server_config: [\n", "line 2, column 1: invalid YAML: expected the node content"),
         ("- a\n- b\n", "expected a mapping at the top level"),
     ],
 )
@@ -359,7 +359,18 @@ def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(WebConfigError) as info:
         load_web_config(path)
 
-    assert str(info.value) == f"web config {path}: cannot read: No such file or directory"
+    assert str(info.value) == f"web config {path}: file not found"
+
+
+def test_invalid_yaml_is_reported_with_line_and_column(tmp_path: Path) -> None:
+    """Broken YAML is one problem with the line and column, worded as for the config."""
+    path = write_config(tmp_path, "basic_auth_users:\n  a: 1\n   b: 2\n")
+
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(path)
+
+    expected = ["line 3, column 5: invalid YAML: mapping values are not allowed here"]
+    assert expected == info.value.problems
 
 
 # ---------------------------------------------------------------------------------------------
