@@ -18,7 +18,13 @@ The cases, each with its own scenario test in ``tests/test_tail.py``:
 - **Rename and create** (logback rolling, logrotate ``create``, an atomic replace). The path names a
   new inode: the old file, still open, is drained to its end; the new one is followed from its start
   once it has data, so a writer that keeps writing to the renamed file for a while loses nothing.
-  A partial line at the end of the old file is completed by the start of the new one.
+  A partial line at the end of the old file is completed by the start of the new one. When the
+  path was rotated more than once between two polls (the daemon stopped, the machine overloaded),
+  the files in between are read as at a restart (below): after the old file, each rotated file
+  newer than it, oldest first, from its start, plain or ``.gz``; the newest of them is followed
+  like a renamed file until the next poll looks at the path again. A checkpoint taken meanwhile
+  names the file being read, so a restart resumes in it. Each file passed through counts one
+  rotation of kind ``rename``: two rotations between polls count two.
 - **Deleted, created again later.** The open file is drained; the follower waits; the new file is
   read from its start once it has data (kind ``recreate``: the path was missing and the old file
   has no name left). Seeing the path missing for an instant (between logrotate's rename and its
@@ -43,13 +49,16 @@ The cases, each with its own scenario test in ``tests/test_tail.py``:
   resumes at the offset; the same inode with other content (a reused inode) is not the same file.
   Otherwise the file is looked for among the rotated names by content (plain ones first: a ``.gz``
   may still be being written, and its plain original is there until it is done), finished from
-  the offset, followed by each rotated file newer than it (by modification time, leaving out a
-  file that begins like one already taken: its ``.gz`` twin), the newest of them followed like a
-  renamed file until the current path has data (the writer may not have reopened it yet), then
-  the current file from its start. When no file holds the content, the follower waits up to
-  ``copy_wait`` (a compressor may be replacing it), then reads the current file from its start
-  (kind ``recreate``). A file the checkpoint knows but that was not open (missing, unreadable) is
-  read from its start when it comes, whatever ``from_beginning`` says.
+  the offset, followed by each rotated file newer than it (by modification time, leaving out the
+  file itself under another name, same device and inode, and a file that begins like one already
+  taken: its ``.gz`` twin), the newest of them followed like a renamed file until the current
+  path has data (the writer may not have reopened it yet), then the current file from its start.
+  Each file passed through counts one rotation, the first at the restore (kind ``copytruncate``
+  when the path still has the checkpointed inode, else ``rename``). When no file holds the
+  content, the follower waits up to ``copy_wait`` (a compressor may be replacing it), then reads
+  the current file from its start (kind ``recreate``). A file the checkpoint knows but that was
+  not open (missing, unreadable) is read from its start when it comes, whatever
+  ``from_beginning`` says.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ import glob
 import gzip
 import hashlib
 import io
+import math
 import os
 import stat as stat_mod
 import zlib
@@ -156,7 +166,7 @@ class Follower:
         self._tail = b""
         self.splitter = LineSplitter(max_line_bytes, self.stats)
         self._rotated_source = False  # reading a rotated file: the current path comes next
-        self._backlog: list[str] = []  # rotated files newer than the restored one, oldest first
+        self._backlog: list[str] = []  # rotated files newer than the open one, oldest first
         self._counted = False  # the rotation to the current path was counted at the restore
         # False while the segments of one read are being handed out: the offset and the held
         # partial line are already past the segments not handed out yet, so a checkpoint taken
@@ -251,12 +261,13 @@ class Follower:
         self._adopt(f, ident.offset)
         if name != self.path:
             self._rotated_source = True
-            self._backlog = self._newer_than(name)
+            self._backlog = self._newer_than(_mtime(name), _inode(name), _head(name))
             kind = "copytruncate" if _inode(self.path) == (ident.dev, ident.ino) else "rename"
             log.info(
                 "finishing rotated file from checkpoint", path=self.path, rotated=name, kind=kind
             )
             self._count_rotation(kind)
+            self._counted = True
         return True
 
     def _candidates(self) -> list[str]:
@@ -283,23 +294,25 @@ class Follower:
             f.close()
         return None
 
-    def _newer_than(self, name: str) -> list[str]:
-        """Rotated files written after ``name``, oldest first, each content once.
+    def _newer_than(self, mtime: float, inode: tuple[int, int], head: Optional[bytes]) -> list[str]:
+        """Rotated files written after a file (its ``mtime``, ``inode`` and first bytes ``head``),
+        oldest first, each content once.
 
-        A file that begins like ``name`` is ``name`` itself in another form (its ``.gz`` being
-        written, whose time is that of the compression); a ``.gz`` whose start cannot be read is
-        still being written, and its plain original is among the names.
+        A name with that inode is the file itself, renamed; one that begins like it is the file in
+        another form (its ``.gz`` being written, whose time is that of the compression); a ``.gz``
+        whose start cannot be read is still being written, and its plain original is among the
+        names. The restart and the live follower ask the same question here, so that a checkpoint
+        taken while these files are read resumes exactly.
         """
-        base = _mtime(name)
-        heads = {_head(name)}
+        heads = {head}
         newer: list[str] = []
         for n in sorted(self._candidates()[1:], key=lambda n: (_mtime(n), n.endswith(".gz"), n)):
-            if n == name or _mtime(n) <= base:
+            if _mtime(n) <= mtime or _inode(n) == inode:
                 continue
-            head = _head(n)
-            if head is None or head in heads:
+            start = _head(n)
+            if start is None or start in heads:
                 continue
-            heads.add(head)
+            heads.add(start)
             newer.append(n)
         return newer
 
@@ -331,6 +344,12 @@ class Follower:
                 yield from self._truncated()
                 return
             yield from self._drain()
+            # Rotated more than once since the last poll: the rotated files newer than the old
+            # one come first (there are none after a single rotation).
+            self._backlog = self._newer_than(self._open_mtime(), (self._dev, self._ino), self._head)
+            if self._backlog:
+                yield from self._next_rotated()
+                return  # the path is looked at again next time: it may have rotated meanwhile
             if st.st_size == 0:
                 # The writer may still be writing to the old file, renamed or deleted: also when
                 # we saw the path missing (the instant between logrotate's rename and create).
@@ -404,10 +423,12 @@ class Follower:
         return True
 
     def _next_rotated(self) -> Iterator[Segment]:
-        """A rotated file is finished: go on with the next newer ones.
+        """The open file is finished: read the rotated files newer than it, oldest first.
 
-        The newest stays open and is followed like a renamed file: the current path is taken
-        once it has data, since the writer may not have reopened the path yet.
+        Taking each one is a rotation of kind ``rename``. The newest stays open and is followed
+        like a renamed file: the current path is taken once it has data, since the writer may not
+        have reopened the path yet. A checkpoint names the file being read: a restart finds it
+        among the rotated names and the files newer than it again.
         """
         while self._backlog:
             name = self._backlog.pop(0)
@@ -416,9 +437,19 @@ class Follower:
             except OSError as err:
                 self._report(err)
                 continue
+            log.info("log rotated", path=self.path, kind="rename", rotated=name)
+            self._count_rotation("rename")
             yield from self._drain()
         self._rotated_source = False
-        self._counted = True
+
+    def _open_mtime(self) -> float:
+        """The open file's modification time; infinite when unknown, so that none is newer."""
+        if self._f is None:
+            return math.inf
+        try:
+            return os.fstat(self._f.fileno()).st_mtime
+        except (OSError, io.UnsupportedOperation):
+            return math.inf
 
     def _old_deleted(self) -> bool:
         """Whether the open file has no name left (deleted, not renamed)."""

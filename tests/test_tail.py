@@ -78,6 +78,34 @@ def gzip_like_logrotate(plain: Path) -> Path:
     return out
 
 
+def rotate_twice(log: Path, *, compress: bool) -> bytes:
+    """Two rename-and-create rotations with no poll between: the followed file becomes ``.2``, the
+    middle one ``.1`` and the path a third file. With ``compress`` each renamed file is compressed
+    at once (logrotate's ``compress`` without ``delaycompress``) and its plain original removed.
+    The first two files end in a line cut by the rotation. Returns the lines written from the
+    followed file's end on."""
+    gz = ".gz" if compress else ""
+    append(log, lines("a", 20, 3) + b"cut at the ")
+    set_mtime(log, 1_000_000)  # written apart in time, as a real clock tells them
+    os.rename(log, f"{log}.1")
+    if compress:
+        gzip_like_logrotate(Path(f"{log}.1"))
+    log.write_bytes(b"first rotation\n" + lines("b", 20) + b"cut at the ")
+    set_mtime(log, 1_000_100)
+    os.rename(f"{log}.1{gz}", f"{log}.2{gz}")
+    os.rename(log, f"{log}.1")
+    if compress:
+        gzip_like_logrotate(Path(f"{log}.1"))
+    log.write_bytes(b"second rotation\n" + lines("c", 2))
+    return (
+        lines("a", 20, 3)
+        + b"cut at the first rotation\n"
+        + lines("b", 20)
+        + b"cut at the second rotation\n"
+        + lines("c", 2)
+    )
+
+
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
     return tmp_path / "system.log"
@@ -290,6 +318,69 @@ def test_atomic_replace_is_a_rename(log: Path, tmp_path: Path) -> None:
     assert follower.stats.rotations == {"rename": 1}
 
 
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_two_renames_between_polls_read_the_middle_file_too(log: Path, compress: bool) -> None:
+    """Rename and create twice between two polls (the daemon stopped): the old file is drained,
+    then the middle one (``.1``, or ``.1.gz`` with its plain original gone), then the new one:
+    every line once, in order, lines cut at each rotation joined; a rotation counted per file."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log)
+    assert read(follower) == lines("a", 3)
+    expected = rotate_twice(log, compress=compress)
+    got = read(follower)
+    got += read(follower)
+    assert expected == got
+    assert read(follower) == b""
+    assert follower.stats.rotations == {"rename": 2}
+
+
+def test_two_renames_between_polls_new_file_written_while_the_middle_is_read(log: Path) -> None:
+    """What is written to the new file while the middle one is being read is not skipped: the new
+    file is read from its start once the middle one is done."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log, max_line_bytes=64)  # small reads: the middle file takes several
+    assert read(follower) == lines("a", 3)
+    expected = rotate_twice(log, compress=False)
+    got = b""
+    written = False
+    for buf, start, end in follower.poll():
+        got += bytes(buf[start:end])
+        if b"b line" in got and not written:
+            append(log, lines("c", 2, 2))  # the writer goes on meanwhile
+            written = True
+    got += read(follower)
+    assert written
+    assert expected + lines("c", 2, 2) == got
+
+
+def test_two_renames_between_polls_middle_file_followed_until_the_new_one_has_data(
+    log: Path,
+) -> None:
+    """After two rotations the new file may still be empty, its writer still writing to the middle
+    one: as with one rename, that file is followed until the new one has data."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log)
+    assert read(follower) == lines("a", 3)
+    append(log, lines("a", 2, 3))
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(lines("b", 2))
+    with open(log, "ab") as writer:  # the writer of the middle file, not reopened yet
+        set_mtime(log, 1_000_100)
+        os.rename(f"{log}.1", f"{log}.2")
+        os.rename(log, f"{log}.1")
+        log.write_bytes(b"")  # logrotate create
+        got = read(follower)
+        got += read(follower)
+        assert lines("a", 2, 3) + lines("b", 2) == got
+        writer.write(lines("b", 2, 2))
+        writer.flush()
+        assert lines("b", 2, 2) == read(follower)
+    append(log, lines("c", 2))  # the writer reopened the path
+    assert lines("c", 2) == read(follower)
+    assert follower.stats.rotations == {"rename": 2}
+
+
 def test_deleted_then_created_again_later(log: Path) -> None:
     """Deleted, created again later: the open file is drained, the new one read from its start."""
     log.write_bytes(lines("a", 2))
@@ -487,7 +578,46 @@ def test_restart_after_rotations_while_down_finishes_each_file_once(log: Path) -
     got = read(second)
     got += read(second)
     assert lines("a", 2, 3) + b"cut at rotation\n" + lines("b", 2) + lines("c", 2) == got
-    assert sum(second.stats.rotations.values()) == 1  # the kind is a guess after a restart
+    assert sum(second.stats.rotations.values()) == 2  # one per file passed; the kind is a guess
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_checkpoint_while_catching_up_two_renames_resumes_exactly(
+    tmp_path: Path, compress: bool
+) -> None:
+    """A checkpoint taken at any settled moment while a follower catches up after two rotations
+    between polls (in the old file, between files, in the middle one), then kill -9: the restored
+    follower hands out the rest, so that every line is handed out once in all."""
+    cuts = in_middle = 0
+    while True:
+        log = tmp_path / f"cut{cuts}" / "system.log"
+        log.parent.mkdir()
+        log.write_bytes(lines("a", 3))
+        first = make(log, max_line_bytes=64)  # small reads: many moments to checkpoint at
+        assert read(first) == lines("a", 3)
+        expected = rotate_twice(log, compress=compress)
+        got = b""
+        state: Optional[dict[str, Any]] = None
+        settled = 0
+        for buf, start, end in first.poll():
+            got += bytes(buf[start:end])
+            if first.settled:
+                if settled == cuts:
+                    state = checkpoint(first)
+                    break  # killed right after the checkpoint
+                settled += 1
+        first.close()
+        if state is None:
+            break  # past the last moment of the catching up
+        in_middle += b"b line" in got
+        second = make(log, max_line_bytes=64)
+        second.restore(state)
+        got += read(second)
+        got += read(second)
+        assert expected == got, f"checkpoint at settled segment {cuts}"
+        assert sum(second.stats.rotations.values()) == 2
+        cuts += 1
+    assert in_middle >= 3
 
 
 def test_restart_with_a_held_partial_line_joins_it_across_a_rotation_while_down(
