@@ -48,12 +48,13 @@ def save(path: str, state: dict[str, Any]) -> None:
 
 
 def load(path: str) -> Optional[dict[str, Any]]:
-    """The saved state, or None (with one warning) when it is missing, unreadable or corrupt."""
+    """The saved state, or None when there is none: one info line when it is missing (a first
+    start), one warning when it is unreadable, corrupt or of another version."""
     try:
         with open(path, "rb") as f:
             state = json.loads(f.read())
     except FileNotFoundError:
-        log.warning("no state file, starting fresh", state_file=path)
+        log.info("no state file, starting fresh", state_file=path)
         return None
     except OSError as err:
         log.warning("state file unreadable, starting fresh", state_file=path, error=str(err))

@@ -89,7 +89,6 @@ def test_save_into_an_unusable_directory_raises_checkpoint_error(tmp_path: Path)
 @pytest.mark.parametrize(
     ("content", "event"),
     [
-        (None, "no state file, starting fresh"),
         ("directory", "state file unreadable, starting fresh"),
         (b'{"version": 1, "logs": ', "state file corrupt, starting fresh"),
         (b"\xff\xfe not utf-8", "state file corrupt, starting fresh"),
@@ -99,7 +98,6 @@ def test_save_into_an_unusable_directory_raises_checkpoint_error(tmp_path: Path)
         (b'{"version": 99, "logs": {}}', "state file of another version, starting fresh"),
     ],
     ids=[
-        "missing",
         "unreadable",
         "truncated",
         "not-utf8",
@@ -112,7 +110,7 @@ def test_save_into_an_unusable_directory_raises_checkpoint_error(tmp_path: Path)
 def test_unusable_state_file_gives_one_warning_and_none(
     tmp_path: Path, content: Optional[object], event: str
 ) -> None:
-    """A missing, unreadable, corrupt or future-version state file: one warning, None."""
+    """An unreadable, corrupt or future-version state file: one warning, None."""
     path = tmp_path / "state.json"
     if content == "directory":
         path.mkdir()
@@ -121,6 +119,16 @@ def test_unusable_state_file_gives_one_warning_and_none(
     with structlog.testing.capture_logs() as logs:
         assert checkpoint.load(str(path)) is None
     assert warnings_of(logs) == [event]
+
+
+def test_missing_state_file_is_a_first_start_one_info_line_and_none(tmp_path: Path) -> None:
+    """No state file is what a first start looks like: said once at info level, not a warning."""
+    with structlog.testing.capture_logs() as logs:
+        assert checkpoint.load(str(tmp_path / "state.json")) is None
+    assert warnings_of(logs) == []
+    assert [e["event"] for e in logs if e["log_level"] == "info"] == [
+        "no state file, starting fresh"
+    ]
 
 
 # --- the Daemon's restart ----------------------------------------------------------------------
