@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from apigee_tls_exporter.demo import DemoWriter, LogGenerator, TruthKey, write_log
+from apigee_tls_exporter.parse import FIXED_REASONS
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -438,7 +439,52 @@ def bench_scan(size_bytes: int, results: dict[str, Any]) -> None:
     results["scan"]["tiny_max_rss_mb"] = max(t.max_rss_mb for t in tinies)
     results["scan"]["startup_s"] = startup
     results["scan"]["ratio_to_grep_net_of_startup"] = (best - startup) / min(grep_times)
+    bench_mtail(path, log.truth, results)
     path.unlink()  # 600 MB we do not need any more
+
+
+MTAIL_PROGRAM = ROOT / "bench" / "apigee.mtail"
+NOT_ALERTS = {reason for _, reason in FIXED_REASONS} | {"handshake_timeout", "other"}
+
+
+def bench_mtail(path: Path, truth: collections.Counter[TruthKey], results: dict[str, Any]) -> None:
+    """A generic log exporter on the same log: mtail --one_shot, one run (it is the slow one)."""
+    if shutil.which("mtail") is None:
+        results["mtail"] = {"missing": "mtail is not installed (Debian: apt-get install mtail)"}
+        return
+    say("mtail --one_shot x1")
+    version = subprocess.run(["mtail", "--version"], capture_output=True, text=True).stdout
+    run = measure(
+        [
+            "mtail",
+            "--one_shot",
+            "--one_shot_format=prometheus",
+            f"--progs={MTAIL_PROGRAM}",
+            f"--logs={path}",
+            "--logtostderr",
+        ],
+        1800,
+        OUT / "mtail.prom",
+    )
+    if run.returncode != 0:
+        results["mtail"] = {"missing": f"mtail exited {run.returncode}: {last_line(run.stderr)}"}
+        return
+    counted = sum(
+        sample.value
+        for family in text_string_to_metric_families(run.stdout)
+        for sample in family.samples
+        if sample.name == FAILURES
+    )
+    results["mtail"] = {
+        "version": version.split(" git ")[0].strip(),
+        "wall_s": run.wall,
+        "cpu_s": run.cpu,
+        "max_rss_mb": run.max_rss_mb,
+        "counted": int(counted),
+        "alert_failures": sum(n for key, n in truth.items() if key.reason not in NOT_ALERTS),
+        "ratio_to_scan": run.wall / results["scan"]["best_s"],
+        "ratio_to_grep": run.wall / results["grep"]["best_s"],
+    }
 
 
 def bench_latency(appends: int, results: dict[str, Any]) -> None:
@@ -734,6 +780,35 @@ def observations(results: dict[str, Any]) -> list[str]:
     return notes
 
 
+def mtail_section(results: dict[str, Any]) -> list[str]:
+    """scan beside a generic log exporter doing what it can of the same job."""
+    mtail = results.get("mtail")
+    if mtail is None:
+        return []
+    head = ["", "### Beside mtail", ""]
+    if "missing" in mtail:
+        return [*head, f"Not measured: {mtail['missing']}."]
+    scan = results["scan"]
+    return [
+        *head,
+        f"{mtail['version']} (`mtail --one_shot`, the same log, one run) with "
+        "`bench/apigee.mtail`: one regex per line that counts the handshakeFailed lines carrying "
+        "a TLS alert, by the raw remote address. mtail cannot pair a failure with its SSLInfo "
+        "line, so it gives no key alias; it is a lighter job than scan's.",
+        "",
+        "| | mtail | `apigee-tls-exporter scan` |",
+        "|---|---|---|",
+        f"| wall time | {mtail['wall_s']:.2f} s | {scan['best_s']:.2f} s (best of 3) |",
+        f"| CPU time (user+sys) | {mtail['cpu_s']:.2f} s | {min(scan['cpu_s']):.2f} s |",
+        f"| ratio to grep | {mtail['ratio_to_grep']:.1f} | {scan['ratio_to_grep']:.1f} |",
+        f"| peak RSS | {mtail['max_rss_mb']:.1f} MiB | {scan['max_rss_mb']:.1f} MiB |",
+        f"| failures counted | {mtail['counted']} (the generator wrote {mtail['alert_failures']} "
+        "with a TLS alert) | every failure, each with its key alias (above) |",
+        "",
+        f"mtail takes {mtail['ratio_to_scan']:.1f}x the wall time of `scan`.",
+    ]
+
+
 def report(results: dict[str, Any], quick: bool) -> str:
     """BENCHMARKS.md from the results of this run."""
     m = results["machine"]
@@ -853,6 +928,7 @@ def report(results: dict[str, Any], quick: bool) -> str:
             f"| output | {results['grep']['count']} matching lines (failure + SSLInfo) | "
             f"failures vs the generator's truth: {scan['truth']} |",
         ]
+        lines += mtail_section(results)
     if lat:
         lines += [
             "",
