@@ -44,7 +44,11 @@ def save(path: str, state: dict[str, Any]) -> None:
         finally:
             os.close(dir_fd)
     except OSError as err:
-        raise CheckpointError(f"cannot write state file {path}: {err.strerror or err}") from err
+        # makedirs says "File exists" when a part of the directory is a file: say which.
+        reason = err.strerror or str(err)
+        if isinstance(err, FileExistsError) and not os.path.isdir(directory):
+            reason = f"{err.filename} is not a directory"
+        raise CheckpointError(f"cannot write state file {path}: {reason}") from err
 
 
 def load(path: str) -> Optional[dict[str, Any]]:

@@ -82,8 +82,12 @@ def test_save_is_atomic_a_failed_write_keeps_the_old_state(
 def test_save_into_an_unusable_directory_raises_checkpoint_error(tmp_path: Path) -> None:
     """A state path under a regular file is a CheckpointError naming the path, not a crash."""
     (tmp_path / "file").write_text("")
-    with pytest.raises(checkpoint.CheckpointError, match="cannot write state file"):
+    with pytest.raises(checkpoint.CheckpointError) as raised:
         checkpoint.save(str(tmp_path / "file" / "state.json"), {})
+    assert str(raised.value) == (
+        f"cannot write state file {tmp_path / 'file' / 'state.json'}: "
+        f"{tmp_path / 'file'} is not a directory"
+    )
 
 
 @pytest.mark.parametrize(
