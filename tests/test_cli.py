@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 from pathlib import Path
@@ -209,6 +210,36 @@ def test_scan_reads_standard_input_for_dash(
     )
 
 
+def test_scan_reads_a_gzip_file_as_the_log_inside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rotated ``system.log.1.gz`` gives the metrics of the log inside: the same figures as the
+    plain file, under its own path."""
+    lines = [TRAFFIC, failed(), ssl_info(), *ON_EXCEPTION, failed("unknown_ca"), TRAFFIC]
+    plain = write_log(tmp_path, lines)
+    packed = tmp_path / "system.log.1.gz"
+    packed.write_bytes(gzip.compress(Path(plain).read_bytes()))
+    _, plain_out, _ = run(["scan", plain], capsys)
+    code, packed_out, _ = run(["scan", str(packed)], capsys)
+    as_plain = {
+        (name, tuple((k, plain if k == "path" else v) for k, v in labels)): value
+        for (name, labels), value in samples(packed_out).items()
+    }
+    assert (0, samples(plain_out)) == (code, as_plain)
+    assert failure_count(packed_out, reason="unknown_ca", key_alias="") == 1.0
+
+
+def test_scan_reads_gzip_from_standard_input(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``zcat``-free: ``scan - < system.log.1.gz`` reads the log inside."""
+    data = gzip.compress("".join(line + "\n" for line in [failed(), ssl_info()]).encode())
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, out, _ = run(["scan", "-"], capsys)
+    expected = (0, 1.0)
+    assert expected == (code, failure_count(out))
+
+
 def test_scan_of_two_files_reports_each_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -399,6 +430,26 @@ def test_scan_with_one_missing_file_among_several_prints_no_metrics(
     missing = str(tmp_path / "absent.log")
     expected = (2, "", [f"apigee-tls-exporter: cannot read {missing}: No such file or directory"])
     code, out, err = run(["scan", good, missing], capsys)
+    assert expected == (code, out, err.splitlines())
+
+
+def test_scan_of_a_cut_gzip_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``.gz`` cut short (a compressor still writing it) is not read as a whole log: one line
+    naming the file, no metrics, exit 2."""
+    log = "".join(line + "\n" for line in [failed(), ssl_info()] * 200).encode()
+    path = tmp_path / "system.log.1.gz"
+    path.write_bytes(gzip.compress(log)[:-40])
+    expected = (
+        2,
+        "",
+        [
+            f"apigee-tls-exporter: cannot read {path}: not a whole gzip file: "
+            "Compressed file ended before the end-of-stream marker was reached"
+        ],
+    )
+    code, out, err = run(["scan", str(path)], capsys)
     assert expected == (code, out, err.splitlines())
 
 
