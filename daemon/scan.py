@@ -76,8 +76,6 @@ def scan(
         done = 0
         for path, raw in sources:
             stream = _decompressed(raw)
-            # progress in the file's own bytes, compressed or not (standard input has no size)
-            compressed_file = stream is not raw and path != "-"
             stats = files.setdefault(path, FileStats())
             splitter = LineSplitter(max_line_bytes, stats)
             correlator = Correlator(window_lines, None)
@@ -95,7 +93,8 @@ def scan(
                     break
                 stats.bytes_read += size
                 stats.offset += size
-                done = start + (raw.tell() if compressed_file else stats.offset)
+                # progress in the file's own bytes, compressed or not (standard input has no size)
+                done = start + (stats.offset if path == "-" else raw.tell())
                 for segment in splitter.feed(buffer, size):
                     pipeline.process(*segment)
                 if progress is not None:
