@@ -168,6 +168,8 @@ class Follower:
         self._rotated_source = False  # reading a rotated file: the current path comes next
         self._backlog: list[str] = []  # rotated files newer than the open one, oldest first
         self._counted = False  # the rotation to the current path was counted at the restore
+        # the file at the path (dev, ino) for which the files rotated between polls were looked for
+        self._looked_behind: Optional[tuple[int, int]] = None
         # False while the segments of one read are being handed out: the offset and the held
         # partial line are already past the segments not handed out yet, so a checkpoint taken
         # then would skip them. The caller checkpoints only when this is True.
@@ -345,11 +347,16 @@ class Follower:
                 return
             yield from self._drain()
             # Rotated more than once since the last poll: the rotated files newer than the old
-            # one come first (there are none after a single rotation).
-            self._backlog = self._newer_than(self._open_mtime(), (self._dev, self._ino), self._head)
-            if self._backlog:
-                yield from self._next_rotated()
-                return  # the path is looked at again next time: it may have rotated meanwhile
+            # one come first (there are none after a single rotation). Looked for once per new
+            # file at the path, not at every poll while it stays empty.
+            if self._looked_behind != (st.st_dev, st.st_ino):
+                self._looked_behind = (st.st_dev, st.st_ino)
+                self._backlog = self._newer_than(
+                    self._open_mtime(), (self._dev, self._ino), self._head
+                )
+                if self._backlog:
+                    yield from self._next_rotated()
+                    return  # the path is looked at again next time: it may have rotated meanwhile
             if st.st_size == 0:
                 # The writer may still be writing to the old file, renamed or deleted: also when
                 # we saw the path missing (the instant between logrotate's rename and create).
