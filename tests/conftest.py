@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from typing import Callable, Optional
 
 import pytest
+from apigee_tls_exporter.serve import MetricsServer, serve
+from apigee_tls_exporter.webconfig import WebConfig
+from prometheus_client import CollectorRegistry
 from stack import Stack
 
 
@@ -17,6 +22,30 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
         yield stack.start()
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., MetricsServer]]:
+    """Starts metrics servers with ``serve()`` (127.0.0.1 and a free port unless told) and stops
+    each one after the test, asserting its thread ends."""
+    running: list[tuple[MetricsServer, threading.Thread]] = []
+
+    def _start(
+        registry: CollectorRegistry,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        web_config: Optional[WebConfig] = None,
+    ) -> MetricsServer:
+        server, thread = serve(registry, host, port, web_config)
+        running.append((server, thread))
+        return server
+
+    yield _start
+    for server, thread in running:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,6 @@ import gzip
 import http.client
 import re
 import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,26 +27,6 @@ def registry() -> CollectorRegistry:
     return registry
 
 
-@pytest.fixture
-def start() -> Iterator[Start]:
-    """Starts servers with serve() and stops each one, asserting the thread ends."""
-    running: list[tuple[MetricsServer, threading.Thread]] = []
-
-    def _start(
-        registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0
-    ) -> MetricsServer:
-        server, thread = serve(registry, host, port)
-        running.append((server, thread))
-        return server
-
-    yield _start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        assert not thread.is_alive()
-
-
 def get(
     server: MetricsServer,
     path: str,
@@ -67,9 +45,11 @@ def get(
         connection.close()
 
 
-def test_metrics_in_prometheus_text_format(registry: CollectorRegistry, start: Start) -> None:
+def test_metrics_in_prometheus_text_format(
+    registry: CollectorRegistry, start_server: Start
+) -> None:
     """GET /metrics returns the registry in the Prometheus text format."""
-    server = start(registry)
+    server = start_server(registry)
 
     status, headers, body = get(server, "/metrics")
 
@@ -78,9 +58,11 @@ def test_metrics_in_prometheus_text_format(registry: CollectorRegistry, start: S
     assert b"apigee_tls_test_total 3.0\n" in body
 
 
-def test_metrics_in_openmetrics_when_accepted(registry: CollectorRegistry, start: Start) -> None:
+def test_metrics_in_openmetrics_when_accepted(
+    registry: CollectorRegistry, start_server: Start
+) -> None:
     """An Accept header asking for OpenMetrics gets OpenMetrics, with its # EOF terminator."""
-    server = start(registry)
+    server = start_server(registry)
 
     status, headers, body = get(
         server, "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}
@@ -91,9 +73,9 @@ def test_metrics_in_openmetrics_when_accepted(registry: CollectorRegistry, start
     assert body.endswith(b"# EOF\n")
 
 
-def test_metrics_gzip_when_accepted(registry: CollectorRegistry, start: Start) -> None:
+def test_metrics_gzip_when_accepted(registry: CollectorRegistry, start_server: Start) -> None:
     """Accept-Encoding: gzip gets a gzip body that decompresses to the metrics."""
-    server = start(registry)
+    server = start_server(registry)
 
     status, headers, body = get(server, "/metrics", {"Accept-Encoding": "gzip"})
 
@@ -102,10 +84,10 @@ def test_metrics_gzip_when_accepted(registry: CollectorRegistry, start: Start) -
     assert b"apigee_tls_test_total 3.0" in gzip.decompress(body)
 
 
-def test_metrics_name_filter(registry: CollectorRegistry, start: Start) -> None:
+def test_metrics_name_filter(registry: CollectorRegistry, start_server: Start) -> None:
     """name[]= restricts the output to the named metrics, as prometheus_client does."""
     Counter("other_total", "Another counter.", registry=registry)
-    server = start(registry)
+    server = start_server(registry)
 
     _, _, body = get(server, "/metrics?name[]=other_total")
 
@@ -113,9 +95,9 @@ def test_metrics_name_filter(registry: CollectorRegistry, start: Start) -> None:
     assert b"apigee_tls_test_total" not in body
 
 
-def test_index_page_links_to_metrics(registry: CollectorRegistry, start: Start) -> None:
+def test_index_page_links_to_metrics(registry: CollectorRegistry, start_server: Start) -> None:
     """GET / returns a small HTML page that links to /metrics."""
-    server = start(registry)
+    server = start_server(registry)
 
     status, headers, body = get(server, "/")
 
@@ -124,16 +106,16 @@ def test_index_page_links_to_metrics(registry: CollectorRegistry, start: Start) 
     assert b'<a href="/metrics">' in body
 
 
-def test_other_paths_are_404(registry: CollectorRegistry, start: Start) -> None:
+def test_other_paths_are_404(registry: CollectorRegistry, start_server: Start) -> None:
     """Any path other than / and /metrics is 404."""
-    server = start(registry)
+    server = start_server(registry)
 
     assert [get(server, "/metrics/x")[0], get(server, "/favicon.ico")[0]] == [404, 404]
 
 
-def test_head_has_headers_but_no_body(registry: CollectorRegistry, start: Start) -> None:
+def test_head_has_headers_but_no_body(registry: CollectorRegistry, start_server: Start) -> None:
     """HEAD /metrics answers 200 with a Content-Length and an empty body."""
-    server = start(registry)
+    server = start_server(registry)
 
     status, headers, body = get(server, "/metrics", method="HEAD")
 
@@ -141,9 +123,9 @@ def test_head_has_headers_but_no_body(registry: CollectorRegistry, start: Start)
     assert int(headers["content-length"]) > 0
 
 
-def test_post_is_405(registry: CollectorRegistry, start: Start) -> None:
+def test_post_is_405(registry: CollectorRegistry, start_server: Start) -> None:
     """Methods other than GET and HEAD are 405 with an Allow header."""
-    server = start(registry)
+    server = start_server(registry)
 
     status, headers, _ = get(server, "/metrics", method="POST")
 
@@ -152,10 +134,10 @@ def test_post_is_405(registry: CollectorRegistry, start: Start) -> None:
 
 
 def test_server_header_does_not_reveal_python_version(
-    registry: CollectorRegistry, start: Start
+    registry: CollectorRegistry, start_server: Start
 ) -> None:
     """The Server header names the exporter only, not the Python version."""
-    server = start(registry)
+    server = start_server(registry)
 
     _, headers, _ = get(server, "/")
 
@@ -163,7 +145,7 @@ def test_server_header_does_not_reveal_python_version(
 
 
 def test_failing_collector_is_500_and_server_keeps_serving(
-    registry: CollectorRegistry, start: Start
+    registry: CollectorRegistry, start_server: Start
 ) -> None:
     """A collector that raises gives a 500 for that scrape; the next request is served."""
 
@@ -173,32 +155,34 @@ def test_failing_collector_is_500_and_server_keeps_serving(
 
     broken = Broken()
     registry.register(broken)
-    server = start(registry)
+    server = start_server(registry)
 
     assert get(server, "/metrics")[0] == 500
     registry.unregister(broken)
     assert get(server, "/metrics")[0] == 200
 
 
-def test_port_zero_binds_a_free_port(registry: CollectorRegistry, start: Start) -> None:
+def test_port_zero_binds_a_free_port(registry: CollectorRegistry, start_server: Start) -> None:
     """Port 0 binds an ephemeral port, readable from server.port and server.server_address."""
-    server = start(registry)
+    server = start_server(registry)
 
     assert server.port > 0
     assert server.port == server.server_address[1]
 
 
-def test_all_interfaces_serves_ipv4_and_ipv6(registry: CollectorRegistry, start: Start) -> None:
+def test_all_interfaces_serves_ipv4_and_ipv6(
+    registry: CollectorRegistry, start_server: Start
+) -> None:
     """Host "" listens on all interfaces: both 127.0.0.1 and ::1 reach it."""
-    server = start(registry, host="")
+    server = start_server(registry, host="")
 
     assert get(server, "/", host="127.0.0.1")[0] == 200
     assert get(server, "/", host="::1")[0] == 200
 
 
-def test_ipv6_loopback(registry: CollectorRegistry, start: Start) -> None:
+def test_ipv6_loopback(registry: CollectorRegistry, start_server: Start) -> None:
     """An IPv6 host binds that address."""
-    server = start(registry, host="::1")
+    server = start_server(registry, host="::1")
 
     assert get(server, "/metrics", host="::1")[0] == 200
 
@@ -218,9 +202,9 @@ def test_shutdown_stops_thread_and_frees_port(registry: CollectorRegistry) -> No
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
-def test_port_in_use_raises_oserror(registry: CollectorRegistry, start: Start) -> None:
+def test_port_in_use_raises_oserror(registry: CollectorRegistry, start_server: Start) -> None:
     """Binding a port already in use raises OSError (for the CLI to report in one line)."""
-    server = start(registry)
+    server = start_server(registry)
 
     with pytest.raises(OSError):
         MetricsServer(registry, "127.0.0.1", server.port)

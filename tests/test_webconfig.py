@@ -6,8 +6,6 @@ import base64
 import http.client
 import socket
 import ssl
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -16,7 +14,7 @@ import bcrypt
 import pytest
 import trustme
 from apigee_tls_exporter import webconfig
-from apigee_tls_exporter.serve import MetricsServer, serve
+from apigee_tls_exporter.serve import MetricsServer
 from apigee_tls_exporter.webconfig import (
     BasicAuth,
     WebConfig,
@@ -71,22 +69,11 @@ Start = Callable[[WebConfig], MetricsServer]
 
 
 @pytest.fixture
-def start() -> Iterator[Start]:
-    """Starts a server on 127.0.0.1 for a web config and stops it after the test."""
-    running: list[tuple[MetricsServer, threading.Thread]] = []
+def start(start_server: Callable[..., MetricsServer]) -> Start:
+    """Starts a server on 127.0.0.1 for a web config; stopped after the test."""
     registry = CollectorRegistry()
     Counter("apigee_tls_test_total", "A test counter.", registry=registry).inc()
-
-    def _start(config: WebConfig) -> MetricsServer:
-        server, thread = serve(registry, "127.0.0.1", 0, config)
-        running.append((server, thread))
-        return server
-
-    yield _start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    return lambda config: start_server(registry, web_config=config)
 
 
 def client_context(pki: PKI, cert: Optional[trustme.LeafCert] = None) -> ssl.SSLContext:
