@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+import records
 from apigee_tls_exporter.alerts import (
     CLIENT_CERTIFICATE_REJECTED,
     FORMAT_DRIFT,
@@ -531,19 +532,13 @@ def test_known_targets_become_failure_label_sets() -> None:
 
 def failure_lines(stamp: str, message_id: str, alias: str = "backend-client") -> str:
     """One bad_certificate failure as the MP logs it: failure line, SSLInfo, onException."""
-    ctx = f"org:acme env:prod api:payments-v1 rev:7 messageid:{message_id} NIOThread@0"
-    return (
-        f"{stamp} {ctx} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
-        "SSLClientChannel[C:10.0.3.4:52144 Remote host:payments.internal/10.20.3.4:443]@65461 "
-        "useCount=1 bytesRead=0 bytesWritten=0 age=529ms lastIO=529ms handshake failed, "
-        "message: Received fatal alert: bad_certificate\n"
-        f"{stamp} {ctx} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : SSLInfo: "
-        f"KeyStore:java.security.KeyStore@52de60d9 KeyAlias:{alias} "
-        "TrustStore:java.security.KeyStore@6ec45759\n"
-        f"{stamp} {ctx} ERROR ADAPTORS.HTTP.FLOW - RequestWriteListener.onException() : "
-        "RequestWriteListener.onException(HTTPRequest@6071a73d)\n"
-        "javax.net.ssl.SSLException: Received fatal alert: bad_certificate\n"
-        "\tat sun.security.ssl.Alerts.getSSLException(Alerts.java:208) ~[na:1.8.0_101]\n"
+    ctx = records.context(message_id)
+    return records.text(
+        [
+            records.failed(remote="payments.internal/10.20.3.4:443", ctx=ctx, stamp=stamp),
+            records.ssl_info(alias=alias, ctx=ctx, stamp=stamp),
+            *records.on_exception(ctx=ctx, stamp=stamp),
+        ]
     )
 
 

@@ -9,50 +9,29 @@ import json
 from pathlib import Path
 
 import pytest
+import records
 from apigee_tls_exporter import cli
 from apigee_tls_exporter.config import Config
 from prometheus_client.parser import text_string_to_metric_families
-
-MESSAGE_ID = "rrt-0d027480041e2a148-a-de-7885-572449-1"
-CTX = f"org:acme env:prod api:payments-v1 rev:7 messageid:{MESSAGE_ID} "
-STAMP = "2017-10-23 05:28:57,813"
+from records import CTX, MESSAGE_ID, STAMP, context
 
 
 def failed(
     alert: str = "bad_certificate", thread: str = "NIOThread@0", message_id: str = MESSAGE_ID
 ) -> str:
-    ctx = CTX.replace(MESSAGE_ID, message_id)
-    return (
-        f"{STAMP} {ctx}{thread} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
-        "SSLClientChannel[C:10.0.3.4:52144 Remote host:backend.example.com/10.20.3.4:443]@65461 "
-        "useCount=1 bytesRead=0 bytesWritten=0 age=529ms lastIO=529ms handshake failed, message: "
-        f"Received fatal alert: {alert}"
+    return records.failed(
+        message=f"Received fatal alert: {alert}", ctx=context(message_id), thread=thread
     )
 
 
 def ssl_info(
     alias: str = "backend-client", thread: str = "NIOThread@0", message_id: str = MESSAGE_ID
 ) -> str:
-    ctx = CTX.replace(MESSAGE_ID, message_id)
-    return (
-        f"{STAMP} {ctx}{thread} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
-        "SSLInfo: KeyStore:java.security.KeyStore@52de60d9 "
-        f"KeyAlias:{alias} TrustStore:java.security.KeyStore@6ec45759"
-    )
+    return records.ssl_info(alias=alias, ctx=context(message_id), thread=thread)
 
 
-ON_EXCEPTION = [
-    f"2017-10-23 05:28:57,814 {CTX}NIOThread@0 ERROR ADAPTORS.HTTP.FLOW - "
-    "RequestWriteListener.onException() : RequestWriteListener.onException(HTTPRequest@6071a73d)",
-    "javax.net.ssl.SSLException: Received fatal alert: bad_certificate",
-    "\tat sun.security.ssl.Alerts.getSSLException(Alerts.java:208) ~[na:1.8.0_101]",
-    "\tat com.apigee.protocol.http.HTTPClient$Context.handshakeFailed(HTTPClient.java:1006) "
-    "~[http-1.0.0.jar:na]",
-]
-TRAFFIC = (
-    f"{STAMP} {CTX}NIOThread@1 INFO MESSAGING.RUNTIME - AbstractRequestListener.onRequest() : "
-    "request received"
-)
+ON_EXCEPTION = records.on_exception()
+TRAFFIC = records.traffic()
 FAILURE_LABELS = {
     "org": "acme",
     "env": "prod",

@@ -10,41 +10,23 @@ import json
 from collections.abc import Iterator
 from datetime import timezone
 
+import records
 from apigee_tls_exporter.correlate import Correlator
 from apigee_tls_exporter.events import Event, Failure
 from apigee_tls_exporter.parse import Parser, candidate_lines
-
-STAMP = "2017-10-23 05:28:57,813"
-
-
-def ctx(message_id: str) -> str:
-    return f"org:acme env:prod api:payments-v1 rev:7 messageid:{message_id} " if message_id else ""
+from records import context
 
 
 def failed(thread: str, message_id: str, remote: str = "10.20.3.4:443") -> str:
-    return (
-        f"{STAMP} {ctx(message_id)}{thread} ERROR HTTP.CLIENT - "
-        "HTTPClient$Context.handshakeFailed() : "
-        f"SSLClientChannel[C:10.0.3.4:52144 Remote host:{remote}]@65461 useCount=1 "
-        "bytesRead=0 bytesWritten=0 age=529ms lastIO=529ms handshake failed, message: "
-        "Received fatal alert: bad_certificate"
-    )
+    return records.failed(remote=remote, ctx=context(message_id), thread=thread)
 
 
 def ssl_info(thread: str, message_id: str, alias: str) -> str:
-    return (
-        f"{STAMP} {ctx(message_id)}{thread} ERROR HTTP.CLIENT - "
-        "HTTPClient$Context.handshakeFailed() : "
-        f"SSLInfo: KeyStore:java.security.KeyStore@52de60d9 KeyAlias:{alias} "
-        "TrustStore:java.security.KeyStore@6ec45759"
-    )
+    return records.ssl_info(alias=alias, ctx=context(message_id), thread=thread)
 
 
 def traffic(thread: str = "NIOThread@5") -> str:
-    return (
-        f"{STAMP} {ctx('m-other')}{thread} INFO MESSAGING.RUNTIME - "
-        "AbstractRequestListener.onRequest() : request received"
-    )
+    return records.traffic(ctx=context("m-other"), thread=thread)
 
 
 def events(lines: list[str]) -> Iterator[tuple[int, Event]]:

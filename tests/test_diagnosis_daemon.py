@@ -9,21 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import records
 from mgmt_standin import Standin, chain_info
 from support import Daemon, samples, wait_for
 from tls_backends import Pki, PythonBackend
 
-FAILURE = (
-    "2026-11-27 10:00:0{n},000 org:acme env:prod api:payments-v1 rev:7 messageid:m-{n} "
-    "NIOThread@1 ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
-    "SSLClientChannel[C:10.0.3.4:52144 Remote host:/{target}]@65461 useCount=1 bytesRead=0 "
-    "bytesWritten=0 age=529ms lastIO=529ms handshake failed, message: Received fatal alert: "
-    "bad_certificate\n"
-    "2026-11-27 10:00:0{n},001 org:acme env:prod api:payments-v1 rev:7 messageid:m-{n} "
-    "NIOThread@1 ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : SSLInfo: "
-    "KeyStore:java.security.KeyStore@52de60d9 KeyAlias:mpKey "
-    "TrustStore:java.security.KeyStore@6ec45759\n"
-)
+
+def failure(n: int, target: str) -> str:
+    """A bad_certificate failure to ``target`` (an IP address and port) with key alias mpKey."""
+    ctx, thread = records.context(f"m-{n}"), "NIOThread@1"
+    return records.text(
+        [
+            records.failed(
+                remote=f"/{target}", ctx=ctx, thread=thread, stamp=f"2026-11-27 10:00:0{n},000"
+            ),
+            records.ssl_info(
+                alias="mpKey", ctx=ctx, thread=thread, stamp=f"2026-11-27 10:00:0{n},001"
+            ),
+        ]
+    )
 
 
 @pytest.mark.parametrize("version", ["1.2", "1.3"])
@@ -53,8 +57,8 @@ def test_firing_alert_is_diagnosed_as_ca_mismatch(tmp_path: Path, version: str) 
             )
             with Daemon("--config", str(config)) as daemon:
                 with log.open("a") as f:
-                    f.write(FAILURE.format(n=1, target=backend.target))
-                    f.write(FAILURE.format(n=2, target=backend.target))
+                    f.write(failure(1, backend.target))
+                    f.write(failure(2, backend.target))
                 key = {"org": "acme", "env": "prod", "target": backend.target, "key_alias": "mpKey"}
 
                 def firing_cause() -> str | None:

@@ -15,6 +15,7 @@ from typing import Optional
 from zoneinfo import ZoneInfo
 
 import pytest
+import records
 from apigee_tls_exporter import __version__
 from apigee_tls_exporter.demo import LogGenerator
 from apigee_tls_exporter.events import Failure
@@ -26,32 +27,18 @@ from apigee_tls_exporter.metrics import (
 )
 from apigee_tls_exporter.scan import ScanResult, scan
 from prometheus_client import CollectorRegistry, generate_latest
-
-MESSAGE_ID = "rrt-0d027480041e2a148-a-de-7885-572449-1"
-CTX = f"org:acme env:prod api:payments-v1 rev:7 messageid:{MESSAGE_ID} "
+from records import CTX, MESSAGE_ID, STAMP
 
 
-def failed(stamp: str = "2017-10-23 05:28:57,813", alert: str = "bad_certificate") -> str:
-    return (
-        f"{stamp} {CTX}NIOThread@0 ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
-        "SSLClientChannel[C:10.0.3.4:52144 Remote host:backend.example.com/10.20.3.4:443]@65461 "
-        "useCount=1 bytesRead=0 bytesWritten=0 age=529ms lastIO=529ms handshake failed, message: "
-        f"Received fatal alert: {alert}"
-    )
+def failed(stamp: str = STAMP, alert: str = "bad_certificate") -> str:
+    return records.failed(message=f"Received fatal alert: {alert}", stamp=stamp)
 
 
 def ssl_info(alias: str = "backend-client") -> str:
-    return (
-        f"2017-10-23 05:28:57,813 {CTX}NIOThread@0 ERROR HTTP.CLIENT - "
-        "HTTPClient$Context.handshakeFailed() : SSLInfo: KeyStore:java.security.KeyStore@52de60d9 "
-        f"KeyAlias:{alias} TrustStore:java.security.KeyStore@6ec45759"
-    )
+    return records.ssl_info(alias=alias)
 
 
-TRAFFIC = (
-    f"2017-10-23 05:28:57,900 {CTX}NIOThread@1 INFO MESSAGING.RUNTIME - "
-    "AbstractRequestListener.onRequest() : request received"
-)
+TRAFFIC = records.traffic(stamp="2017-10-23 05:28:57,900")
 FAILURE_LABELS = {
     "org": "acme",
     "env": "prod",

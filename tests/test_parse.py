@@ -11,11 +11,11 @@ from datetime import timezone
 from typing import Optional
 
 import pytest
+import records
 from apigee_tls_exporter.events import Context, HandshakeFailure, SSLInfo
 from apigee_tls_exporter.parse import Parser, UnrecognisedLine, candidate_lines
+from records import CTX, MESSAGE_ID
 
-MESSAGE_ID = "rrt-0d027480041e2a148-a-de-7885-572449-1"
-CTX = f"org:acme env:prod api:payments-v1 rev:7 messageid:{MESSAGE_ID} "
 STAMP = "2017-10-23 05:28:57,500"
 EPOCH_UTC = calendar.timegm((2017, 10, 23, 5, 28, 57)) + 0.5
 
@@ -27,27 +27,15 @@ def failed(
     thread: str = "NIOThread@0",
     stamp: str = STAMP,
 ) -> str:
-    return (
-        f"{stamp} {ctx}{thread} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
-        f"SSLClientChannel[C:10.0.3.4:52144 Remote host:{remote}]@65461 useCount=1 bytesRead=0 "
-        f"bytesWritten=0 age=529ms lastIO=529ms handshake failed, message: {message}"
-    )
+    return records.failed(message=message, remote=remote, ctx=ctx, thread=thread, stamp=stamp)
 
 
 def timeout(remote: str = "10.20.3.4:443", ctx: str = CTX, thread: str = "NIOThread@2") -> str:
-    return (
-        f"{STAMP} {ctx}{thread} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeTimeout() : "
-        f"SSLClientChannel[Connected: Remote:{remote} Local:10.0.3.4]@739028 useCount=1 "
-        "bytesRead=0 bytesWritten=0 age=55001ms lastIO=55001ms handshake timeout"
-    )
+    return records.timeout(remote=remote, ctx=ctx, thread=thread, stamp=STAMP)
 
 
 def ssl_info(alias: str = "backend-client", ctx: str = CTX, thread: str = "NIOThread@0") -> str:
-    return (
-        f"{STAMP} {ctx}{thread} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
-        f"SSLInfo: KeyStore:java.security.KeyStore@52de60d9 KeyAlias:{alias} "
-        "TrustStore:java.security.KeyStore@6ec45759"
-    )
+    return records.ssl_info(alias=alias, ctx=ctx, thread=thread, stamp=STAMP)
 
 
 # The playbook's record, as in the reference: failure, SSLInfo, onException record, stack trace.

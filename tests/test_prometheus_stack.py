@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import records
 import yaml
 from apigee_tls_exporter.parse import FIXED_REASONS
 from stack import (
@@ -258,21 +259,20 @@ def now_stamp() -> str:
 def failure_record(n: int, reason: str, remote: str, alias: str, api: str) -> str:
     """One failure as the MP logs it: handshakeFailed, SSLInfo, onException and its trace.
     ``remote`` is the Remote host address as Java prints it (hostname/ip:port or ip:port)."""
-    stamp = now_stamp()
-    ctx = f"org:acme env:prod api:{api} rev:7 messageid:rrt-0d027480041e2a148-a-de-{n}-1"
-    head = f"{stamp} {ctx} NIOThread@{n % 4}"
-    return (
-        f"{head} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
-        f"SSLClientChannel[C:10.0.3.4:{52000 + n} Remote host:{remote}]@{65000 + n} "
-        "useCount=1 bytesRead=0 bytesWritten=0 age=529ms lastIO=529ms handshake failed, "
-        f"message: Received fatal alert: {reason}\n"
-        f"{head} ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : SSLInfo: "
-        f"KeyStore:java.security.KeyStore@52de60d9 KeyAlias:{alias} "
-        "TrustStore:java.security.KeyStore@6ec45759\n"
-        f"{head} ERROR ADAPTORS.HTTP.FLOW - RequestWriteListener.onException() : "
-        "RequestWriteListener.onException(HTTPRequest@6071a73d)\n"
-        f"javax.net.ssl.SSLException: Received fatal alert: {reason}\n"
-        "\tat sun.security.ssl.Alerts.getSSLException(Alerts.java:208) ~[na:1.8.0_101]\n"
+    stamp, thread = now_stamp(), f"NIOThread@{n % 4}"
+    ctx = records.context(f"rrt-0d027480041e2a148-a-de-{n}-1", api=api)
+    return records.text(
+        [
+            records.failed(
+                message=f"Received fatal alert: {reason}",
+                remote=remote,
+                ctx=ctx,
+                thread=thread,
+                stamp=stamp,
+            ),
+            records.ssl_info(alias=alias, ctx=ctx, thread=thread, stamp=stamp),
+            *records.on_exception(alert=reason, ctx=ctx, thread=thread, stamp=stamp),
+        ]
     )
 
 

@@ -7,19 +7,27 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import records
 from apigee_tls_exporter.demo import LogGenerator
 from support import EXPORTER, Daemon, free_port, samples, wait_for
 
-FAILURE = (
-    "2026-11-27 10:00:00,000 org:acme env:prod api:payments-v1 rev:7 messageid:m-{n} NIOThread@1 "
-    "ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : SSLClientChannel[C:10.0.3.4:52144 "
-    "Remote host:backend.example/10.20.3.4:443]@65461 useCount=1 bytesRead=0 bytesWritten=0 "
-    "age=529ms lastIO=529ms handshake failed, message: Received fatal alert: bad_certificate\n"
-    "2026-11-27 10:00:00,001 org:acme env:prod api:payments-v1 rev:7 messageid:m-{n} NIOThread@1 "
-    "ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : SSLInfo: "
-    "KeyStore:java.security.KeyStore@52de60d9 KeyAlias:backend-client "
-    "TrustStore:java.security.KeyStore@6ec45759\n"
-)
+
+def failure(n: object) -> str:
+    """A bad_certificate failure and its SSLInfo line, message id ``m-<n>``."""
+    ctx, thread = records.context(f"m-{n}"), "NIOThread@1"
+    return records.text(
+        [
+            records.failed(
+                remote="backend.example/10.20.3.4:443",
+                ctx=ctx,
+                thread=thread,
+                stamp="2026-11-27 10:00:00,000",
+            ),
+            records.ssl_info(ctx=ctx, thread=thread, stamp="2026-11-27 10:00:00,001"),
+        ]
+    )
+
+
 KEY = (
     *("acme", "prod", "payments-v1", "7"),
     *("backend.example:443", "bad_certificate", "backend-client"),
@@ -37,7 +45,7 @@ def test_appended_failures_appear_in_metrics(tmp_path: Path) -> None:
     log.write_text("2026-11-27 09:59:59,000  main INFO MESSAGING.RUNTIME - started\n")
     with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
         for n in range(3):
-            append(log, FAILURE.format(n=n))
+            append(log, failure(n))
         counted = wait_for(lambda: daemon.failures().get(KEY) == 3, what="3 failures")
         assert counted
         # started at the end of the file: only the 3 appended records (2 lines each) were read
@@ -50,9 +58,9 @@ def test_appended_failures_appear_in_metrics(tmp_path: Path) -> None:
 def test_starts_at_the_end_of_an_existing_file(tmp_path: Path) -> None:
     """Without --from-beginning, what the file held before the start is not counted."""
     log = tmp_path / "system.log"
-    log.write_text(FAILURE.format(n="old"))
+    log.write_text(failure("old"))
     with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
-        append(log, FAILURE.format(n="new"))
+        append(log, failure("new"))
         wait_for(lambda: daemon.failures().get(KEY) == 1, what="the new failure")
 
 
@@ -72,7 +80,7 @@ def test_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
     log = tmp_path / "later" / "system.log"
     with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
         log.parent.mkdir()
-        log.write_text(FAILURE.format(n=1))
+        log.write_text(failure(1))
         wait_for(lambda: daemon.failures().get(KEY) == 1, what="the failure in the new file")
 
 
