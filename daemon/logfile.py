@@ -1,0 +1,274 @@
+"""One log file read by content, plain or gzip: what the follower opens, and what it looks at.
+
+A file is known by what it holds, not by its name: ``head`` is its first bytes (at most
+``HEAD_BYTES``; of the decompressed content for a ``.gz``). A ``.gz`` is read as a stream that may
+still be growing (a compressor writing it): ``GzipSource.read`` returns what can be decoded so far
+and ``complete`` says whether the end of the gzip stream was reached. Nothing here decides what to
+read; the follower (``tail``) does, from the ledger (``ledger``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as stat_mod
+import zlib
+from dataclasses import dataclass
+from typing import Optional, Union
+
+HEAD_BYTES = 1024
+TAIL_BYTES = 128
+RAW_CHUNK = 1 << 16  # compressed bytes read at a time from a .gz
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+Buffer = Union[bytearray, memoryview]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class NotRegularFile(OSError):
+    """The name is a FIFO, a directory, a socket or a device: never opened for reading."""
+
+
+def kind_of(mode: int) -> str:
+    for test, name in (
+        (stat_mod.S_ISFIFO, "a FIFO"),
+        (stat_mod.S_ISDIR, "a directory"),
+        (stat_mod.S_ISSOCK, "a socket"),
+        (stat_mod.S_ISCHR, "a character device"),
+        (stat_mod.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(name: str) -> int:
+    """A read-only descriptor of ``name``; ``NotRegularFile`` for anything but a regular file.
+
+    Opened with ``O_NONBLOCK`` so that a FIFO never blocks the open; the type is checked on the
+    descriptor, so a name replaced in between cannot slip through.
+    """
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat_mod.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(f"{name} is {kind_of(mode)}")
+    return fd
+
+
+class PlainSource:
+    """A plain file; its offset is the file offset."""
+
+    gz = False
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self.fd = fd
+        st = os.fstat(fd)
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.offset = 0
+        self.complete = False  # a plain file can always grow
+
+    def read(self, buf: Buffer) -> int:
+        """Read into ``buf`` at the offset; the number of bytes (0 at the end for now)."""
+        n = os.preadv(self.fd, [buf], self.offset) if hasattr(os, "preadv") else self._pread(buf)
+        self.offset += n
+        return n
+
+    def _pread(self, buf: Buffer) -> int:  # pragma: no cover - platforms without preadv
+        data = os.pread(self.fd, len(buf), self.offset)
+        buf[: len(data)] = data
+        return len(data)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, size, offset) if size > 0 else b""
+
+    def head(self) -> bytes:
+        """The first bytes read or passed (at most ``HEAD_BYTES``)."""
+        return self.read_at(0, min(self.offset, HEAD_BYTES))
+
+    def tail(self) -> bytes:
+        """The bytes just before the offset (at most ``TAIL_BYTES``)."""
+        n = min(self.offset, TAIL_BYTES)
+        return self.read_at(self.offset - n, n)
+
+    def seek(self, offset: int) -> bool:
+        """Go to ``offset``; False when the file is shorter."""
+        if os.fstat(self.fd).st_size < offset:
+            return False
+        self.offset = offset
+        return True
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def nlink(self) -> int:
+        return os.fstat(self.fd).st_nlink
+
+    def dup(self) -> PlainSource:
+        return PlainSource(self.name, os.dup(self.fd))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class GzipSource:
+    """A ``.gz`` read as the content it holds, as far as it can be decoded now.
+
+    A compressor may still be writing it: ``read`` then returns 0 and a later call goes on from
+    there. ``complete`` is True once the gzip stream ended (concatenated members are read on).
+    ``zlib.error`` is raised for a file that is not gzip or is corrupt.
+    """
+
+    gz = True
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self.fd = fd
+        st = os.fstat(fd)
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.offset = 0  # of the content
+        self.complete = False
+        self._raw = 0  # compressed bytes consumed
+        self._d = zlib.decompressobj(31)
+        self._input = b""
+        self._head = b""
+        self._last = b""
+
+    def read(self, buf: Buffer) -> int:
+        data = self._decode(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def _decode(self, size: int) -> bytes:
+        while not self.complete:
+            if not self._input:
+                self._input = os.pread(self.fd, RAW_CHUNK, self._raw)
+                self._raw += len(self._input)
+                if not self._input:
+                    return b""  # nothing more for now
+            out = self._d.decompress(self._input, size)
+            self._input = self._d.unconsumed_tail
+            if self._d.eof:
+                self._next_member()
+            if out:
+                self.offset += len(out)
+                if len(self._head) < HEAD_BYTES:
+                    self._head += out[: HEAD_BYTES - len(self._head)]
+                self._last = (self._last + out[-TAIL_BYTES:])[-TAIL_BYTES:]
+                return out
+        return b""
+
+    def _next_member(self) -> None:
+        rest = self._d.unused_data + self._input
+        if not rest:
+            rest = os.pread(self.fd, RAW_CHUNK, self._raw)
+            self._raw += len(rest)
+        if not rest.strip(b"\0"):
+            self.complete = True  # the end (zero padding after it is tolerated, as gzip does)
+            self._input = b""
+        elif rest[:1] == GZIP_MAGIC[:1]:
+            self._d = zlib.decompressobj(31)  # another member follows (concatenated gzip)
+            self._input = rest
+        else:
+            raise zlib.error("trailing garbage after the gzip stream")
+
+    def head(self) -> bytes:
+        return self._head
+
+    def tail(self) -> bytes:
+        return self._last
+
+    def seek(self, offset: int) -> bool:
+        """Decode up to ``offset`` (only forward); False when the content so far is shorter."""
+        while self.offset < offset:
+            if not self._decode(min(1 << 20, offset - self.offset)):
+                return False
+        return self.offset == offset
+
+    def length(self) -> int:
+        """Decode to the end of what is there; the content length so far."""
+        while self._decode(1 << 20):
+            pass
+        return self.offset
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def nlink(self) -> int:
+        return os.fstat(self.fd).st_nlink
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+Source = Union[PlainSource, GzipSource]
+
+
+def open_source(name: str) -> Source:
+    """``name`` opened as plain or gzip content, told by its first bytes (not its name)."""
+    fd = open_regular(name)
+    try:
+        magic = os.pread(fd, 2, 0)
+    except OSError:
+        os.close(fd)
+        raise
+    if magic == GZIP_MAGIC:
+        return GzipSource(name, fd)
+    return PlainSource(name, fd)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a look at a file shows: its identity hint and the first bytes of its content.
+
+    ``head`` is None for a ``.gz`` whose first ``HEAD_BYTES`` cannot be decoded yet (a compressor
+    is still writing it), since it cannot be told from the file it is a copy of.
+    """
+
+    name: str
+    dev: int
+    ino: int
+    gz: bool
+    size: int  # of the file on disk
+    mtime_ns: int  # a hint for the order of files read in a row, never for what is read
+    head: Optional[bytes]
+
+
+def probe(name: str) -> Optional[Probe]:
+    """A look at ``name``; None when it is gone, unreadable, empty or not a regular file."""
+    try:
+        src = open_source(name)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(src.fd)
+        size = st.st_size
+        if size == 0:
+            return None
+        if isinstance(src, PlainSource):
+            head: Optional[bytes] = src.read_at(0, HEAD_BYTES)
+        else:
+            buf = bytearray(HEAD_BYTES)
+            got = b""
+            while len(got) < HEAD_BYTES:
+                n = src.read(memoryview(buf)[: HEAD_BYTES - len(got)])
+                if not n:
+                    break
+                got += bytes(buf[:n])
+            if not got and src.complete:
+                return None  # an empty content
+            head = got if len(got) == HEAD_BYTES or src.complete else None
+        return Probe(name, src.dev, src.ino, src.gz, size, st.st_mtime_ns, head)
+    except (OSError, zlib.error):
+        return None
+    finally:
+        src.close()
