@@ -80,8 +80,10 @@ class Daemon:
         self.followers: dict[str, Follower] = {}
         self.pipelines: dict[str, LogPipeline] = {}
         self._last_checkpoint: Optional[float] = None  # wall clock
+        self._started = wall()
         self._dirty = False
         self._checkpoint_failing = False
+        self.checkpoint_errors = 0
         self._status_mark: Optional[tuple[float, int]] = None  # (clock, lines) at the last status
         for log_config in config.log_paths():
             self._add_log(log_config.path, log_config.rotated)
@@ -91,6 +93,7 @@ class Daemon:
                 lambda: [(p, f.stats) for p, f in self.followers.items()],
                 lambda: pairing_stats(p.correlator for p in self.pipelines.values()),
                 checkpoint_age=self.checkpoint_age,
+                checkpoint_errors=lambda: self.checkpoint_errors,
             )
         )
         registry.register(self.alerts.collector())
@@ -101,7 +104,7 @@ class Daemon:
         for labels in known_series(self.config.alerts):
             self.store.precreate(labels)
 
-    def _add_log(self, path: str, rotated: Optional[str]) -> None:
+    def _add_log(self, path: str, rotated: list[str]) -> None:
         path = os.path.abspath(path)
         stats = FileStats()
         follower = Follower(
@@ -120,14 +123,15 @@ class Daemon:
         self.pipelines[path] = LogPipeline(stats, follower.splitter, parser, correlator, self.sinks)
 
     # --- checkpoint ---
-    def checkpoint_age(self) -> Optional[float]:
-        if self._last_checkpoint is None:
-            return None
-        return max(0.0, self.wall() - self._last_checkpoint)
+    def checkpoint_age(self) -> float:
+        """Seconds since the state file was last written (since start-up, when never)."""
+        last = self._started if self._last_checkpoint is None else self._last_checkpoint
+        return max(0.0, self.wall() - last)
 
     def restore(self) -> None:
         """Take the counters, positions and open pairings from the state file, if it is usable."""
-        state = checkpoint.load(self.state_file)
+        loaded = checkpoint.load(self.state_file)
+        state = checkpoint.check(loaded, self.state_file) if loaded is not None else None
         if state is None:
             return
         try:
@@ -171,8 +175,12 @@ class Daemon:
         try:
             checkpoint.save(self.state_file, self.snapshot())
         except checkpoint.CheckpointError as err:
+            self.checkpoint_errors += 1
             if not self._checkpoint_failing:
-                log.error("checkpoint failed", error=str(err))
+                log.error(
+                    "checkpoint failed: positions and counts will not survive a restart",
+                    error=str(err),
+                )
             self._checkpoint_failing = True
             return
         if self._checkpoint_failing:
@@ -182,8 +190,12 @@ class Daemon:
         self._dirty = False
 
     # --- following ---
-    def step(self) -> bool:
-        """Poll every log once; process what is new. True when something was read."""
+    def step(self, stop: Callable[[], bool] = lambda: False) -> bool:
+        """Poll every log once; process what is new. True when something was read.
+
+        ``stop`` is asked after each read: when it says so, the step ends there (a large backlog
+        is left for later), at a settled point, so the checkpoint written next is exact.
+        """
         progressed = False
         for path, follower in self.followers.items():
             pipeline = self.pipelines[path]
@@ -193,6 +205,8 @@ class Daemon:
                 self._dirty = True
                 if follower.settled:  # never between the segments of one read
                     self.maybe_checkpoint()
+                    if stop():
+                        return progressed
             pipeline.tick()
         self.alerts.evaluate()
         return progressed
@@ -288,7 +302,10 @@ class Service:
     def run(self) -> int:
         web_config = load_web_config(self.config.web_config) if self.config.web_config else None
         self.daemon.restore()
-        self.daemon.step()  # open the logs (an existing one at its end) before anyone sees us up
+        # Open the logs (an existing one at its end) before anyone sees us up: one read each at
+        # most, a backlog is read in the loop, where a stop is seen between reads.
+        self.daemon.step(lambda: True)
+        self.daemon.save_checkpoint()  # a state file that cannot be written is said at start-up
         host, port = parse_listen(self.config.listen)
         server, server_thread = serve(self.registry, host, port, web_config)
         self.server = server
@@ -316,7 +333,7 @@ class Service:
                     watcher.close()
                     watcher = Watcher(self.daemon.followers, self.wake)
                     watcher.start()
-                self.daemon.step()
+                self.daemon.step(self.stop.is_set)
                 self.daemon.maybe_checkpoint()
                 now = time.monotonic()
                 if ping_every and now - last_ping >= ping_every:

@@ -1,19 +1,155 @@
 """The state file: positions, counters and open pairings, written atomically.
 
 Written as JSON to a temporary file in the same directory, fsynced, renamed over the state file,
-and the directory fsynced, so that a crash leaves either the old state or the new one.
+and the directory fsynced, so that a crash leaves either the old state or the new one. What is
+read back is checked field by field (``State``): a file with impossible values (a negative or
+astronomical offset, a count of NaN) is one warning and a fresh start, never a crash and never a
+count corrupted by it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import tempfile
-from typing import Any, Optional
+from typing import Annotated, Any, Optional, Union
 
 import structlog
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
-VERSION = 1
+from .ledger import MAX_ENTRIES
+from .logfile import HEAD_BYTES, TAIL_BYTES, kind_of
+
+VERSION = 2
+
+Count = Annotated[StrictInt, Field(ge=0, le=1 << 62)]
+Offset = Annotated[StrictInt, Field(ge=0, le=1 << 53)]
+Sha = Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EntryState(_Model):
+    head_len: Annotated[StrictInt, Field(ge=0, le=HEAD_BYTES)]
+    head_sha: Sha
+    offset: Offset
+    tail_len: Annotated[StrictInt, Field(ge=0, le=TAIL_BYTES)]
+    tail_sha: Sha
+    dev: Count
+    ino: Count
+    done: StrictBool
+
+    @model_validator(mode="after")
+    def _tail_within(self) -> EntryState:
+        if self.tail_len > self.offset:
+            raise ValueError("tail_len is past the offset")
+        return self
+
+
+class StatsState(_Model):
+    lines: Count
+    bytes_read: Count
+    unrecognised: Count
+    truncated_lines: Count
+    rotations: dict[str, Count]
+    read_errors: dict[str, Count]
+
+
+class FollowerState(_Model):
+    ledger: Annotated[list[EntryState], Field(max_length=MAX_ENTRIES)]
+    open: Optional[Annotated[StrictInt, Field(ge=0)]]
+    partial: Annotated[str, Field(max_length=2 << 20, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+    discarding: StrictBool
+    stats: StatsState
+
+    @model_validator(mode="after")
+    def _open_in_ledger(self) -> FollowerState:
+        if self.open is not None and self.open >= len(self.ledger):
+            raise ValueError("open names no ledger entry")
+        return self
+
+
+class PairingState(BaseModel):
+    """The correlator's own fields are checked by its ``restore``; the counts here."""
+
+    model_config = ConfigDict(extra="allow")
+    unpaired: Count = 0
+    orphans: Count = 0
+
+
+Row = list[Union[str, float]]
+
+
+def _rows(rows: list[Row], width: int, what: str, *, counts: bool) -> list[Row]:
+    for row in rows:
+        labels, value = row[:-1], row[-1] if row else None
+        if len(labels) != width or not all(isinstance(v, str) for v in labels):
+            raise ValueError(f"{what}: a row is not {width} labels and a value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{what}: a value is not a number")
+        if not math.isfinite(value) or (counts and value < 0):
+            raise ValueError(f"{what}: impossible value {value!r}")
+    return rows
+
+
+class StoreState(_Model):
+    counts: list[Row]
+    last: list[Row]
+    overflow: Count
+
+    @model_validator(mode="after")
+    def _rows_fit(self) -> StoreState:
+        from .metrics import FAILURE_LABELS, LAST_LABELS
+
+        _rows(self.counts, len(FAILURE_LABELS), "counts", counts=True)
+        _rows(self.last, len(LAST_LABELS), "last", counts=False)
+        return self
+
+
+class LogState(_Model):
+    follower: Optional[FollowerState]
+    pairing: PairingState
+
+
+class State(_Model):
+    """The whole state file, as ``Daemon.snapshot`` writes it."""
+
+    version: StrictInt
+    written_at: Annotated[Finite, Field(ge=0)]
+    store: StoreState
+    alerts: Optional[dict[str, Any]] = None
+    logs: dict[str, LogState]
+
+
+def check(state: dict[str, Any], path: str) -> Optional[dict[str, Any]]:
+    """``state`` with every field checked; None, after one warning, when a field is impossible."""
+    try:
+        checked = State.model_validate(state)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        log.warning(
+            "state file corrupt, starting fresh",
+            state_file=path,
+            field=where,
+            problem=first["msg"],
+        )
+        return None
+    return checked.model_dump()
+
 
 log = structlog.get_logger()
 
@@ -25,6 +161,12 @@ class CheckpointError(Exception):
 def save(path: str, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically and durably."""
     directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"cannot write state file {path}: it is {kind_of(mode)}")
     data = json.dumps({"version": VERSION, **state}, separators=(",", ":")).encode()
     try:
         os.makedirs(directory, exist_ok=True)
@@ -55,7 +197,16 @@ def load(path: str) -> Optional[dict[str, Any]]:
     """The saved state, or None when there is none: one info line when it is missing (a first
     start), one warning when it is unreadable, corrupt or of another version."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the start
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                log.warning(
+                    "state file is not a regular file, starting fresh",
+                    state_file=path,
+                    kind=kind_of(mode),
+                )
+                return None
             state = json.loads(f.read())
     except FileNotFoundError:
         log.info("no state file, starting fresh", state_file=path)

@@ -81,7 +81,14 @@ class Model(BaseModel):
 
 class LogConfig(Model):
     path: str
-    rotated: Optional[str] = None  # glob of rotated names; default "<path>.*" (plain or .gz)
+    # More places of rotated files, beside the default names (see tail.rotated_globs): globs, or
+    # directories (logrotate's olddir). One string is taken as a list of one.
+    rotated: list[str] = []
+
+    @field_validator("rotated", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("path")
     @classmethod

@@ -138,12 +138,14 @@ class ExporterCollector(Collector):
         files: Callable[[], Iterable[tuple[str, FileStats]]],
         pairing: Callable[[], PairingStats],
         checkpoint_age: Optional[Callable[[], Optional[float]]] = None,
+        checkpoint_errors: Optional[Callable[[], int]] = None,
         build_info: bool = True,
     ) -> None:
         self._store = store
         self._files = files
         self._pairing = pairing
         self._checkpoint_age = checkpoint_age
+        self._checkpoint_errors = checkpoint_errors
         self._build_info = build_info
 
     def collect(self) -> Iterator[Metric]:
@@ -190,9 +192,15 @@ class ExporterCollector(Collector):
             if age is not None:
                 yield GaugeMetricFamily(
                     "apigee_tls_checkpoint_age_seconds",
-                    "Seconds since the state file was last written.",
+                    "Seconds since the state file was last written (since start-up if never).",
                     value=age,
                 )
+        if self._checkpoint_errors is not None:
+            yield CounterMetricFamily(
+                "apigee_tls_checkpoint_write_errors",
+                "Writes of the state file that failed (positions and counts not saved).",
+                value=self._checkpoint_errors(),
+            )
         if self._build_info:
             info = GaugeMetricFamily(
                 "apigee_tls_build_info", "Version of apigee-tls-exporter.", labels=["version"]

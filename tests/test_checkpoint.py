@@ -297,3 +297,103 @@ def test_structurally_bad_state_gives_one_warning_and_a_fresh_start(tmp_path: Pa
     assert warnings_of(logs) == ["state file corrupt, starting fresh"]
     node.run_to_end()
     assert node.series() == as_series(gen.truth)
+
+
+def _saved_state(tmp_path: Path) -> tuple[Path, dict[str, Any], Counter[TruthKey]]:
+    """A real state file of a node that read half a generated log; its path, content and truth."""
+    log = tmp_path / "system.log"
+    gen = LogGenerator(11, failure_fraction=0.05)
+    write(log, gen.text(2000).encode())
+    node = Node(tmp_path, [log])
+    node.run_to_end()
+    node.daemon.save_checkpoint()
+    state_path = Path(node.config.state_path())
+    return state_path, json.loads(state_path.read_text()), gen.truth
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        (("follower", "ledger", 0, "offset"), 10**30),
+        (("follower", "ledger", 0, "offset"), -100),
+        (("follower", "ledger", 0, "head_len"), 5000),
+        (("follower", "open"), 7),
+        (("follower", "stats", "lines"), -5),
+        (("follower", "stats", "bytes_read"), "12"),
+        (("follower", "partial"), "not base64!"),
+        (("store", "counts", 0, -1), float("nan")),
+        (("store", "counts", 0, -1), -5),
+        (("store", "counts", 0, -1), float("inf")),
+        (("store", "overflow"), -1),
+        (("pairing", "unpaired"), -5),
+        (("written_at",), float("nan")),
+    ],
+    ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else repr(v),
+)
+def test_impossible_values_give_one_warning_and_a_fresh_start(
+    tmp_path: Path, where: tuple[Any, ...], value: object
+) -> None:
+    """Valid JSON with an impossible value in any field (an offset of 10**30 or -100, a count of
+    NaN or -5): one warning naming the field, and a fresh start that counts the log exactly."""
+    state_path, state, truth = _saved_state(tmp_path)
+    target: Any = state
+    if where[0] in ("follower", "pairing"):
+        target = next(iter(state["logs"].values()))
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    state_path.write_text(json.dumps(state))
+    node = Node(tmp_path, [tmp_path / "system.log"])
+    with structlog.testing.capture_logs() as logs:
+        node.daemon.restore()
+    assert warnings_of(logs) == ["state file corrupt, starting fresh"]
+    node.run_to_end()
+    assert node.series() == as_series(truth)
+
+
+def test_a_fifo_as_state_file_does_not_block_and_is_not_replaced(tmp_path: Path) -> None:
+    """A FIFO at the state path: load says what it is and starts fresh without blocking; save
+    refuses to replace it."""
+    path = tmp_path / "state.json"
+    os.mkfifo(path)
+    with structlog.testing.capture_logs() as logs:
+        assert checkpoint.load(str(path)) is None
+    assert warnings_of(logs) == ["state file is not a regular file, starting fresh"]
+    with pytest.raises(checkpoint.CheckpointError, match="it is a FIFO"):
+        checkpoint.save(str(path), {})
+
+
+def test_unwritable_state_file_is_counted_and_its_age_grows_from_start_up(tmp_path: Path) -> None:
+    """A state file that cannot be written: each failed write is counted, and the checkpoint age
+    counts from start-up, so the stale-checkpoint alert can fire."""
+    log = tmp_path / "system.log"
+    write(log, LogGenerator(3).text(100).encode())
+    (tmp_path / "state").write_text("a file where the state directory should be")
+    node = Node(tmp_path, [log])
+    registry = CollectorRegistry()
+    daemon = Daemon(node.config, registry, clock=node.clock, wall=node.wall)
+    node.wall.now += 30
+    with structlog.testing.capture_logs() as logs:
+        daemon.save_checkpoint()
+        daemon.save_checkpoint()
+    errors = [e["event"] for e in logs if e["log_level"] == "error"]
+    assert errors == ["checkpoint failed: positions and counts will not survive a restart"]
+    assert registry.get_sample_value("apigee_tls_checkpoint_write_errors_total") == 2
+    assert registry.get_sample_value("apigee_tls_checkpoint_age_seconds") == 30
+
+
+def test_step_stops_between_reads_when_asked(tmp_path: Path) -> None:
+    """A stop asked for while a backlog is read ends the step after the read in progress (at a
+    settled point); the checkpoint then written resumes exactly where it stopped."""
+    log = tmp_path / "system.log"
+    gen = LogGenerator(5, failure_fraction=0.05)
+    write(log, gen.text(60_000).encode())  # about 10 MB: many reads of 1 MiB
+    first = Node(tmp_path, [log])
+    assert first.daemon.step(lambda: True)
+    follower = first.daemon.followers[str(log)]
+    assert 0 < follower.stats.bytes_read <= 1 << 20
+    first.daemon.save_checkpoint()
+    second = Node(tmp_path, [log])
+    second.daemon.restore()
+    second.run_to_end()
+    assert second.series() == as_series(gen.truth)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import urllib.request
@@ -95,6 +96,32 @@ def test_sigterm_and_sigint_exit_cleanly(tmp_path: Path) -> None:
         assert code == 0, output
         assert state.exists()
         assert "Traceback" not in output
+
+
+def test_sigterm_during_a_large_backlog_stops_between_reads(tmp_path: Path) -> None:
+    """SIGTERM while a large backlog is being read stops between reads, well before the end of
+    the file (systemd's TimeoutStopSec is 15 s), with the checkpoint of the last settled read;
+    the next start reads the rest, and every failure is counted once."""
+    log = tmp_path / "system.log"
+    gen = LogGenerator(21, failure_fraction=0.01)
+    block = gen.text(20_000).encode()
+    with log.open("wb") as f:
+        for _ in range(60):  # about 200 MB: seconds of reading, also on a fast machine
+            f.write(block)
+    state = tmp_path / "state.json"
+    args = ("--log", str(log), "--state-file", str(state), "--from-beginning")
+    with Daemon(*args) as daemon:
+        code, output = daemon.stop(signal.SIGTERM, timeout=5)
+    assert code == 0, output
+    saved = json.loads(state.read_text())
+    follower = saved["logs"][str(log)]["follower"]
+    offset = follower["ledger"][follower["open"]]["offset"]
+    assert 0 < offset < log.stat().st_size  # stopped in the middle
+    with Daemon(*args) as again:
+        size = log.stat().st_size
+        wait_for(lambda: again.value("apigee_tls_log_offset_bytes") == size, timeout=120)
+        lines = again.value("apigee_tls_log_lines_total")
+        assert lines == 60 * block.count(b"\n")
 
 
 def test_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -697,3 +697,181 @@ def test_settled_is_false_only_between_the_segments_of_one_read(log: Path) -> No
     append(log, b"tial\n" + lines("a", 3))
     seen = [follower.settled for _ in follower.poll()]
     assert seen == [False, True]
+
+
+# --- identity by content: the ledger ----------------------------------------------------------
+
+
+def test_gzip_twin_being_written_while_the_writer_goes_on_is_not_read_again(log: Path) -> None:
+    """logrotate ``compress`` without ``delaycompress``: the renamed file is drained, its ``.gz``
+    appears piece by piece (newer modification time, its start not decodable at first) while the
+    writer already writes the new file: every line once, the ``.gz`` never read."""
+    log.write_bytes(lines("a", 3000))
+    follower = make(log)
+    assert read(follower) == lines("a", 3000)
+    rotated = Path(f"{log}.1")
+    os.rename(log, rotated)
+    log.write_bytes(lines("b", 2))
+    whole = gzip.compress(rotated.read_bytes())
+    gz = Path(f"{log}.1.gz")
+    got = b""
+    for cut in (10, len(whole) // 3, len(whole) // 2, len(whole)):
+        gz.write_bytes(whole[:cut])  # the compressor at work, the writer going on
+        set_mtime(gz, 2_000_000_000)
+        got += read(follower)
+        append(log, lines("b", 1, 2 + cut % 7))
+    rotated.unlink()
+    got += read(follower)
+    expected = lines("b", 2) + b"".join(lines("b", 1, 2 + c % 7) for c in (10, len(whole) // 3))
+    expected += b"".join(lines("b", 1, 2 + c % 7) for c in (len(whole) // 2, len(whole)))
+    assert expected == got
+    assert follower.stats.rotations == {"rename": 1}
+
+
+def test_times_decide_nothing_an_old_file_with_a_new_time_is_not_read_again(log: Path) -> None:
+    """A rotated file whose modification time changes (touched, copied with a new time) is still
+    the content the ledger knows: it is not read again."""
+    log.write_bytes(lines("a", 5))
+    follower = make(log)
+    assert read(follower) == lines("a", 5)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(lines("b", 2))
+    assert read(follower) == lines("b", 2)
+    set_mtime(Path(f"{log}.1"), 2_000_000_000)  # now the "newest" rotated file
+    os.rename(log, f"{log}.2")
+    log.write_bytes(lines("c", 2))
+    assert read(follower) + read(follower) == lines("c", 2)
+
+
+@pytest.mark.parametrize(
+    "rotated_name",
+    ["system.log.1", "system.log.1.gz", "system.log-20261201.gz", "system.1.log", "system.1.log.gz"],
+)
+def test_restart_finds_the_file_under_each_rotation_naming(log: Path, rotated_name: str) -> None:
+    """logrotate (numbered, ``dateext``) and logback (fixed window) names are all looked at: a
+    file rotated while the daemon was down is finished from its offset under any of them."""
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert read(first) == lines("a", 3)
+    state = checkpoint(first)
+    first.close()
+    append(log, lines("a", 2, 3))
+    rotated = log.with_name(rotated_name.replace(".gz", ""))
+    os.rename(log, rotated)
+    if rotated_name.endswith(".gz"):
+        gzip_like_logrotate(rotated)
+    log.write_bytes(lines("b", 2))
+    second = make(log)
+    second.restore(state)
+    assert read(second) + read(second) == lines("a", 2, 3) + lines("b", 2)
+
+
+def test_rotated_files_in_another_directory_are_found_when_configured(
+    log: Path, tmp_path: Path
+) -> None:
+    """logrotate ``olddir``: a directory given in ``rotated`` is searched for the same names."""
+    old = tmp_path / "old"
+    old.mkdir()
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert read(first) == lines("a", 3)
+    state = checkpoint(first)
+    append(log, lines("a", 2, 3))
+    os.rename(log, old / "system.log.1")
+    log.write_bytes(lines("b", 1))
+    second = make(log, rotated=[str(old)])
+    second.restore(state)
+    assert read(second) + read(second) == lines("a", 2, 3) + lines("b", 1)
+    third = make(log)  # without it: the old file is not found, the path is read after copy_wait
+    third.restore(state)
+    assert read(third) == b""
+
+
+def test_first_start_records_rotated_files_as_read_and_from_beginning_reads_them(
+    log: Path,
+) -> None:
+    """At the first start the rotated files present are taken as read (a later look at them
+    reads nothing); with from_beginning they are read, oldest first, then the path."""
+    Path(f"{log}.2.gz").write_bytes(gzip.compress(lines("a", 2)))
+    set_mtime(Path(f"{log}.2.gz"), 1_000_000)
+    Path(f"{log}.1").write_bytes(lines("b", 2))
+    set_mtime(Path(f"{log}.1"), 1_000_100)
+    log.write_bytes(lines("c", 2))
+    fresh = make(log, from_beginning=False)
+    assert read(fresh) == b""
+    os.rename(log, f"{log}.0")  # a rotation: the files taken as read stay read
+    log.write_bytes(lines("d", 1))
+    assert read(fresh) == lines("d", 1)
+    assert make(Path(f"{log}.x"), from_beginning=False).snapshot() is None
+    Path(f"{log}.0").unlink()
+    log.write_bytes(lines("c", 2))
+    everything = make(log, from_beginning=True)
+    assert read(everything) == lines("a", 2) + lines("b", 2) + lines("c", 2)
+
+
+def test_entries_of_files_gone_are_forgotten_after_a_while(log: Path) -> None:
+    """The ledger keeps an entry while some name shows its file; once none does, for longer than
+    forget_after, the entry is dropped: the ledger stays as small as the rotated set."""
+    clock = FakeClock()
+    follower = make(log, clock=clock, forget_after=60.0)
+    log.write_bytes(lines("a", 2))
+    assert read(follower) == lines("a", 2)
+    for n in range(5):
+        os.rename(log, f"{log}.{n}")
+        log.write_bytes(lines(f"r{n}", 2))
+        assert read(follower) + read(follower) == lines(f"r{n}", 2)
+    assert len(checkpoint(follower)["ledger"]) == 6
+    for n in range(4):
+        Path(f"{log}.{n}").unlink()
+    os.rename(log, f"{log}.9")
+    log.write_bytes(lines("z", 1))
+    assert read(follower) + read(follower) == lines("z", 1)
+    assert len(checkpoint(follower)["ledger"]) == 7  # missing, not yet for long
+    clock.now += 61
+    os.rename(log, f"{log}.10")
+    log.write_bytes(lines("y", 1))
+    assert read(follower) + read(follower) == lines("y", 1)
+    assert len(checkpoint(follower)["ledger"]) == 4  # .4, .9, .10 and the path
+
+
+def test_gzip_that_never_completes_is_reported_once_and_read_once(log: Path) -> None:
+    """A ``.gz`` cut short (its compressor died, its original gone) holding the checkpointed
+    file: what it holds is read once, reported once, and the follower moves on."""
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert read(first) == lines("a", 3)
+    state = checkpoint(first)
+    append(log, lines("a", 3000, 3))
+    os.rename(log, f"{log}.1")
+    whole = gzip.compress(Path(f"{log}.1").read_bytes())
+    Path(f"{log}.1.gz").write_bytes(whole[: len(whole) * 2 // 3])
+    Path(f"{log}.1").unlink()
+    log.write_bytes(lines("b", 2))
+    clock = FakeClock()
+    second = make(log, clock=clock, copy_wait=2.0)
+    second.restore(state)
+    got = read(second)
+    assert got and lines("a", 3000, 3).startswith(got)
+    clock.now += 2.0
+    got += read(second) + read(second)
+    assert got.endswith(lines("b", 2))
+    assert second.stats.read_errors == {"gzip_incomplete": 1}
+    clock.now += 10.0
+    os.rename(log, f"{log}.2")
+    log.write_bytes(lines("c", 1))
+    assert read(second) + read(second) == lines("c", 1)
+    assert second.stats.read_errors == {"gzip_incomplete": 1}
+
+
+def test_a_fifo_at_the_path_is_reported_not_opened(tmp_path: Path) -> None:
+    """A FIFO (or any non-regular file) at the path never blocks the follower: it is reported
+    once, and a regular file that replaces it is read."""
+    path = tmp_path / "system.log"
+    os.mkfifo(path)
+    follower = make(path)
+    assert read(follower) == b""
+    assert read(follower) == b""
+    assert follower.stats.read_errors == {"not_a_regular_file": 1}
+    path.unlink()
+    path.write_bytes(lines("a", 2))
+    assert read(follower) == lines("a", 2)
