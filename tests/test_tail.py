@@ -745,7 +745,10 @@ def test_times_decide_nothing_an_old_file_with_a_new_time_is_not_read_again(log:
 
 @pytest.mark.parametrize(
     "rotated_name",
-    ["system.log.1", "system.log.1.gz", "system.log-20261201.gz", "system.1.log", "system.1.log.gz"],
+    [
+        *("system.log.1", "system.log.1.gz", "system.log-20261201.gz"),
+        *("system.1.log", "system.1.log.gz"),
+    ],
 )
 def test_restart_finds_the_file_under_each_rotation_naming(log: Path, rotated_name: str) -> None:
     """logrotate (numbered, ``dateext``) and logback (fixed window) names are all looked at: a
