@@ -56,6 +56,12 @@ test: lint typecheck unit unit39
 bench: venv
 	$(BIN)/python bench/run.py
 
+# The chaos test again and again, each run with its own seed (printed): make soak SEEDS=20
+SEEDS ?= 10
+.PHONY: soak
+soak: venv
+	CHAOS_RUNS=$(SEEDS) $(BIN)/pytest -q -s tests/test_chaos.py tests/test_rotation.py
+
 clean:
 	rm -rf $(VENV) $(VENV39) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
 

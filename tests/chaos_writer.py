@@ -3,8 +3,8 @@
 ``ChaosWriter`` appends the text of a :class:`~apigee_tls_exporter.demo.LogGenerator` at a steady
 rate of lines per second, in chunks cut at random byte positions, so the file usually ends in the
 middle of a line (also at the moment of a rotation). It writes through one open descriptor with
-``O_APPEND`` like logback: after logrotate's ``create`` the test calls :meth:`reopen` (until then
-the writer keeps writing to the renamed file); after ``copytruncate`` the descriptor writes at the
+``O_APPEND`` like logback: after a rename the test calls :meth:`reopen` (until then the writer
+keeps writing to the renamed file); after ``copytruncate`` the descriptor writes at the
 new end by itself. :meth:`paused` holds the writer still while logrotate copies and truncates
 (logrotate's own race, which no reader can repair). The rate is kept by waiting on the stop event
 between ticks: it paces a load generator, it does not wait for a result.
@@ -47,7 +47,6 @@ class ChaosWriter:
         self._lock = threading.Lock()  # held for each write, and by paused()
         self._progress = threading.Condition()
         self._stop = threading.Event()
-        self._reopen = threading.Event()
         self._fd = self._open()
         self._thread = threading.Thread(target=self._run, name="chaos-writer", daemon=True)
         self.bytes_written = 0
@@ -73,8 +72,10 @@ class ChaosWriter:
             self._fd = -1
 
     def reopen(self) -> None:
-        """Open the path again before the next write (after a rename-and-create rotation)."""
-        self._reopen.set()
+        """Open the path again now, between two writes (a logger's reopen after a rotation)."""
+        with self._lock:
+            os.close(self._fd)
+            self._fd = self._open()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -124,10 +125,6 @@ class ChaosWriter:
             return
         cut = len(self._pending) if last else self._rng.randrange(1, len(self._pending) + 1)
         with self._lock:
-            if self._reopen.is_set():
-                os.close(self._fd)
-                self._fd = self._open()
-                self._reopen.clear()
             view = memoryview(self._pending)[:cut]
             while view:
                 view = view[os.write(self._fd, view) :]

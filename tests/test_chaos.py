@@ -1,23 +1,28 @@
-"""Chaos: real logrotate, a writer cutting lines anywhere, and ``kill -9``: every failure once.
+"""Chaos: every rotation style mixed, lines cut anywhere, ``kill -9``: every failure counted once.
 
 A writer appends a generated MP log with known truth at about 5,000 lines/s in chunks cut at
-random byte positions, while the real logrotate (run by hand with its own state file) rotates it
-every few MB: ``create`` + ``delaycompress`` and ``copytruncate`` in turn, and once ``compress``
-without ``delaycompress``, each mode with its own numbering (``start 1``, ``start 100``,
-``start 200``) so that no mode overwrites another's rotated files. Two losses are logrotate's own
-and kept out: the writer is held still while logrotate copies and truncates, and during the
-``compress`` rotation until it has reopened the path. The daemon runs as a subprocess
-and is killed with SIGKILL at two random moments and during three rotations (between the rename
-and the writer's reopen; while the compressor of the ``compress`` rotation runs; while logrotate
-copies and truncates), and started again each time. When the writer is done, ``/metrics`` must
-equal the truth, series by series, and the lines and bytes read the lines and bytes written;
-after a clean stop and a start it still must.
+random byte positions, while the log is rotated every few MB in a random mix of styles: the real
+logrotate (run by hand with its own state file) in ``create`` + ``delaycompress``, ``create`` +
+``compress`` (the renamed file compressed and removed at once), ``create`` + ``compress`` +
+``dateext`` and ``copytruncate``, each with its own names so that no style overwrites another's
+files; and logback's fixed-window and time-based rolling, done by the test, each compressing the
+renamed file in the background while the writer already writes the new one. The writer reopens
+the path in logrotate's ``postrotate`` (the script waits until it has, as a logger that reopens on
+SIGHUP does) and at once after a logback roll; nothing holds it still for a compressor. Only
+logrotate's own copytruncate race is kept out: the writer is held still while logrotate copies and
+truncates. The daemon runs as a subprocess and is killed with SIGKILL at random moments and during
+rotations (between a rename and the writer's reopen, while a compressor runs, while logrotate
+copies), and started again each time. When the writer is done, ``/metrics`` must equal the truth,
+series by series, and the lines and bytes read the lines and bytes written; after a clean stop and
+a start it still must.
 
-The seed is printed; ``CHAOS_SEED=<n>`` replays a run's choices (the timing still varies).
+``CHAOS_RUNS`` runs (3 by default; ``make soak SEEDS=N``), each with its own seed, printed;
+``CHAOS_SEED=<n>`` replays one run's choices (the timing still varies).
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import random
 import signal
@@ -43,14 +48,19 @@ LINES = "apigee_tls_log_lines_total"
 BYTES = "apigee_tls_log_bytes_read_total"
 HEALTH = (LINES, BYTES)
 RATE = 5000.0  # lines a second
-TOTAL_LINES = 225_000  # 45 s of writing, about 38 MB
+TOTAL_LINES = int(os.environ.get("CHAOS_LINES", "120000"))  # about 20 MB, 24 s of writing
+RUNS = int(os.environ.get("CHAOS_RUNS", "3"))
 MB = 1 << 20
 
-MODES = {
+# logrotate's styles, each rotating its own names (numbering starts apart, or dates).
+LOGROTATE_MODES = {
     "create": "create\n  compress\n  delaycompress\n  start 1",
     "copytruncate": "copytruncate\n  start 100",
     "compress": "create\n  compress\n  start 200",
+    "dateext": "create\n  compress\n  dateext\n  dateformat -%Y%m%d-%s",
 }
+LOGBACK_MODES = ("fixed-window", "time-based")
+PACE = threading.Event()  # never set: its wait() paces writers and compressors
 
 Series = dict[tuple[str, ...], float]
 
@@ -58,11 +68,10 @@ Series = dict[tuple[str, ...], float]
 def poll_until(what: str, check: Callable[[], bool], timeout: float) -> None:
     """Call ``check`` every 50 ms until it is true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    pause = threading.Event()
     while not check():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        pause.wait(0.05)
+        PACE.wait(0.05)
 
 
 def free_port() -> int:
@@ -147,18 +156,95 @@ class DaemonProcess:
         poll_until("the daemon to serve /metrics", lambda: self.scrape() is not None, 30)
 
 
-def logrotate_configs(tmp: Path, log: Path) -> dict[str, Path]:
+def logrotate_configs(tmp: Path, log: Path, flag: Path) -> dict[str, Path]:
+    """One logrotate config per style; ``postrotate`` asks the writer to reopen (``flag``) and
+    waits until it has."""
     configs = {}
-    for mode, directives in MODES.items():
+    reopen = f"touch {flag}; while [ -e {flag} ]; do sleep 0.005; done"
+    for mode, directives in LOGROTATE_MODES.items():
         conf = tmp / f"logrotate-{mode}.conf"
-        conf.write_text(f"{log} {{\n  rotate 50\n  missingok\n  nomail\n  {directives}\n}}\n")
+        post = "" if mode == "copytruncate" else f"\n  postrotate\n    {reopen}\n  endscript"
+        conf.write_text(f"{log} {{\n  rotate 50\n  missingok\n  nomail\n  {directives}{post}\n}}\n")
         configs[mode] = conf
     return configs
 
 
+class Reopener:
+    """Reopens the writer when logrotate's postrotate asks (the flag file), then says so."""
+
+    def __init__(self, writer: ChaosWriter, flag: Path) -> None:
+        self.writer = writer
+        self.flag = flag
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="reopener", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.002):
+            if self.flag.exists():
+                self.writer.reopen()
+                self.flag.unlink()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+class Logback:
+    """logback's rolling, done by the test: the active file renamed (into the window, or to a
+    temporary name outside every rotated glob), the writer reopened at once, and the renamed
+    file compressed in the background, then removed."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.window = 0
+        self.rolls = 0
+        self.compressors: list[threading.Thread] = []
+
+    def roll(self, mode: str, writer: ChaosWriter) -> threading.Thread:
+        self.wait()
+        self.rolls += 1
+        if mode == "fixed-window":  # system.1.log.gz, system.2.log.gz, ...
+            for n in range(self.window, 0, -1):
+                os.replace(self._win(n), self._win(n + 1))
+            self.window += 1
+            renamed = self.log.with_name("system.1.log")
+            out = self._win(1)
+        else:  # system-2026-12-02.<n>.log.gz from a temporary name
+            renamed = self.log.with_name(f"system.log{time.monotonic_ns()}.tmp")
+            out = self.log.with_name(f"system-2026-12-02.{self.rolls}.log.gz")
+        with writer.paused():
+            os.rename(self.log, renamed)
+        writer.reopen()
+        thread = threading.Thread(target=self._compress, args=(renamed, out), daemon=True)
+        thread.start()
+        self.compressors.append(thread)
+        return thread
+
+    def _win(self, n: int) -> Path:
+        return self.log.with_name(f"system.{n}.log.gz")
+
+    @staticmethod
+    def _compress(plain: Path, out: Path) -> None:
+        with open(plain, "rb") as src, gzip.open(out, "wb") as dst:
+            while chunk := src.read(65536):
+                dst.write(chunk)
+                dst.flush()
+                PACE.wait(0.002)  # a compressor that takes its time
+        plain.unlink()
+
+    def wait(self) -> None:
+        for thread in self.compressors:
+            thread.join(timeout=60)
+
+
 @pytest.mark.slow
-def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: Path) -> None:
-    """With rotations of every mode, cut lines and SIGKILLs, /metrics equals the truth exactly."""
+@pytest.mark.parametrize("run", range(RUNS))
+def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
+    tmp_path: Path, run: int
+) -> None:
+    """With rotations of every style mixed, compressors running, cut lines and SIGKILLs at
+    random moments, /metrics equals the truth exactly."""
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1 << 31))
     print(f"chaos seed: {seed} (replay with CHAOS_SEED={seed})")
     rng = random.Random(seed)
@@ -168,21 +254,21 @@ def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: P
     logdir.mkdir(mode=0o755)
     log = logdir / "system.log"
     state = tmp_path / "state" / "state.json"
-    configs = logrotate_configs(tmp_path, log)
+    flag = tmp_path / "reopen-now"
+    configs = logrotate_configs(tmp_path, log, flag)
     rotate_state = tmp_path / "logrotate.status"
 
-    # The rotations: create and copytruncate in turn, one of the create ones compressing at once.
-    # Kills: during one create rotation (between the rename and the writer's reopen), during the
-    # compress rotation (while its compressor runs), during one copytruncate (while logrotate
-    # copies), and at two random moments.
-    plan = [("create", "copytruncate")[i % 2] for i in range(40)]
-    plan[rng.choice([2, 4, 6])] = "compress"
-    kill_rename = rng.choice([i for i in range(8) if plan[i] == "create"])
-    kill_copy = rng.choice([i for i in range(1, 8) if plan[i] == "copytruncate"])
+    # Every style at least once, then a random mix; kills at random moments and in rotations.
+    modes = [*LOGROTATE_MODES, *LOGBACK_MODES]
+    plan = rng.sample(modes, len(modes)) + [rng.choice(modes) for _ in range(30)]
+    rotations_expected = int(TOTAL_LINES * 170 / (2 * MB))
+    kill_in = set(rng.sample(range(min(len(modes), rotations_expected)), 3))
     total_bytes = TOTAL_LINES * 170
     kill_at = sorted(rng.uniform(0.1, 0.9) * total_bytes for _ in range(2))
 
     writer = ChaosWriter(str(log), seed=seed, total_lines=TOTAL_LINES, rate=RATE)
+    reopener = Reopener(writer, flag)
+    logback = Logback(log)
     daemon = DaemonProcess(log, state, tmp_path / "daemon.log")
     rotations: list[str] = []
     try:
@@ -191,51 +277,51 @@ def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: P
         # A kill before the first checkpoint would start afresh: there would be nothing to resume.
         poll_until("the first checkpoint", state.exists, 30)
 
-        def rotate(mode: str, index: int) -> None:
+        def restart() -> None:
+            daemon.kill()
+            daemon.start()
+
+        def rotate(mode: str, kill: bool) -> None:
+            if mode in LOGBACK_MODES:
+                compressor = logback.roll(mode, writer)
+                if kill:  # while the compressor runs
+                    restart()
+                compressor.join(timeout=60)
+                rotations.append(mode)
+                return
             command = [LOGROTATE, "-f", "-s", str(rotate_state), str(configs[mode])]
             if mode == "copytruncate":
                 with writer.paused():  # logrotate's own race: lines written while it copies
                     proc = subprocess.Popen(command, stderr=subprocess.PIPE)
-                    if index == kill_copy:
+                    if kill:
                         daemon.kill()
                     _, err = proc.communicate(timeout=60)
-                if index == kill_copy:
+                if kill:
                     daemon.start()
-            elif mode == "compress":
-                # Without delaycompress the renamed file is compressed and removed at once, so
-                # what a writer adds to it before reopening is gone from the disk (a daemon that
-                # holds the file open still reads it; one that was down cannot). Real writers
-                # reopen in postrotate, before the compression: the writer is held still until
-                # it has reopened. The daemon is killed and started while the compressor runs.
-                with writer.paused():
-                    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
-                    daemon.kill()
-                    daemon.start()
-                    _, err = proc.communicate(timeout=60)
-                    writer.reopen()
             else:
+                if mode == "dateext":
+                    PACE.wait(1.05)  # its names are by the second: one rotation a second
                 proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+                if kill:  # at a random moment of logrotate's run: renaming, reopening, compressing
+                    PACE.wait(rng.uniform(0, 0.05))
+                    restart()
                 _, err = proc.communicate(timeout=60)
-                if index == kill_rename:  # renamed, created, the writer not reopened yet
-                    daemon.kill()
-                    daemon.start()
-                    daemon.wait_ready()
-                writer.reopen()
             assert proc.returncode == 0, err.decode()
             rotations.append(mode)
 
-        next_rotation = rng.uniform(2, 3.5) * MB
+        next_rotation = rng.uniform(1.5, 2.5) * MB
         while not writer.done:
             writer.wait_progress(1.0)
             assert writer.error is None, writer.error
             if kill_at and writer.bytes_written >= kill_at[0]:
                 kill_at.pop(0)
-                daemon.kill()
-                daemon.start()
+                restart()
             if log.exists() and log.stat().st_size >= next_rotation and not writer.done:
-                rotate(plan[len(rotations)], len(rotations))
-                next_rotation = rng.uniform(2, 3.5) * MB
+                index = len(rotations)
+                rotate(plan[index], index in kill_in)
+                next_rotation = rng.uniform(1.5, 2.5) * MB
         writer.stop()
+        logback.wait()
         assert writer.error is None, writer.error
         writing = time.monotonic() - began
         truth: Series = {tuple(k): float(v) for k, v in writer.truth.items()}
@@ -244,7 +330,10 @@ def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: P
 
         def matches() -> bool:
             seen[0] = daemon.scrape()
-            return seen[0] == truth
+            return seen[0] == truth and daemon.health == {
+                LINES: writer.lines_generated,
+                BYTES: writer.bytes_written,
+            }
 
         try:
             poll_until("/metrics to equal the truth", matches, 60)
@@ -257,12 +346,9 @@ def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: P
             }
             print("series (truth, daemon) that differ:", diff)
             print(f"written: {writer.lines_generated} lines, {writer.bytes_written} bytes")
-            print(f"read: {daemon.health}")
+            print(f"read: {daemon.health}; rotations: {rotations}; kills in {sorted(kill_in)}")
             raise
         converged = time.monotonic() - began
-
-        # Lines and bytes are checkpointed with the counters: also exact, however often re-read.
-        assert daemon.health == {LINES: writer.lines_generated, BYTES: writer.bytes_written}
 
         # A clean stop and a start: the counters come back from the checkpoint, not doubled.
         assert daemon.stop() == 0
@@ -277,11 +363,13 @@ def test_chaos_every_failure_counted_once_across_logrotate_and_kill9(tmp_path: P
             f"{', '.join(rotations)}; {daemon.kills} kills; writing {writing:.1f}s, "
             f"converged {converged:.1f}s, total {time.monotonic() - began:.1f}s"
         )
-        assert daemon.kills >= 5
-        assert {"create", "copytruncate", "compress"} <= set(rotations)
+        assert daemon.kills >= 3
+        assert set(modes) <= set(rotations)
     except BaseException:
         print((tmp_path / "daemon.log").read_text(errors="replace")[-6000:])
         raise
     finally:
+        reopener.close()
         writer.stop()
+        logback.wait()
         daemon.close()
