@@ -430,6 +430,7 @@ class MetricsServer:
         self._serving = threading.Event()
         self._done = threading.Event()
         self._bcrypt = _PrioritySlots(BCRYPT_WORKERS)
+        self._encoding: dict[Any, asyncio.Future[tuple[bytes, str]]] = {}
         self._render_pool: Optional[ThreadPoolExecutor] = None
         self._bcrypt_pool: Optional[ThreadPoolExecutor] = None
         family, address = _bind_address(host, port)
@@ -598,7 +599,7 @@ class MetricsServer:
         if path == "/metrics":
             if self.phase() == RESTORING:
                 return _text(503, f"Not ready: {RESTORING}.\n")
-            return await self._in_pool(self._metrics, parse_qs(url.query), request.headers)
+            return await self._metrics(parse_qs(url.query), request.headers)
         if path == "/":
             return await self._in_pool(self._status_page)
         return _text(404, "Not Found\n")
@@ -638,22 +639,45 @@ class MetricsServer:
         assert self._render_pool is not None
         return await asyncio.get_running_loop().run_in_executor(self._render_pool, function, *args)
 
-    def _metrics(self, params: dict[str, list[str]], headers: dict[str, str]) -> _Response:
-        registry: Any = self.registry
-        if "name[]" in params:
-            registry = registry.restricted_registry(params["name[]"])
+    async def _metrics(self, params: dict[str, list[str]], headers: dict[str, str]) -> _Response:
+        """The exposition. Concurrent scrapes asking for the same thing share one encoding (a
+        scrape arriving while it runs takes its result): 200 scrapers cost one collection, not
+        200, at 5,000 series about 90 ms each."""
+        names = tuple(params.get("name[]", ()))
         encoder, content_type = choose_encoder(headers.get("accept", ""))
+        compress = gzip_accepted(headers.get("accept-encoding", ""))
+        key = (content_type, names, compress)
+        future = self._encoding.get(key)
+        if future is None:
+            assert self._render_pool is not None
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._render_pool, self._encode, names, encoder, compress)
+            self._encoding[key] = future
+
+            def done(finished: asyncio.Future[tuple[bytes, str]], key: Any = key) -> None:
+                if self._encoding.get(key) is finished:
+                    del self._encoding[key]
+
+            future.add_done_callback(done)
+        body, error = await asyncio.shield(future)
+        if error:
+            self.summary.event("collect_failed", error=error)
+            return _text(500, "metrics collection failed\n")
+        extra = [("Content-Encoding", "gzip")] if compress else []
+        return _Response(200, body, content_type, extra)
+
+    def _encode(
+        self, names: tuple[str, ...], encoder: Callable[[Any], bytes], compress: bool
+    ) -> tuple[bytes, str]:
+        """(body, "") or (b"", what went wrong); runs in a render thread."""
+        registry: Any = self.registry
+        if names:
+            registry = registry.restricted_registry(list(names))
         try:
             body = encoder(registry)
-        except Exception as err:
-            # A collector raised: answer 500 and keep serving.
-            self.summary.event("collect_failed", error=f"{type(err).__name__}: {err}")
-            return _text(500, "metrics collection failed\n")
-        extra = []
-        if gzip_accepted(headers.get("accept-encoding", "")):
-            body = gzip.compress(body, compresslevel=6)
-            extra.append(("Content-Encoding", "gzip"))
-        return _Response(200, body, content_type, extra)
+        except Exception as err:  # a collector raised: answer 500 and keep serving
+            return b"", f"{type(err).__name__}: {err}"
+        return (gzip.compress(body, compresslevel=6) if compress else body), ""
 
     def _status_page(self) -> _Response:
         report = self.status() if self.status is not None else None
