@@ -10,7 +10,8 @@ Kinds (loopback only; every client from its own 127.0.0.x source address when ``
   plain HTTP, one after the other on a kept-alive connection, reconnecting when closed.
 
 Prints one line ``started N`` once every client is connected, then at the end
-``requests R connections C`` (answers received, connections made).
+``requests R connections C`` (answers received, connections made). ``start_load`` runs it from a
+test; ``timed_scrapes`` is the Prometheus side.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import argparse
 import asyncio
 import base64
 import ssl
+import subprocess
 import sys
 import time
-from typing import Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 
 def source(index: int, spread: bool) -> Optional[tuple[str, int]]:
@@ -29,6 +32,47 @@ def source(index: int, spread: bool) -> Optional[tuple[str, int]]:
     if not spread:
         return None
     return (f"127.0.{2 + index // 250}.{2 + index % 250}", 0)
+
+
+def start_load(kind: str, port: int, clients: int, seconds: float, *extra: str) -> Any:
+    """The hostile clients of tests/http_load.py in their own process, once all connected."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__)),
+            kind,
+            "--port",
+            str(port),
+            "--clients",
+            str(clients),
+            "--seconds",
+            str(seconds),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("started ")
+    return proc
+
+
+def timed_scrapes(
+    scrape: Callable[[], int], count: int, every: float = 0.5
+) -> list[tuple[int, float]]:
+    """``count`` scrapes, one every ``every`` seconds (Prometheus-style): (status, seconds)."""
+    results = []
+    next_at = time.monotonic()
+    for _ in range(count):
+        started = time.monotonic()
+        try:
+            status = scrape()
+        except OSError:
+            status = 0
+        results.append((status, time.monotonic() - started))
+        next_at += every
+        time.sleep(max(0.0, next_at - time.monotonic()))  # the scrape interval
+    return results
 
 
 class Counts:

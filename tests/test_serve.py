@@ -7,8 +7,6 @@ import http.client
 import re
 import resource
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,6 +17,7 @@ import structlog.testing
 from apigee_tls_exporter import serve as serve_module
 from apigee_tls_exporter.config import parse_listen
 from apigee_tls_exporter.serve import BootTimeProcessCollector, MetricsServer, serve
+from http_load import start_load, timed_scrapes
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.registry import Collector
 from support import wait_for
@@ -462,47 +461,6 @@ def _raise_nofile(minimum: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < minimum:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(minimum, hard), hard))
-
-
-def start_load(kind: str, port: int, clients: int, seconds: float, *extra: str) -> Any:
-    """The hostile clients of tests/http_load.py in their own process, once all connected."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("http_load.py")),
-            kind,
-            "--port",
-            str(port),
-            "--clients",
-            str(clients),
-            "--seconds",
-            str(seconds),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().startswith("started ")
-    return proc
-
-
-def timed_scrapes(
-    scrape: Callable[[], int], count: int, every: float = 0.5
-) -> list[tuple[int, float]]:
-    """``count`` scrapes, one every ``every`` seconds (Prometheus-style): (status, seconds)."""
-    results = []
-    next_at = time.monotonic()
-    for _ in range(count):
-        started = time.monotonic()
-        try:
-            status = scrape()
-        except OSError:
-            status = 0
-        results.append((status, time.monotonic() - started))
-        next_at += every
-        time.sleep(max(0.0, next_at - time.monotonic()))  # the scrape interval
-    return results
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@ import base64
 import http.client
 import socket
 import ssl
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,6 +25,7 @@ from apigee_tls_exporter.webconfig import (
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from http_load import start_load, timed_scrapes
 from prometheus_client import CollectorRegistry, Counter
 
 PASSWORD = "s3cret-scrape-password"
@@ -90,9 +93,17 @@ def https_get(
     context: ssl.SSLContext,
     authorization: Optional[str] = None,
     path: str = "/metrics",
+    source: Optional[str] = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTPS request; status, lower-cased headers and body."""
-    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+    """One HTTPS request (from the source address when given); status, lower-cased headers and
+    body."""
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1",
+        server.port,
+        context=context,
+        timeout=10,
+        source_address=(source, 0) if source else None,
+    )
     try:
         headers = {"Authorization": authorization} if authorization else {}
         connection.request("GET", path, headers=headers)
@@ -551,3 +562,125 @@ def test_new_web_config_applies_to_next_connection(pki: PKI, start: Start) -> No
 
     assert https_get(server, context)[0] == 401
     assert https_get(server, context, basic("prometheus", PASSWORD))[0] == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Health endpoints and the exporter's own section
+
+
+HEALTH_OPEN = TLS_AND_AUTH + "apigee_tls_exporter:\n  health_without_auth: true\n"
+
+
+def test_health_endpoints_open_only_when_configured(pki: PKI, start: Start) -> None:
+    """With ``apigee_tls_exporter.health_without_auth`` /-/healthy and /-/ready answer without
+    credentials (/metrics and / still need them); without it they need them too."""
+    closed = start(load_web_config(write_config(pki.directory, TLS_AND_AUTH)))
+    opened = start(load_web_config(write_config(pki.directory, HEALTH_OPEN)))
+    context = client_context(pki)
+
+    def statuses(server: MetricsServer) -> list[int]:
+        paths = ("/-/healthy", "/-/ready", "/metrics", "/")
+        return [https_get(server, context, path=p)[0] for p in paths]
+
+    assert statuses(closed) == [401, 401, 401, 401]
+    assert statuses(opened) == [200, 200, 401, 401]
+
+
+def test_own_section_is_strict(tmp_path: Path) -> None:
+    """An unknown key in the apigee_tls_exporter section is refused with its location."""
+    path = write_config(tmp_path, "apigee_tls_exporter:\n  health_without_auht: true\n")
+
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(path)
+
+    assert info.value.problems == ["apigee_tls_exporter.health_without_auht: unknown key"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing and floods
+
+
+def test_stand_in_hash_has_the_cost_of_the_configured_ones() -> None:
+    """Unknown users are checked against a stand-in hash of the configured cost (the highest
+    when they differ), not a fixed one."""
+    cost_12 = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=12)).decode()
+    cost_5 = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=5)).decode()
+
+    auth = BasicAuth({"a": cost_5, "b": cost_12})
+
+    assert auth.cost == 12
+    assert auth._stand_in.startswith(b"$2b$12$")
+
+
+def test_unknown_user_401_takes_as_long_as_a_wrong_password(pki: PKI, start: Start) -> None:
+    """With cost-12 hashes, a 401 for an unknown user takes the time of a 401 for a known user
+    with a wrong password (medians within 20%; the fixed cost-10 stand-in made it 3x faster),
+    so user names cannot be found out by timing. Each request from its own source address, so
+    that the failed-login backoff does not answer at once."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()
+    server = start(
+        load_web_config(
+            write_config(pki.directory, TLS_ONLY + f"basic_auth_users:\n  p: {hashed}\n")
+        )
+    )
+    context = client_context(pki)
+    times: dict[str, list[float]] = {"known": [], "unknown": []}
+    for i in range(6):
+        for kind, user in (("known", "p"), ("unknown", "nobody")):
+            started = time.perf_counter()
+            status = https_get(
+                server, context, basic(user, "wrong"), source=f"127.0.3.{i * 2 + len(kind)}"
+            )[0]
+            times[kind].append(time.perf_counter() - started)
+            assert status == 401
+
+    known, unknown = statistics.median(times["known"]), statistics.median(times["unknown"])
+    assert abs(known - unknown) <= 0.2 * max(known, unknown), times
+
+
+@pytest.mark.slow
+def test_wrong_password_flood_does_not_lock_out_scrapes(pki: PKI, start: Start) -> None:
+    """40 clients (each from its own address) sending wrong passwords over TLS as fast as they
+    are answered: a scrape with good credentials every 0.5 s (a new TLS connection each time)
+    and fresh logins from clean addresses are each answered 200 within 1 s. (Before: every
+    connection slot waited for the 2-way bcrypt semaphore and most scrapes failed.)"""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    text = TLS_ONLY + f"basic_auth_users:\n  prometheus: {hashed}\n"
+    server = start(load_web_config(write_config(pki.directory, text)))
+    context = client_context(pki)
+    good = basic("prometheus", PASSWORD)
+    assert https_get(server, context, good)[0] == 200  # the scraper logged in before the flood
+    ca = pki.directory / "server-ca.pem"
+    pki.server_ca.cert_pem.write_to_path(str(ca))
+    attack = start_load("wrong-password", server.port, 40, 14, "--spread", "--ca", str(ca))
+    fresh = iter(range(100))
+    try:
+        scrapes = timed_scrapes(lambda: https_get(server, context, good)[0], 12)
+        logins = timed_scrapes(
+            lambda: https_get(server, context, good, source=f"127.0.4.{next(fresh)}")[0], 4
+        )
+    finally:
+        attack.terminate()
+        attack.wait(timeout=10)
+
+    assert [s for s, _ in scrapes + logins] == [200] * 16
+    assert max(t for _, t in scrapes + logins) < 1.0, (scrapes, logins)
+    failed = server.stats.rejected
+    assert failed["auth_failed"] >= 40 and failed["auth_backoff"] > 0  # the flood ran
+
+
+@pytest.mark.slow
+def test_idle_connections_to_the_tls_port_do_not_block_scrapes(pki: PKI, start: Start) -> None:
+    """200 connections that never start the TLS handshake (cut off at the handshake deadline,
+    then back): a TLS scrape every 0.5 s for 10 s is answered within 1 s every time."""
+    server = start(load_web_config(write_config(pki.directory, TLS_ONLY)))
+    attack = start_load("idle", server.port, 200, 14)
+    try:
+        results = timed_scrapes(lambda: https_get(server, client_context(pki))[0], 20)
+    finally:
+        attack.terminate()
+        attack.wait(timeout=10)
+
+    assert [s for s, _ in results] == [200] * 20
+    assert max(t for _, t in results) < 1.0, results
+    assert server.stats.rejected["tls_handshake"] >= 200  # every idle one was cut off
