@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import os
 import re
 import resource
 import socket
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,7 +24,7 @@ from apigee_tls_exporter.serve import BootTimeProcessCollector, MetricsServer, s
 from http_load import start_load, timed_scrapes
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.registry import Collector
-from support import wait_for
+from support import Daemon, wait_for
 
 Start = Callable[..., MetricsServer]
 
@@ -430,6 +434,41 @@ def test_healthy_and_ready_through_start_up(
         (200, (503, b"Not ready: opening the logs.\n"), 200),
         (200, (200, b"Ready.\n"), 200),
     ]
+
+
+def test_daemon_is_healthy_while_restoring_and_ready_after(tmp_path: Path) -> None:
+    """The real daemon serves from the start: while its checkpoint is being read (here a FIFO
+    that blocks the read until the test writes it) /-/healthy is 200 and /-/ready and /metrics
+    are 503; once restored and the logs opened, /-/ready and /metrics are 200."""
+    log = tmp_path / "system.log"
+    log.touch()
+    state = tmp_path / "state.json"
+    os.mkfifo(state)
+    daemon = Daemon("--log", str(log), "--state-file", str(state))
+
+    def status(path: str) -> int:
+        url = f"http://127.0.0.1:{daemon.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    daemon.proc = subprocess.Popen(
+        daemon.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_for(lambda: status("/-/healthy") == 200, what="/-/healthy while restoring")
+        restoring = (status("/-/ready"), status("/metrics"))
+        fifo = os.open(state, os.O_WRONLY | os.O_NONBLOCK)  # the daemon is reading it
+        os.write(fifo, b"{}")
+        os.close(fifo)
+        wait_for(lambda: status("/-/ready") == 200, what="/-/ready after the restore")
+        ready = (status("/-/healthy"), status("/metrics"))
+    finally:
+        code, out = daemon.stop()
+
+    assert (restoring, ready, code) == ((503, 503), (200, 200), 0), out
 
 
 # ---------------------------------------------------------------------------------------------
