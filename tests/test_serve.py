@@ -439,7 +439,8 @@ def test_healthy_and_ready_through_start_up(
 def test_daemon_is_healthy_while_restoring_and_ready_after(tmp_path: Path) -> None:
     """The real daemon serves from the start: while its checkpoint is being read (here a FIFO
     that blocks the read until the test writes it) /-/healthy is 200 and /-/ready and /metrics
-    are 503; once restored and the logs opened, /-/ready and /metrics are 200."""
+    are 503; once restored and the logs opened, /-/ready and /metrics are 200, and the status
+    page lists the log."""
     log = tmp_path / "system.log"
     log.touch()
     state = tmp_path / "state.json"
@@ -465,10 +466,14 @@ def test_daemon_is_healthy_while_restoring_and_ready_after(tmp_path: Path) -> No
         os.close(fifo)
         wait_for(lambda: status("/-/ready") == 200, what="/-/ready after the restore")
         ready = (status("/-/healthy"), status("/metrics"))
+        url = f"http://127.0.0.1:{daemon.port}/"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            page = response.read().decode()
     finally:
         code, out = daemon.stop()
 
     assert (restoring, ready, code) == ((503, 503), (200, 200), 0), out
+    assert f"<td>{log}</td>" in page  # the status page lists the followed log
 
 
 # ---------------------------------------------------------------------------------------------
