@@ -112,6 +112,7 @@ _EVENTS = {
     "auth_busy": ("http login refused, too many waiting", "warning"),
     "collect_failed": ("metrics collection failed", "error"),
     "loop_error": ("http server error", "error"),
+    "handler_failed": ("http handler failed", "error"),
 }
 
 
@@ -716,6 +717,7 @@ class _Connection(asyncio.Protocol):
         self._task: Optional[asyncio.Task[None]] = None
         self._writable = asyncio.Event()
         self._writable.set()
+        self._eof = False
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -750,9 +752,14 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> Optional[bool]:
-        if self.state in ("head", "idle"):
+        """The client sent all it will: answer a request already read (over plain TCP the
+        socket stays open for that; asyncio's TLS cannot half-close), else close."""
+        self._eof = True
+        if self.state != "busy":
             self.abort()
-        return False
+            return False
+        assert self.transport is not None
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._finish()
@@ -837,7 +844,7 @@ class _Connection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception as err:  # a bug: answer 500, keep serving, say what it was
-            _log.error("http handler failed", client=_client(self.peer), error=repr(err))
+            self.server.summary.event("handler_failed", client=_client(self.peer), error=repr(err))
             response = _text(500, "Internal Server Error\n", close=True)
         keep_alive = request.keep_alive and not response.close
         await self._send(response, request.method == "HEAD", keep_alive)
@@ -845,6 +852,7 @@ class _Connection(asyncio.Protocol):
     async def _send(self, response: _Response, head_only: bool, keep_alive: bool) -> None:
         if self.state == "closed" or self.transport is None:
             return
+        keep_alive = keep_alive and not self._eof
         self.server.stats.requests[str(response.status)] += 1
         self.transport.write(response.encode(head_only, keep_alive))
         if not self._writable.is_set():

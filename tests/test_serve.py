@@ -649,3 +649,20 @@ def test_priority_slots_serve_the_lowest_priority_first() -> None:
     asyncio.run(main())
 
     assert order == ["fresh", "second", "flood-a", "flood-b"]
+
+
+def test_request_then_half_close_still_gets_its_answer(
+    registry: CollectorRegistry, start_server: Start
+) -> None:
+    """A client that sends its request and shuts down its side (as ``nc -N`` does) gets the
+    answer, then the connection closes."""
+    server = start_server(registry)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")  # and recv returned b"": closed after it
+    assert data.endswith(b"Healthy.\n")
