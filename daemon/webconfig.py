@@ -254,8 +254,9 @@ class BasicAuth:
     """Checks ``Authorization: Basic`` headers against bcrypt hashes.
 
     A bcrypt check costs tens of milliseconds of CPU on purpose; a successful check is remembered
-    for ``cache_seconds`` as an HMAC of the credentials under a key made for this process, so a
-    Prometheus scraping every 15 s costs one bcrypt per interval, not one per scrape. Cached
+    as an HMAC of the credentials under a key made for this process until ``cache_seconds`` after
+    its last use, so a Prometheus scraping every 15 s pays one bcrypt, not one per scrape nor one
+    a minute (when it would have to queue behind a flood of wrong passwords). Cached
     digests are compared in constant time. At most ``max_concurrent`` bcrypt checks run at once,
     so a flood of bad passwords cannot take every CPU of the MP node.
 
@@ -303,6 +304,8 @@ class BasicAuth:
         with self._lock:
             cached = self._cache.get(user_name)
         if cached is not None and now < cached[1] and hmac.compare_digest(cached[0], digest):
+            with self._lock:
+                self._cache[user_name] = (digest, now + self._cache_seconds)
             return True
         return None
 

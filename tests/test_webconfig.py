@@ -412,6 +412,30 @@ def test_basic_auth_caches_success_briefly(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(calls) == 3
 
 
+def test_basic_auth_cache_lasts_while_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential used every 15 s stays cached (no bcrypt, nothing to queue behind a flood);
+    unused for longer than cache_seconds, it is checked again."""
+    calls: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        calls.append(password)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting_checkpw)
+    now = [0.0]
+    auth = BasicAuth({"prometheus": HASH}, cache_seconds=60, clock=lambda: now[0])
+    good = basic("prometheus", PASSWORD)
+
+    for _ in range(20):  # five minutes of scrapes
+        assert auth.check(good)
+        now[0] += 15
+    now[0] += 61
+    assert auth.check(good)
+
+    assert len(calls) == 2
+
+
 def test_basic_auth_truncates_long_passwords_as_bcrypt_does() -> None:
     """Passwords over 72 bytes are compared on their first 72 bytes (bcrypt>=5 would raise)."""
     long_password = "p" * 100
@@ -642,10 +666,12 @@ def test_unknown_user_401_takes_as_long_as_a_wrong_password(pki: PKI, start: Sta
 def test_wrong_password_flood_does_not_lock_out_scrapes(pki: PKI, start: Start) -> None:
     """40 clients (each from its own address) sending wrong passwords over TLS as fast as they
     are answered: a scrape with good credentials every 0.5 s (a new TLS connection each time)
-    and fresh logins from clean addresses are each answered 200 within 1 s. (Before: every
+    and then fresh logins (users never verified, so bcrypt runs) from clean addresses are each
+    answered 200 within 1 s. (Before: every
     connection slot waited for the 2-way bcrypt semaphore and most scrapes failed.)"""
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
-    text = TLS_ONLY + f"basic_auth_users:\n  prometheus: {hashed}\n"
+    users = "".join(f"  user{i}: {hashed}\n" for i in range(4))  # fresh: never verified yet
+    text = TLS_ONLY + f"basic_auth_users:\n  prometheus: {hashed}\n{users}"
     server = start(load_web_config(write_config(pki.directory, text)))
     context = client_context(pki)
     good = basic("prometheus", PASSWORD)
@@ -653,12 +679,14 @@ def test_wrong_password_flood_does_not_lock_out_scrapes(pki: PKI, start: Start) 
     ca = pki.directory / "server-ca.pem"
     pki.server_ca.cert_pem.write_to_path(str(ca))
     attack = start_load("wrong-password", server.port, 40, 14, "--spread", "--ca", str(ca))
-    fresh = iter(range(100))
+    fresh = iter(range(4))
+
+    def fresh_login(i: int) -> int:
+        return https_get(server, context, basic(f"user{i}", PASSWORD), source=f"127.0.4.{i}")[0]
+
     try:
         scrapes = timed_scrapes(lambda: https_get(server, context, good)[0], 12)
-        logins = timed_scrapes(
-            lambda: https_get(server, context, good, source=f"127.0.4.{next(fresh)}")[0], 4
-        )
+        logins = timed_scrapes(lambda: fresh_login(next(fresh)), 4)
     finally:
         attack.terminate()
         attack.wait(timeout=10)
