@@ -368,6 +368,7 @@ class _HttpStats(Collector):
             {r: 0 for r in REJECT_REASONS}
         )
         self.connections = 0
+        self.opened = 0
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -386,6 +387,11 @@ class _HttpStats(Collector):
         yield rejected
         yield GaugeMetricFamily(
             "apigee_tls_http_connections", "Open HTTP connections.", value=self.connections
+        )
+        yield CounterMetricFamily(
+            "apigee_tls_http_connections_opened",
+            "HTTP connections accepted (fewer than requests when clients keep them alive).",
+            value=self.opened,
         )
 
 
@@ -571,6 +577,7 @@ class MetricsServer:
             oldest.abort()
         self.connections[connection] = None
         self.stats.connections = len(self.connections)
+        self.stats.opened += 1
         return True
 
     def closed(self, connection: _Connection) -> None:

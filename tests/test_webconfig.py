@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import bcrypt
 import pytest
 import trustme
+import yaml
 from apigee_tls_exporter import webconfig
 from apigee_tls_exporter.serve import MetricsServer
 from apigee_tls_exporter.webconfig import (
@@ -27,6 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from http_load import start_load, timed_scrapes
 from prometheus_client import CollectorRegistry, Counter
+from stack import Server, binary, get_json, poll
+from support import free_port
 
 PASSWORD = "s3cret-scrape-password"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
@@ -712,3 +715,60 @@ def test_idle_connections_to_the_tls_port_do_not_block_scrapes(pki: PKI, start: 
     assert [s for s, _ in results] == [200] * 20
     assert max(t for _, t in results) < 1.0, results
     assert server.stats.rejected["tls_handshake"] >= 200  # every idle one was cut off
+
+
+@pytest.mark.slow
+def test_real_prometheus_scrapes_over_mutual_tls_and_basic_auth_on_one_connection(
+    pki: PKI, start: Start, tmp_path: Path
+) -> None:
+    """A real Prometheus with a client certificate and basic auth scrapes the target every
+    second: the target is up, and its scrapes reuse one kept-alive connection."""
+    text = MUTUAL_TLS + f"basic_auth_users:\n  prometheus: {HASH}\n"
+    server = start(load_web_config(write_config(pki.directory, text)))
+    pki.server_ca.cert_pem.write_to_path(str(tmp_path / "server-ca.pem"))
+    pki.client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
+    pki.client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
+        "scrape_configs": [
+            {
+                "job_name": "apigee-tls",
+                "scheme": "https",
+                "tls_config": {
+                    "ca_file": str(tmp_path / "server-ca.pem"),
+                    "cert_file": str(tmp_path / "client.crt"),
+                    "key_file": str(tmp_path / "client.key"),
+                },
+                "basic_auth": {"username": "prometheus", "password": PASSWORD},
+                "static_configs": [{"targets": [f"127.0.0.1:{server.port}"]}],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    prometheus = Server(
+        "prometheus",
+        [
+            binary("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp_path,
+    )
+    try:
+
+        def scraped() -> Optional[float]:
+            prometheus.check_running()
+            answer = get_json(f"http://127.0.0.1:{port}/api/v1/query?query=count_over_time(up[1m])")
+            result = answer["data"]["result"]
+            return float(result[0]["value"][1]) if result else None
+
+        poll(lambda: (scraped() or 0) >= 4, 60, "four scrapes by Prometheus", prometheus.log)
+        up = get_json(f"http://127.0.0.1:{port}/api/v1/query?query=up")["data"]["result"]
+    finally:
+        prometheus.stop()
+
+    assert up[0]["value"][1] == "1"
+    assert server.stats.requests["200"] >= 4
+    assert server.stats.opened == 1  # keep-alive: Prometheus never had to reconnect
