@@ -438,6 +438,7 @@ class MetricsServer:
         self._done = threading.Event()
         self._bcrypt = _PrioritySlots(BCRYPT_WORKERS)
         self._encoding: dict[Any, asyncio.Future[tuple[bytes, str]]] = {}
+        self._summary_timer: Optional[asyncio.TimerHandle] = None
         self._render_pool: Optional[ThreadPoolExecutor] = None
         self._bcrypt_pool: Optional[ThreadPoolExecutor] = None
         family, address = _bind_address(host, port)
@@ -516,11 +517,11 @@ class MetricsServer:
             if self._stop_requested:
                 return
         server = await loop.create_server(lambda: _Connection(self), sock=self.socket)
-        summary = loop.call_later(SUMMARY_INTERVAL, self._summarise)
+        self._summary_timer = loop.call_later(SUMMARY_INTERVAL, self._summarise)
         try:
             await stop.wait()
         finally:
-            summary.cancel()
+            self._summary_timer.cancel()
             server.close()
             for connection in list(self.connections):
                 connection.abort()
@@ -534,7 +535,7 @@ class MetricsServer:
     def _summarise(self) -> None:
         self.summary.flush()
         assert self._loop is not None
-        self._loop.call_later(SUMMARY_INTERVAL, self._summarise)
+        self._summary_timer = self._loop.call_later(SUMMARY_INTERVAL, self._summarise)
 
     def shutdown(self) -> None:
         """Stop serving; returns once ``serve_forever`` has returned (if it was running)."""
