@@ -217,7 +217,7 @@ def render(
     if status is not None:
         parts += [
             _logs(status.logs),
-            _alerts(status.alerts),
+            _alerts(status.alerts, status.diagnosis_enabled),
             _failures(status.failures, status.failures_total, now),
             _diagnoses(status.diagnoses, status.diagnosis_enabled, now),
         ]
@@ -273,7 +273,8 @@ def _logs(logs: Iterable[LogStatus]) -> str:
     )
 
 
-def _alerts(alerts: Iterable[AlertStatus]) -> str:
+def _alerts(alerts: Iterable[AlertStatus], diagnosis_enabled: bool) -> str:
+    unknown = "not diagnosed yet" if diagnosis_enabled else "diagnosis not enabled"
     rows = [
         [
             _e(a.name),
@@ -283,7 +284,7 @@ def _alerts(alerts: Iterable[AlertStatus]) -> str:
             _e(a.target),
             _e(a.key_alias),
             _e(a.reason),
-            _e(a.cause) or '<span class="muted">not diagnosed yet</span>',
+            _e(a.cause) or f'<span class="muted">{unknown}</span>',
         ]
         for a in alerts
     ]
