@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import scrape  # bench/scrape.py
 from apigee_tls_exporter.demo import DemoWriter, LogGenerator, TruthKey, write_log
 from apigee_tls_exporter.parse import FIXED_REASONS
 from prometheus_client.parser import text_string_to_metric_families
@@ -1123,11 +1124,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             results["checkpoint"] = checkpoint_cost(
                 OUT / "cpu_5000.state.json", results["cpu_5000"]["checkpoints_per_s"]
             )
+    if not missing and not args.only:
+        scrape.run(results, quick)  # issue 14: scrape latency, bench/scrape.py
     results["elapsed_s"] = time.perf_counter() - started
     results["quick"] = quick
     results["machine"]["load average at end"] = load_average()
     (OUT / "results.json").write_text(json.dumps(results, indent=2, default=str))
     output.write_text(report(results, quick))
+    scrape.run(results, quick, output)  # its section at the end of the report
     print(output.read_text())
     say(f"wrote {output} and {OUT / 'results.json'} in {results['elapsed_s']:.0f} s")
     return 1 if results["errors"] else 0

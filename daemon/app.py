@@ -27,7 +27,8 @@ from .metrics import ExporterCollector, FailureStore, FileStats
 from .notify import Notifier
 from .parse import Parser
 from .pipeline import LogPipeline, Sink, pairing_stats, timezone_of
-from .serve import BootTimeProcessCollector, serve
+from .serve import OPENING, READY, RESTORING, BootTimeProcessCollector, serve
+from .status import Recent, RecentFailures, Status, from_daemon
 from .tail import Follower
 from .watch import Watcher
 from .webconfig import WebConfigError, load_web_config
@@ -74,9 +75,12 @@ class Daemon:
             clock=clock,
             wall=wall,
             cause_for=self.diagnosis.cause_for if self.diagnosis else None,
-            on_firing=self.diagnosis.request if self.diagnosis else None,
+            on_firing=self._diagnose if self.diagnosis else None,
         )
-        self.sinks: list[Sink] = [self.store.record, self.alerts.record]
+        # For the status page: the last failures and the keys last sent to diagnosis.
+        self.recent = RecentFailures()
+        self.diagnosed: Recent[tuple[str, str, str, str]] = Recent()
+        self.sinks: list[Sink] = [self.store.record, self.alerts.record, self.recent.record]
         self.followers: dict[str, Follower] = {}
         self.pipelines: dict[str, LogPipeline] = {}
         self._last_checkpoint: Optional[float] = None  # wall clock
@@ -122,7 +126,16 @@ class Daemon:
         self.followers[path] = follower
         self.pipelines[path] = LogPipeline(stats, follower.splitter, parser, correlator, self.sinks)
 
+    def _diagnose(self, org: str, env: str, target: str, key_alias: str) -> bool:
+        assert self.diagnosis is not None
+        self.diagnosed.add((org, env, target, key_alias))
+        return self.diagnosis.request(org, env, target, key_alias)
+
     # --- checkpoint ---
+    @property
+    def checkpoint_failing(self) -> bool:
+        return self._checkpoint_failing
+
     def checkpoint_age(self) -> float:
         """Seconds since the state file was last written (since start-up, when never)."""
         last = self._started if self._last_checkpoint is None else self._last_checkpoint
@@ -284,6 +297,9 @@ class Service:
         GCCollector(registry=self.registry)
         self.reload_ok = 1
         self.reload_time = time.time()
+        self.reload_error: Optional[str] = None
+        self.started = time.time()
+        self.phase = RESTORING  # -> OPENING -> READY: /-/ready and /metrics follow it
         self.registry.register(_ReloadCollector(self))
         self.daemon = Daemon(self.config, self.registry)
         self.stop = threading.Event()
@@ -300,18 +316,23 @@ class Service:
         self.wake.set()
 
     def run(self) -> int:
-        web_config = load_web_config(self.config.web_config) if self.config.web_config else None
-        self.daemon.restore()
-        # Open the logs (an existing one at its end) before anyone sees us up: one read each at
-        # most, a backlog is read in the loop, where a stop is seen between reads.
-        self.daemon.step(lambda: True)
-        self.daemon.save_checkpoint()  # a state file that cannot be written is said at start-up
-        host, port = parse_listen(self.config.listen)
-        server, server_thread = serve(self.registry, host, port, web_config)
-        self.server = server
+        # Signals first: a stop asked for during the start-up is seen by the loop, not lost.
         signal.signal(signal.SIGTERM, self.on_stop)
         signal.signal(signal.SIGINT, self.on_stop)
         signal.signal(signal.SIGHUP, self.on_reload)
+        web_config = load_web_config(self.config.web_config) if self.config.web_config else None
+        host, port = parse_listen(self.config.listen)
+        server, server_thread = serve(
+            self.registry, host, port, web_config, phase=lambda: self.phase, status=self.status
+        )
+        self.server = server
+        self.daemon.restore()
+        self.phase = OPENING
+        # Open the logs (an existing one at its end) before we say ready: one read each at most,
+        # a backlog is read in the loop, where a stop is seen between reads.
+        self.daemon.step(lambda: True)
+        self.daemon.save_checkpoint()  # a state file that cannot be written is said at start-up
+        self.phase = READY
         watcher = Watcher(self.daemon.followers, self.wake)
         watcher.start()
         log.info(
@@ -356,6 +377,18 @@ class Service:
         log.info("stopped")
         return 0
 
+    def status(self) -> Status:
+        """The status page's data (called from the HTTP server's threads)."""
+        return from_daemon(
+            self.daemon,
+            recent=self.daemon.recent,
+            diagnosed=self.daemon.diagnosed,
+            reload_ok=bool(self.reload_ok),
+            reload_time=self.reload_time,
+            reload_error=self.reload_error,
+            started=self.started,
+        )
+
     def _start_inventory(self) -> None:
         """Refresh the keystore inventory now and every interval, off the follower's thread."""
         keystore_inventory = self.daemon.inventory
@@ -380,6 +413,7 @@ class Service:
         except (ConfigError, WebConfigError) as err:
             log.error("reload refused, keeping the running config", error=str(err))
             self.reload_ok = 0
+            self.reload_error = str(err)
         else:
             for key in ("listen", "state_file", "diagnosis"):
                 if getattr(config, key) != getattr(self.config, key):
@@ -390,6 +424,7 @@ class Service:
             self.config = config
             self.reload_ok = 1
             self.reload_time = time.time()
+            self.reload_error = None
             log.info("config reloaded", logs=list(self.daemon.followers))
         self.notifier.ready(self.daemon.status_line())
 

@@ -10,12 +10,15 @@ The same file other exporters take with ``--web.config.file`` works here unchang
       min_version: TLS12
     basic_auth_users:
       prometheus: $2b$12$...            # bcrypt hash, e.g. from `htpasswd -nBC 12 ""`
+    apigee_tls_exporter:               # our own extension, not in the exporter toolkit
+      health_without_auth: true        # /-/healthy and /-/ready answer without basic auth
 
 Differences from the Go toolkit, each refused with a clear message rather than silently ignored:
 ``RequestClientCert`` and ``RequireAnyClientCert`` (which accept any client certificate without
 verifying it) cannot be expressed with Python's ssl module; ``cipher_suites``,
 ``curve_preferences``, ``client_allowed_sans`` and ``http_server_config`` are not implemented;
-TLS versions below 1.2 are not offered.
+TLS versions below 1.2 are not offered. The ``apigee_tls_exporter`` section is ours; the Go
+toolkit would refuse it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .config import ConfigError, read_yaml
 
 __all__ = [
     "BasicAuth",
+    "ExporterHTTPConfig",
     "TLSServerConfig",
     "WebConfig",
     "WebConfigError",
@@ -68,13 +72,13 @@ _UNSUPPORTED_KEYS = {
     "cipher_suites": "Python's ssl module chooses the cipher suites",
     "curve_preferences": "Python's ssl module chooses the curves",
     "client_allowed_sans": "restrict clients with client_ca_file instead",
-    "http_server_config": "HTTP/2 and custom headers are not implemented",
+    "http_server_config": (
+        "HTTP/2 and custom headers are not implemented; see the apigee_tls_exporter section"
+    ),
     "cert": "inline certificates are not supported; use cert_file",
     "key": "inline keys are not supported; use key_file",
 }
 _BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
-# Checked when the user name is unknown, so that an unknown user costs as much as a wrong password.
-_DUMMY_HASH = b"$2b$10$cAcWXRWuuJci4.aoD8YY5.7lgBwLHXLzHtJzQaHRYcMz.WZhXZfvS"
 
 
 class WebConfigError(Exception):
@@ -100,6 +104,16 @@ class TLSServerConfig(BaseModel):
     prefer_server_cipher_suites: bool = True
 
 
+class ExporterHTTPConfig(BaseModel):
+    """``apigee_tls_exporter``: settings of our own, beside the exporter-toolkit ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # /-/healthy and /-/ready without basic auth (a TLS client certificate, when required, is
+    # still required: it is asked for before any request is read).
+    health_without_auth: bool = False
+
+
 class WebConfig(BaseModel):
     """The whole web config file; an empty file means plain HTTP without authentication."""
 
@@ -107,10 +121,16 @@ class WebConfig(BaseModel):
 
     tls_server_config: Optional[TLSServerConfig] = None
     basic_auth_users: dict[str, str] = {}
+    apigee_tls_exporter: ExporterHTTPConfig = ExporterHTTPConfig()
 
     @field_validator("basic_auth_users", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("apigee_tls_exporter", mode="before")
+    @classmethod
+    def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
 
 
@@ -234,10 +254,16 @@ class BasicAuth:
     """Checks ``Authorization: Basic`` headers against bcrypt hashes.
 
     A bcrypt check costs tens of milliseconds of CPU on purpose; a successful check is remembered
-    for ``cache_seconds`` as an HMAC of the credentials under a key made for this process, so a
-    Prometheus scraping every 15 s costs one bcrypt per interval, not one per scrape. Cached
+    as an HMAC of the credentials under a key made for this process until ``cache_seconds`` after
+    its last use, so a Prometheus scraping every 15 s pays one bcrypt, not one per scrape nor one
+    a minute (when it would have to queue behind a flood of wrong passwords). Cached
     digests are compared in constant time. At most ``max_concurrent`` bcrypt checks run at once,
     so a flood of bad passwords cannot take every CPU of the MP node.
+
+    An unknown user name is checked against a stand-in hash made here with the highest cost
+    among the configured hashes, so that its 401 takes as long as a wrong password's (a user
+    name cannot be found out by timing). ``cached`` is the fast path (no bcrypt) and ``verify``
+    the slow one, so that a server can queue the slow one on its own terms; ``check`` is both.
     """
 
     def __init__(
@@ -254,6 +280,8 @@ class BasicAuth:
         self._cache: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
         self._bcrypt_slots = threading.BoundedSemaphore(max_concurrent)
+        self.cost = max((_cost(h) for h in self._users.values()), default=10)
+        self._stand_in = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=self.cost))
 
     @property
     def enabled(self) -> bool:
@@ -262,25 +290,53 @@ class BasicAuth:
 
     def check(self, authorization: Optional[str]) -> bool:
         """True when the header value carries a configured user and its password."""
+        cached = self.cached(authorization)
+        return cached if cached is not None else self.verify(authorization)
+
+    def cached(self, authorization: Optional[str]) -> Optional[bool]:
+        """Decided without bcrypt: True for credentials verified within ``cache_seconds``, False
+        for a missing or malformed header; None when only ``verify`` can tell."""
         credentials = _parse_basic(authorization)
         if credentials is None:
             return False
-        user, password = credentials
-        digest = hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
-        user_name = user.decode("utf-8", "replace")
+        user_name, digest = self._digest(*credentials)
         now = self._clock()
         with self._lock:
             cached = self._cache.get(user_name)
         if cached is not None and now < cached[1] and hmac.compare_digest(cached[0], digest):
+            with self._lock:
+                self._cache[user_name] = (digest, now + self._cache_seconds)
             return True
+        return None
+
+    def verify(self, authorization: Optional[str]) -> bool:
+        """The bcrypt check (tens to hundreds of ms, the same for unknown users); a success is
+        cached."""
+        credentials = _parse_basic(authorization)
+        if credentials is None:
+            return False
+        user, password = credentials
+        user_name, digest = self._digest(user, password)
         hashed = self._users.get(user_name)
         # bcrypt looks at the first 72 bytes only (as Go and htpasswd do); bcrypt>=5 refuses more.
         with self._bcrypt_slots:
-            ok = bcrypt.checkpw(password[:72], hashed or _DUMMY_HASH) and hashed is not None
+            ok = bcrypt.checkpw(password[:72], hashed or self._stand_in) and hashed is not None
         if ok:
             with self._lock:
-                self._cache[user_name] = (digest, now + self._cache_seconds)
+                self._cache[user_name] = (digest, self._clock() + self._cache_seconds)
         return ok
+
+    def _digest(self, user: bytes, password: bytes) -> tuple[str, bytes]:
+        digest = hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
+        return user.decode("utf-8", "replace"), digest
+
+
+def _cost(hashed: bytes) -> int:
+    """The cost (log2 rounds) of a bcrypt hash, ``$2b$12$...`` -> 12."""
+    try:
+        return int(hashed.split(b"$")[2])
+    except (IndexError, ValueError):
+        return 10
 
 
 class _EncryptedKeyError(Exception):

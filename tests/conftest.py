@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 from apigee_tls_exporter.serve import MetricsServer, serve
@@ -26,8 +26,9 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., MetricsServer]]:
-    """Starts metrics servers with ``serve()`` (127.0.0.1 and a free port unless told) and stops
-    each one after the test, asserting its thread ends."""
+    """Starts metrics servers with ``serve()`` (127.0.0.1 and a free port unless told; keyword
+    options such as ``phase`` and ``status`` passed on) and stops each one after the test,
+    asserting its thread ends."""
     running: list[tuple[MetricsServer, threading.Thread]] = []
 
     def _start(
@@ -35,8 +36,9 @@ def start_server() -> Iterator[Callable[..., MetricsServer]]:
         host: str = "127.0.0.1",
         port: int = 0,
         web_config: Optional[WebConfig] = None,
+        **options: Any,
     ) -> MetricsServer:
-        server, thread = serve(registry, host, port, web_config)
+        server, thread = serve(registry, host, port, web_config, **options)
         running.append((server, thread))
         return server
 

@@ -6,6 +6,8 @@ import base64
 import http.client
 import socket
 import ssl
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -13,6 +15,7 @@ from typing import Callable, Optional
 import bcrypt
 import pytest
 import trustme
+import yaml
 from apigee_tls_exporter import webconfig
 from apigee_tls_exporter.serve import MetricsServer
 from apigee_tls_exporter.webconfig import (
@@ -23,7 +26,10 @@ from apigee_tls_exporter.webconfig import (
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from http_load import start_load, timed_scrapes
 from prometheus_client import CollectorRegistry, Counter
+from stack import Server, binary, get_json, poll
+from support import free_port
 
 PASSWORD = "s3cret-scrape-password"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
@@ -90,9 +96,17 @@ def https_get(
     context: ssl.SSLContext,
     authorization: Optional[str] = None,
     path: str = "/metrics",
+    source: Optional[str] = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTPS request; status, lower-cased headers and body."""
-    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+    """One HTTPS request (from the source address when given); status, lower-cased headers and
+    body."""
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1",
+        server.port,
+        context=context,
+        timeout=10,
+        source_address=(source, 0) if source else None,
+    )
     try:
         headers = {"Authorization": authorization} if authorization else {}
         connection.request("GET", path, headers=headers)
@@ -401,6 +415,30 @@ def test_basic_auth_caches_success_briefly(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(calls) == 3
 
 
+def test_basic_auth_cache_lasts_while_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A credential used every 15 s stays cached (no bcrypt, nothing to queue behind a flood);
+    unused for longer than cache_seconds, it is checked again."""
+    calls: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        calls.append(password)
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting_checkpw)
+    now = [0.0]
+    auth = BasicAuth({"prometheus": HASH}, cache_seconds=60, clock=lambda: now[0])
+    good = basic("prometheus", PASSWORD)
+
+    for _ in range(20):  # five minutes of scrapes
+        assert auth.check(good)
+        now[0] += 15
+    now[0] += 61
+    assert auth.check(good)
+
+    assert len(calls) == 2
+
+
 def test_basic_auth_truncates_long_passwords_as_bcrypt_does() -> None:
     """Passwords over 72 bytes are compared on their first 72 bytes (bcrypt>=5 would raise)."""
     long_password = "p" * 100
@@ -551,3 +589,189 @@ def test_new_web_config_applies_to_next_connection(pki: PKI, start: Start) -> No
 
     assert https_get(server, context)[0] == 401
     assert https_get(server, context, basic("prometheus", PASSWORD))[0] == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Health endpoints and the exporter's own section
+
+
+HEALTH_OPEN = TLS_AND_AUTH + "apigee_tls_exporter:\n  health_without_auth: true\n"
+
+
+def test_health_endpoints_open_only_when_configured(pki: PKI, start: Start) -> None:
+    """With ``apigee_tls_exporter.health_without_auth`` /-/healthy and /-/ready answer without
+    credentials (/metrics and / still need them); without it they need them too."""
+    closed = start(load_web_config(write_config(pki.directory, TLS_AND_AUTH)))
+    opened = start(load_web_config(write_config(pki.directory, HEALTH_OPEN)))
+    context = client_context(pki)
+
+    def statuses(server: MetricsServer) -> list[int]:
+        paths = ("/-/healthy", "/-/ready", "/metrics", "/")
+        return [https_get(server, context, path=p)[0] for p in paths]
+
+    assert statuses(closed) == [401, 401, 401, 401]
+    assert statuses(opened) == [200, 200, 401, 401]
+
+
+def test_own_section_is_strict(tmp_path: Path) -> None:
+    """An unknown key in the apigee_tls_exporter section is refused with its location."""
+    path = write_config(tmp_path, "apigee_tls_exporter:\n  health_without_auht: true\n")
+
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(path)
+
+    assert info.value.problems == ["apigee_tls_exporter.health_without_auht: unknown key"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing and floods
+
+
+def test_stand_in_hash_has_the_cost_of_the_configured_ones() -> None:
+    """Unknown users are checked against a stand-in hash of the configured cost (the highest
+    when they differ), not a fixed one."""
+    cost_12 = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=12)).decode()
+    cost_5 = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=5)).decode()
+
+    auth = BasicAuth({"a": cost_5, "b": cost_12})
+
+    assert auth.cost == 12
+    assert auth._stand_in.startswith(b"$2b$12$")
+
+
+def test_unknown_user_401_takes_as_long_as_a_wrong_password(pki: PKI, start: Start) -> None:
+    """With cost-12 hashes, a 401 for an unknown user takes the time of a 401 for a known user
+    with a wrong password, so user names cannot be found out by timing: the median of the
+    ratios of back-to-back pairs is within 20% of 1 (the fixed cost-10 stand-in made it 0.25;
+    pairs in alternating order, so that the machine's load drifts out). Each request from its
+    own source address, so that the failed-login backoff does not answer at once."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=12)).decode()
+    text = TLS_ONLY + f"basic_auth_users:\n  p: {hashed}\n"
+    server = start(load_web_config(write_config(pki.directory, text)))
+    context = client_context(pki)
+    sources = (f"127.0.3.{i}" for i in range(1, 250))
+
+    def seconds(user: str) -> float:
+        started = time.perf_counter()
+        status = https_get(server, context, basic(user, "wrong"), source=next(sources))[0]
+        assert status == 401
+        return time.perf_counter() - started
+
+    ratios = []
+    for i in range(8):
+        if i % 2:
+            unknown, known = seconds("nobody"), seconds("p")
+        else:
+            known, unknown = seconds("p"), seconds("nobody")
+        ratios.append(unknown / known)
+
+    assert abs(statistics.median(ratios) - 1) <= 0.2, ratios
+
+
+@pytest.mark.slow
+def test_wrong_password_flood_does_not_lock_out_scrapes(pki: PKI, start: Start) -> None:
+    """40 clients (each from its own address) sending wrong passwords over TLS as fast as they
+    are answered: a scrape with good credentials every 0.5 s (a new TLS connection each time)
+    and then fresh logins (users never verified, so bcrypt runs) from clean addresses are each
+    answered 200 within 1 s. (Before: every
+    connection slot waited for the 2-way bcrypt semaphore and most scrapes failed.)"""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    users = "".join(f"  user{i}: {hashed}\n" for i in range(4))  # fresh: never verified yet
+    text = TLS_ONLY + f"basic_auth_users:\n  prometheus: {hashed}\n{users}"
+    server = start(load_web_config(write_config(pki.directory, text)))
+    context = client_context(pki)
+    good = basic("prometheus", PASSWORD)
+    assert https_get(server, context, good)[0] == 200  # the scraper logged in before the flood
+    ca = pki.directory / "server-ca.pem"
+    pki.server_ca.cert_pem.write_to_path(str(ca))
+    attack = start_load("wrong-password", server.port, 40, 14, "--spread", "--ca", str(ca))
+    fresh = iter(range(4))
+
+    def fresh_login(i: int) -> int:
+        return https_get(server, context, basic(f"user{i}", PASSWORD), source=f"127.0.4.{i}")[0]
+
+    try:
+        scrapes = timed_scrapes(lambda: https_get(server, context, good)[0], 12)
+        logins = timed_scrapes(lambda: fresh_login(next(fresh)), 4)
+    finally:
+        attack.terminate()
+        attack.wait(timeout=10)
+
+    assert [s for s, _ in scrapes + logins] == [200] * 16
+    assert max(t for _, t in scrapes + logins) < 1.0, (scrapes, logins)
+    failed = server.stats.rejected
+    assert failed["auth_failed"] + failed["auth_backoff"] >= 40  # the flood ran
+
+
+@pytest.mark.slow
+def test_idle_connections_to_the_tls_port_do_not_block_scrapes(pki: PKI, start: Start) -> None:
+    """200 connections that never start the TLS handshake (cut off at the handshake deadline,
+    then back): a TLS scrape every 0.5 s for 10 s is answered within 1 s every time."""
+    server = start(load_web_config(write_config(pki.directory, TLS_ONLY)))
+    attack = start_load("idle", server.port, 200, 14)
+    try:
+        results = timed_scrapes(lambda: https_get(server, client_context(pki))[0], 20)
+    finally:
+        attack.terminate()
+        attack.wait(timeout=10)
+
+    assert [s for s, _ in results] == [200] * 20
+    assert max(t for _, t in results) < 1.0, results
+    assert server.stats.rejected["tls_handshake"] >= 200  # every idle one was cut off
+
+
+@pytest.mark.slow
+def test_real_prometheus_scrapes_over_mutual_tls_and_basic_auth_on_one_connection(
+    pki: PKI, start: Start, tmp_path: Path
+) -> None:
+    """A real Prometheus with a client certificate and basic auth scrapes the target every
+    second: the target is up, and its scrapes reuse one kept-alive connection."""
+    text = MUTUAL_TLS + f"basic_auth_users:\n  prometheus: {HASH}\n"
+    server = start(load_web_config(write_config(pki.directory, text)))
+    pki.server_ca.cert_pem.write_to_path(str(tmp_path / "server-ca.pem"))
+    pki.client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
+    pki.client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
+        "scrape_configs": [
+            {
+                "job_name": "apigee-tls",
+                "scheme": "https",
+                "tls_config": {
+                    "ca_file": str(tmp_path / "server-ca.pem"),
+                    "cert_file": str(tmp_path / "client.crt"),
+                    "key_file": str(tmp_path / "client.key"),
+                },
+                "basic_auth": {"username": "prometheus", "password": PASSWORD},
+                "static_configs": [{"targets": [f"127.0.0.1:{server.port}"]}],
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    prometheus = Server(
+        "prometheus",
+        [
+            binary("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp_path,
+    )
+    try:
+
+        def scraped() -> Optional[float]:
+            prometheus.check_running()
+            answer = get_json(f"http://127.0.0.1:{port}/api/v1/query?query=count_over_time(up[1m])")
+            result = answer["data"]["result"]
+            return float(result[0]["value"][1]) if result else None
+
+        poll(lambda: (scraped() or 0) >= 4, 60, "four scrapes by Prometheus", prometheus.log)
+        up = get_json(f"http://127.0.0.1:{port}/api/v1/query?query=up")["data"]["result"]
+    finally:
+        prometheus.stop()
+
+    assert up[0]["value"][1] == "1"
+    assert server.stats.requests["200"] >= 4
+    assert server.stats.opened == 1  # keep-alive: Prometheus never had to reconnect
