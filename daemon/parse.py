@@ -139,7 +139,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
     ("empty_server_certificate", r"Empty server certificate|empty certificate chain"),
     (
         "not_tls",
-        r"Unrecognized SSL message|unrecognized SSL message|Unrecognized record version"
+        r"Unrecognized SSL message|Unrecognized record version"
         r"|Unsupported record version|plaintext connection\?",
     ),
     (
@@ -166,7 +166,9 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
     ("handshake_timeout", r"[Hh]andshake timed? ?out|Read timed out"),
     ("general_sslengine_problem", r"General SSLEngine problem"),
 )
-_FIXED = re.compile("|".join(f"(?P<{reason}>{text})" for reason, text in _FIXED_RULES))
+_FIXED = re.compile(
+    "|".join(f"(?P<{reason}>{text})" for reason, text in _FIXED_RULES), re.IGNORECASE
+)
 # (text, reason) pairs, the shape older callers read.
 FIXED_REASONS = tuple((text, reason) for reason, text in _FIXED_RULES)
 
@@ -196,12 +198,12 @@ the ``Caused by:`` lines of the exception record that follows.
 
 # A received alert as each JDK words it: a name, or a number when the JDK has none for it
 # (JDK 8 ``<UNKNOWN ALERT: 116>``, JDK 11+ ``Unknown alert description (116)``). A warning made
-# fatal during the handshake reads ``handshake alert:  <name>`` (JDK 8) or ``received handshake
-# warning: <name>`` (JDK 11+).
+# fatal during the handshake reads ``handshake alert:  <name>`` (JDK 8) or ``Received handshake
+# warning: <name>`` (JDK 11+; ``received`` in later sources). Case does not matter in the words.
 _ALERT_TEXT = re.compile(
-    r"(?:Received fatal alert|handshake alert|received handshake warning): *"
-    r"(?:<?UNKNOWN ALERT(?::|\s*\()\s*(?P<number>\d{1,5})|(?P<name>[A-Za-z_]+))"
-    r"|Unknown alert description \((?P<described>\d{1,5})\)"
+    r"(?i:received fatal alert|handshake alert|received handshake warning): *"
+    r"(?:<?(?i:unknown alert)(?::|\s*\()\s*(?P<number>\d{1,5})|(?P<name>[A-Za-z_]+))"
+    r"|(?i:unknown alert description) *\((?P<described>\d{1,5})\)"
 )
 _ALERT_SET = frozenset(ALERT_NAMES)
 

@@ -366,14 +366,22 @@ def hang_up(conn: socket.socket) -> None:
     _read_record(conn)
 
 
-def empty_certificate(conn: socket.socket) -> None:
-    """A TLS 1.2 server that answers the ClientHello with a ServerHello
-    (TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) and a Certificate message holding no certificate."""
-    _read_record(conn)
-    hello = b"\x03\x03" + os.urandom(32) + b"\x00" + b"\xc0\x2f" + b"\x00"
-    certificate = b"\x00\x00\x00"  # certificate_list of length 0
-    messages = b""
-    for kind, body in ((2, hello), (11, certificate)):
-        messages += bytes([kind]) + len(body).to_bytes(3, "big") + body
-    conn.sendall(b"\x16\x03\x03" + len(messages).to_bytes(2, "big") + messages)
-    _read_record(conn)  # the client's alert, then its close
+def forged_hello(version: bytes, *, certificate: bool) -> Callable[[socket.socket], None]:
+    """A server that answers the ClientHello with a ServerHello of ``version`` (two bytes) for
+    TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, ignoring the client's supported_versions, and, with
+    ``certificate``, a Certificate message holding no certificate at all."""
+
+    def handler(conn: socket.socket) -> None:
+        _read_record(conn)
+        hello = version + os.urandom(32) + b"\x00" + b"\xc0\x2f" + b"\x00"
+        messages = b"\x02" + len(hello).to_bytes(3, "big") + hello
+        if certificate:
+            messages += b"\x0b" + (3).to_bytes(3, "big") + b"\x00\x00\x00"  # empty list
+        conn.sendall(b"\x16" + version + len(messages).to_bytes(2, "big") + messages)
+        _read_record(conn)  # the client's alert, then its close
+
+    return handler
+
+
+empty_certificate = forged_hello(b"\x03\x03", certificate=True)
+server_chose_tls11 = forged_hello(b"\x03\x02", certificate=False)

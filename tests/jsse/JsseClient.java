@@ -373,6 +373,7 @@ public final class JsseClient {
         final long deadline;
         ByteBuffer netIn;
         ByteBuffer netOut;
+        int packetSize;
         ByteBuffer appIn;
         final ByteBuffer empty = ByteBuffer.allocate(0);
 
@@ -385,7 +386,8 @@ public final class JsseClient {
             int packet = engine.getSession().getPacketBufferSize();
             int app = engine.getSession().getApplicationBufferSize();
             netIn = ByteBuffer.allocate(packet);
-            netOut = ByteBuffer.allocate(packet);
+            packetSize = packet;
+            netOut = ByteBuffer.allocate(4 * packet);  // room for a whole flight
             appIn = ByteBuffer.allocate(app);
             ch.register(selector, 0);
         }
@@ -409,6 +411,31 @@ public final class JsseClient {
                 }
             }
             netOut.clear();
+        }
+
+        /**
+         * Send the flight; when the peer has already refused it (a Java server closes right after
+         * its alert, so the write fails), the alert it sent is the failure, as a client reading
+         * before it writes would see it.
+         */
+        void flushInHandshake() throws IOException {
+            try {
+                flush();
+            } catch (IOException writeFailed) {
+                netOut.clear();
+                try {
+                    ch.read(netIn);
+                } catch (IOException readFailed) {
+                    throw writeFailed;
+                }
+                netIn.flip();
+                try {
+                    engine.unwrap(netIn, appIn);  // throws on the peer's alert
+                } finally {
+                    netIn.compact();
+                }
+                throw writeFailed;
+            }
         }
 
         /** Read more bytes from the network; false at end of stream. */
@@ -439,7 +466,13 @@ public final class JsseClient {
                     }
                     case NEED_WRAP: {
                         SSLEngineResult r = engine.wrap(empty, netOut);
-                        flush();
+                        if (r.getHandshakeStatus() == HandshakeStatus.NEED_WRAP
+                                && r.getStatus() == SSLEngineResult.Status.OK
+                                && netOut.remaining() >= packetSize) {
+                            hs = r.getHandshakeStatus();  // more of the flight: one write for it
+                            break;
+                        }
+                        flushInHandshake();
                         if (r.getStatus() == SSLEngineResult.Status.CLOSED) {
                             hs = r.getHandshakeStatus();
                             if (hs == HandshakeStatus.NOT_HANDSHAKING) {
