@@ -109,8 +109,8 @@ ALERT_NAMES: tuple[str, ...] = tuple(ALERT_NUMBERS.values())
 """The alert reasons: a TLS alert the backend sent, by its RFC 8446 section 6 name."""
 
 # The fixed reasons, each with the JDK wordings that mean it (old JDK 8 stack and JDK 11+ stack;
-# the JDK 17+ ``(alert_name) `` prefix in front changes nothing). First match wins, so the more
-# specific cause comes first: an algorithm constraint is reported inside a "PKIX path validation
+# the JDK 17+ ``(alert_name) `` prefix in front changes nothing). The first rule that matches
+# anywhere in the message wins, so the more specific cause comes first: an algorithm constraint is reported inside a "PKIX path validation
 # failed" text, and so is an expired certificate.
 _FIXED_RULES: tuple[tuple[str, str], ...] = (
     (
@@ -124,7 +124,8 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
         r"|Certificate expired|has been revoked|Certificate signature validation failed"
         r"|Certificate chaining error|Untrusted certificate|certificate extension check failed"
         r"|Extended key usage does not permit|End user tried to act as a CA"
-        r"|Violated path length constraints|Path does not chain with any of the trust anchors",
+        r"|Violated path length constraints|Path does not chain with any of the trust anchors"
+        r"|Certificate(?:Expired|NotYetValid)Exception|\bNot(?:After|Before): ",
     ),
     (
         "pkix_path_building_failed",
@@ -140,7 +141,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
     (
         "not_tls",
         r"Unrecognized SSL message|Unrecognized record version"
-        r"|Unsupported record version|plaintext connection\?",
+        r"|Unsupported record version|plaintext connection\?|record too big",
     ),
     (
         "protocol_version",
@@ -166,9 +167,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
     ("handshake_timeout", r"[Hh]andshake timed? ?out|Read timed out"),
     ("general_sslengine_problem", r"General SSLEngine problem"),
 )
-_FIXED = re.compile(
-    "|".join(f"(?P<{reason}>{text})" for reason, text in _FIXED_RULES), re.IGNORECASE
-)
+_FIXED = tuple((reason, re.compile(text, re.IGNORECASE)) for reason, text in _FIXED_RULES)
 # (text, reason) pairs, the shape older callers read.
 FIXED_REASONS = tuple((text, reason) for reason, text in _FIXED_RULES)
 
@@ -231,9 +230,9 @@ def classify_message(message: str) -> str:
     alert = alert_reason(message)
     if alert is not None:
         return alert
-    fixed = _FIXED.search(message)
-    if fixed is not None and fixed.lastgroup is not None:
-        return fixed.lastgroup
+    for reason, pattern in _FIXED:
+        if pattern.search(message):
+            return reason
     return "other"
 
 
