@@ -171,7 +171,22 @@ _FIXED = tuple((reason, re.compile(text, re.IGNORECASE)) for reason, text in _FI
 # (text, reason) pairs, the shape older callers read.
 FIXED_REASONS = tuple((text, reason) for reason, text in _FIXED_RULES)
 
-REASONS: tuple[str, ...] = (*(reason for reason, _ in _FIXED_RULES), "other")
+REASONS: tuple[str, ...] = (
+    "pkix_path_building_failed",
+    "pkix_path_validation_failed",
+    "hostname_mismatch",
+    "remote_closed",
+    "no_appropriate_protocol",
+    "no_appropriate_cipher_suite",
+    "protocol_version",
+    "unrecognized_name",
+    "not_tls",
+    "empty_server_certificate",
+    "algorithm_constraints",
+    "handshake_timeout",
+    "general_sslengine_problem",
+    "other",
+)
 """The fixed (non-alert) reasons; with ``ALERT_NAMES``, the whole ``reason`` vocabulary.
 
 Two names are in both: ``protocol_version`` and ``unrecognized_name``, one reason each.
