@@ -110,8 +110,8 @@ ALERT_NAMES: tuple[str, ...] = tuple(ALERT_NUMBERS.values())
 
 # The fixed reasons, each with the JDK wordings that mean it (old JDK 8 stack and JDK 11+ stack;
 # the JDK 17+ ``(alert_name) `` prefix in front changes nothing). The first rule that matches
-# anywhere in the message wins, so the more specific cause comes first: an algorithm constraint is reported inside a "PKIX path validation
-# failed" text, and so is an expired certificate.
+# anywhere in the message wins, so the more specific cause comes first: an algorithm constraint
+# is reported inside a "PKIX path validation failed" text, and so is an expired certificate.
 _FIXED_RULES: tuple[tuple[str, str], ...] = (
     (
         "algorithm_constraints",
@@ -303,14 +303,20 @@ def needs_record(raw: bytes) -> bool:
 
 
 def record_line(
-    buf: Union[bytes, bytearray], start: int, begin: int, limit: int = 256
+    buf: Union[bytes, bytearray],
+    start: int,
+    begin: int,
+    before: Optional[bytes] = None,
+    limit: int = 256,
 ) -> Optional[bytes]:
-    """The record (timestamped) line that the continuation line at ``begin`` belongs to: the
-    nearest line above it within ``buf[start:begin]``, looking at most ``limit`` lines up."""
+    """The record (timestamped) line that a line starting at ``begin`` belongs to: the nearest
+    record line above it within ``buf[start:begin]``, looking at most ``limit`` lines up; or
+    ``before`` (the record in force at ``start``, from the block read before) when every line
+    between ``start`` and ``begin`` continues a record."""
     end = begin - 1  # the newline that ends the line above
     for _ in range(limit):
         if end < start:
-            return None
+            return before
         newline = buf.rfind(b"\n", start, end)
         line_start = newline + 1 if newline >= 0 else start
         if _STAMP.match(buf, line_start, end):

@@ -691,3 +691,18 @@ def test_no_input_raises_and_the_counts_add_up(
     assert expected == actual
     assert len(out) == from_lines + correlator.exception_only
     assert correlator.exception_only <= kinds.get("AlertException", 0)
+
+
+def test_exception_line_read_in_the_block_after_its_record_line_is_counted() -> None:
+    """A read that ends between the record line and its exception line does not lose the
+    exception-only failure: the next block's exception line is read with that record."""
+    lines = exception("NIOThread@0", "m1")
+    first, rest = records.text(lines[:1]).encode(), records.text(lines[1:]).encode()
+    stats = FileStats()
+    out: list[Failure] = []
+    pipeline = LogPipeline(stats, LineSplitter(1 << 20, stats), Parser(), make(), [out.append])
+    pipeline.process(first)
+    pipeline.process(rest)
+    pipeline.finish()
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(out)
