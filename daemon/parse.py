@@ -115,17 +115,18 @@ ALERT_NAMES: tuple[str, ...] = tuple(ALERT_NUMBERS.values())
 _FIXED_RULES: tuple[tuple[str, str], ...] = (
     (
         "algorithm_constraints",
-        r"algorithm constraints|Algorithm constraints check failed"
-        r"|Certificate signature algorithm disabled",
+        r"algorithm constraints|Algorithm constraints check failed|algorithm check failed"
+        r"|Certificate signature algorithm disabled|Could not generate DH keypair"
+        r"|No supported signature algorithm|No signature algorithm",
     ),
     (
         "pkix_path_validation_failed",
-        r"PKIX path validation failed|validity check failed|timestamp check failed"
-        r"|Certificate expired|has been revoked|Certificate signature validation failed"
-        r"|Certificate chaining error|Untrusted certificate|certificate extension check failed"
-        r"|Extended key usage does not permit|End user tried to act as a CA"
-        r"|Violated path length constraints|Path does not chain with any of the trust anchors"
-        r"|Certificate(?:Expired|NotYetValid)Exception|\bNot(?:After|Before): ",
+        r"PKIX path validation failed|\bcheck failed\b|Certificate expired|has been revoked"
+        r"|revocation status|Certificate signature validation failed|Certificate chaining error"
+        r"|Untrusted certificate|Extended key usage does not permit|KeyUsage does not allow"
+        r"|End user tried to act as a CA|Violated path length constraints"
+        r"|Path does not chain with any of the trust anchors|critical extension"
+        r"|distrusted|Certificate(?:Expired|NotYetValid)Exception|\bNot(?:After|Before): ",
     ),
     (
         "pkix_path_building_failed",
@@ -135,7 +136,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
     (
         "hostname_mismatch",
         r"No subject alternative (?:names|DNS name)|No name matching \S.* found"
-        r"|Hostname or IP address is undefined",
+        r"|Hostname or IP address is undefined|Illegal given domain name",
     ),
     ("empty_server_certificate", r"Empty server certificate|empty certificate chain"),
     (
@@ -147,6 +148,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
         "protocol_version",
         r"Server chose \S+, but that protocol version is not enabled"
         r"|The server selected protocol version \S+ is not accepted"
+        r"|not accepted by server preferences"
         r"|Server resumed with wrong protocol version|protocol version downgrade",
     ),
     ("no_appropriate_protocol", r"No appropriate protocol"),
@@ -164,7 +166,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
         r"|SSL peer shut down incorrectly|Connection reset|Broken pipe"
         r"|connection was forcibly closed|Connection closed by (?:remote host|peer)",
     ),
-    ("handshake_timeout", r"[Hh]andshake timed? ?out|Read timed out"),
+    ("handshake_timeout", r"[Hh]andshake timed? ?out|\btimed out\b"),
     ("general_sslengine_problem", r"General SSLEngine problem"),
 )
 _FIXED = tuple((reason, re.compile(text, re.IGNORECASE)) for reason, text in _FIXED_RULES)
