@@ -24,11 +24,13 @@ from typing import Optional, Union
 
 from .events import AlertException, Context, Event, HandshakeFailure, SSLInfo
 
-MARKERS = (b"handshakeFailed", b"handshakeTimeout", b"SSLInfo")
-_MARKER_TEXT = tuple(m.decode() for m in MARKERS)
-# A received alert's text makes a line a candidate too: an exception record carrying one may be
-# the only trace of a failure (TLS 1.3 rejects a client certificate on the first read).
+# What makes a line a candidate. The handshake markers: a line with one in its body is ours or
+# unrecognised. A received alert's text: an exception record carrying one may be the only trace
+# of a failure (TLS 1.3 rejects a client certificate on the first read).
+HANDSHAKE_MARKERS = (b"handshakeFailed", b"handshakeTimeout", b"SSLInfo")
 ALERT_MARKERS = (b"Received fatal alert", b"Unknown alert description")
+MARKERS = HANDSHAKE_MARKERS + ALERT_MARKERS
+_MARKER_TEXT = tuple(m.decode() for m in HANDSHAKE_MARKERS)
 
 _RECORD = re.compile(
     r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
@@ -331,8 +333,7 @@ def record_line(
 _NEEDLES = (
     (b"handshake", (b"Failed", b"Timeout")),
     (b"SSLInfo", None),
-    (b"Received fatal alert", None),
-    (b"Unknown alert description", None),
+    *((marker, None) for marker in ALERT_MARKERS),
 )
 
 

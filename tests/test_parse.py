@@ -771,3 +771,16 @@ def test_candidate_lines_include_a_last_line_without_newline() -> None:
     block = ("x\n" + ssl_info()).encode()
     expected = [(2, ssl_info().encode())]
     assert expected == list(candidate_lines(block))
+
+
+def test_candidate_lines_include_exception_lines_carrying_a_received_alert() -> None:
+    """An exception line with ``Received fatal alert`` or ``Unknown alert description`` is a
+    candidate (MARKERS holds both texts): it may be the only trace of a failure."""
+    lines = [
+        "javax.net.ssl.SSLHandshakeException: Received fatal alert: certificate_required",
+        "\tat sun.security.ssl.Alert.createSSLException(Alert.java:131)",
+        "javax.net.ssl.SSLProtocolException: (unexpected_message) Unknown alert description (116)",
+    ]
+    block = records.text(lines).encode()
+    expected = [lines[0].encode(), lines[2].encode()]
+    assert expected == [raw for _, raw in candidate_lines(block)]
