@@ -30,6 +30,7 @@ from apigee_tls_exporter.parse import Parser
 from apigee_tls_exporter.pipeline import LogPipeline
 from cryptography import x509
 from jsse import JsseResult, JsseServer, OpenSSLServer, RawServer, run_client
+from support import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -490,3 +491,30 @@ def test_java_sends_no_certificate_when_its_issuer_is_not_among_the_acceptable_c
         (good.sent_certificate, unescaped[1], good.outcome, good.protocol, good.http_status),
     )
     assert expected == actual
+
+
+def test_closed_port_is_connect_failed(pki: Pki) -> None:
+    """Nothing listening: the harness says connect_failed, with Java's exception."""
+    with RawServer(jsse.hang_up) as server:
+        port = server.port
+    result = run_client("127.0.0.1", port, trust_all=True)
+    expected = ("connect_failed", "java.net.ConnectException", False, None)
+    assert expected == (result.outcome, result.exception, result.sent_certificate, result.protocol)
+
+
+def test_good_backend_is_ok_with_the_reply_read(pki: Pki) -> None:
+    """A backend that accepts the client certificate: ok, the protocol, the HTTP status line;
+    the JSSE server answers the harness's HEAD request."""
+    with JsseServer(pki.server_keystore, truststore=pki.accepted) as server:
+        result = run_client(
+            "127.0.0.1", server.port, keystore=pki.client_accepted, truststore=pki.trust
+        )
+        served = jsse_results(server)
+    expected = ("ok", True, "TLSv1.3", "HTTP/1.1 200 OK", ["ok"])
+    actual = (result.outcome, result.sent_certificate, result.protocol, result.http_status, served)
+    assert expected == actual
+
+
+def jsse_results(server: JsseServer) -> list[str]:
+    """The outcomes the JSSE server printed, once it printed one per connection."""
+    return wait_for(lambda: [r["outcome"] for r in server.results()] or None, what="the result")
