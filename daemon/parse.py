@@ -166,7 +166,8 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
         r"|(?:closing inbound|Inbound closed) before receiving peer's close_notify"
         r"|Received close_notify during handshake|Received fatal close_notify alert"
         r"|SSL peer shut down incorrectly|Connection reset|Broken pipe"
-        r"|connection was forcibly closed|Connection closed by (?:remote host|peer)",
+        r"|connection was forcibly closed|Connection closed by (?:remote host|peer)"
+        r"|^(?:\(\w+\) )?readHandshakeRecord$",
     ),
     ("handshake_timeout", r"[Hh]andshake timed? ?out|\btimed out\b"),
     ("general_sslengine_problem", r"General SSLEngine problem"),

@@ -341,6 +341,8 @@ JDK11_TEXTS = [
     ("Remote host terminated the handshake", "remote_closed"),
     ("Remote host terminated the connection", "remote_closed"),
     ("closing inbound before receiving peer's close_notify", "remote_closed"),
+    # ssl/SSLSocketImpl.java readHandshakeRecord(): an I/O error (a reset) while handshaking
+    ("readHandshakeRecord", "remote_closed"),
     # ssl/SSLSocketInputRecord.java, ssl/SSLEngineInputRecord.java
     ("Unsupported or unrecognized SSL message", "not_tls"),
     ("Unrecognized record version (D)TLS-1.7 , plaintext connection?", "not_tls"),
