@@ -7,7 +7,9 @@ handshake and reads the reply, so that a TLS 1.3 alert sent after the handshake 
 first read, and prints one JSON line (``JsseResult``). ``tests/jsse/JsseServer.java`` is a Java
 (Tomcat-like) backend: an ``SSLServerSocket`` requiring a client certificate.
 
-Both are compiled once per process with ``javac`` into a temporary directory, at first use.
+Both are compiled once per process with ``javac`` into a temporary directory, at first use, and
+run with ``java`` from ``PATH``, or with ``JSSE_JAVA`` (another JDK's ``bin/java``, e.g. a Java 21
+or 25 to compare its wordings with the golden file's).
 ``java_available()`` says whether a JDK is there; with ``CI=true`` its absence is a failure, not a
 skip (``require_java``). Keystores are PKCS#12 files written with cryptography (``write_pkcs12``).
 """
@@ -36,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 SOURCES = Path(__file__).resolve().parent / "jsse"
-JAVA = shutil.which("java")
+JAVA = os.environ.get("JSSE_JAVA") or shutil.which("java")
 JAVAC = shutil.which("javac")
 PASSWORD = "changeit"
 # A short-lived JVM starts faster without the optimising compiler and with one GC thread.
