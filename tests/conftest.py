@@ -62,3 +62,14 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
     for handler in logging.getLogger().handlers[:]:
         logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
+def jsse_harness() -> Any:
+    """The JSSE harness (tests/jsse.py) with its Java classes compiled once for the session; the
+    test is skipped without a JDK, except with ``CI=true``, where that is a failure."""
+    import jsse
+
+    jsse.require_java()
+    jsse.classes()
+    return jsse

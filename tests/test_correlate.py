@@ -9,11 +9,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timezone
+from typing import Optional
 
+import pytest
 import records
 from apigee_tls_exporter.correlate import Correlator
-from apigee_tls_exporter.events import Event, Failure
-from apigee_tls_exporter.parse import Parser, candidate_lines
+from apigee_tls_exporter.events import Event, Failure, HandshakeFailure
+from apigee_tls_exporter.lines import LineSplitter
+from apigee_tls_exporter.metrics import FileStats
+from apigee_tls_exporter.parse import Parser, candidate_lines, needs_record, record_line
+from apigee_tls_exporter.pipeline import LogPipeline
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from records import context
 
 
@@ -34,7 +41,8 @@ def events(lines: list[str]) -> Iterator[tuple[int, Event]]:
     block = "".join(line + "\n" for line in lines).encode()
     parser = Parser(timezone.utc)
     for start, raw in candidate_lines(block):
-        event = parser.parse(raw)
+        record = record_line(block, 0, start) if needs_record(raw) else None
+        event = parser.parse(raw, record)
         if event is not None:
             yield block.count(b"\n", 0, start) + 1, event
 
@@ -334,3 +342,367 @@ def test_restored_window_restarts_its_wall_time() -> None:
     clock.now = 101.5
     expected = ([], 1)
     assert expected == (after.advance(1), after.pending)
+
+
+# --- failures known only from an exception record -------------------------------------------------
+
+TLS13_REJECTED = (
+    "javax.net.ssl.SSLHandshakeException: (certificate_required) Received fatal alert: "
+    "certificate_required"
+)
+
+
+def exception(thread: str, message_id: str, text: str = TLS13_REJECTED) -> list[str]:
+    return records.exception_record(text, ctx=context(message_id), thread=thread)
+
+
+def counted(failures: list[Failure]) -> list[tuple[str, str, str, str, bool]]:
+    return [(f.api, f.target, f.reason, f.key_alias, f.paired) for f in failures]
+
+
+def test_exception_record_without_a_handshake_failed_line_is_one_failure() -> None:
+    """A TLS alert in an exception record, no handshakeFailed line for its thread and message id:
+    one failure, with the record's context, ``target="unknown"``, no key alias, not unpaired."""
+    correlator = make()
+    failures = pair([traffic(), *exception("NIOThread@0", "m1"), traffic()], correlator)
+    expected = ([("payments-v1", "unknown", "certificate_required", "", False)], 1, 0)
+    assert expected == (counted(failures), correlator.exception_only, correlator.unpaired)
+
+
+def test_exception_repeating_a_handshake_failed_line_is_not_counted() -> None:
+    """The playbook's record (failure, SSLInfo, onException repeating the alert) is one failure."""
+    lines = [
+        failed("NIOThread@0", "m1"),
+        ssl_info("NIOThread@0", "m1", "backend-client"),
+        *records.on_exception(ctx=context("m1")),
+    ]
+    correlator = make()
+    expected = [("payments-v1", "10.20.3.4:443", "bad_certificate", "backend-client", True)]
+    assert (expected, 0) == (counted(pair(lines, correlator)), correlator.exception_only)
+
+
+def test_exception_before_its_handshake_failed_line_is_not_counted() -> None:
+    """An exception record followed within the window by a handshakeFailed line of the same
+    thread and message id is that failure: counted once, from the handshakeFailed line."""
+    lines = [
+        *exception("NIOThread@0", "m1"),
+        failed("NIOThread@0", "m1"),
+        ssl_info("NIOThread@0", "m1", "k1"),
+    ]
+    expected = [("payments-v1", "10.20.3.4:443", "bad_certificate", "k1", True)]
+    assert expected == counted(pair(lines, make()))
+
+
+def test_exception_repeated_in_two_records_is_one_failure() -> None:
+    """Two exception records of one thread and message id within the window are one failure."""
+    lines = [*exception("NIOThread@0", "m1"), *exception("NIOThread@0", "m1")]
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(pair(lines, make()))
+
+
+def test_exception_after_the_window_of_a_handshake_failed_line_is_a_failure_of_its_own() -> None:
+    """An exception record more than the window after the handshakeFailed line of its thread and
+    message id is no repeat of it: a second failure."""
+    lines = [failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k1")]
+    lines += [traffic()] * 5 + exception("NIOThread@0", "m1")
+    expected = [
+        ("payments-v1", "10.20.3.4:443", "bad_certificate", "k1", True),
+        ("payments-v1", "unknown", "certificate_required", "", False),
+    ]
+    assert expected == counted(pair(lines, make(window_lines=3)))
+
+
+def test_exception_of_another_message_id_is_its_own_failure() -> None:
+    """A handshakeFailed line accounts only for the exception of its own thread and message id."""
+    lines = [failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k1")]
+    lines += exception("NIOThread@0", "m2")
+    expected = [
+        ("payments-v1", "10.20.3.4:443", "bad_certificate", "k1", True),
+        ("payments-v1", "unknown", "certificate_required", "", False),
+    ]
+    assert expected == counted(pair(lines, make()))
+
+
+@pytest.mark.parametrize(
+    ("exception_line", "caused_by", "reason"),
+    [
+        (
+            "javax.net.ssl.SSLException: Received fatal alert: bad_certificate",
+            "",
+            "bad_certificate",
+        ),
+        (
+            "java.io.IOException: javax.net.ssl.SSLHandshakeException: Received fatal alert: "
+            "unknown_ca",
+            "",
+            "unknown_ca",
+        ),
+        (
+            "com.apigee.protocol.http.HttpException: write failed",
+            "javax.net.ssl.SSLHandshakeException: Received fatal alert: <UNKNOWN ALERT: 116>",
+            "certificate_required",
+        ),
+        (
+            "javax.net.ssl.SSLProtocolException: (unexpected_message) Unknown alert description "
+            "(116)",
+            "",
+            "certificate_required",
+        ),
+    ],
+    ids=["ssl-exception", "wrapped", "caused-by-jdk8-number", "jdk11-unknown-description"],
+)
+def test_every_shape_of_alert_exception_is_counted(
+    exception_line: str, caused_by: str, reason: str
+) -> None:
+    """The alert may be in the exception line, wrapped in another exception, or in a ``Caused
+    by:`` line; named or by number: each is one failure with the alert as reason."""
+    lines = records.exception_record(exception_line, ctx=context("m1"), caused_by=caused_by)
+    expected = [("payments-v1", "unknown", reason, "", False)]
+    assert expected == counted(pair(lines, make()))
+
+
+def test_exception_without_an_ssl_exception_is_not_counted() -> None:
+    """An alert text in an exception that is no SSL exception is not a TLS failure record."""
+    lines = records.exception_record(
+        "java.lang.IllegalStateException: Received fatal alert: bad_certificate", ctx=context("m1")
+    )
+    assert pair(lines, make()) == []
+
+
+def test_exception_on_the_record_line_itself_is_counted() -> None:
+    """A record whose message carries the SSL exception (no separate exception line) counts."""
+    line = (
+        f"{records.STAMP} {context('m1')}NIOThread@0 ERROR ADAPTORS.HTTP.FLOW - "
+        "RequestWriteListener.onException() : javax.net.ssl.SSLHandshakeException: Received "
+        "fatal alert: certificate_required"
+    )
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(pair([line], make()))
+
+
+def test_exception_record_naming_its_backend_gives_the_target() -> None:
+    """An exception record that names the channel gives its backend as target."""
+    line = (
+        f"{records.STAMP} {context('m1')}NIOThread@0 ERROR HTTP.CLIENT - "
+        "HTTPClient$Context.onException() : "
+        f"{records.channel('b.example.com/10.1.1.1:443', records.REMOTE_HOST)} "
+        "javax.net.ssl.SSLHandshakeException: Received fatal alert: unknown_ca"
+    )
+    expected = [("payments-v1", "b.example.com:443", "unknown_ca", "", False)]
+    assert expected == counted(pair([line], make()))
+
+
+def test_exception_window_closes_in_wall_time() -> None:
+    """An exception-only failure is counted when the window's wall time passes."""
+    clock = FakeClock()
+    correlator = Correlator(1000, 2.0, clock)
+    for number, event in events(exception("NIOThread@0", "m1")):
+        assert correlator.feed(event, number) == []
+    clock.now = 2.0
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(correlator.advance(4))
+
+
+def test_restored_exception_still_waits_and_its_repeat_is_not_counted() -> None:
+    """A pending exception and the handshakeFailed lines of the window survive a checkpoint: the
+    repeat of a failure read before the restart is not counted again."""
+    before = make()
+    lines = [failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k1")]
+    lines += exception("NIOThread@0", "m2")
+    for number, event in events(lines):
+        before.feed(event, number)
+    after = make()
+    after.restore(json.loads(json.dumps(before.snapshot())))
+    later = [traffic()] * 6 + exception("NIOThread@0", "m1")
+    out: list[Failure] = []
+    for number, event in events(later):
+        out += after.feed(event, number + 6)  # numbered after the lines already read
+    out += after.close_all()
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert (expected, 1) == (counted(out), after.exception_only)
+
+
+def test_pending_exceptions_are_bounded_by_the_window() -> None:
+    """However many message ids, at most window_lines + 1 exceptions wait at once."""
+    correlator = make(window_lines=10)
+    lines = [line for i in range(100) for line in exception("NIOThread@0", f"m{i}")]
+    most = 0
+    for number, event in events(lines):
+        correlator.feed(event, number)
+        most = max(most, correlator.pending)
+    assert most <= 11
+
+
+# --- property: no input can crash the parser or the correlator, and the counts add up ----------
+
+_THREADS = st.sampled_from(["NIOThread@0", "NIOThread@1", "Apigee-Main-2"])
+_IDS = st.sampled_from(["m1", "m2", ""])
+_STAMPS = st.sampled_from(
+    [
+        records.STAMP,
+        "2017-02-30 05:28:57,813",
+        "2017-13-01 00:00:00,000",
+        "0000-01-01 00:00:00,000",
+        "2017-10-23 24:00:00,000",
+        "2017-10-23 05:28:59,999",
+    ]
+)
+_REMOTES = st.sampled_from(
+    ["backend.example.com/10.20.3.4:443", "/10.20.3.4:443", "[2001:db8::1]:443", "null", "", "x:y"]
+)
+_MESSAGES = st.sampled_from(
+    [
+        "Received fatal alert: bad_certificate",
+        "(certificate_required) Received fatal alert: certificate_required",
+        "Received fatal alert: <UNKNOWN ALERT: 116>",
+        "General SSLEngine problem",
+        "(certificate_unknown) PKIX path building failed: x",
+        "",
+        "Received fatal alert: ",
+        "handshake failed, message: handshake failed, message: SSLInfo:",
+    ]
+)
+_MARKER_TEXTS = st.sampled_from(
+    [
+        "handshakeFailed",
+        "handshakeTimeout",
+        "SSLInfo",
+        "SSLInfo: ",
+        "KeyAlias:",
+        "handshake failed, message: ",
+        "handshake timeout",
+        "Received fatal alert: unknown_ca",
+        "Unknown alert description (116)",
+        "SSLClientChannel[",
+        "Remote host:",
+        "Remote:",
+        "javax.net.ssl.SSLHandshakeException: ",
+        "\t",
+        "Caused by: ",
+    ]
+)
+
+
+@st.composite
+def record_lines(draw: st.DrawFn) -> list[str]:
+    """One record of a random shape: a failure, a timeout, an SSLInfo line, an exception record,
+    traffic, random text with markers at random places, or random bytes."""
+    ctx = context(draw(_IDS))
+    thread = draw(_THREADS)
+    stamp = draw(_STAMPS)
+    kind = draw(st.integers(0, 6))
+    if kind == 0:
+        return [
+            records.failed(
+                message=draw(_MESSAGES),
+                remote=draw(_REMOTES),
+                ctx=ctx,
+                thread=thread,
+                stamp=stamp,
+                rendering=draw(st.sampled_from([records.REMOTE_HOST, records.CONNECTED])),
+            )
+        ]
+    if kind == 1:
+        return [records.timeout(remote=draw(_REMOTES), ctx=ctx, thread=thread, stamp=stamp)]
+    if kind == 2:
+        return [
+            records.ssl_info(
+                alias=draw(st.sampled_from(["k1", "null", ""])), ctx=ctx, thread=thread, stamp=stamp
+            )
+        ]
+    if kind == 3:
+        return records.exception_record(
+            "javax.net.ssl.SSLHandshakeException: " + draw(_MESSAGES),
+            ctx=ctx,
+            thread=thread,
+            stamp=stamp,
+            caused_by=draw(st.sampled_from(["", "javax.net.ssl.SSLException: x"])),
+        )
+    if kind == 4:
+        return [records.traffic(ctx=ctx, thread=thread, stamp=stamp)]
+    if kind == 5:
+        parts = draw(st.lists(st.one_of(_MARKER_TEXTS, st.text(max_size=20)), max_size=8))
+        prefix = draw(st.sampled_from(["", f"{stamp} {ctx}{thread} ERROR HTTP.CLIENT - "]))
+        return [(prefix + "".join(parts)).replace("\n", " ").replace("\r", " ")]
+    raw = draw(st.binary(max_size=80)).replace(b"\n", b" ")
+    return [raw.decode("latin-1")]
+
+
+class CountingParser(Parser):
+    """The real parser, counting what it made of each candidate line."""
+
+    def __init__(self) -> None:
+        super().__init__(timezone.utc)
+        self.kinds: dict[str, int] = {}
+        self.candidates = 0
+        self.unreadable = 0  # failures whose backend could not be read (also unrecognised)
+
+    def parse(self, raw: bytes, record: Optional[bytes] = None) -> Optional[Event]:
+        self.candidates += 1
+        event = super().parse(raw, record)  # an UnrecognisedLine passes through to the pipeline
+        name = type(event).__name__
+        self.kinds[name] = self.kinds.get(name, 0) + 1
+        if isinstance(event, HandshakeFailure) and event.target == "unknown":
+            self.unreadable += 1
+        return event
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    shapes=st.lists(record_lines(), max_size=30),
+    cuts=st.lists(st.integers(1, 400), max_size=6),
+    window=st.integers(1, 6),
+)
+def test_no_input_raises_and_the_counts_add_up(
+    shapes: list[list[str]], cuts: list[int], window: int
+) -> None:
+    """Random records, random text with markers anywhere, random bytes, fed in blocks cut at
+    random places: nothing raises; every line is counted; every candidate line is an event, none
+    or unrecognised; every failure read comes out once, paired or unpaired; every SSLInfo line
+    pairs or is an orphan; exception-only failures are at most the exception events."""
+    data = records.text([line for shape in shapes for line in shape]).encode("utf-8", "replace")
+    stats = FileStats()
+    parser = CountingParser()
+    correlator = Correlator(window, None)
+    out: list[Failure] = []
+    pipeline = LogPipeline(stats, LineSplitter(1 << 20, stats), parser, correlator, [out.append])
+    splitter = pipeline.splitter
+    at = 0
+    for cut in [*cuts, len(data)]:
+        piece = data[at : at + cut] if cut != len(data) else data[at:]
+        at += len(piece)
+        for segment in splitter.feed(piece):
+            pipeline.process(*segment)
+    pipeline.finish()
+    kinds = parser.kinds
+    failures, infos = kinds.get("HandshakeFailure", 0), kinds.get("SSLInfo", 0)
+    events = failures + infos + kinds.get("AlertException", 0)
+    paired = sum(1 for f in out if f.paired)
+    from_lines = paired + correlator.unpaired
+    unreadable = parser.unreadable
+    expected = (data.count(b"\n"), parser.candidates, failures, infos, 0)
+    actual = (
+        stats.lines,
+        events + kinds.get("NoneType", 0) + stats.unrecognised - unreadable,
+        from_lines,
+        paired + correlator.orphans,
+        correlator.pending,
+    )
+    assert expected == actual
+    assert len(out) == from_lines + correlator.exception_only
+    assert correlator.exception_only <= kinds.get("AlertException", 0)
+
+
+def test_exception_line_read_in_the_block_after_its_record_line_is_counted() -> None:
+    """A read that ends between the record line and its exception line does not lose the
+    exception-only failure: the next block's exception line is read with that record."""
+    lines = exception("NIOThread@0", "m1")
+    first, rest = records.text(lines[:1]).encode(), records.text(lines[1:]).encode()
+    stats = FileStats()
+    out: list[Failure] = []
+    pipeline = LogPipeline(stats, LineSplitter(1 << 20, stats), Parser(), make(), [out.append])
+    pipeline.process(first)
+    pipeline.process(rest)
+    pipeline.finish()
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(out)
