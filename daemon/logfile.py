@@ -1,26 +1,39 @@
-"""One log file read by content, plain or gzip: what the follower opens, and what it looks at.
+"""One log file read by content, plain or compressed: what the follower opens and looks at.
 
 A file is known by what it holds, not by its name: ``head`` is its first bytes (at most
-``HEAD_BYTES``; of the decompressed content for a ``.gz``). A ``.gz`` is read as a stream that may
-still be growing (a compressor writing it): ``GzipSource.read`` returns what can be decoded so far
-and ``complete`` says whether the end of the gzip stream was reached. Nothing here decides what to
-read; the follower (``tail``) does, from the ledger (``ledger``).
+``HEAD_BYTES``; of the decompressed content for a compressed file). gzip, xz and bzip2 are told
+by their first bytes (their magic), whatever the name says. A compressed file is read as a stream
+that may still be growing (a compressor writing it): ``CompressedSource.read`` returns what can be
+decoded so far and ``complete`` says whether the end of the stream was reached. A file in a
+format that cannot be read here (zstd, lz4) is never taken for a plain log. Nothing here decides
+what to read; the follower (``tail``) does, from the ledger (``ledger``).
 """
 
 from __future__ import annotations
 
+import bz2
 import hashlib
+import lzma
 import os
 import stat as stat_mod
 import zlib
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 HEAD_BYTES = 1024
 TAIL_BYTES = 128
 RAW_CHUNK = 1 << 16  # compressed bytes read at a time from a .gz
 
-GZIP_MAGIC = b"\x1f\x8b"
+Decompressor = Union["zlib._Decompress", lzma.LZMADecompressor, bz2.BZ2Decompressor]
+# The compressed formats read, by their first bytes; and those told but not read.
+DECOMPRESSORS: dict[bytes, Callable[[], Decompressor]] = {
+    b"\x1f\x8b": lambda: zlib.decompressobj(31),
+    b"\xfd7zXZ\x00": lzma.LZMADecompressor,
+    b"BZh": bz2.BZ2Decompressor,
+}
+UNREADABLE_MAGIC = (b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18")  # zstd, lz4
+# What a corrupt compressed stream raises.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, lzma.LZMAError, EOFError, OSError)
 
 Buffer = Union[bytearray, memoryview]
 
@@ -63,7 +76,7 @@ def open_regular(name: str) -> int:
 class PlainSource:
     """A plain file; its offset is the file offset."""
 
-    gz = False
+    compressed = False
 
     def __init__(self, name: str, fd: int) -> None:
         self.name = name
@@ -118,17 +131,17 @@ class PlainSource:
             self.fd = -1
 
 
-class GzipSource:
-    """A ``.gz`` read as the content it holds, as far as it can be decoded now.
+class CompressedSource:
+    """A compressed file read as the content it holds, as far as it can be decoded now.
 
     A compressor may still be writing it: ``read`` then returns 0 and a later call goes on from
-    there. ``complete`` is True once the gzip stream ended (concatenated members are read on).
-    ``zlib.error`` is raised for a file that is not gzip or is corrupt.
+    there. ``complete`` is True once the stream ended (concatenated streams are read on). One of
+    ``DECODE_ERRORS`` is raised for a corrupt file.
     """
 
-    gz = True
+    compressed = True
 
-    def __init__(self, name: str, fd: int) -> None:
+    def __init__(self, name: str, fd: int, magic: bytes) -> None:
         self.name = name
         self.fd = fd
         st = os.fstat(fd)
@@ -136,7 +149,9 @@ class GzipSource:
         self.offset = 0  # of the content
         self.complete = False
         self._raw = 0  # compressed bytes consumed
-        self._d = zlib.decompressobj(31)
+        self._magic = magic
+        self._new = DECOMPRESSORS[magic]
+        self._d = self._new()
         self._input = b""
         self._head = b""
         self._last = b""
@@ -148,14 +163,19 @@ class GzipSource:
 
     def _decode(self, size: int) -> bytes:
         while not self.complete:
-            if not self._input:
-                self._input = os.pread(self.fd, RAW_CHUNK, self._raw)
-                self._raw += len(self._input)
+            d = self._d
+            if isinstance(d, (lzma.LZMADecompressor, bz2.BZ2Decompressor)) and not d.needs_input:
+                out = d.decompress(b"", size)  # output it holds from input already given
+            else:
                 if not self._input:
-                    return b""  # nothing more for now
-            out = self._d.decompress(self._input, size)
-            self._input = self._d.unconsumed_tail
-            if self._d.eof:
+                    self._input = os.pread(self.fd, RAW_CHUNK, self._raw)
+                    self._raw += len(self._input)
+                    if not self._input:
+                        return b""  # nothing more for now
+                out = d.decompress(self._input, size)
+                # zlib keeps what it did not take; lzma and bz2 take it all into their buffer
+                self._input = getattr(d, "unconsumed_tail", b"")
+            if d.eof:
                 self._next_member()
             if out:
                 self.offset += len(out)
@@ -173,11 +193,11 @@ class GzipSource:
         if not rest.strip(b"\0"):
             self.complete = True  # the end (zero padding after it is tolerated, as gzip does)
             self._input = b""
-        elif rest[:1] == GZIP_MAGIC[:1]:
-            self._d = zlib.decompressobj(31)  # another member follows (concatenated gzip)
+        elif rest.startswith(self._magic[: len(rest)]):
+            self._d = self._new()  # another stream follows (concatenated gzip, xz, bzip2)
             self._input = rest
         else:
-            raise zlib.error("trailing garbage after the gzip stream")
+            raise zlib.error("trailing garbage after the compressed stream")
 
     def head(self) -> bytes:
         return self._head
@@ -210,19 +230,27 @@ class GzipSource:
             self.fd = -1
 
 
-Source = Union[PlainSource, GzipSource]
+Source = Union[PlainSource, CompressedSource]
+
+
+class UnreadableFormat(OSError):
+    """A compressed format this reader has no decoder for (zstd, lz4)."""
 
 
 def open_source(name: str) -> Source:
-    """``name`` opened as plain or gzip content, told by its first bytes (not its name)."""
+    """``name`` opened as plain or compressed content, told by its first bytes (not its name)."""
     fd = open_regular(name)
     try:
-        magic = os.pread(fd, 2, 0)
+        start = os.pread(fd, 6, 0)
     except OSError:
         os.close(fd)
         raise
-    if magic == GZIP_MAGIC:
-        return GzipSource(name, fd)
+    for magic in DECOMPRESSORS:
+        if start.startswith(magic):
+            return CompressedSource(name, fd, magic)
+    if start.startswith(UNREADABLE_MAGIC):
+        os.close(fd)
+        raise UnreadableFormat(f"{name} is compressed in a format that cannot be read here")
     return PlainSource(name, fd)
 
 
@@ -230,14 +258,14 @@ def open_source(name: str) -> Source:
 class Probe:
     """What a look at a file shows: its identity hint and the first bytes of its content.
 
-    ``head`` is None for a ``.gz`` whose first ``HEAD_BYTES`` cannot be decoded yet (a compressor
-    is still writing it), since it cannot be told from the file it is a copy of.
+    ``head`` is None for a compressed file whose first ``HEAD_BYTES`` cannot be decoded yet (a
+    compressor is still writing it), since it cannot be told from the file it is a copy of.
     """
 
     name: str
     dev: int
     ino: int
-    gz: bool
+    compressed: bool
     size: int  # of the file on disk
     mtime_ns: int  # a hint for the order of files read in a row, never for what is read
     head: Optional[bytes]
@@ -267,8 +295,8 @@ def probe(name: str) -> Optional[Probe]:
             if not got and src.complete:
                 return None  # an empty content
             head = got if len(got) == HEAD_BYTES or src.complete else None
-        return Probe(name, src.dev, src.ino, src.gz, size, st.st_mtime_ns, head)
-    except (OSError, zlib.error):
+        return Probe(name, src.dev, src.ino, src.compressed, size, st.st_mtime_ns, head)
+    except DECODE_ERRORS:
         return None
     finally:
         src.close()

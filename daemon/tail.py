@@ -34,10 +34,12 @@ themselves in ``tests/test_rotation.py``):
   waited for up to ``copy_wait``. The new file is then looked up (a file already known is read on
   from its position) and read. Each new content counts one rotation: ``recreate`` when the path
   was missing and the old file has no name left, else ``rename``.
-- **Compressed twins.** A compressor writing ``.gz`` while the writer goes on never causes a
-  second read: the ``.gz`` is the entry of its original, read to where the original was read. A
-  ``.gz`` held open that ends early is waited for up to ``copy_wait``; one that never completes is
-  reported once (``read_errors{error="gzip_incomplete"}``) and what it holds is read once.
+- **Compressed twins.** A compressor writing ``.gz`` (or xz, bzip2: told by their first bytes)
+  while the writer goes on never causes a second read: the compressed file is the entry of its
+  original, read to where the original was read. One held open that ends early is waited for up
+  to ``copy_wait``; one that never completes is reported once
+  (``read_errors{error="compressed_file_incomplete"}``) and what it holds is read once. A format
+  that cannot be decoded here (zstd, lz4) is never read as plain text.
 - **copytruncate.** The open file is shorter than the offset, or the bytes just before the offset
   changed: its content now lives in a copy (plain or ``.gz``), found by content among the rotated
   names and read from the offset to its end; the truncated file is then read from 0 (kind
@@ -66,7 +68,6 @@ import base64
 import glob
 import os
 import stat as stat_mod
-import zlib
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -75,9 +76,10 @@ import structlog
 from .ledger import Entry, Ledger
 from .lines import LineSplitter, Segment
 from .logfile import (
+    DECODE_ERRORS,
     HEAD_BYTES,
     TAIL_BYTES,
-    GzipSource,
+    CompressedSource,
     NotRegularFile,
     PlainSource,
     Probe,
@@ -95,24 +97,27 @@ log = structlog.get_logger()
 Reading = Generator[Segment, None, bool]  # segments, then whether the step could be completed
 
 
+def _beside(directory: str, name: str) -> list[str]:
+    e = glob.escape
+    stem, ext = os.path.splitext(name)
+    found = [os.path.join(e(directory), e(name) + ".*"), os.path.join(e(directory), e(name) + "-*")]
+    if ext:
+        found += [os.path.join(e(directory), f"{e(stem)}{sep}*{e(ext)}*") for sep in (".", "-")]
+    return found
+
+
 def rotated_globs(path: str, extra: Union[str, Sequence[str], None] = None) -> list[str]:
     """Where the rotated files of ``path`` may be: ``<name>.*`` and ``<name>-*`` (logrotate, also
     ``dateext``), ``<stem>.*.<ext>*`` and ``<stem>-*.<ext>*`` (logback) beside the log; and
     ``extra``: more globs, or directories (logrotate ``olddir``) searched for the same names."""
     directory, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-
-    def beside(d: str) -> list[str]:
-        e = glob.escape
-        found = [os.path.join(e(d), e(name) + ".*"), os.path.join(e(d), e(name) + "-*")]
-        if ext:
-            found += [os.path.join(e(d), f"{e(stem)}{sep}*{e(ext)}*") for sep in (".", "-")]
-        return found
-
-    globs = beside(directory)
+    globs = _beside(directory, name)
+    real = os.path.realpath(path)
+    if real != os.path.abspath(path):  # a link: its target's rotated files are beside the target
+        globs += _beside(*os.path.split(real))
     for more in [extra] if isinstance(extra, str) else list(extra or []):
         if more.endswith("/") or os.path.isdir(more):
-            globs += beside(os.path.abspath(more))
+            globs += _beside(os.path.abspath(more), name)
         else:
             globs.append(os.path.abspath(os.path.join(directory, more)))
     return list(dict.fromkeys(globs))
@@ -248,9 +253,9 @@ class Follower:
                 continue
             if self.ledger.find(p.head) is not None:
                 continue
-            entry = Entry(done=p.gz)  # a .gz cannot grow: passed over to its end
+            entry = Entry(done=p.compressed)  # a .gz cannot grow: passed over to its end
             tail = b""
-            if not p.gz:
+            if not p.compressed:
                 try:
                     src = open_source(p.name)
                 except OSError:
@@ -258,7 +263,7 @@ class Follower:
                 src.seek(p.size)
                 tail = src.tail()
                 src.close()
-            entry.mark(p.head, 0 if p.gz else p.size, tail, p.dev, p.ino)
+            entry.mark(p.head, 0 if p.compressed else p.size, tail, p.dev, p.ino)
             self.ledger.add(entry)
 
     def _intact(self) -> bool:
@@ -313,7 +318,7 @@ class Follower:
         """A file that holds ``entry``'s content to its offset, opened there: the path and the
         rotated names, plain before gzip, the entry's own inode first."""
         probes = [p for p in [probe(self.path), *self._probes()] if p is not None]
-        probes.sort(key=lambda p: (p.gz, (p.dev, p.ino) != (entry.dev, entry.ino)))
+        probes.sort(key=lambda p: (p.compressed, (p.dev, p.ino) != (entry.dev, entry.ino)))
         for p in probes:
             if p.head is None or not entry.matches(p.head):
                 continue
@@ -322,17 +327,17 @@ class Follower:
                 if src.seek(entry.offset) and entry.tail_is(src.tail()):
                     return src
                 src.close()
-            except (OSError, zlib.error):
+            except DECODE_ERRORS:
                 continue
         return None
 
     def _catch_up(self) -> Reading:
         """Before the path's new file: the rotated files with unread content, oldest first."""
         src = self._src
-        if src is not None and src.gz and not src.complete:
+        if src is not None and src.compressed and not src.complete:
             if not self._waited():
                 return False  # a .gz being written: the rest of it comes before newer files
-            self._report_incomplete_gz()
+            self._report_incomplete()
         todo, pending = self._unread()
         if pending:
             if not self._waited():
@@ -348,7 +353,7 @@ class Follower:
                 continue
             try:
                 known = entry is not None and new.seek(entry.offset) and entry.tail_is(new.tail())
-            except (OSError, zlib.error):
+            except DECODE_ERRORS:
                 known = False
             if entry is not None and known:
                 log.info("reading on in a rotated file", path=self.path, rotated=p.name)
@@ -376,7 +381,7 @@ class Follower:
         self.ledger.prune(probes, self._entry)
         todo: dict[object, tuple[Probe, Optional[Entry]]] = {}
         pending = False
-        for p in sorted(probes, key=lambda p: (p.gz, p.mtime_ns, p.name)):
+        for p in sorted(probes, key=lambda p: (p.compressed, p.mtime_ns, p.name)):
             if (p.dev, p.ino) == held:
                 continue
             if p.head is None:
@@ -397,18 +402,18 @@ class Follower:
     def _has_more(self, p: Probe, entry: Entry) -> bool:
         """Whether the file of ``p`` holds more of ``entry`` than was read; a complete ``.gz``
         that holds no more makes the entry done."""
-        if not p.gz:
+        if not p.compressed:
             return p.size > entry.offset
         try:
             src = open_source(p.name)
         except OSError:
             return False
         try:
-            length = src.length() if isinstance(src, GzipSource) else src.size()
+            length = src.length() if isinstance(src, CompressedSource) else src.size()
             if src.complete and length <= entry.offset:
                 entry.done = True
             return length > entry.offset
-        except (OSError, zlib.error):
+        except DECODE_ERRORS:
             return False
         finally:
             src.close()
@@ -481,7 +486,7 @@ class Follower:
         while True:
             try:
                 size = src.read(self._buffer)
-            except (OSError, zlib.error) as err:
+            except DECODE_ERRORS as err:
                 self._report(err)
                 return
             if not size:
@@ -499,7 +504,8 @@ class Follower:
     def _probes(self) -> list[Probe]:
         """A look at each rotated file (not the path itself)."""
         path = os.path.abspath(self.path)
-        names = {n for g in self.rotated_globs for n in glob.glob(g)} - {path, self.path}
+        itself = {path, self.path, os.path.realpath(path)}
+        names = {n for g in self.rotated_globs for n in glob.glob(g)} - itself
         return [p for p in map(probe, sorted(names)) if p is not None]
 
     def _waited(self) -> bool:
@@ -512,14 +518,14 @@ class Follower:
         self._waiting_since = None
         return True
 
-    def _report_incomplete_gz(self) -> None:
+    def _report_incomplete(self) -> None:
         entry = self._entry
         if entry is None or id(entry) in self._reported_gz:
             return
         self._reported_gz.add(id(entry))
         name = self._src.name if self._src is not None else "?"
-        self.stats.read_errors["gzip_incomplete"] = (
-            self.stats.read_errors.get("gzip_incomplete", 0) + 1
+        self.stats.read_errors["compressed_file_incomplete"] = (
+            self.stats.read_errors.get("compressed_file_incomplete", 0) + 1
         )
         log.warning("compressed file ends early, read as far as it goes", path=self.path, name=name)
 

@@ -862,12 +862,12 @@ def test_gzip_that_never_completes_is_reported_once_and_read_once(log: Path) -> 
     clock.now += 2.0
     got += read(second) + read(second)
     assert got.endswith(lines("b", 2))
-    assert second.stats.read_errors == {"gzip_incomplete": 1}
+    assert second.stats.read_errors == {"compressed_file_incomplete": 1}
     clock.now += 10.0
     os.rename(log, f"{log}.2")
     log.write_bytes(lines("c", 1))
     assert read(second) + read(second) == lines("c", 1)
-    assert second.stats.read_errors == {"gzip_incomplete": 1}
+    assert second.stats.read_errors == {"compressed_file_incomplete": 1}
 
 
 def test_a_fifo_at_the_path_is_reported_not_opened(tmp_path: Path) -> None:
@@ -882,3 +882,61 @@ def test_a_fifo_at_the_path_is_reported_not_opened(tmp_path: Path) -> None:
     path.unlink()
     path.write_bytes(lines("a", 2))
     assert read(follower) == lines("a", 2)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".xz", ".bz2"])
+def test_restart_finishes_a_file_compressed_with_gzip_xz_or_bzip2(log: Path, suffix: str) -> None:
+    """Rotated while down and compressed with gzip, xz or bzip2 (logrotate's ``compresscmd``),
+    the checkpointed file is found by its content (told by the first bytes, not the name) and
+    finished from its offset; its plain original, once there too, is not read again."""
+    import bz2
+    import lzma
+
+    compress = {".gz": gzip.compress, ".xz": lzma.compress, ".bz2": bz2.compress}[suffix]
+    log.write_bytes(lines("a", 300))
+    first = make(log)
+    assert read(first) == lines("a", 300)
+    state = checkpoint(first)
+    append(log, lines("a", 200, 300))
+    Path(f"{log}.1{suffix}").write_bytes(compress(log.read_bytes()))
+    os.rename(log, f"{log}.1")
+    log.write_bytes(lines("b", 2))
+    second = make(log)
+    second.restore(state)
+    assert read(second) + read(second) == lines("a", 200, 300) + lines("b", 2)
+    Path(f"{log}.1").unlink()
+    third = make(log)
+    third.restore(state)
+    assert read(third) + read(third) == lines("a", 200, 300) + lines("b", 2)
+
+
+def test_a_rotated_file_in_a_format_not_read_here_is_never_read_as_text(log: Path) -> None:
+    """A rotated file compressed with zstd (no decoder here) is not mistaken for a plain log:
+    after two rotations between polls, its bytes are not handed out as lines."""
+    log.write_bytes(lines("a", 2))
+    follower = make(log)
+    assert read(follower) == lines("a", 2)
+    os.rename(log, f"{log}.2")
+    Path(f"{log}.1.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\n compressed \n bytes \n")
+    log.write_bytes(lines("b", 1))
+    assert read(follower) + read(follower) == lines("b", 1)
+
+
+def test_a_log_path_that_is_a_link_finds_rotated_files_beside_its_target(tmp_path: Path) -> None:
+    """The configured path is a symbolic link to the real log elsewhere: the files rotated beside
+    the target (where logrotate or logback put them) are found too."""
+    data = tmp_path / "data"
+    data.mkdir()
+    real = data / "system.log"
+    link = tmp_path / "system.log"
+    link.symlink_to(real)
+    real.write_bytes(lines("a", 3))
+    first = make(link)
+    assert read(first) == lines("a", 3)
+    state = checkpoint(first)
+    append(real, lines("a", 2, 3))
+    os.rename(real, data / "system.log.1")
+    real.write_bytes(lines("b", 1))
+    second = make(link)
+    second.restore(state)
+    assert read(second) + read(second) == lines("a", 2, 3) + lines("b", 1)
