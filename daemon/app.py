@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from base64 import b64decode, b64encode
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any, Callable, Optional
@@ -41,6 +42,10 @@ POLL_INTERVAL = 0.05
 
 # config `log_format` -> configure_logging(json_output=...)
 JSON_OUTPUT: dict[str, Optional[bool]] = {"auto": None, "json": True, "console": False}
+
+
+def _b64(data: Optional[bytes]) -> Optional[str]:
+    return None if data is None else b64encode(data).decode("ascii")
 
 
 class Daemon:
@@ -153,6 +158,8 @@ class Daemon:
                 if path in self.followers and saved.get("follower"):
                     self.followers[path].restore(saved["follower"])
                     self.pipelines[path].correlator.restore(saved.get("pairing", {}))
+                    record = saved.get("record")
+                    self.pipelines[path].record = None if record is None else b64decode(record)
             self.alerts.restore(state.get("alerts"))
         except (KeyError, ValueError, TypeError, AttributeError) as err:
             log.warning(
@@ -179,6 +186,7 @@ class Daemon:
                 path: {
                     "follower": follower.snapshot(),
                     "pairing": self.pipelines[path].correlator.snapshot(),
+                    "record": _b64(self.pipelines[path].record),
                 }
                 for path, follower in self.followers.items()
             },

@@ -36,6 +36,7 @@ Count = Annotated[StrictInt, Field(ge=0, le=1 << 62)]
 Offset = Annotated[StrictInt, Field(ge=0, le=1 << 53)]
 Sha = Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+Base64 = Annotated[str, Field(max_length=4 << 20, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
 
 
 class _Model(BaseModel):
@@ -71,7 +72,7 @@ class StatsState(_Model):
 class FollowerState(_Model):
     ledger: Annotated[list[EntryState], Field(max_length=MAX_ENTRIES)]
     open: Optional[Annotated[StrictInt, Field(ge=0)]]
-    partial: Annotated[str, Field(max_length=2 << 20, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+    partial: Base64
     discarding: StrictBool
     stats: StatsState
 
@@ -122,6 +123,9 @@ class StoreState(_Model):
 class LogState(_Model):
     follower: Optional[FollowerState]
     pairing: PairingState
+    record: Optional[
+        Annotated[str, Field(max_length=4 << 20, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+    ] = None  # the record line in force at the end of the last read (``LogPipeline.record``)
 
 
 class State(_Model):

@@ -397,3 +397,31 @@ def test_step_stops_between_reads_when_asked(tmp_path: Path) -> None:
     second.daemon.restore()
     second.run_to_end()
     assert second.series() == as_series(gen.truth)
+
+
+def test_exception_line_read_after_a_restart_keeps_its_record_line(tmp_path: Path) -> None:
+    """An exception-only failure (TLS 1.3: no handshakeFailed line) whose record line was read
+    before a checkpoint and whose exception line after the restart is counted once, with the
+    record's org, env and proxy, as one uninterrupted read counts it."""
+    import records
+
+    record = records.exception_record()
+    once = tmp_path / "once"
+    once.mkdir()
+    whole = once / "system.log"
+    write(whole, records.text(record).encode())
+    uninterrupted = Node(once, [whole])
+    uninterrupted.run_to_end()
+    expected = uninterrupted.series()
+    assert sum(expected.values()) == 1
+
+    log = tmp_path / "system.log"
+    write(log, records.text(record[:1]).encode())
+    first = Node(tmp_path, [log])
+    first.daemon.step()
+    first.daemon.save_checkpoint()
+    write(log, records.text(record[1:]).encode())
+    second = Node(tmp_path, [log])
+    second.daemon.restore()
+    second.run_to_end()
+    assert second.series() == expected
