@@ -17,11 +17,12 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import checkpoint, inventory
+from . import checkpoint
 from .alerts import AlertEngine, known_series
 from .config import Config, ConfigError, parse_listen
 from .correlate import Correlator
-from .inventory import DiagnosisWorker, KeystoreInventory
+from .diagnosis import inventory
+from .diagnosis.inventory import DiagnosisWorker, KeystoreInventory
 from .log import configure_logging
 from .metrics import ExporterCollector, FailureStore, FileStats
 from .notify import Notifier

@@ -24,8 +24,9 @@ from typing import Callable, Optional
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .config import DiagnosisConfig
-from .diagnose import CAUSES, ClientIdentity, Diagnosis, identity_from_management, run_diagnosis
+from ..config import DiagnosisConfig
+from .decide import CAUSES, Diagnosis, run_diagnosis
+from .identity import ClientIdentity, identity_from_management
 from .mgmt import ERROR_KINDS, Credentials, ManagementAPIError, ManagementClient
 
 Clock = Callable[[], float]
