@@ -230,6 +230,10 @@ class _ServerProcess:
     def argv(self) -> list[str]:
         raise NotImplementedError
 
+    def ready(self) -> bool:
+        """True once the server finished starting (beyond listening: its pid file is written)."""
+        return True
+
     def log_text(self) -> str:
         """The server's error log so far ('' when none)."""
         try:
@@ -248,7 +252,7 @@ class _ServerProcess:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited: {self.startup_output()}")
-            return all(_accepts(p) for p in self.ports)
+            return self.ready() and all(_accepts(p) for p in self.ports)
 
         wait_for(up, timeout=30, what=f"{self.name} to listen", detail=self.startup_output)
         return self
@@ -329,6 +333,7 @@ class Nginx(_ServerProcess):
                 "  server {",
                 listen.replace(" ssl;", " ssl default_server;"),
                 "    ssl_reject_handshake on;",
+                f"    ssl_protocols {site.protocols};",
                 "  }",
             ]
         lines += ["  server {", listen]
@@ -351,6 +356,9 @@ class Nginx(_ServerProcess):
             lines.append("      if ($ssl_client_verify != SUCCESS) { return 403; }")
         lines += ['      return 200 "ok\\n";', "    }", "  }"]
         return lines
+
+    def ready(self) -> bool:
+        return (self.dir / "nginx.pid").exists()
 
     def argv(self) -> list[str]:
         return [NGINX, "-p", str(self.dir), "-e", str(self.error_log), "-c", str(self.conf),
@@ -386,7 +394,7 @@ class Apache(_ServerProcess):
         self.sites = sites
         (self.dir / "htdocs").mkdir(exist_ok=True)
         (self.dir / "htdocs" / "index.html").write_text("ok\n")
-        modules = ["mpm_event", "authz_core", "socache_shmcb", "ssl", "mime", "dir"]
+        modules = ["mpm_event", "authz_core", "socache_shmcb", "ssl", "dir"]
         conf = [
             f'ServerRoot "{self.dir}"',
             f'DefaultRuntimeDir "{self.dir}"',
@@ -426,6 +434,9 @@ class Apache(_ServerProcess):
 
     def argv(self) -> list[str]:
         return [APACHE, "-f", str(self.conf), "-DFOREGROUND"]
+
+    def ready(self) -> bool:
+        return (self.dir / "apache2.pid").exists()
 
 
 @dataclass
@@ -718,3 +729,141 @@ Backend = Union[PythonBackend, OpenSSLBackend, SilentBackend, PlainHttpBackend]
 def haproxy_pem(tmp: Path, cert: str, key: str, name: str) -> str:
     """HAProxy's ``crt``: the certificate and its key in one file."""
     return write_pem(tmp / f"{name}.pem", Path(cert).read_bytes(), Path(key).read_bytes())
+
+
+# -- every backend of a test module, each started once --------------------------------------------
+
+SCENARIOS = (
+    "require",  # client certificate required, CA names sent = trusted CAs = the accepted root
+    "no_names",  # required, no CA names sent, the accepted root trusted
+    "optional_403",  # nginx: optional_no_ca, names sent, 403 unless verified
+    "no_names_403",  # nginx: optional_no_ca, trust only (no names), 403 unless verified
+    "incomplete",  # names the intermediate, trusts the root only
+    "depth0",  # verify depth 0: no intermediate allowed
+    "sni",  # rejects a handshake without the SNI name backend.test
+    "tls13",  # TLS 1.3 only
+    "other_host",  # the server certificate names other.example only
+    "expired_server",  # the server certificate has expired
+    "no_client_auth",  # asks for no client certificate
+)
+SNI_NAME = "backend.test"
+
+
+class Lab:
+    """Every real backend for the diagnose tests, one process per server kind, a port each.
+
+    ``target(kind, scenario)`` is ``127.0.0.1:PORT``; ``kinds(scenario)`` the kinds that can play
+    it. The servers accept TLS 1.2 and 1.3 (except ``tls13``): the MP's protocols choose.
+    """
+
+    KINDS_BY_SCENARIO = {
+        "require": ("nginx", "apache", "haproxy", "s_server"),
+        "no_names": ("s_server",),
+        "optional_403": ("nginx",),
+        "no_names_403": ("nginx",),
+        "incomplete": ("apache", "s_server"),
+        "depth0": ("nginx", "apache"),
+        "sni": ("nginx",),
+        "tls13": ("nginx", "apache", "haproxy", "s_server"),
+        "other_host": ("nginx", "apache", "haproxy", "s_server"),
+        "expired_server": ("nginx", "s_server"),
+        "no_client_auth": ("nginx", "apache", "haproxy", "s_server"),
+    }
+
+    def __init__(self, tmp: Path, pki: Pki) -> None:
+        self.tmp, self.pki = tmp, pki
+        acc = pki.ca_file(pki.accepted_ca, name="lab-accepted.pem")
+        inter = pki.ca_file(pki.intermediate, name="lab-intermediate.pem")
+        self.files = {"accepted": acc, "intermediate": inter}
+        srv = (pki.server_cert, pki.server_key)
+        other = pki.server_files("lab-other-host", dns=("other.example",))
+        expired = pki.server_files(
+            "lab-expired", dns=("localhost",), ips=("127.0.0.1",), days=(-60, -1)
+        )
+        sni = pki.server_files("lab-sni", dns=(SNI_NAME,), ips=("127.0.0.1",))
+        self.nginx_sites = {
+            "require": NginxSite(*srv, client_ca=acc),
+            "optional_403": NginxSite(
+                *srv, client_ca=acc, verify="optional_no_ca", forbid_unverified=True
+            ),
+            "no_names_403": NginxSite(
+                *srv, trusted=acc, verify="optional_no_ca", forbid_unverified=True
+            ),
+            "depth0": NginxSite(*srv, client_ca=acc, depth=0),
+            "sni": NginxSite(*sni, client_ca=acc, sni_name=SNI_NAME),
+            "tls13": NginxSite(*srv, client_ca=acc, protocols="TLSv1.3"),
+            "other_host": NginxSite(*other, client_ca=acc),
+            "expired_server": NginxSite(*expired, client_ca=acc),
+            "no_client_auth": NginxSite(*srv, verify="off"),
+        }
+        self.apache_sites = {
+            "require": ApacheSite(*srv, ca_file=acc),
+            "incomplete": ApacheSite(*srv, ca_file=acc, ca_names=inter, depth=2),
+            "depth0": ApacheSite(*srv, ca_file=acc, depth=0),
+            "tls13": ApacheSite(*srv, ca_file=acc, protocols="-all +TLSv1.3"),
+            "other_host": ApacheSite(*other, ca_file=acc),
+            "no_client_auth": ApacheSite(*srv, verify="none"),
+        }
+        pem = haproxy_pem(tmp, *srv, "lab-haproxy")
+        self.haproxy_sites = {
+            "require": HaproxySite(pem, ca_file=acc),
+            "tls13": HaproxySite(pem, ca_file=acc, min_version="TLSv1.3"),
+            "other_host": HaproxySite(haproxy_pem(tmp, *other, "lab-hap-other"), ca_file=acc),
+            "no_client_auth": HaproxySite(pem, verify="none"),
+        }
+        self.s_server_args: dict[str, tuple[str, dict[str, object]]] = {
+            "require": ("any", {"ca_file": acc}),
+            "no_names": ("any", {"verify_file": acc}),
+            "incomplete": ("any", {"ca_file": inter, "verify_file": acc}),
+            "tls13": ("1.3", {"ca_file": acc}),
+            "other_host": ("any", {"ca_file": acc, "cert": other}),
+            "expired_server": ("any", {"ca_file": acc, "cert": expired}),
+            "no_client_auth": ("any", {"require": False}),
+        }
+        self.nginx = Nginx(tmp / "nginx", list(self.nginx_sites.values()))
+        self.apache = Apache(tmp / "apache2", list(self.apache_sites.values()))
+        self.haproxy = Haproxy(tmp / "haproxy", list(self.haproxy_sites.values()))
+        self.s_servers: dict[str, OpenSSLBackend] = {}
+        self._started: list[Union[_ServerProcess, OpenSSLBackend]] = []
+
+    def __enter__(self) -> Lab:
+        try:
+            for server in (self.nginx, self.apache, self.haproxy):
+                self._started.append(server.__enter__())
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in reversed(self._started):
+            server.__exit__()
+        self._started.clear()
+
+    def kinds(self, scenario: str) -> list[str]:
+        """The server kinds that play ``scenario``."""
+        table = {"nginx": self.nginx_sites, "apache": self.apache_sites,
+                 "haproxy": self.haproxy_sites, "s_server": self.s_server_args}  # fmt: skip
+        found = [kind for kind, sites in table.items() if scenario in sites]
+        assert tuple(found) == self.KINDS_BY_SCENARIO[scenario], scenario
+        return found
+
+    def target(self, kind: str, scenario: str) -> str:
+        """Where ``kind`` plays ``scenario`` (s_server is started on first use)."""
+        if kind == "nginx":
+            return self.nginx_sites[scenario].target
+        if kind == "apache":
+            return self.apache_sites[scenario].target
+        if kind == "haproxy":
+            return self.haproxy_sites[scenario].target
+        if scenario not in self.s_servers:
+            version, options = self.s_server_args[scenario]
+            backend = OpenSSLBackend(self.pki, version, **options)  # type: ignore[arg-type]
+            self.s_servers[scenario] = backend.__enter__()
+            self._started.append(backend)
+        return self.s_servers[scenario].target
+
+    def log(self, kind: str) -> str:
+        """A server's error log, for failure messages."""
+        server = {"nginx": self.nginx, "apache": self.apache, "haproxy": self.haproxy}.get(kind)
+        return server.log_text()[-3000:] if server is not None else ""

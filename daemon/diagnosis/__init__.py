@@ -23,6 +23,7 @@ in one call, for every failure the exporter counts, one module per part:
 
 from __future__ import annotations
 
+from . import probe as probe_module
 from .command import command, configure_parser, identity_from_args
 from .decide import (
     CAUSES,
@@ -80,6 +81,7 @@ __all__ = [
     "mp_settings",
     "parse_target",
     "probe",
+    "probe_module",
     "render_report",
     "run_diagnosis",
     "would_send",

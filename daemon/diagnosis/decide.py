@@ -85,9 +85,17 @@ RECEIVED = {
     "handshake_timeout": "no answer to the ClientHello: a firewall or load balancer drops it",
 }
 
-# Alerts a server sends when it cannot build or check a path from the client's certificate.
+# Alerts a server sends when it cannot build or check a path from the client's certificate
+# (Apache's mod_ssl answers a chain longer than SSLVerifyDepth with internal_error).
 CHAIN_ALERTS = frozenset(
-    {"bad_certificate", "unknown_ca", "certificate_unknown", "decrypt_error", "handshake_failure"}
+    {
+        "bad_certificate",
+        "unknown_ca",
+        "certificate_unknown",
+        "decrypt_error",
+        "handshake_failure",
+        "internal_error",
+    }
 )
 # HTML titles of nginx's answers for a missing or unverifiable client certificate.
 CERTIFICATE_TITLES = ("no required ssl certificate was sent", "the ssl certificate error")
@@ -285,13 +293,11 @@ def _negotiation(result: ProbeResult) -> str:
     if any(a.alert == "unrecognized_name" for a in attempts):
         return "sni_required"
     offered = result.settings.effective_protocols
-    for retry in result.retries:
-        if not retry.server_hello:
-            continue
-        if retry.protocols and retry.protocols[0] not in offered:
-            return "protocol_mismatch"
-        if result.settings.ciphers:
-            return "cipher_mismatch"
+    working = [r.protocols[0] for r in result.retries if r.server_hello and r.protocols]
+    if result.settings.ciphers and any(v in offered for v in working):
+        return "cipher_mismatch"  # a version the MP offers works, with other suites
+    if any(v not in offered for v in working):
+        return "protocol_mismatch"
     if not offered:
         return "protocol_mismatch" if result.settings.protocols else "cipher_mismatch"
     return "unknown"
@@ -331,10 +337,9 @@ def decide(
         return "ca_mismatch", static
     if ev.mp_attempt == "not_tried":
         return (static[0], static[1:]) if static else ("unknown", ())
-    if ev.rejection is None:
-        if server:
-            return server[0], (*server[1:], *static)
-        return "accepted", static
+    if ev.rejection is None:  # let in: the certificates' own dates and names still count
+        found = (*static, *server)
+        return (found[0], found[1:]) if found else ("accepted", ())
     if static:
         return static[0], static[1:]
     with_cert = result.with_certificate
