@@ -75,7 +75,7 @@ class Daemon:
             clock=clock,
             wall=wall,
             cause_for=self.diagnosis.cause_for if self.diagnosis else None,
-            on_firing=self.diagnosis.request if self.diagnosis else None,
+            on_firing=self._diagnose if self.diagnosis else None,
         )
         self.sinks: list[Sink] = [self.store.record, self.alerts.record]
         self.followers: dict[str, Follower] = {}
@@ -96,6 +96,12 @@ class Daemon:
         )
         registry.register(self.alerts.collector())
         self._precreate()
+
+    def _diagnose(self, org: str, env: str, target: str, key_alias: str) -> None:
+        """A page or warning about a backend started firing: diagnose it in the background."""
+        if self.diagnosis is not None:
+            received = self.alerts.firing_reason(org, env, target, key_alias)
+            self.diagnosis.request(org, env, target, key_alias, received=received)
 
     def _precreate(self) -> None:
         """Known (target, key alias) series from ``alerts.known_targets`` exist at 0."""

@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from apigee_tls_exporter.diagnose import Diagnosis
-from apigee_tls_exporter.inventory import (
+from apigee_tls_exporter.diagnosis import Diagnosis, Evaluation, ProbeResult, TlsSettings
+from apigee_tls_exporter.diagnosis.inventory import (
     ApiDiagnoser,
     DiagnosisRequest,
     DiagnosisWorker,
     KeystoreInventory,
     TargetOverride,
 )
-from apigee_tls_exporter.mgmt import Credentials, ManagementClient
+from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementClient
 from mgmt_standin import Standin, chain_info
 from prometheus_client import CollectorRegistry
 from tls_backends import Pki, PythonBackend
@@ -135,7 +135,8 @@ def test_unknown_keystore_counts_not_found(standin: Standin) -> None:
 
 
 def fake_diagnosis(request: DiagnosisRequest, cause: str) -> Diagnosis:
-    return Diagnosis(target=request.target, cause=cause, advice="", checked_at=0.0)
+    result = ProbeResult(request.target, TlsSettings(), reachable=False)
+    return Diagnosis(request.target, cause, "", 0.0, result, Evaluation())
 
 
 class Scripted:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import pytest
 import trustme
-from apigee_tls_exporter.mgmt import Credentials, ManagementAPIError, ManagementClient
+from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementAPIError, ManagementClient
 from mgmt_standin import Standin, chain_info
 from tls_backends import Pki, SilentBackend, free_port
 

@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import ClassVar, Optional, Union
 
 import trustme
 from cryptography import x509
@@ -756,7 +756,7 @@ class Lab:
     it. The servers accept TLS 1.2 and 1.3 (except ``tls13``): the MP's protocols choose.
     """
 
-    KINDS_BY_SCENARIO = {
+    KINDS_BY_SCENARIO: ClassVar[dict[str, tuple[str, ...]]] = {
         "require": ("nginx", "apache", "haproxy", "s_server"),
         "no_names": ("s_server",),
         "optional_403": ("nginx",),

@@ -3,7 +3,7 @@
 ``KeystoreInventory`` turns the keystores' certificates into
 ``apigee_tls_client_certificate_expiry_timestamp_seconds{org,env,keystore,alias}``: the page before
 the outage, which no log can give. ``DiagnosisWorker`` runs ``diagnose`` in a small thread pool
-when an alert starts firing and exposes
+when a failure alert (page or warning) starts firing and exposes
 ``apigee_tls_diagnosis_info{org,env,target,key_alias,cause}``.
 ``ApiDiagnoser`` is the diagnose function the worker needs when the management API is configured.
 
@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import structlog
@@ -116,12 +116,14 @@ class KeystoreInventory:
 
 @dataclass(frozen=True)
 class DiagnosisRequest:
-    """What to diagnose: the labels of a firing alert."""
+    """What to diagnose: the labels of a firing alert. The key is (org, env, target, key_alias);
+    ``received`` (the alert's reason: what the MP received) is carried along, not compared."""
 
     org: str
     env: str
     target: str
     key_alias: str
+    received: Optional[str] = field(default=None, compare=False)
 
 
 DiagnoseFunction = Callable[[DiagnosisRequest, float], Diagnosis]  # (request, timeout)
@@ -181,9 +183,15 @@ class DiagnosisWorker:
             registry=registry,
         )
 
-    def request(self, org: str, env: str, target: str, key_alias: str) -> bool:
-        """Queue a diagnosis unless one ran recently or is pending; True when queued."""
-        key = DiagnosisRequest(org, env, target, key_alias)
+    def request(
+        self, org: str, env: str, target: str, key_alias: str, received: Optional[str] = None
+    ) -> bool:
+        """Queue a diagnosis unless one ran recently or is pending; True when queued.
+
+        ``received`` is the reason of the alert (the TLS alert the MP received), which the
+        diagnosis explains when no cause is certain.
+        """
+        key = DiagnosisRequest(org, env, target, key_alias, received)
         now = self._clock()
         with self._lock:
             reason = None
@@ -270,10 +278,13 @@ class DiagnosisWorker:
 
 @dataclass(frozen=True)
 class TargetOverride:
-    """Per-target settings: which keystore the MP uses for it, and the SNI name to send."""
+    """Per-target settings: which keystore the MP uses for it, the SNI name it sends (default:
+    the host name, none for an IP) and its TargetServer protocols and cipher suites."""
 
     keystore: Optional[str] = None  # NAME or ref://REF
     servername: Optional[str] = None
+    protocols: tuple[str, ...] = ()
+    ciphers: tuple[str, ...] = ()
 
 
 class ApiDiagnoser:
@@ -331,6 +342,9 @@ class ApiDiagnoser:
             timeout=timeout,
             ca_file=self._ca_file,
             clock=self._clock,
+            protocols=override.protocols,
+            ciphers=override.ciphers,
+            received=request.received,
         )
 
 
@@ -370,7 +384,12 @@ def from_config(
     diagnoser = ApiDiagnoser(
         client,
         overrides={
-            target: TargetOverride(keystore=t.keystore, servername=t.servername)
+            target: TargetOverride(
+                keystore=t.keystore,
+                servername=t.servername,
+                protocols=tuple(t.protocols),
+                ciphers=tuple(t.ciphers),
+            )
             for target, t in config.targets.items()
         },
         default_keystore=config.default_keystore,

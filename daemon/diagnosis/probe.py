@@ -21,6 +21,7 @@ Every connection is bounded by ``timeout``; the request's answer by ``http_wait`
 
 from __future__ import annotations
 
+import errno
 import selectors
 import socket
 import time
@@ -91,6 +92,7 @@ TLS13_SUITES = (
 # Texts OpenSSL gives when the peer answers a ClientHello with something that is not TLS.
 _NOT_TLS = ("wrong version number", "packet length too long", "http request", "unknown protocol")
 MAX_HTTP_BYTES = 16384
+VERDICT_FLOOR = 0.05  # seconds to wait for a TLS 1.3 server's verdict, plus twice the handshake
 
 
 def openssl_cipher(name: str) -> Optional[str]:
@@ -200,6 +202,7 @@ class Handshake:
     server_verify_error: Optional[str] = None  # None when verified or not checked
     alert: Optional[str] = None  # the fatal alert received
     alert_after_handshake: bool = False  # it came after our side finished (TLS 1.3)
+    reset_after_handshake: bool = False  # TLS 1.3: reset before any answer (the alert was lost)
     error: Optional[str] = None
     timed_out: bool = False
     not_tls: bool = False
@@ -210,8 +213,8 @@ class Handshake:
 
     @property
     def tls_rejected(self) -> bool:
-        """The handshake failed, or a fatal alert came right after it."""
-        return not self.completed or self.alert is not None
+        """The handshake failed, or a fatal alert (or a reset) came right after it."""
+        return not self.completed or self.alert is not None or self.reset_after_handshake
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -294,6 +297,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.certificate_requested = False
         self.server_hello = False
+        self.ticket = False
         self.alert: Optional[str] = None
         self.verify_error: Optional[str] = None
 
@@ -304,6 +308,8 @@ class _Recorder:
                 self.server_hello = True
             elif "read server certificate request" in state:
                 self.certificate_requested = True
+            elif "read server session ticket" in state:
+                self.ticket = True
         if where & SSL.SSL_CB_READ_ALERT == SSL.SSL_CB_READ_ALERT:
             level, code = ret >> 8, ret & 0xFF
             if code != 0 and level == 2 and self.alert is None:
@@ -441,23 +447,30 @@ def _handshake(
     conn.set_connect_state()
     if settings.servername:
         conn.set_tlsext_host_name(settings.servername.encode("idna"))
-    completed, timed_out, after = False, False, False
+    completed, timed_out, after, was_reset = False, False, False, False
     error: Optional[str] = None
     alert: Optional[str] = None
     version: Optional[str] = None
     http: Optional[HttpAnswer] = None
     try:
+        started = time.monotonic()
         _drive(sock, conn.do_handshake, deadline)
+        took = time.monotonic() - started
         version = conn.get_protocol_version_name()
         completed = True
         http_host = settings.servername or (f"[{host}]" if ":" in host else host)
-        http, after_error = _exchange(
-            sock, conn, http_host, port, min(deadline, time.monotonic() + http_wait)
+        # The server's verdict on our certificate (TLS 1.3) takes about one more round trip.
+        verdict = min(http_wait, VERDICT_FLOOR + 2 * took)
+        http, after_error, reset = _exchange(
+            sock, conn, rec, http_host, port, min(deadline, time.monotonic() + http_wait), verdict
         )
         if rec.alert is not None or after_error is not None:
             after = True
             alert = _alert_from_error(after_error) if after_error else None
             error = _error_text(after_error) if after_error else None
+        elif reset and http is None and rec.certificate_requested and version == "TLSv1.3":
+            was_reset = True
+            error = "connection reset by the backend right after the handshake"
     except _Timeout:
         timed_out, error = True, f"no TLS answer within {timeout:g}s"
     except SSL.SysCallError as exc:
@@ -484,6 +497,7 @@ def _handshake(
         server_verify_error=rec.verify_error if ca_file else None,
         alert=rec.alert or alert,
         alert_after_handshake=after and bool(rec.alert or alert),
+        reset_after_handshake=was_reset,
         error=error,
         timed_out=timed_out,
         not_tls=not_tls,
@@ -495,18 +509,42 @@ def _handshake(
 
 
 def _exchange(
-    sock: socket.socket, conn: SSL.Connection, host: str, port: int, until: float
-) -> tuple[Optional[HttpAnswer], Optional[SSL.Error]]:
+    sock: socket.socket,
+    conn: SSL.Connection,
+    rec: _Recorder,
+    host: str,
+    port: int,
+    until: float,
+    verdict: float,
+) -> tuple[Optional[HttpAnswer], Optional[SSL.Error], bool]:
     """Send ``GET /`` and read the answer's head (and the start of its body) until ``until``.
 
-    Returns the answer (None when the backend sent none: not HTTP, or it closed) and the TLS
-    error that ended the read, if any (TLS 1.3: the backend's verdict on our certificate).
+    In TLS 1.3 the server judges our certificate after our handshake is done: first wait for
+    its verdict (a session ticket or data: accepted; an alert: rejected) for up to ``verdict``
+    seconds, since a request sent to a server that has just closed makes the kernel reset the
+    connection and drop the alert. Returns the answer (None when the backend sent none: not
+    HTTP, or it closed), the TLS error that ended the read, if any, and whether the connection
+    was reset.
     """
     request = (
         f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: apigee-tls-exporter-diagnose\r\n"
         "Accept: */*\r\nConnection: close\r\n\r\n"
     ).encode("idna" if not host.isascii() else "ascii", "replace")
     data = b""
+    first = min(until, time.monotonic() + verdict)
+    try:
+        while conn.get_protocol_version_name() == "TLSv1.3" and not rec.ticket and not data:
+            try:
+                data += conn.recv(4096)
+            except SSL.WantReadError:
+                try:
+                    _wait(sock, False, first)
+                except _Timeout:
+                    break
+    except SSL.Error as exc:
+        return _parse_http(data), exc, False
+    except OSError:
+        return _parse_http(data), None, True
     try:
         sent = 0
         while sent < len(request):
@@ -523,11 +561,16 @@ def _exchange(
                 _wait(sock, False, until)
             except SSL.WantWriteError:
                 _wait(sock, True, until)
-    except (_Timeout, SSL.ZeroReturnError, SSL.SysCallError, OSError):
+    except SSL.SysCallError as exc:
+        reset = bool(exc.args) and exc.args[0] in (errno.ECONNRESET, errno.EPIPE)
+        return _parse_http(data), None, reset
+    except (ConnectionResetError, BrokenPipeError):
+        return _parse_http(data), None, True
+    except (_Timeout, SSL.ZeroReturnError, OSError):
         pass
     except SSL.Error as exc:
-        return _parse_http(data), exc
-    return _parse_http(data), None
+        return _parse_http(data), exc, False
+    return _parse_http(data), None, False
 
 
 def _complete(data: bytes) -> bool:
