@@ -5,6 +5,7 @@ Every command-line option of ``run`` has a key here; the command line wins over 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -43,6 +44,8 @@ def parse_duration(value: Any) -> float:
         if match is None:
             raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
         seconds = float(match["n"]) * _UNITS[match["unit"]]
+    if not math.isfinite(seconds):  # .nan, .inf in YAML: NaN passes every comparison
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds

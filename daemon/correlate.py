@@ -7,6 +7,14 @@ another failure for the same message id first, when the window passes (``window_
 with no failure waiting is an orphan. A failure waits until ``window_lines`` lines after its own,
 so at most ``window_lines + 1`` failures wait at once per log: memory stays bounded whatever the
 message ids do.
+
+An exception record carrying a received TLS alert (``AlertException``) is the same failure again
+when a handshakeFailed line of its thread and message id came within the pairing window before
+it (the MP's ``RequestWriteListener.onException()`` repeats the alert of the failure it logged)
+or comes within the window after it: then it is not counted. Otherwise it is a failure of its
+own, counted once when its window passes, with ``key_alias=""``: with TLS 1.3 a backend that
+rejects the client certificate does so after the client finished its handshake, and the MP may
+log only the exception. It is not counted as ``unpaired`` (no SSLInfo line is expected for it).
 """
 
 from __future__ import annotations
@@ -14,18 +22,24 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from .events import Context, Event, Failure, HandshakeFailure
+from .events import AlertException, Context, Event, Failure, HandshakeFailure
 
 Key = tuple[str, str]  # (thread, message id)
 
 
 @dataclass
 class _Pending:
-    failure: HandshakeFailure
+    failure: Union[HandshakeFailure, AlertException]
     line: int
     since: float  # wall clock (monotonic) when the failure was read
+
+
+@dataclass
+class _Seen:
+    line: int
+    since: float
 
 
 class Correlator:
@@ -41,12 +55,18 @@ class Correlator:
         self.window_seconds = window_seconds
         self._clock = clock
         self._pending: OrderedDict[Key, _Pending] = OrderedDict()
+        # exception records waiting to learn whether a handshakeFailed line accounts for them
+        self._exceptions: OrderedDict[Key, _Pending] = OrderedDict()
+        # the handshakeFailed lines of the last window, by key: their repeated exception is no
+        # failure of its own
+        self._seen: OrderedDict[Key, _Seen] = OrderedDict()
         self.unpaired = 0
         self.orphans = 0
+        self.exception_only = 0  # failures known only from an exception record
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._exceptions)
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else 0.0
@@ -55,16 +75,29 @@ class Correlator:
         """Take the event read at ``line``; return the failures it closes."""
         closed = self.advance(line - 1)
         key = (event.thread, event.context.message_id)
+        if isinstance(event, AlertException):
+            if key not in self._pending and key not in self._seen and key not in self._exceptions:
+                self._exceptions[key] = _Pending(event, line, self._now())
+            return closed
         waiting = self._pending.pop(key, None)
         if isinstance(event, HandshakeFailure):
             if waiting is not None:
                 closed.append(self._unpaired(waiting))
-            self._pending[key] = _Pending(event, line, self._now())
+            self._exceptions.pop(key, None)  # the exception came first: this line counts it
+            now = self._now()
+            self._pending[key] = _Pending(event, line, now)
+            self._seen.pop(key, None)
+            self._seen[key] = _Seen(line, now)
         elif waiting is not None:
             closed.append(Failure.from_event(waiting.failure, event.key_alias))
         else:
             self.orphans += 1
         return closed
+
+    def _passed(self, line: int, now: float, oldest_line: int, since: float) -> bool:
+        by_lines = line - oldest_line >= self.window_lines
+        by_time = self.window_seconds is not None and now - since >= self.window_seconds
+        return by_lines or by_time
 
     def advance(self, line: int) -> list[Failure]:
         """All lines up to ``line`` have been read: close the windows that have passed."""
@@ -72,18 +105,33 @@ class Correlator:
         now = self._now()
         while self._pending:
             oldest = next(iter(self._pending.values()))
-            by_lines = line - oldest.line >= self.window_lines
-            by_time = self.window_seconds is not None and now - oldest.since >= self.window_seconds
-            if not (by_lines or by_time):
+            if not self._passed(line, now, oldest.line, oldest.since):
                 break
             self._pending.popitem(last=False)
             closed.append(self._unpaired(oldest))
+        while self._exceptions:
+            first = next(iter(self._exceptions.values()))
+            if not self._passed(line, now, first.line, first.since):
+                break
+            self._exceptions.popitem(last=False)
+            self.exception_only += 1
+            closed.append(Failure.from_event(first.failure, None))
+        while self._seen:
+            seen = next(iter(self._seen.values()))
+            if not self._passed(line, now, seen.line, seen.since):
+                break
+            self._seen.popitem(last=False)
         return closed
 
     def close_all(self) -> list[Failure]:
         """End of input: every window closes."""
         closed = [self._unpaired(p) for p in self._pending.values()]
         self._pending.clear()
+        for waiting in self._exceptions.values():
+            self.exception_only += 1
+            closed.append(Failure.from_event(waiting.failure, None))
+        self._exceptions.clear()
+        self._seen.clear()
         return closed
 
     def _unpaired(self, pending: _Pending) -> Failure:
@@ -92,28 +140,42 @@ class Correlator:
 
     def snapshot(self) -> dict[str, Any]:
         """The open pairings and counts, for the checkpoint (plain JSON types)."""
+
+        def rows(pending: OrderedDict[Key, _Pending]) -> list[dict[str, Any]]:
+            return [
+                {"line": p.line, **p.failure._asdict(), "context": p.failure.context._asdict()}
+                for p in pending.values()
+            ]
+
         return {
             "unpaired": self.unpaired,
             "orphans": self.orphans,
-            "pending": [
-                {"line": p.line, **p.failure._asdict(), "context": p.failure.context._asdict()}
-                for p in self._pending.values()
-            ],
+            "exception_only": self.exception_only,
+            "pending": rows(self._pending),
+            "exceptions": rows(self._exceptions),
+            "seen": [[thread, mid, s.line] for (thread, mid), s in self._seen.items()],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Take back what ``snapshot`` saved; open windows restart their wall-time clock now."""
         self.unpaired = int(state.get("unpaired", 0))
         self.orphans = int(state.get("orphans", 0))
+        self.exception_only = int(state.get("exception_only", 0))
         self._pending.clear()
+        self._exceptions.clear()
+        self._seen.clear()
         now = self._now()
-        for item in state.get("pending", []):
-            failure = HandshakeFailure(
-                timestamp=float(item["timestamp"]),
-                context=Context(**item["context"]),
-                thread=str(item["thread"]),
-                target=str(item["target"]),
-                reason=str(item["reason"]),
-            )
-            key = (failure.thread, failure.context.message_id)
-            self._pending[key] = _Pending(failure, int(item["line"]), now)
+        for kind, into in ((HandshakeFailure, self._pending), (AlertException, self._exceptions)):
+            name = "pending" if kind is HandshakeFailure else "exceptions"
+            for item in state.get(name, []):
+                failure = kind(
+                    timestamp=float(item["timestamp"]),
+                    context=Context(**item["context"]),
+                    thread=str(item["thread"]),
+                    target=str(item["target"]),
+                    reason=str(item["reason"]),
+                )
+                key = (failure.thread, failure.context.message_id)
+                into[key] = _Pending(failure, int(item["line"]), now)
+        for thread, message_id, line in state.get("seen", []):
+            self._seen[(str(thread), str(message_id))] = _Seen(int(line), now)

@@ -39,7 +39,19 @@ class SSLInfo(NamedTuple):
     key_alias: str  # "" for null
 
 
-Event = Union[HandshakeFailure, SSLInfo]
+class AlertException(NamedTuple):
+    """An SSL exception record carrying a received TLS alert (``… SSLHandshakeException: Received
+    fatal alert: certificate_required``), before the correlator decides whether it is a failure
+    of its own or the repeat of a ``handshakeFailed()`` line."""
+
+    timestamp: float
+    context: Context
+    thread: str
+    target: str  # "unknown" unless the record names the backend
+    reason: str  # an alert name, see parse.ALERT_NAMES
+
+
+Event = Union[HandshakeFailure, SSLInfo, AlertException]
 
 
 class Failure(NamedTuple):
@@ -56,7 +68,9 @@ class Failure(NamedTuple):
     paired: bool = True  # False when the window closed without an SSLInfo line
 
     @classmethod
-    def from_event(cls, event: HandshakeFailure, key_alias: Optional[str]) -> Failure:
+    def from_event(
+        cls, event: Union[HandshakeFailure, AlertException], key_alias: Optional[str]
+    ) -> Failure:
         c = event.context
         return cls(
             org=c.org,

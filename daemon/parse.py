@@ -2,9 +2,17 @@
 
 The contract is logster's: ``Parser.parse(line)`` returns an event, or ``None`` for a line that
 is none of ours, and raises ``UnrecognisedLine`` for a line that mentions a handshake marker but
-matches no rule (the signal that an Apigee upgrade changed the format). ``candidate_lines`` is the
-fast prefilter: it finds the few lines of a block that mention a marker, so that the other 99 % of
-the log never reach a regex.
+matches no rule (the signal that an Apigee upgrade changed the format), and for a failure record
+whose timestamp is no real time (``2017-02-30``, month 13, hour 24, year 0000). A failure whose
+backend cannot be read is an event all the same (``target="unknown"``); ``unreadable_target``
+tells the caller to count it as unrecognised too. ``candidate_lines`` is the fast prefilter: it
+finds the few lines of a block that mention a marker, so that the other 99 % of the log never
+reach a regex.
+
+The ``reason`` of a failure comes from the JDK's own message (``classify_message``): the alert
+the backend sent (``ALERT_NAMES``) or one of the fixed reasons (``REASONS``), for every wording of
+the old JDK 8 JSSE stack (before 8u261), of the JDK 11+ stack, and with the ``(alert_name)``
+prefix of JDK 17+.
 """
 
 from __future__ import annotations
@@ -14,64 +22,231 @@ from collections.abc import Iterator
 from datetime import datetime, tzinfo
 from typing import Optional, Union
 
-from .events import Context, Event, HandshakeFailure, SSLInfo
+from .events import AlertException, Context, Event, HandshakeFailure, SSLInfo
 
 MARKERS = (b"handshakeFailed", b"handshakeTimeout", b"SSLInfo")
 _MARKER_TEXT = tuple(m.decode() for m in MARKERS)
+# A received alert's text makes a line a candidate too: an exception record carrying one may be
+# the only trace of a failure (TLS 1.3 rejects a client certificate on the first read).
+ALERT_MARKERS = (b"Received fatal alert", b"Unknown alert description")
 
 _RECORD = re.compile(
     r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
     r"(?P<ctx>(?:(?:org|env|api|rev|messageid):\S* +)*)"
     r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +(?P<body>.*)"
 )
-# The channel block; an address in it may be bracketed (an IPv6 literal, JDK 14+). Written as
-# an unrolled loop (runs of plain characters between bracketed parts): twice as fast in `re`.
-_CHAN = r"SSLClientChannel\[(?P<chan>[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*)\]"
 # The usual shape, context keys in their usual order: one match gives every field.
 _RECORD_FAST = re.compile(
     r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
     r"(?:org:(\S*) +env:(\S*) +api:(\S*) +rev:(\S*) +messageid:(\S*) +)?"
     r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +(?P<body>.*)"
 )
-_FAILED = re.compile(
-    r"\S*\.handshakeFailed\(\) : " + _CHAN + r".*?handshake failed, message: (?P<message>.*)"
-)
-_TIMEOUT = re.compile(r"\S*\.handshakeTimeout\(\) : " + _CHAN + r".*handshake timeout")
+_STAMP = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3} ")
+# The channel block; an address in it may be bracketed (an IPv6 literal, JDK 14+). Written as
+# an unrolled loop (runs of plain characters between bracketed parts): twice as fast in `re`.
+_CHAN = re.compile(r"SSLClientChannel\[(?P<chan>[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*)\]")
+_FAILED_TEXT = "handshake failed, message: "
+_TIMEOUT = re.compile(r"\S*\.handshakeTimeout\(\) : .*handshake timeout")
 _SSLINFO = re.compile(r"\S*\(\) : SSLInfo: .*?KeyAlias:(?P<alias>\S*)")
 _ADDR = r"(?P<addr>(?:[^\s\[\]]|\[[^\s\[\]]*\])+)"
-_REMOTE_HOST = re.compile(r"Remote host: *" + _ADDR)
-_REMOTE = re.compile(r"Remote: *" + _ADDR)
-_ALERT = re.compile(r"Received fatal alert: (?P<name>\S*)")
-_ALERT_NAME = re.compile(r"[a-z_]{1,40}")
+# The backend in either rendering of the channel, whichever kind of line it is in:
+# ``[C:<mp> Remote host:<backend>]`` or ``[Connected: Remote:<backend> Local:<mp>]``.
+_REMOTE = re.compile(r"\bRemote(?: host)?: *" + _ADDR)
 # A line that continues the record above: a stack frame, "Caused by:", or an exception class line.
 _CONTINUATION = re.compile(
     r"\s|Caused by:|Suppressed:|\.\.\. \d+ more|[A-Za-z_$][\w$]*(?:\.[\w$]+)+(?::|$)"
 )
-
-# Messages that are not a TLS alert, in order of precedence: (text in the message, reason).
-FIXED_REASONS = (
-    ("PKIX path building failed", "pkix_path_building_failed"),
-    ("No subject alternative names", "hostname_mismatch"),
-    ("No subject alternative DNS name", "hostname_mismatch"),
-    ("No name matching", "hostname_mismatch"),
-    ("Remote host closed connection during handshake", "remote_closed"),
-    ("No appropriate protocol", "no_appropriate_protocol"),
+# An exception class line, or its "Caused by:", naming an SSL exception (SSLException,
+# SSLHandshakeException, SSLProtocolException, ...), possibly wrapped (``IOException: javax…``).
+_SSL_EXCEPTION_LINE = re.compile(
+    r"(?:Caused by: |Suppressed: )?(?:[\w$]+\.)*[\w$]*(?:Exception|Error)\b[^ ]*(?: |$)"
 )
+_SSL_EXCEPTION = re.compile(r"\bSSL\w*Exception\b")
+UNKNOWN_TARGET = "unknown"
 MAX_TARGET_CHARS = 260
+MAX_LABEL_CHARS = 260  # org, env, api, rev and key alias as read from the log: cut like target
+
+# RFC 8446 section 6, with the numbers of its registry (an old JDK prints an alert it has no name
+# for by number). The names RFC 8446 marks ``_RESERVED`` (TLS 1.2 and older only) are listed as
+# the JDK prints them, without the suffix.
+ALERT_NUMBERS: dict[int, str] = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    21: "decryption_failed",
+    22: "record_overflow",
+    30: "decompression_failure",
+    40: "handshake_failure",
+    41: "no_certificate",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    60: "export_restriction",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    100: "no_renegotiation",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    111: "certificate_unobtainable",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    114: "bad_certificate_hash_value",
+    115: "unknown_psk_identity",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
+ALERT_NAMES: tuple[str, ...] = tuple(ALERT_NUMBERS.values())
+"""The alert reasons: a TLS alert the backend sent, by its RFC 8446 section 6 name."""
+
+# The fixed reasons, each with the JDK wordings that mean it (old JDK 8 stack and JDK 11+ stack;
+# the JDK 17+ ``(alert_name) `` prefix in front changes nothing). The first rule that matches
+# anywhere in the message wins, so the more specific cause comes first: an algorithm constraint is reported inside a "PKIX path validation
+# failed" text, and so is an expired certificate.
+_FIXED_RULES: tuple[tuple[str, str], ...] = (
+    (
+        "algorithm_constraints",
+        r"algorithm constraints|Algorithm constraints check failed"
+        r"|Certificate signature algorithm disabled",
+    ),
+    (
+        "pkix_path_validation_failed",
+        r"PKIX path validation failed|validity check failed|timestamp check failed"
+        r"|Certificate expired|has been revoked|Certificate signature validation failed"
+        r"|Certificate chaining error|Untrusted certificate|certificate extension check failed"
+        r"|Extended key usage does not permit|End user tried to act as a CA"
+        r"|Violated path length constraints|Path does not chain with any of the trust anchors"
+        r"|Certificate(?:Expired|NotYetValid)Exception|\bNot(?:After|Before): ",
+    ),
+    (
+        "pkix_path_building_failed",
+        r"PKIX path building failed|unable to find valid certification path"
+        r"|No trusted certificate found",
+    ),
+    (
+        "hostname_mismatch",
+        r"No subject alternative (?:names|DNS name)|No name matching \S.* found"
+        r"|Hostname or IP address is undefined",
+    ),
+    ("empty_server_certificate", r"Empty server certificate|empty certificate chain"),
+    (
+        "not_tls",
+        r"Unrecognized SSL message|Unrecognized record version"
+        r"|Unsupported record version|plaintext connection\?|record too big",
+    ),
+    (
+        "protocol_version",
+        r"Server chose \S+, but that protocol version is not enabled"
+        r"|The server selected protocol version \S+ is not accepted"
+        r"|Server resumed with wrong protocol version|protocol version downgrade",
+    ),
+    ("no_appropriate_protocol", r"No appropriate protocol"),
+    (
+        "no_appropriate_cipher_suite",
+        r"No appropriate cipher suite|no cipher suites in common|No negotiable cipher suite"
+        r"|Server selected improper ciphersuite|Illegal cipher suite"
+        r"|Server returned wrong cipher suite",
+    ),
+    (
+        "remote_closed",
+        r"Remote host closed connection|Remote host terminated the (?:handshake|connection)"
+        r"|(?:closing inbound|Inbound closed) before receiving peer's close_notify"
+        r"|Received close_notify during handshake|Received fatal close_notify alert"
+        r"|SSL peer shut down incorrectly|Connection reset|Broken pipe"
+        r"|connection was forcibly closed|Connection closed by (?:remote host|peer)",
+    ),
+    ("handshake_timeout", r"[Hh]andshake timed? ?out|Read timed out"),
+    ("general_sslengine_problem", r"General SSLEngine problem"),
+)
+_FIXED = tuple((reason, re.compile(text, re.IGNORECASE)) for reason, text in _FIXED_RULES)
+# (text, reason) pairs, the shape older callers read.
+FIXED_REASONS = tuple((text, reason) for reason, text in _FIXED_RULES)
+
+REASONS: tuple[str, ...] = (
+    "pkix_path_building_failed",
+    "pkix_path_validation_failed",
+    "hostname_mismatch",
+    "remote_closed",
+    "no_appropriate_protocol",
+    "no_appropriate_cipher_suite",
+    "protocol_version",
+    "unrecognized_name",
+    "not_tls",
+    "empty_server_certificate",
+    "algorithm_constraints",
+    "handshake_timeout",
+    "general_sslengine_problem",
+    "other",
+)
+"""The fixed (non-alert) reasons; with ``ALERT_NAMES``, the whole ``reason`` vocabulary.
+
+Two names are in both: ``protocol_version`` and ``unrecognized_name``, one reason each.
+
+- ``protocol_version``: the backend's ``protocol_version`` alert (``Received fatal alert:
+  protocol_version``: it refused the versions we offered) **or** the client's own refusal of the
+  version the server chose (JDK 8: ``Server chose TLSv1, but that protocol version is not
+  enabled or not supported by the client.``; JDK 11+: ``The server selected protocol version
+  TLS10 is not accepted by client preferences [TLS13, TLS12]``). Either way the two sides'
+  protocol lists do not meet; which side said so is in the message.
+- ``unrecognized_name``: the backend's ``unrecognized_name`` alert, fatal (``Received fatal
+  alert: unrecognized_name``) **or** as a warning, which the JDK makes fatal during the handshake
+  (JDK 8: ``handshake alert:  unrecognized_name``; JDK 11+: ``received handshake warning:
+  unrecognized_name``): the backend does not serve the SNI name we sent.
+
+Every other alert reason counts only an alert the backend *sent*. The ``(certificate_unknown)``
+prefix of JDK 17+ names the alert the *client* sent or received, so it never is the reason by
+itself: ``(certificate_unknown) PKIX path building failed: …`` is ``pkix_path_building_failed``.
+``general_sslengine_problem`` is the old JDK 8 SSLEngine's wording for a failure the client
+itself detected (most often the backend's certificate, PKIX or host name): the cause is only in
+the ``Caused by:`` lines of the exception record that follows.
+"""
+
+# A received alert as each JDK words it: a name, or a number when the JDK has none for it
+# (JDK 8 ``<UNKNOWN ALERT: 116>``, JDK 11+ ``Unknown alert description (116)``). A warning made
+# fatal during the handshake reads ``handshake alert:  <name>`` (JDK 8) or ``Received handshake
+# warning: <name>`` (JDK 11+; ``received`` in later sources). Case does not matter in the words.
+_ALERT_TEXT = re.compile(
+    r"(?i:received fatal alert|handshake alert|received handshake warning): *"
+    r"(?:<?(?i:unknown alert)(?::|\s*\()\s*(?P<number>\d{1,5})|(?P<name>[A-Za-z_]+))"
+    r"|(?i:unknown alert description) *\((?P<described>\d{1,5})\)"
+)
+_ALERT_SET = frozenset(ALERT_NAMES)
 
 
 class UnrecognisedLine(ValueError):
     """A line mentions a handshake marker but matches no rule."""
 
 
+def alert_reason(message: str) -> Optional[str]:
+    """The alert a received-alert text in ``message`` names (``"other"`` for a name or number
+    outside RFC 8446), or None when ``message`` reports no received alert."""
+    found = _ALERT_TEXT.search(message)
+    if found is None:
+        return None
+    name = found.group("name")
+    if name is not None:
+        return name if name in _ALERT_SET else "other"
+    number = found.group("number") or found.group("described")
+    return ALERT_NUMBERS.get(int(number), "other")
+
+
 def classify_message(message: str) -> str:
-    """The ``reason`` label for the message of a ``handshakeFailed()`` line."""
-    alert = _ALERT.search(message)
-    if alert:
-        name = alert.group("name")
-        return name if _ALERT_NAME.fullmatch(name) else "other"
-    for text, reason in FIXED_REASONS:
-        if text in message:
+    """The ``reason`` label for the JDK's message of a failed handshake: one of ``ALERT_NAMES``
+    or ``REASONS``. An alert the backend sent wins over any other text in the message."""
+    alert = alert_reason(message)
+    if alert is not None:
+        return alert
+    for reason, pattern in _FIXED:
+        if pattern.search(message):
             return reason
     return "other"
 
@@ -84,30 +259,73 @@ def normalise_address(address: str) -> str:
     """
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        return "unknown"
+        return UNKNOWN_TARGET
     name, _, ip = host.partition("/")
     host = name or ip
     if not host:
-        return "unknown"
+        return UNKNOWN_TARGET
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"[:MAX_TARGET_CHARS]
 
 
+def target_of(text: str) -> str:
+    """The backend named in ``text`` (a channel block, or the record's body): ``host:port`` from
+    ``Remote host:`` or ``Remote:``, or ``unknown``. The channel block is read first."""
+    chan = _CHAN.search(text)
+    remote = _REMOTE.search(chan.group("chan") if chan else text)
+    return normalise_address(remote.group("addr")) if remote else UNKNOWN_TARGET
+
+
+def _label(value: str) -> str:
+    return value[:MAX_LABEL_CHARS]
+
+
 def parse_context(block: str) -> Context:
-    """``org:a env:b api:c rev:1 messageid:x`` -> Context; missing keys are ``""``."""
+    """``org:a env:b api:c rev:1 messageid:x`` -> Context; missing keys are ``""``.
+
+    The label values are cut to ``MAX_LABEL_CHARS``; the message id (never a label) is kept whole.
+    """
     fields = dict(token.split(":", 1) for token in block.split())
     return Context(
-        org=fields.get("org", ""),
-        env=fields.get("env", ""),
-        api=fields.get("api", ""),
-        rev=fields.get("rev", ""),
+        org=_label(fields.get("org", "")),
+        env=_label(fields.get("env", "")),
+        api=_label(fields.get("api", "")),
+        rev=_label(fields.get("rev", "")),
         message_id=fields.get("messageid", ""),
     )
 
 
+def needs_record(raw: bytes) -> bool:
+    """Whether the candidate ``raw`` is a continuation line carrying a received alert: its
+    meaning depends on the record it continues (see ``record_line``)."""
+    return not raw[:1].isdigit() and any(marker in raw for marker in ALERT_MARKERS)
+
+
+def record_line(
+    buf: Union[bytes, bytearray], start: int, begin: int, limit: int = 256
+) -> Optional[bytes]:
+    """The record (timestamped) line that the continuation line at ``begin`` belongs to: the
+    nearest line above it within ``buf[start:begin]``, looking at most ``limit`` lines up."""
+    end = begin - 1  # the newline that ends the line above
+    for _ in range(limit):
+        if end < start:
+            return None
+        newline = buf.rfind(b"\n", start, end)
+        line_start = newline + 1 if newline >= 0 else start
+        if _STAMP.match(buf, line_start, end):
+            return bytes(buf[line_start:end])
+        end = line_start - 1
+    return None
+
+
 # What the prefilter looks for: a word, and what must follow it (None: anything).
-_NEEDLES = ((b"handshake", (b"Failed", b"Timeout")), (b"SSLInfo", None))
+_NEEDLES = (
+    (b"handshake", (b"Failed", b"Timeout")),
+    (b"SSLInfo", None),
+    (b"Received fatal alert", None),
+    (b"Unknown alert description", None),
+)
 
 
 def candidate_lines(
@@ -145,8 +363,49 @@ class Parser:
         self._minute_epoch = 0.0
         self._context = Context()
 
-    def parse(self, raw: bytes) -> Optional[Event]:
+    def parse(self, raw: bytes, record: Optional[bytes] = None) -> Optional[Event]:
+        """The event of the candidate line ``raw``, None, or ``UnrecognisedLine``.
+
+        ``record`` is the record line a continuation line belongs to (``record_line``), for
+        the exception line of an exception record; without it such a line is None.
+        """
         line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        fields = self._fields(line)
+        if fields is None:
+            if _CONTINUATION.match(line):
+                if record is not None:
+                    return self._exception_line(line, record)
+                return None  # a stack frame or exception line: part of a record already seen
+            raise UnrecognisedLine(line[:200])
+        ts, context, thread, body = fields
+        if "SSLInfo: " in body:
+            info = _SSLINFO.match(body)
+            if info:
+                alias = info.group("alias")
+                return SSLInfo(context, thread, "" if alias == "null" else _label(alias))
+        elif _FAILED_TEXT in body:
+            head, _, message = body.partition(_FAILED_TEXT)
+            if "handshakeFailed" in head:
+                reason = classify_message(message)
+                return HandshakeFailure(
+                    self._timestamp(ts, line), context, thread, target_of(head), reason
+                )
+        elif "handshake timeout" in body and _TIMEOUT.match(body):
+            return HandshakeFailure(
+                self._timestamp(ts, line), context, thread, target_of(body), "handshake_timeout"
+            )
+        if any(marker in body for marker in _MARKER_TEXT):
+            raise UnrecognisedLine(line[:200])
+        if _SSL_EXCEPTION.search(body):  # an exception record with the exception on its line
+            alert = alert_reason(body)
+            if alert is not None:
+                return AlertException(
+                    self._timestamp(ts, line), context, thread, target_of(body), alert
+                )
+        return None  # a marker only in the context block or thread name: not a handshake line
+
+    def _fields(self, line: str) -> Optional[tuple[str, Context, str, str]]:
+        """(timestamp text, context, thread, body) of a record line, or None."""
         record = _RECORD_FAST.match(line)
         if record is not None:
             ts, org, env, api, rev, message_id, thread, body = record.groups()
@@ -159,57 +418,63 @@ class Parser:
                 context.api,
                 context.rev,
             ):
-                context = self._context = Context(org, env, api, rev, message_id)
-        else:
-            record = _RECORD.match(line)
-            if record is None:
-                if _CONTINUATION.match(line):
-                    return None  # a stack frame or exception line: part of a record already seen
-                raise UnrecognisedLine(line[:200])
-            ts, body, thread = record.group("ts", "body", "thread")
-            context = parse_context(record.group("ctx"))
-        if "SSLInfo: " in body:
-            info = _SSLINFO.match(body)
-            if info:
-                alias = info.group("alias")
-                return SSLInfo(context, thread, "" if alias == "null" else alias)
-        elif "handshake failed, message: " in body:
-            failed = _FAILED.match(body)
-            if failed:
-                remote = _REMOTE_HOST.search(failed.group("chan"))
-                reason = classify_message(failed.group("message"))
-                return self._failure(ts, context, thread, remote, reason)
-        elif "handshake timeout" in body:
-            timeout = _TIMEOUT.match(body)
-            if timeout:
-                remote = _REMOTE.search(timeout.group("chan"))
-                return self._failure(ts, context, thread, remote, "handshake_timeout")
+                context = Context(_label(org), _label(env), _label(api), _label(rev), message_id)
+                self._context = context
+            return ts, context, thread, body
+        record = _RECORD.match(line)
+        if record is None:
+            return None
+        ts, body, thread = record.group("ts", "body", "thread")
+        return ts, parse_context(record.group("ctx")), thread, body
+
+    def _exception_line(self, line: str, record: bytes) -> Optional[AlertException]:
+        """The exception line (or ``Caused by:`` line) of an SSL exception carrying a received
+        alert, read with the context of the record line it belongs to."""
+        if not (_SSL_EXCEPTION_LINE.match(line) and _SSL_EXCEPTION.search(line)):
+            return None
+        alert = alert_reason(line)
+        if alert is None:
+            return None
+        header = record.decode("utf-8", errors="replace").rstrip("\r")
+        fields = self._fields(header)
+        if fields is None:
+            return None
+        ts, context, thread, body = fields
         if any(marker in body for marker in _MARKER_TEXT):
-            raise UnrecognisedLine(line[:200])
-        return None  # a marker only in the context block or thread name: not a handshake line
+            return None  # the trace of a handshakeFailed record: that line counted it
+        target = target_of(body)
+        if target == UNKNOWN_TARGET:
+            target = target_of(line)
+        return AlertException(self._timestamp(ts, header), context, thread, target, alert)
 
-    def _failure(
-        self,
-        ts: str,
-        context: Context,
-        thread: str,
-        remote: Optional[re.Match[str]],
-        reason: str,
-    ) -> HandshakeFailure:
-        target = normalise_address(remote.group("addr")) if remote else "unknown"
-        return HandshakeFailure(self._timestamp(ts), context, thread, target, reason)
+    def _timestamp(self, text: str, line: str) -> float:
+        """``yyyy-mm-dd hh:mm:ss,SSS`` -> epoch seconds; the minute's epoch is cached.
 
-    def _timestamp(self, text: str) -> float:
-        """``yyyy-mm-dd hh:mm:ss,SSS`` -> epoch seconds; the minute's epoch is cached."""
+        A time that does not exist (February 30, month 13, hour 24, second 60, year 0) is an
+        ``UnrecognisedLine``: never an exception out of the parser.
+        """
         minute = text[:16]
         if minute != self._minute:
-            moment = datetime(
-                int(text[0:4]),
-                int(text[5:7]),
-                int(text[8:10]),
-                int(text[11:13]),
-                int(text[14:16]),
-                tzinfo=self._tz,
-            )
-            self._minute, self._minute_epoch = minute, moment.timestamp()
-        return self._minute_epoch + int(text[17:19]) + int(text[20:23]) / 1000
+            try:
+                moment = datetime(
+                    int(text[0:4]),
+                    int(text[5:7]),
+                    int(text[8:10]),
+                    int(text[11:13]),
+                    int(text[14:16]),
+                    tzinfo=self._tz,
+                )
+                epoch = moment.timestamp()
+            except (ValueError, OverflowError, OSError):
+                raise UnrecognisedLine(line[:200]) from None
+            self._minute, self._minute_epoch = minute, epoch
+        seconds = int(text[17:19])
+        if seconds > 59:
+            raise UnrecognisedLine(line[:200])
+        return self._minute_epoch + seconds + int(text[20:23]) / 1000
+
+
+def unreadable_target(event: Optional[Event]) -> bool:
+    """A handshakeFailed or handshakeTimeout line whose backend could not be read: counted as a
+    failure (``target="unknown"``) and as an unrecognised line, so that format drift shows."""
+    return isinstance(event, HandshakeFailure) and event.target == UNKNOWN_TARGET

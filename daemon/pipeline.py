@@ -10,7 +10,14 @@ from .correlate import Correlator
 from .events import Failure
 from .lines import Buffer, LineSplitter
 from .metrics import FileStats, PairingStats
-from .parse import Parser, UnrecognisedLine, candidate_lines
+from .parse import (
+    Parser,
+    UnrecognisedLine,
+    candidate_lines,
+    needs_record,
+    record_line,
+    unreadable_target,
+)
 
 Sink = Callable[[Failure], object]
 
@@ -48,11 +55,14 @@ class LogPipeline:
         for begin, raw in candidate_lines(buf, start, end):
             line += buf.count(b"\n", at, begin)
             at = begin
+            record = record_line(buf, start, begin) if needs_record(raw) else None
             try:
-                event = self.parser.parse(raw)
+                event = self.parser.parse(raw, record)
             except UnrecognisedLine:
                 self.stats.unrecognised += 1
                 continue
+            if unreadable_target(event):
+                self.stats.unrecognised += 1  # counted as a failure too: format drift shows
             if event is not None:
                 self._emit(self.correlator.feed(event, line))
         self.stats.lines = line - 1 + buf.count(b"\n", at, end)

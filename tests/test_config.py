@@ -142,6 +142,32 @@ def test_zero_duration_is_reported(tmp_path: Path) -> None:
     assert expected == problems(tmp_path, "pairing:\n  window: 0s\n")
 
 
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN", ".Inf"])
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [
+        ("pairing:\n  window: {}\n", "pairing.window"),
+        (
+            "alerts:\n  client_certificate_rejected:\n    window: {}\n",
+            "alerts.client_certificate_rejected.window",
+        ),
+        (
+            "alerts:\n  handshake_failures:\n    resolve_after: {}\n",
+            "alerts.handshake_failures.resolve_after",
+        ),
+    ],
+    ids=["pairing-window", "alert-window", "alert-resolve-after"],
+)
+def test_nan_or_infinite_window_is_reported(
+    tmp_path: Path, where: str, key: str, value: str
+) -> None:
+    """A pairing or alert window of NaN or infinity is a config error at its key (NaN passes
+    every comparison, so "must be positive" alone lets it through)."""
+    messages = problems(tmp_path, where.format(value))
+    expected = [f"{key}: a duration must be a finite number of seconds"]
+    assert expected == messages
+
+
 def test_unknown_time_zone_is_reported(tmp_path: Path) -> None:
     """A time zone that is not an IANA name is reported at ``timezone``."""
     expected = ["timezone: unknown time zone 'Mars/Olympus_Mons'"]
@@ -200,7 +226,9 @@ def test_parse_duration(text: object, seconds: float) -> None:
     assert seconds == parse_duration(text)
 
 
-@pytest.mark.parametrize("text", ["2 parsecs", "s", "-1s", "1w", True, 0, ""])
+@pytest.mark.parametrize(
+    "text", ["2 parsecs", "s", "-1s", "1w", True, 0, "", float("nan"), float("inf"), -float("inf")]
+)
 def test_parse_duration_rejects_what_is_not_a_positive_duration(text: object) -> None:
     """Anything but a positive duration is a ValueError."""
     with pytest.raises(ValueError):

@@ -10,10 +10,11 @@ import json
 from collections.abc import Iterator
 from datetime import timezone
 
+import pytest
 import records
 from apigee_tls_exporter.correlate import Correlator
 from apigee_tls_exporter.events import Event, Failure
-from apigee_tls_exporter.parse import Parser, candidate_lines
+from apigee_tls_exporter.parse import Parser, candidate_lines, needs_record, record_line
 from records import context
 
 
@@ -34,7 +35,8 @@ def events(lines: list[str]) -> Iterator[tuple[int, Event]]:
     block = "".join(line + "\n" for line in lines).encode()
     parser = Parser(timezone.utc)
     for start, raw in candidate_lines(block):
-        event = parser.parse(raw)
+        record = record_line(block, 0, start) if needs_record(raw) else None
+        event = parser.parse(raw, record)
         if event is not None:
             yield block.count(b"\n", 0, start) + 1, event
 
@@ -334,3 +336,192 @@ def test_restored_window_restarts_its_wall_time() -> None:
     clock.now = 101.5
     expected = ([], 1)
     assert expected == (after.advance(1), after.pending)
+
+
+# --- failures known only from an exception record -------------------------------------------------
+
+TLS13_REJECTED = (
+    "javax.net.ssl.SSLHandshakeException: (certificate_required) Received fatal alert: "
+    "certificate_required"
+)
+
+
+def exception(thread: str, message_id: str, text: str = TLS13_REJECTED) -> list[str]:
+    return records.exception_record(text, ctx=context(message_id), thread=thread)
+
+
+def counted(failures: list[Failure]) -> list[tuple[str, str, str, str, bool]]:
+    return [(f.api, f.target, f.reason, f.key_alias, f.paired) for f in failures]
+
+
+def test_exception_record_without_a_handshake_failed_line_is_one_failure() -> None:
+    """A TLS alert in an exception record, no handshakeFailed line for its thread and message id:
+    one failure, with the record's context, ``target="unknown"``, no key alias, not unpaired."""
+    correlator = make()
+    failures = pair([traffic(), *exception("NIOThread@0", "m1"), traffic()], correlator)
+    expected = ([("payments-v1", "unknown", "certificate_required", "", False)], 1, 0)
+    assert expected == (counted(failures), correlator.exception_only, correlator.unpaired)
+
+
+def test_exception_repeating_a_handshake_failed_line_is_not_counted() -> None:
+    """The playbook's record (failure, SSLInfo, onException repeating the alert) is one failure."""
+    lines = [
+        failed("NIOThread@0", "m1"),
+        ssl_info("NIOThread@0", "m1", "backend-client"),
+        *records.on_exception(ctx=context("m1")),
+    ]
+    correlator = make()
+    expected = [("payments-v1", "10.20.3.4:443", "bad_certificate", "backend-client", True)]
+    assert (expected, 0) == (counted(pair(lines, correlator)), correlator.exception_only)
+
+
+def test_exception_before_its_handshake_failed_line_is_not_counted() -> None:
+    """An exception record followed within the window by a handshakeFailed line of the same
+    thread and message id is that failure: counted once, from the handshakeFailed line."""
+    lines = [
+        *exception("NIOThread@0", "m1"),
+        failed("NIOThread@0", "m1"),
+        ssl_info("NIOThread@0", "m1", "k1"),
+    ]
+    expected = [("payments-v1", "10.20.3.4:443", "bad_certificate", "k1", True)]
+    assert expected == counted(pair(lines, make()))
+
+
+def test_exception_repeated_in_two_records_is_one_failure() -> None:
+    """Two exception records of one thread and message id within the window are one failure."""
+    lines = [*exception("NIOThread@0", "m1"), *exception("NIOThread@0", "m1")]
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(pair(lines, make()))
+
+
+def test_exception_after_the_window_of_a_handshake_failed_line_is_a_failure_of_its_own() -> None:
+    """An exception record more than the window after the handshakeFailed line of its thread and
+    message id is no repeat of it: a second failure."""
+    lines = [failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k1")]
+    lines += [traffic()] * 5 + exception("NIOThread@0", "m1")
+    expected = [
+        ("payments-v1", "10.20.3.4:443", "bad_certificate", "k1", True),
+        ("payments-v1", "unknown", "certificate_required", "", False),
+    ]
+    assert expected == counted(pair(lines, make(window_lines=3)))
+
+
+def test_exception_of_another_message_id_is_its_own_failure() -> None:
+    """A handshakeFailed line accounts only for the exception of its own thread and message id."""
+    lines = [failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k1")]
+    lines += exception("NIOThread@0", "m2")
+    expected = [
+        ("payments-v1", "10.20.3.4:443", "bad_certificate", "k1", True),
+        ("payments-v1", "unknown", "certificate_required", "", False),
+    ]
+    assert expected == counted(pair(lines, make()))
+
+
+@pytest.mark.parametrize(
+    ("exception_line", "caused_by", "reason"),
+    [
+        (
+            "javax.net.ssl.SSLException: Received fatal alert: bad_certificate",
+            "",
+            "bad_certificate",
+        ),
+        (
+            "java.io.IOException: javax.net.ssl.SSLHandshakeException: Received fatal alert: "
+            "unknown_ca",
+            "",
+            "unknown_ca",
+        ),
+        (
+            "com.apigee.protocol.http.HttpException: write failed",
+            "javax.net.ssl.SSLHandshakeException: Received fatal alert: <UNKNOWN ALERT: 116>",
+            "certificate_required",
+        ),
+        (
+            "javax.net.ssl.SSLProtocolException: (unexpected_message) Unknown alert description "
+            "(116)",
+            "",
+            "certificate_required",
+        ),
+    ],
+    ids=["ssl-exception", "wrapped", "caused-by-jdk8-number", "jdk11-unknown-description"],
+)
+def test_every_shape_of_alert_exception_is_counted(
+    exception_line: str, caused_by: str, reason: str
+) -> None:
+    """The alert may be in the exception line, wrapped in another exception, or in a ``Caused
+    by:`` line; named or by number: each is one failure with the alert as reason."""
+    lines = records.exception_record(exception_line, ctx=context("m1"), caused_by=caused_by)
+    expected = [("payments-v1", "unknown", reason, "", False)]
+    assert expected == counted(pair(lines, make()))
+
+
+def test_exception_without_an_ssl_exception_is_not_counted() -> None:
+    """An alert text in an exception that is no SSL exception is not a TLS failure record."""
+    lines = records.exception_record(
+        "java.lang.IllegalStateException: Received fatal alert: bad_certificate", ctx=context("m1")
+    )
+    assert pair(lines, make()) == []
+
+
+def test_exception_on_the_record_line_itself_is_counted() -> None:
+    """A record whose message carries the SSL exception (no separate exception line) counts."""
+    line = (
+        f"{records.STAMP} {context('m1')}NIOThread@0 ERROR ADAPTORS.HTTP.FLOW - "
+        "RequestWriteListener.onException() : javax.net.ssl.SSLHandshakeException: Received "
+        "fatal alert: certificate_required"
+    )
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(pair([line], make()))
+
+
+def test_exception_record_naming_its_backend_gives_the_target() -> None:
+    """An exception record that names the channel gives its backend as target."""
+    line = (
+        f"{records.STAMP} {context('m1')}NIOThread@0 ERROR HTTP.CLIENT - "
+        "HTTPClient$Context.onException() : "
+        f"{records.channel('b.example.com/10.1.1.1:443', records.REMOTE_HOST)} "
+        "javax.net.ssl.SSLHandshakeException: Received fatal alert: unknown_ca"
+    )
+    expected = [("payments-v1", "b.example.com:443", "unknown_ca", "", False)]
+    assert expected == counted(pair([line], make()))
+
+
+def test_exception_window_closes_in_wall_time() -> None:
+    """An exception-only failure is counted when the window's wall time passes."""
+    clock = FakeClock()
+    correlator = Correlator(1000, 2.0, clock)
+    for number, event in events(exception("NIOThread@0", "m1")):
+        assert correlator.feed(event, number) == []
+    clock.now = 2.0
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(correlator.advance(4))
+
+
+def test_restored_exception_still_waits_and_its_repeat_is_not_counted() -> None:
+    """A pending exception and the handshakeFailed lines of the window survive a checkpoint: the
+    repeat of a failure read before the restart is not counted again."""
+    before = make()
+    lines = [failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k1")]
+    lines += exception("NIOThread@0", "m2")
+    for number, event in events(lines):
+        before.feed(event, number)
+    after = make()
+    after.restore(json.loads(json.dumps(before.snapshot())))
+    later = [traffic()] * 6 + exception("NIOThread@0", "m1")
+    out: list[Failure] = []
+    for number, event in events(later):
+        out += after.feed(event, number + 6)  # numbered after the lines already read
+    out += after.close_all()
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert (expected, 1) == (counted(out), after.exception_only)
+
+
+def test_pending_exceptions_are_bounded_by_the_window() -> None:
+    """However many message ids, at most window_lines + 1 exceptions wait at once."""
+    correlator = make(window_lines=10)
+    lines = [line for i in range(100) for line in exception("NIOThread@0", f"m{i}")]
+    most = 0
+    for number, event in events(lines):
+        correlator.feed(event, number)
+        most = max(most, correlator.pending)
+    assert most <= 11

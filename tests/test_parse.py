@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import calendar
 from datetime import timezone
+from pathlib import Path
 from typing import Optional
 
 import pytest
 import records
-from apigee_tls_exporter.events import Context, HandshakeFailure, SSLInfo
-from apigee_tls_exporter.parse import Parser, UnrecognisedLine, candidate_lines
+from apigee_tls_exporter.correlate import Correlator
+from apigee_tls_exporter.events import Context, Failure, HandshakeFailure, SSLInfo
+from apigee_tls_exporter.lines import LineSplitter
+from apigee_tls_exporter.metrics import FileStats
+from apigee_tls_exporter.parse import (
+    ALERT_NAMES,
+    FIXED_REASONS,
+    MAX_LABEL_CHARS,
+    REASONS,
+    Parser,
+    UnrecognisedLine,
+    candidate_lines,
+)
+from apigee_tls_exporter.pipeline import LogPipeline
 from records import CTX, MESSAGE_ID
 
 STAMP = "2017-10-23 05:28:57,500"
@@ -56,6 +69,22 @@ PLAYBOOK_RECORD = "\n".join(
 )
 
 
+def run_pipeline(lines: list[str]) -> tuple[FileStats, list[Failure]]:
+    """Lines through parse -> correlate, as ``scan`` and ``run`` read them."""
+    failures: list[Failure] = []
+    stats = FileStats()
+    pipeline = LogPipeline(
+        stats,
+        LineSplitter(1 << 20, stats),
+        Parser(timezone.utc),
+        Correlator(1000, None),
+        [failures.append],
+    )
+    pipeline.process(records.text(lines).encode())
+    pipeline.finish()
+    return stats, failures
+
+
 def parse(line: str, tz: Optional[timezone] = timezone.utc) -> object:
     return Parser(tz).parse(line.encode())
 
@@ -90,19 +119,14 @@ def test_fatal_alert_reason_is_the_alert_name(alert: str) -> None:
 
 @pytest.mark.parametrize(
     "alert",
-    ["BAD-RECORD-MAC", "Bad_Certificate", "alert_255", "x" * 41, ""],
-    ids=["dashes-capitals", "capitals", "digits", "41-chars", "empty"],
+    ["BAD-RECORD-MAC", "Bad_Certificate", "alert_255", "x" * 41, "", "a" * 40, "no_such_alert"],
+    ids=["dashes-capitals", "capitals", "digits", "41-chars", "empty", "40-chars", "unknown"],
 )
 def test_odd_alert_name_is_other(alert: str) -> None:
-    """An alert name that is not 1-40 of ``[a-z_]`` becomes ``other``."""
+    """An alert name that is not one of RFC 8446's, exactly as the JDK prints them, becomes
+    ``other``: the label's vocabulary is bounded (issue 11; was any 1-40 of ``[a-z_]``)."""
     expected = "other"
     assert expected == parse_failure(failed(f"Received fatal alert: {alert}")).reason
-
-
-def test_alert_name_of_forty_letters_is_kept() -> None:
-    """An alert name of exactly 40 of ``[a-z_]`` is still an alert name."""
-    name = "a" * 40
-    assert name == parse_failure(failed(f"Received fatal alert: {name}")).reason
 
 
 @pytest.mark.parametrize(
@@ -132,7 +156,8 @@ def test_alert_name_of_forty_letters_is_kept() -> None:
             "No appropriate protocol (protocol is disabled or cipher suites are inappropriate)",
             "no_appropriate_protocol",
         ),
-        ("General SSLEngine problem", "other"),
+        ("General SSLEngine problem", "general_sslengine_problem"),
+        ("Something no JDK says", "other"),
         ("", "other"),
     ],
     ids=[
@@ -142,6 +167,7 @@ def test_alert_name_of_forty_letters_is_kept() -> None:
         "no-name-matching",
         "remote-closed",
         "no-appropriate-protocol",
+        "old-sslengine-wrapper",
         "anything-else",
         "empty-message",
     ],
@@ -149,6 +175,244 @@ def test_alert_name_of_forty_letters_is_kept() -> None:
 def test_message_reason_from_fixed_vocabulary(message: str, reason: str) -> None:
     """A message that is not a fatal alert maps to the fixed vocabulary, ``other`` otherwise."""
     assert reason == parse_failure(failed(message)).reason
+
+
+# The old JDK 8 JSSE stack (before 8u261), read from its sources (JetBrains/jdk8u_jdk,
+# src/share/classes/sun/security/...): the text each failure gets there, and its reason.
+JDK8_TEXTS = [
+    # ssl/SSLEngineImpl.java recvAlert() and ssl/SSLSocketImpl.java recvAlert(): fatal alerts
+    ("Received fatal alert: bad_certificate", "bad_certificate"),
+    ("Received fatal alert: handshake_failure", "handshake_failure"),
+    ("Received fatal alert: decryption_failed", "decryption_failed"),
+    # ssl/Alerts.java alertDescription(): an alert it has no name for
+    ("Received fatal alert: <UNKNOWN ALERT: 116>", "certificate_required"),
+    ("Received fatal alert: <UNKNOWN ALERT: 109>", "missing_extension"),
+    ("Received fatal alert: <UNKNOWN ALERT: 254>", "other"),
+    # ssl/ClientHandshaker.java handshakeAlert(): a warning during the handshake (two spaces)
+    ("handshake alert:  unrecognized_name", "unrecognized_name"),
+    # ssl/SSLSocketImpl.java readRecord(): EOF during the handshake
+    ("Remote host closed connection during handshake", "remote_closed"),
+    ("Remote host closed connection incorrectly", "remote_closed"),
+    # ssl/SSLEngineImpl.java closeInbound()
+    (
+        "Inbound closed before receiving peer's close_notify: possible truncation attack?",
+        "remote_closed",
+    ),
+    # ssl/SSLEngineImpl.java and ssl/SSLSocketImpl.java recvAlert(): close_notify too early
+    ("Received close_notify during handshake", "remote_closed"),
+    # ssl/InputRecord.java read(): EOF (the cause of the SSLSocket text above)
+    ("SSL peer shut down incorrectly", "remote_closed"),
+    # ssl/EngineInputRecord.java and ssl/InputRecord.java: not a TLS record
+    ("Unrecognized SSL message, plaintext connection?", "not_tls"),
+    ("Unsupported record version Unknown-72.84", "not_tls"),
+    ("Input SSL/TLS record too big: max = 16709 len = 18245", "not_tls"),
+    # ssl/ClientHandshaker.java serverHello(): the client refuses the server's version
+    (
+        "Server chose TLSv1, but that protocol version is not enabled or not supported by the "
+        "client.",
+        "protocol_version",
+    ),
+    # ssl/Handshaker.java activate() and getActiveCipherSuites()
+    (
+        "No appropriate protocol (protocol is disabled or cipher suites are inappropriate)",
+        "no_appropriate_protocol",
+    ),
+    ("No appropriate cipher suite", "no_appropriate_cipher_suite"),
+    # ssl/ClientHandshaker.java serverHello() and getKickstartMessage()
+    (
+        "Server selected improper ciphersuite TLS_RSA_WITH_RC4_128_SHA",
+        "no_appropriate_cipher_suite",
+    ),
+    ("No negotiable cipher suite", "no_appropriate_cipher_suite"),
+    # ssl/ClientHandshaker.java serverCertificate(): an empty Certificate message
+    ("empty certificate chain", "empty_server_certificate"),
+    # ssl/SSLEngineImpl.java fatal(): the engine's text for a failure it detected itself
+    ("General SSLEngine problem", "general_sslengine_problem"),
+    # ssl/Alerts.java getSSLException(): reason = cause.toString() (an SSLSocket client)
+    (
+        "sun.security.validator.ValidatorException: PKIX path building failed: "
+        "sun.security.provider.certpath.SunCertPathBuilderException: unable to find valid "
+        "certification path to requested target",
+        "pkix_path_building_failed",
+    ),
+    (
+        "sun.security.validator.ValidatorException: PKIX path validation failed: "
+        "java.security.cert.CertPathValidatorException: timestamp check failed",
+        "pkix_path_validation_failed",
+    ),
+    (
+        "sun.security.validator.ValidatorException: PKIX path validation failed: "
+        "java.security.cert.CertPathValidatorException: Path does not chain with any of the "
+        "trust anchors",
+        "pkix_path_validation_failed",
+    ),
+    # validator/SimpleValidator.java (sun.security.x509.CertificateValidity: NotAfter: <date>)
+    (
+        "java.security.cert.CertificateExpiredException: NotAfter: Sat Jan 01 00:00:00 UTC 2022",
+        "pkix_path_validation_failed",
+    ),
+    # validator/SimpleValidator.java and validator/ValidatorException.java
+    (
+        "sun.security.validator.ValidatorException: No trusted certificate found",
+        "pkix_path_building_failed",
+    ),
+    (
+        "sun.security.validator.ValidatorException: Extended key usage does not permit use "
+        "for TLS server authentication",
+        "pkix_path_validation_failed",
+    ),
+    # util/HostnameChecker.java matchIP() / matchDNS(), via ssl/X509TrustManagerImpl.java
+    (
+        "java.security.cert.CertificateException: No subject alternative names present",
+        "hostname_mismatch",
+    ),
+    (
+        "java.security.cert.CertificateException: No subject alternative DNS name matching "
+        "backend.example.com found.",
+        "hostname_mismatch",
+    ),
+    (
+        "java.security.cert.CertificateException: No name matching backend.example.com found",
+        "hostname_mismatch",
+    ),
+    # ssl/SSLContextImpl.java checkAlgorithmConstraints()
+    (
+        "java.security.cert.CertificateException: Certificates do not conform to algorithm "
+        "constraints",
+        "algorithm_constraints",
+    ),
+    # ssl/ClientHandshaker.java serverKeyExchange() and ssl/DHCrypt.java
+    ("RSA ServerKeyExchange does not comply to algorithm constraints", "algorithm_constraints"),
+    ("DHPublicKey does not comply to algorithm constraints", "algorithm_constraints"),
+    # ssl/SSLSocketImpl.java checkEOF(): a later call on a socket that failed
+    (
+        "Connection has been shutdown: javax.net.ssl.SSLHandshakeException: Received fatal "
+        "alert: bad_certificate",
+        "bad_certificate",
+    ),
+]
+
+# The JDK 11+ stack (also JDK 8u261+), read from openjdk/jdk
+# src/java.base/share/classes/sun/security/ (the texts the harness in test_jsse.py cannot make).
+# JDK 17+ puts "(<alert>) " in front of each; the cases below run with and without it.
+JDK11_TEXTS = [
+    # ssl/Alert.java AlertConsumer: a received alert, known or not
+    ("Received fatal alert: access_denied", "access_denied"),
+    ("Unknown alert description (116)", "certificate_required"),
+    ("Unknown alert description (200)", "other"),
+    ("Received fatal close_notify alert", "remote_closed"),
+    # ssl/Alert.java AlertConsumer: a warning during the handshake
+    ("received handshake warning: unrecognized_name", "unrecognized_name"),
+    ("Received handshake warning: unrecognized_name", "unrecognized_name"),
+    # ssl/SSLSocketImpl.java handleEOF(), ssl/SSLEngineImpl.java closeInbound()
+    ("Remote host terminated the handshake", "remote_closed"),
+    ("Remote host terminated the connection", "remote_closed"),
+    ("closing inbound before receiving peer's close_notify", "remote_closed"),
+    # ssl/SSLSocketInputRecord.java, ssl/SSLEngineInputRecord.java
+    ("Unsupported or unrecognized SSL message", "not_tls"),
+    ("Unrecognized record version (D)TLS-1.7 , plaintext connection?", "not_tls"),
+    # ssl/ServerHello.java: the client refuses the server's version
+    (
+        "The server selected protocol version TLS10 is not accepted by client preferences "
+        "[TLS13, TLS12]",
+        "protocol_version",
+    ),
+    ("A potential protocol version downgrade attack", "protocol_version"),
+    # ssl/HandshakeContext.java, ssl/ClientHello.java, ssl/ServerHello.java
+    (
+        "No appropriate protocol (protocol is disabled or cipher suites are inappropriate)",
+        "no_appropriate_protocol",
+    ),
+    ("No appropriate cipher suite", "no_appropriate_cipher_suite"),
+    ("No negotiable cipher suite", "no_appropriate_cipher_suite"),
+    ("Server returned wrong cipher suite for session", "no_appropriate_cipher_suite"),
+    # ssl/CertificateMessage.java: the server's Certificate message is empty
+    ("Empty server certificate chain", "empty_server_certificate"),
+    # validator/PKIXValidator.java via ssl/CertificateMessage.java: diagnostic = getMessage()
+    (
+        "PKIX path validation failed: java.security.cert.CertPathValidatorException: "
+        "Certificate has been revoked, reason: KEY_COMPROMISE, revocation date: Mon Jan 02 "
+        "10:00:00 UTC 2023, authority: CN=Issuing CA",
+        "pkix_path_validation_failed",
+    ),
+    (
+        "PKIX path validation failed: java.security.cert.CertPathValidatorException: "
+        "Algorithm constraints check failed on signature algorithm: SHA1withRSA",
+        "algorithm_constraints",
+    ),
+    ("unable to find valid certification path to requested target", "pkix_path_building_failed"),
+    # util/HostnameChecker.java
+    ("No subject alternative names matching IP address 10.20.3.4 found", "hostname_mismatch"),
+    ("No subject alternative DNS name matching backend.example.com found.", "hostname_mismatch"),
+    ("Hostname or IP address is undefined.", "hostname_mismatch"),
+    # ssl/SSLContextImpl.java checkAlgorithmConstraints(), ssl/ECDHServerKeyExchange.java
+    ("Certificates do not conform to algorithm constraints", "algorithm_constraints"),
+    ("ECDH ServerKeyExchange does not comply with algorithm constraints", "algorithm_constraints"),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"), JDK8_TEXTS, ids=[f"jdk8-{i}" for i in range(len(JDK8_TEXTS))]
+)
+def test_jdk8_message_gets_its_reason(message: str, reason: str) -> None:
+    """Each failure's wording in the old JDK 8 stack gets the failure's reason."""
+    assert reason == parse_failure(failed(message)).reason
+
+
+@pytest.mark.parametrize("prefix", ["", "(handshake_failure) ", "(certificate_unknown) "])
+@pytest.mark.parametrize(
+    ("message", "reason"), JDK11_TEXTS, ids=[f"jdk11-{i}" for i in range(len(JDK11_TEXTS))]
+)
+def test_jdk11_message_gets_its_reason_with_or_without_the_alert_prefix(
+    message: str, reason: str, prefix: str
+) -> None:
+    """Each failure's wording in the JDK 11+ stack gets the failure's reason, and so does the
+    same text behind JDK 17's ``(alert_name)`` prefix: the prefix is not the reason."""
+    assert reason == parse_failure(failed(prefix + message)).reason
+
+
+@pytest.mark.parametrize(
+    ("number", "name"),
+    [
+        (0, "close_notify"),
+        (42, "bad_certificate"),
+        (112, "unrecognized_name"),
+        (116, "certificate_required"),
+        (120, "no_application_protocol"),
+    ],
+)
+def test_unknown_alert_number_is_named_by_rfc_8446(number: int, name: str) -> None:
+    """``<UNKNOWN ALERT: N>`` (JDK 8) and ``Unknown alert description (N)`` (JDK 11+) get the RFC
+    8446 name of N."""
+    messages = (
+        f"Received fatal alert: <UNKNOWN ALERT: {number}>",
+        f"(unexpected_message) Unknown alert description ({number})",
+    )
+    assert [name, name] == [parse_failure(failed(m)).reason for m in messages]
+
+
+def test_every_alert_name_is_its_own_reason() -> None:
+    """Every RFC 8446 alert name received is the reason, with or without the JDK 17 prefix."""
+    reasons = [
+        parse_failure(failed(f"({name}) Received fatal alert: {name}")).reason
+        for name in ALERT_NAMES
+    ]
+    assert list(ALERT_NAMES) == reasons
+
+
+def test_vocabulary_is_bounded_and_documented() -> None:
+    """Every fixed reason a message can get is in REASONS; REASONS and ALERT_NAMES share exactly
+    the documented overlap, and the README's vocabulary table has a row for every fixed reason."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    undocumented = [r for r in REASONS if f"| `{r}` |" not in readme]
+    overlap = sorted(set(REASONS) & set(ALERT_NAMES))
+    rules = [r for _, r in FIXED_REASONS if r not in REASONS]
+    expected: tuple[list[str], list[str], list[str]] = (
+        [],
+        ["protocol_version", "unrecognized_name"],
+        [],
+    )
+    assert expected == (undocumented, overlap, rules)
 
 
 def test_handshake_timeout_line_is_a_failure_with_reason_handshake_timeout() -> None:
@@ -195,6 +459,47 @@ def test_target_is_the_remote_side_not_the_mp_side() -> None:
     """The ``C:`` address (the MP's own side) never becomes the target."""
     expected = "10.20.3.4:443"
     assert expected == parse_failure(failed()).target
+
+
+@pytest.mark.parametrize("rendering", [records.REMOTE_HOST, records.CONNECTED])
+@pytest.mark.parametrize("kind", ["failed", "timeout"])
+def test_backend_read_from_either_channel_rendering_in_either_kind_of_line(
+    kind: str, rendering: str
+) -> None:
+    """``[C:<mp> Remote host:<backend>]`` and ``[Connected: Remote:<backend> Local:<mp>]`` both
+    give the backend, in a handshakeFailed line and in a handshakeTimeout line alike."""
+    make = records.failed if kind == "failed" else records.timeout
+    line = make(remote="backend.example.com/10.20.3.4:443", stamp=STAMP, rendering=rendering)
+    expected = "backend.example.com:443"
+    assert expected == parse_failure(line).target
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "SSLClientChannel[C:10.0.3.4:52144 Peer:10.20.3.4:443]@65461",
+        "SSLClientChannel[C:10.0.3.4:52144 Remote host:null]@65461",
+        "SSLClientChannel[C:10.0.3.4:52144 Remote host:]@65461",
+        "SSLChannel{10.20.3.4:443}",
+    ],
+    ids=["no-remote-key", "null-address", "empty-address", "no-channel-block"],
+)
+def test_failure_whose_backend_cannot_be_read_is_counted_as_unknown_and_unrecognised(
+    body: str,
+) -> None:
+    """A handshakeFailed line whose backend cannot be read is a failure (``target="unknown"``)
+    and is counted as unrecognised as well, so that a format change shows."""
+    line = (
+        f"{STAMP} {CTX}NIOThread@0 ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
+        f"{body} useCount=1 handshake failed, message: Received fatal alert: bad_certificate"
+    )
+    stats, failures = run_pipeline([line, ssl_info()])
+    expected = ([("unknown", "bad_certificate", "backend-client")], 1, 2)
+    assert expected == (
+        [(f.target, f.reason, f.key_alias) for f in failures],
+        stats.unrecognised,
+        stats.lines,
+    )
 
 
 # --- context, thread, time ------------------------------------------------------------------------
@@ -325,6 +630,62 @@ def test_handshake_line_with_a_new_timestamp_format_is_unrecognised() -> None:
     line = failed(stamp="2017-10-23T05:28:57.500Z")
     with pytest.raises(UnrecognisedLine):
         parse(line)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2017-02-30 05:28:57,500",
+        "2017-13-01 05:28:57,500",
+        "2017-10-23 24:00:00,500",
+        "0000-10-23 05:28:57,500",
+        "2017-00-10 05:28:57,500",
+        "2017-10-23 05:60:00,500",
+        "2017-10-23 05:28:60,500",
+    ],
+    ids=["feb-30", "month-13", "hour-24", "year-0", "month-0", "minute-60", "second-60"],
+)
+def test_failure_dated_at_an_impossible_time_is_unrecognised(stamp: str) -> None:
+    """A failure line dated at a time that does not exist raises UnrecognisedLine (never a
+    ValueError out of the parser)."""
+    with pytest.raises(UnrecognisedLine):
+        parse(failed(stamp=stamp))
+
+
+def test_impossible_date_is_counted_and_the_failures_after_it_still_are() -> None:
+    """An impossible date among failures is one unrecognised line; the failures after it in the
+    same read are counted."""
+    later = records.failed(remote="later.example.com/10.1.1.1:443", thread="NIOThread@3")
+    lines = [failed(stamp="2017-02-30 05:28:57,500"), ssl_info(), later]
+    stats, failures = run_pipeline(lines)
+    expected = (1, [("later.example.com:443", "bad_certificate")])
+    assert expected == (stats.unrecognised, [(f.target, f.reason) for f in failures])
+
+
+@pytest.mark.parametrize("key", ["org", "env", "api", "rev"])
+def test_context_label_values_are_cut_to_the_label_bound(key: str) -> None:
+    """A 3,000-character org, env, api or rev is cut to MAX_LABEL_CHARS, like target; the
+    message id, never a label, is kept whole."""
+    values = {"org": "acme", "env": "prod", "api": "payments-v1", "rev": "7", key: "x" * 3000}
+    ctx = " ".join(f"{k}:{v}" for k, v in values.items()) + f" messageid:{'m' * 3000} "
+    context = parse_failure(failed(ctx=ctx)).context
+    expected = ("x" * MAX_LABEL_CHARS, "m" * 3000)
+    assert expected == (getattr(context, key), context.message_id)
+
+
+def test_context_out_of_the_usual_order_is_cut_too() -> None:
+    """The slow path (keys in another order) cuts label values the same way."""
+    ctx = f"env:prod org:{'o' * 3000} messageid:m1 "
+    expected = "o" * MAX_LABEL_CHARS
+    assert expected == parse_failure(failed(ctx=ctx)).context.org
+
+
+def test_key_alias_is_cut_to_the_label_bound() -> None:
+    """A 3,000-character KeyAlias is cut to MAX_LABEL_CHARS."""
+    event = parse(ssl_info("k" * 3000))
+    assert isinstance(event, SSLInfo)
+    expected = "k" * MAX_LABEL_CHARS
+    assert expected == event.key_alias
 
 
 # --- hostile input -------------------------------------------------------------------------------
