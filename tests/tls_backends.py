@@ -11,6 +11,8 @@ pid file, error log and temp paths in a tmp dir (nothing under /etc, no system s
 * ``Haproxy``: Debian's ``haproxy`` (``verify required``), one frontend per ``HaproxySite``.
 * ``OpenSSLBackend``: ``openssl s_server -www -Verify 1 -verify_return_error``; its ``-CAfile`` is
   both the CA list sent and, unless ``-verifyCAfile`` is given, the trust used to check the client.
+* ``JsseServer`` (``tests/jsse.py``): a Java backend like Tomcat (``needClientAuth``, which
+  answers an unacceptable or missing certificate with ``bad_certificate``).
 * ``PythonBackend``: a Python ``ssl`` server in a thread. Python has no API for the acceptable
   client CA list a server sends in its CertificateRequest, so ``ca_names`` sets it with OpenSSL's
   own ``SSL_CTX_set_client_CA_list`` through ctypes on the context's ``SSL_CTX``.
@@ -35,11 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional, Union
 
+import jsse
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from jsse import JsseServer
 from support import wait_for
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
@@ -757,17 +761,17 @@ class Lab:
     """
 
     KINDS_BY_SCENARIO: ClassVar[dict[str, tuple[str, ...]]] = {
-        "require": ("nginx", "apache", "haproxy", "s_server"),
+        "require": ("nginx", "apache", "haproxy", "s_server", "jsse"),
         "no_names": ("s_server",),
         "optional_403": ("nginx",),
         "no_names_403": ("nginx",),
         "incomplete": ("apache", "s_server"),
         "depth0": ("nginx", "apache"),
         "sni": ("nginx",),
-        "tls13": ("nginx", "apache", "haproxy", "s_server"),
+        "tls13": ("nginx", "apache", "haproxy", "s_server", "jsse"),
         "other_host": ("nginx", "apache", "haproxy", "s_server"),
         "expired_server": ("nginx", "s_server"),
-        "no_client_auth": ("nginx", "apache", "haproxy", "s_server"),
+        "no_client_auth": ("nginx", "apache", "haproxy", "s_server", "jsse"),
     }
 
     def __init__(self, tmp: Path, pki: Pki) -> None:
@@ -820,11 +824,18 @@ class Lab:
             "expired_server": ("any", {"ca_file": acc, "cert": expired}),
             "no_client_auth": ("any", {"require": False}),
         }
+        # The JSSE server (a Tomcat-like Java backend): need, none; TLS 1.3 only for tls13.
+        self.jsse_args: dict[str, dict[str, object]] = {
+            "require": {"truststore": acc, "client_auth": "need"},
+            "tls13": {"truststore": acc, "client_auth": "need", "protocols": ["TLSv1.3"]},
+            "no_client_auth": {"client_auth": "none"},
+        }
+        self.jsse_servers: dict[str, JsseServer] = {}
         self.nginx = Nginx(tmp / "nginx", list(self.nginx_sites.values()))
         self.apache = Apache(tmp / "apache2", list(self.apache_sites.values()))
         self.haproxy = Haproxy(tmp / "haproxy", list(self.haproxy_sites.values()))
         self.s_servers: dict[str, OpenSSLBackend] = {}
-        self._started: list[Union[_ServerProcess, OpenSSLBackend]] = []
+        self._started: list[Union[_ServerProcess, OpenSSLBackend, JsseServer]] = []
 
     def __enter__(self) -> Lab:
         try:
@@ -843,7 +854,8 @@ class Lab:
     def kinds(self, scenario: str) -> list[str]:
         """The server kinds that play ``scenario``."""
         table = {"nginx": self.nginx_sites, "apache": self.apache_sites,
-                 "haproxy": self.haproxy_sites, "s_server": self.s_server_args}  # fmt: skip
+                 "haproxy": self.haproxy_sites, "s_server": self.s_server_args,
+                 "jsse": self.jsse_args}  # fmt: skip
         found = [kind for kind, sites in table.items() if scenario in sites]
         assert tuple(found) == self.KINDS_BY_SCENARIO[scenario], scenario
         return found
@@ -856,12 +868,27 @@ class Lab:
             return self.apache_sites[scenario].target
         if kind == "haproxy":
             return self.haproxy_sites[scenario].target
+        if kind == "jsse":
+            return self._jsse(scenario)
         if scenario not in self.s_servers:
             version, options = self.s_server_args[scenario]
             backend = OpenSSLBackend(self.pki, version, **options)  # type: ignore[arg-type]
             self.s_servers[scenario] = backend.__enter__()
             self._started.append(backend)
         return self.s_servers[scenario].target
+
+    def _jsse(self, scenario: str) -> str:
+        jsse.require_java()
+        if scenario not in self.jsse_servers:
+            keystore = jsse.write_pkcs12(
+                self.tmp / "jsse-server.p12",
+                Path(self.pki.server_key).read_bytes(),
+                [Path(self.pki.server_cert).read_bytes()],
+            )
+            server = JsseServer(keystore, **self.jsse_args[scenario])  # type: ignore[arg-type]
+            self.jsse_servers[scenario] = server.__enter__()
+            self._started.append(server)
+        return self.jsse_servers[scenario].target
 
     def log(self, kind: str) -> str:
         """A server's error log, for failure messages."""
