@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import jsse
 import pytest
 from apigee_tls_exporter import diagnosis
 from apigee_tls_exporter.diagnosis import (
@@ -938,3 +939,93 @@ def test_api_alias_not_in_keystore_is_missing_client_certificate(
     out = json.loads(capsys.readouterr().out)
     assert (code, out["cause"]) == (0, "missing_client_certificate")
     assert "no alias myKey" in out["identity"]
+
+
+# -- ground truth: the MP's own TLS stack (a JSSE client on the Debian JDK) ----------------------
+
+# (kind, scenario, identity), each on both versions. The scenarios about the backend's certificate
+# run the JSSE client with a truststore and the HTTPS host check, as an MP that validates it.
+AGREEMENT = [
+    ("nginx", "require", "good"),
+    ("nginx", "require", "other"),
+    ("nginx", "require", "wrong_usage"),
+    ("nginx", "require", "expired"),
+    ("nginx", "require", "via_intermediate"),
+    ("nginx", "depth0", "via_intermediate"),
+    ("nginx", "sni", "good"),
+    ("nginx", "no_names_403", "other"),
+    ("nginx", "other_host", "good"),
+    ("nginx", "expired_server", "good"),
+    ("apache", "require", "via_intermediate"),
+    ("apache", "incomplete", "leaf_of_intermediate"),
+    ("apache", "require", "future"),
+    ("haproxy", "require", "other"),
+    ("haproxy", "tls13", "good"),
+    ("s_server", "no_names", "other"),
+    ("s_server", "incomplete", "via_intermediate"),
+    ("jsse", "require", "other"),
+    ("jsse", "require", "good"),
+    ("jsse", "require", "expired"),
+]
+MP_OK = ("accepted", "no_client_certificate_requested")
+SERVER_SIDE = ("hostname_mismatch", "server_certificate_expired", "server_certificate_untrusted")
+
+
+@pytest.fixture(scope="module")
+def keystores(ids: Ids, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each identity as the PKCS#12 keystore a JSSE client loads."""
+    jsse.require_java()
+    tmp = tmp_path_factory.mktemp("keystores")
+    out = {}
+    for name, (cert, key) in ids.files.items():
+        chain = [c.public_bytes(serialization.Encoding.PEM)
+                 for c in x509.load_pem_x509_certificates(Path(cert).read_bytes())]  # fmt: skip
+        out[name] = jsse.write_pkcs12(tmp / f"{name}.p12", Path(key).read_bytes(), chain)
+    return out
+
+
+def _status(line: Optional[str]) -> Optional[int]:
+    parts = (line or "").split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(("kind", "scenario", "identity"), AGREEMENT)
+def test_prediction_agrees_with_the_jsse_client(
+    lab: Lab,
+    pki: Pki,
+    ids: Ids,
+    keystores: dict[str, str],
+    kind: str,
+    scenario: str,
+    identity: str,
+    version: str,
+) -> None:
+    """For every scenario, diagnose predicts what the JVM does: whether Java's KeyManager sends
+    the certificate for the server's CA names, whether the MP's handshake (and request) gets
+    through, the alert it receives and the HTTP status it reads."""
+    target = lab.target(kind, scenario)
+    host, port = diagnosis.parse_target(target)
+    protocols = (f"TLSv{version}",)
+    validates = scenario in ("other_host", "expired_server")
+    trust = pki.ca_file(pki.server_ca, name="mp-truststore.pem") if validates else None
+    java = jsse.run_client(
+        host, port, keystore=keystores[identity], trust_all=not validates, truststore=trust,
+        protocols=protocols, request="GET", verify_host=validates,
+    )  # fmt: skip
+    d = run_diagnosis(target, identity=getattr(ids, identity), timeout=TIMEOUT, protocols=protocols)
+    facts = f"{java}\n{why(d, lab, kind)}"
+    ev = d.evaluation
+    if d.cause in SERVER_SIDE:  # the JVM stops at the backend's certificate, before its own
+        assert (java.outcome, java.sent_certificate) == ("handshake_failed", False), facts
+        return
+    assert java.sent_certificate == bool(ev.java_sends), facts
+    java_ok = java.outcome == "ok" and (_status(java.http_status) or 200) < 400
+    assert java_ok == (d.cause in MP_OK), facts
+    mp = d.result.with_certificate if ev.mp_attempt == "with_certificate" else d.anonymous
+    assert mp is not None
+    if java.message and "Received fatal alert: " in java.message:
+        received = java.message.split("Received fatal alert: ", 1)[1].split()[0]
+        assert mp.alert == received, facts
+    if java.http_status:
+        assert mp.http is not None and mp.http.status == _status(java.http_status), facts

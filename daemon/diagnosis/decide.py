@@ -483,14 +483,16 @@ def advice(
         return (
             "The backend serves a certificate outside its validity ("
             + "; ".join(d for d in ev.server_details if "valid" in d or "expired" in d)
-            + "): renew it on the backend."
+            + "): renew it on the backend. (An MP that does not validate the backend's "
+            "certificate, without a TrustStore in <SSLInfo>, is not stopped by this.)"
         )
     if cause == "hostname_mismatch":
         return (
             "The MP checks the backend's certificate against the host it connects to: "
             + "; ".join(d for d in ev.server_details if "does not name" in d)
             + ". Use the host name the certificate names in the TargetServer, or have the "
-            "backend's certificate name this host (an IP target needs an IP SAN)."
+            "backend's certificate name this host (an IP target needs an IP SAN). (An MP that "
+            "does not validate the backend's certificate is not stopped by this.)"
         )
     if cause == "sni_required":
         if settings.servername:
