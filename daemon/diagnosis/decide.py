@@ -83,6 +83,15 @@ RECEIVED = {
     "does not speak TLS on that port, or a load balancer refused the connection",
     "no_appropriate_protocol": "the MP's protocols and cipher suites leave nothing usable",
     "handshake_timeout": "no answer to the ClientHello: a firewall or load balancer drops it",
+    "pkix_path_validation_failed": "the MP found the backend's chain invalid (expired, revoked, "
+    "wrong key usage or path constraints)",
+    "algorithm_constraints": "the backend's certificate or handshake uses an algorithm the MP's "
+    "JVM disables (jdk.certpath/jdk.tls.disabledAlgorithms)",
+    "no_appropriate_cipher_suite": "none of the MP's cipher suites can be used with its "
+    "protocols or with the backend's certificate",
+    "not_tls": "the backend's port does not speak TLS (plain HTTP, or another protocol)",
+    "empty_server_certificate": "the backend sent no certificate",
+    "general_sslengine_problem": "the MP's TLS engine failed on something it could not name",
 }
 
 # Alerts a server sends when it cannot build or check a path from the client's certificate
