@@ -649,10 +649,9 @@ def _failure_text(reason: str, backend: Backend, by_name: bool) -> tuple[str, li
         ]
     if reason == "no_appropriate_protocol":
         return _NO_PROTOCOL, [f"javax.net.ssl.SSLHandshakeException: {_NO_PROTOCOL}"]
-    if reason == "other":
-        return "General SSLEngine problem", [
-            "javax.net.ssl.SSLHandshakeException: General SSLEngine problem"
-        ]
+    if reason == "other":  # a JDK text no reason names
+        text = "(unexpected_message) Unexpected handshake message: server_hello"
+        return text, [f"javax.net.ssl.SSLProtocolException: {text}"]
     if reason == "handshake_timeout":
         return "", []
     alert = "BAD-RECORD-MAC" if reason == "odd_alert" else reason

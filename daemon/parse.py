@@ -110,22 +110,23 @@ ALERT_NAMES: tuple[str, ...] = tuple(ALERT_NUMBERS.values())
 
 # The fixed reasons, each with the JDK wordings that mean it (old JDK 8 stack and JDK 11+ stack;
 # the JDK 17+ ``(alert_name) `` prefix in front changes nothing). The first rule that matches
-# anywhere in the message wins, so the more specific cause comes first: an algorithm constraint is reported inside a "PKIX path validation
-# failed" text, and so is an expired certificate.
+# anywhere in the message wins, so the more specific cause comes first: an algorithm constraint
+# is reported inside a "PKIX path validation failed" text, and so is an expired certificate.
 _FIXED_RULES: tuple[tuple[str, str], ...] = (
     (
         "algorithm_constraints",
-        r"algorithm constraints|Algorithm constraints check failed"
-        r"|Certificate signature algorithm disabled",
+        r"algorithm constraints|Algorithm constraints check failed|algorithm check failed"
+        r"|Certificate signature algorithm disabled|Could not generate DH keypair"
+        r"|No supported signature algorithm|No signature algorithm",
     ),
     (
         "pkix_path_validation_failed",
-        r"PKIX path validation failed|validity check failed|timestamp check failed"
-        r"|Certificate expired|has been revoked|Certificate signature validation failed"
-        r"|Certificate chaining error|Untrusted certificate|certificate extension check failed"
-        r"|Extended key usage does not permit|End user tried to act as a CA"
-        r"|Violated path length constraints|Path does not chain with any of the trust anchors"
-        r"|Certificate(?:Expired|NotYetValid)Exception|\bNot(?:After|Before): ",
+        r"PKIX path validation failed|\bcheck failed\b|Certificate expired|has been revoked"
+        r"|revocation status|Certificate signature validation failed|Certificate chaining error"
+        r"|Untrusted certificate|Extended key usage does not permit|KeyUsage does not allow"
+        r"|End user tried to act as a CA|Violated path length constraints"
+        r"|Path does not chain with any of the trust anchors|critical extension"
+        r"|distrusted|Certificate(?:Expired|NotYetValid)Exception|\bNot(?:After|Before): ",
     ),
     (
         "pkix_path_building_failed",
@@ -135,7 +136,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
     (
         "hostname_mismatch",
         r"No subject alternative (?:names|DNS name)|No name matching \S.* found"
-        r"|Hostname or IP address is undefined",
+        r"|Hostname or IP address is undefined|Illegal given domain name",
     ),
     ("empty_server_certificate", r"Empty server certificate|empty certificate chain"),
     (
@@ -147,6 +148,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
         "protocol_version",
         r"Server chose \S+, but that protocol version is not enabled"
         r"|The server selected protocol version \S+ is not accepted"
+        r"|not accepted by server preferences"
         r"|Server resumed with wrong protocol version|protocol version downgrade",
     ),
     ("no_appropriate_protocol", r"No appropriate protocol"),
@@ -164,7 +166,7 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
         r"|SSL peer shut down incorrectly|Connection reset|Broken pipe"
         r"|connection was forcibly closed|Connection closed by (?:remote host|peer)",
     ),
-    ("handshake_timeout", r"[Hh]andshake timed? ?out|Read timed out"),
+    ("handshake_timeout", r"[Hh]andshake timed? ?out|\btimed out\b"),
     ("general_sslengine_problem", r"General SSLEngine problem"),
 )
 _FIXED = tuple((reason, re.compile(text, re.IGNORECASE)) for reason, text in _FIXED_RULES)
@@ -303,14 +305,20 @@ def needs_record(raw: bytes) -> bool:
 
 
 def record_line(
-    buf: Union[bytes, bytearray], start: int, begin: int, limit: int = 256
+    buf: Union[bytes, bytearray],
+    start: int,
+    begin: int,
+    before: Optional[bytes] = None,
+    limit: int = 256,
 ) -> Optional[bytes]:
-    """The record (timestamped) line that the continuation line at ``begin`` belongs to: the
-    nearest line above it within ``buf[start:begin]``, looking at most ``limit`` lines up."""
+    """The record (timestamped) line that a line starting at ``begin`` belongs to: the nearest
+    record line above it within ``buf[start:begin]``, looking at most ``limit`` lines up; or
+    ``before`` (the record in force at ``start``, from the block read before) when every line
+    between ``start`` and ``begin`` continues a record."""
     end = begin - 1  # the newline that ends the line above
     for _ in range(limit):
         if end < start:
-            return None
+            return before
         newline = buf.rfind(b"\n", start, end)
         line_start = newline + 1 if newline >= 0 else start
         if _STAMP.match(buf, line_start, end):

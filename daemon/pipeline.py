@@ -46,6 +46,7 @@ class LogPipeline:
         self.parser = parser
         self.correlator = correlator
         self.sinks = sinks
+        self._record: Optional[bytes] = None  # the record line in force where the last block ended
 
     def process(self, buf: Buffer, start: int = 0, end: Optional[int] = None) -> None:
         """``buf[start:end]`` holds whole lines: count them, parse the candidates, pair."""
@@ -55,7 +56,7 @@ class LogPipeline:
         for begin, raw in candidate_lines(buf, start, end):
             line += buf.count(b"\n", at, begin)
             at = begin
-            record = record_line(buf, start, begin) if needs_record(raw) else None
+            record = record_line(buf, start, begin, self._record) if needs_record(raw) else None
             try:
                 event = self.parser.parse(raw, record)
             except UnrecognisedLine:
@@ -66,6 +67,8 @@ class LogPipeline:
             if event is not None:
                 self._emit(self.correlator.feed(event, line))
         self.stats.lines = line - 1 + buf.count(b"\n", at, end)
+        if end > start:  # an exception line first in the next block belongs to this record
+            self._record = record_line(buf, start, end, self._record)
         self._emit(self.correlator.advance(self.stats.lines))
 
     def tick(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 from apigee_tls_exporter.serve import MetricsServer, serve
@@ -60,3 +60,14 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
     for handler in logging.getLogger().handlers[:]:
         logging.getLogger().removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
+def jsse_harness() -> Any:
+    """The JSSE harness (tests/jsse.py) with its Java classes compiled once for the session; the
+    test is skipped without a JDK, except with ``CI=true``, where that is a failure."""
+    import jsse
+
+    jsse.require_java()
+    jsse.classes()
+    return jsse

@@ -122,7 +122,9 @@ def test_scan_counts_the_playbook_record_once(
 def test_scan_counts_unrecognised_handshake_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A handshakeFailed line in a new format is counted as unrecognised, and not as a failure."""
+    """A handshakeFailed line in a new format is counted as unrecognised, and not as a failure;
+    the exception record after it, the only readable trace of that failure, counts it once
+    (``target="unknown"``), so that a format change does not make failures vanish (issue 11)."""
     new_format = (
         f"{STAMP} {CTX}NIOThread@0 ERROR HTTP.CLIENT - HTTPClient$Context.handshakeFailed() : "
         "SSLChannel{remote=backend.example.com:443} failed: bad_certificate"
@@ -130,11 +132,13 @@ def test_scan_counts_unrecognised_handshake_lines(
     path = write_log(tmp_path, [TRAFFIC, new_format, *ON_EXCEPTION, TRAFFIC])
     _, out, _ = run(["scan", path], capsys)
     got = samples(out)
-    expected = (1.0, 0)
-    assert expected == (
-        got[("apigee_tls_unrecognised_lines_total", (("path", path),))],
-        sum(1 for name, _ in got if name == "apigee_tls_handshake_failures_total"),
-    )
+    failures = [
+        (dict(labels)["target"], dict(labels)["reason"], value)
+        for (name, labels), value in got.items()
+        if name == "apigee_tls_handshake_failures_total"
+    ]
+    expected = (1.0, [("unknown", "bad_certificate", 1.0)])
+    assert expected == (got[("apigee_tls_unrecognised_lines_total", (("path", path),))], failures)
 
 
 def test_scan_timezone_option_sets_the_zone_of_log_times(

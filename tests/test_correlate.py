@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timezone
+from typing import Optional
 
 import pytest
 import records
 from apigee_tls_exporter.correlate import Correlator
-from apigee_tls_exporter.events import Event, Failure
+from apigee_tls_exporter.events import Event, Failure, HandshakeFailure
+from apigee_tls_exporter.lines import LineSplitter
+from apigee_tls_exporter.metrics import FileStats
 from apigee_tls_exporter.parse import Parser, candidate_lines, needs_record, record_line
+from apigee_tls_exporter.pipeline import LogPipeline
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from records import context
 
 
@@ -525,3 +531,178 @@ def test_pending_exceptions_are_bounded_by_the_window() -> None:
         correlator.feed(event, number)
         most = max(most, correlator.pending)
     assert most <= 11
+
+
+# --- property: no input can crash the parser or the correlator, and the counts add up ----------
+
+_THREADS = st.sampled_from(["NIOThread@0", "NIOThread@1", "Apigee-Main-2"])
+_IDS = st.sampled_from(["m1", "m2", ""])
+_STAMPS = st.sampled_from(
+    [
+        records.STAMP,
+        "2017-02-30 05:28:57,813",
+        "2017-13-01 00:00:00,000",
+        "0000-01-01 00:00:00,000",
+        "2017-10-23 24:00:00,000",
+        "2017-10-23 05:28:59,999",
+    ]
+)
+_REMOTES = st.sampled_from(
+    ["backend.example.com/10.20.3.4:443", "/10.20.3.4:443", "[2001:db8::1]:443", "null", "", "x:y"]
+)
+_MESSAGES = st.sampled_from(
+    [
+        "Received fatal alert: bad_certificate",
+        "(certificate_required) Received fatal alert: certificate_required",
+        "Received fatal alert: <UNKNOWN ALERT: 116>",
+        "General SSLEngine problem",
+        "(certificate_unknown) PKIX path building failed: x",
+        "",
+        "Received fatal alert: ",
+        "handshake failed, message: handshake failed, message: SSLInfo:",
+    ]
+)
+_MARKER_TEXTS = st.sampled_from(
+    [
+        "handshakeFailed",
+        "handshakeTimeout",
+        "SSLInfo",
+        "SSLInfo: ",
+        "KeyAlias:",
+        "handshake failed, message: ",
+        "handshake timeout",
+        "Received fatal alert: unknown_ca",
+        "Unknown alert description (116)",
+        "SSLClientChannel[",
+        "Remote host:",
+        "Remote:",
+        "javax.net.ssl.SSLHandshakeException: ",
+        "\t",
+        "Caused by: ",
+    ]
+)
+
+
+@st.composite
+def record_lines(draw: st.DrawFn) -> list[str]:
+    """One record of a random shape: a failure, a timeout, an SSLInfo line, an exception record,
+    traffic, random text with markers at random places, or random bytes."""
+    ctx = context(draw(_IDS))
+    thread = draw(_THREADS)
+    stamp = draw(_STAMPS)
+    kind = draw(st.integers(0, 6))
+    if kind == 0:
+        return [
+            records.failed(
+                message=draw(_MESSAGES),
+                remote=draw(_REMOTES),
+                ctx=ctx,
+                thread=thread,
+                stamp=stamp,
+                rendering=draw(st.sampled_from([records.REMOTE_HOST, records.CONNECTED])),
+            )
+        ]
+    if kind == 1:
+        return [records.timeout(remote=draw(_REMOTES), ctx=ctx, thread=thread, stamp=stamp)]
+    if kind == 2:
+        return [
+            records.ssl_info(
+                alias=draw(st.sampled_from(["k1", "null", ""])), ctx=ctx, thread=thread, stamp=stamp
+            )
+        ]
+    if kind == 3:
+        return records.exception_record(
+            "javax.net.ssl.SSLHandshakeException: " + draw(_MESSAGES),
+            ctx=ctx,
+            thread=thread,
+            stamp=stamp,
+            caused_by=draw(st.sampled_from(["", "javax.net.ssl.SSLException: x"])),
+        )
+    if kind == 4:
+        return [records.traffic(ctx=ctx, thread=thread, stamp=stamp)]
+    if kind == 5:
+        parts = draw(st.lists(st.one_of(_MARKER_TEXTS, st.text(max_size=20)), max_size=8))
+        prefix = draw(st.sampled_from(["", f"{stamp} {ctx}{thread} ERROR HTTP.CLIENT - "]))
+        return [(prefix + "".join(parts)).replace("\n", " ").replace("\r", " ")]
+    raw = draw(st.binary(max_size=80)).replace(b"\n", b" ")
+    return [raw.decode("latin-1")]
+
+
+class CountingParser(Parser):
+    """The real parser, counting what it made of each candidate line."""
+
+    def __init__(self) -> None:
+        super().__init__(timezone.utc)
+        self.kinds: dict[str, int] = {}
+        self.candidates = 0
+        self.unreadable = 0  # failures whose backend could not be read (also unrecognised)
+
+    def parse(self, raw: bytes, record: Optional[bytes] = None) -> Optional[Event]:
+        self.candidates += 1
+        event = super().parse(raw, record)  # an UnrecognisedLine passes through to the pipeline
+        name = type(event).__name__
+        self.kinds[name] = self.kinds.get(name, 0) + 1
+        if isinstance(event, HandshakeFailure) and event.target == "unknown":
+            self.unreadable += 1
+        return event
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    shapes=st.lists(record_lines(), max_size=30),
+    cuts=st.lists(st.integers(1, 400), max_size=6),
+    window=st.integers(1, 6),
+)
+def test_no_input_raises_and_the_counts_add_up(
+    shapes: list[list[str]], cuts: list[int], window: int
+) -> None:
+    """Random records, random text with markers anywhere, random bytes, fed in blocks cut at
+    random places: nothing raises; every line is counted; every candidate line is an event, none
+    or unrecognised; every failure read comes out once, paired or unpaired; every SSLInfo line
+    pairs or is an orphan; exception-only failures are at most the exception events."""
+    data = records.text([line for shape in shapes for line in shape]).encode("utf-8", "replace")
+    stats = FileStats()
+    parser = CountingParser()
+    correlator = Correlator(window, None)
+    out: list[Failure] = []
+    pipeline = LogPipeline(stats, LineSplitter(1 << 20, stats), parser, correlator, [out.append])
+    splitter = pipeline.splitter
+    at = 0
+    for cut in [*cuts, len(data)]:
+        piece = data[at : at + cut] if cut != len(data) else data[at:]
+        at += len(piece)
+        for segment in splitter.feed(piece):
+            pipeline.process(*segment)
+    pipeline.finish()
+    kinds = parser.kinds
+    failures, infos = kinds.get("HandshakeFailure", 0), kinds.get("SSLInfo", 0)
+    events = failures + infos + kinds.get("AlertException", 0)
+    paired = sum(1 for f in out if f.paired)
+    from_lines = paired + correlator.unpaired
+    unreadable = parser.unreadable
+    expected = (data.count(b"\n"), parser.candidates, failures, infos, 0)
+    actual = (
+        stats.lines,
+        events + kinds.get("NoneType", 0) + stats.unrecognised - unreadable,
+        from_lines,
+        paired + correlator.orphans,
+        correlator.pending,
+    )
+    assert expected == actual
+    assert len(out) == from_lines + correlator.exception_only
+    assert correlator.exception_only <= kinds.get("AlertException", 0)
+
+
+def test_exception_line_read_in_the_block_after_its_record_line_is_counted() -> None:
+    """A read that ends between the record line and its exception line does not lose the
+    exception-only failure: the next block's exception line is read with that record."""
+    lines = exception("NIOThread@0", "m1")
+    first, rest = records.text(lines[:1]).encode(), records.text(lines[1:]).encode()
+    stats = FileStats()
+    out: list[Failure] = []
+    pipeline = LogPipeline(stats, LineSplitter(1 << 20, stats), Parser(), make(), [out.append])
+    pipeline.process(first)
+    pipeline.process(rest)
+    pipeline.finish()
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)]
+    assert expected == counted(out)

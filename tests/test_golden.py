@@ -10,6 +10,10 @@ the pairing or the metrics shows up as a reviewed diff of metric output (like ``
 - ``pairing.log``: interleaved threads, a retry with two SSLInfo lines, a retry missing its first
   SSLInfo, an orphan, ``KeyAlias:null``, an SSLInfo of the wrong thread, stack frames that mention
   handshakeFailed, invalid UTF-8, two lines in an unknown format, a last failure left unpaired.
+- ``drift.log`` (issue 11): both channel renderings in both kinds of line, a backend that cannot be
+  read (``unknown``, and unrecognised), four impossible dates and the failure after them, a TLS 1.3
+  rejection logged only as an exception record (counted once) and the playbook record (its
+  exception not counted again), JDK 8 and JDK 17 wordings, a 3,000-character org (cut to 260).
 - ``generated.log``: ``LogGenerator(7, failure_fraction=0.05).text(600)`` from ``demo.py``; its
   ``.prom`` was checked against the generator's own truth.
 

@@ -94,8 +94,7 @@ class Pki:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    jsse.require_java()
+def pki(tmp_path_factory: pytest.TempPathFactory, jsse_harness: object) -> Pki:
     return Pki(tmp_path_factory.mktemp("jsse-pki"))
 
 

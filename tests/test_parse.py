@@ -251,6 +251,35 @@ JDK8_TEXTS = [
         "java.security.cert.CertificateExpiredException: NotAfter: Sat Jan 01 00:00:00 UTC 2022",
         "pkix_path_validation_failed",
     ),
+    # provider/certpath/BasicChecker.java: "<msg> check failed"
+    (
+        "sun.security.validator.ValidatorException: PKIX path validation failed: "
+        "java.security.cert.CertPathValidatorException: signature check failed",
+        "pkix_path_validation_failed",
+    ),
+    # provider/certpath/PKIXMasterCertPathValidator.java
+    (
+        "java.security.cert.CertPathValidatorException: unrecognized critical extension(s)",
+        "pkix_path_validation_failed",
+    ),
+    # validator/EndEntityChecker.java
+    (
+        "sun.security.validator.ValidatorException: KeyUsage does not allow key encipherment",
+        "pkix_path_validation_failed",
+    ),
+    # validator/SymantecTLSPolicy.java
+    (
+        "sun.security.validator.ValidatorException: TLS Server certificate issued after "
+        "2019-04-16 and anchored by a distrusted legacy Symantec root CA: CN=GeoTrust Global CA",
+        "pkix_path_validation_failed",
+    ),
+    # provider/certpath/AlgorithmChecker.java (checked before "PKIX path validation failed")
+    (
+        "sun.security.validator.ValidatorException: PKIX path validation failed: "
+        "java.security.cert.CertPathValidatorException: Algorithm constraints check failed on "
+        "signature algorithm: MD5withRSA",
+        "algorithm_constraints",
+    ),
     # validator/SimpleValidator.java and validator/ValidatorException.java
     (
         "sun.security.validator.ValidatorException: No trusted certificate found",
@@ -284,6 +313,10 @@ JDK8_TEXTS = [
     # ssl/ClientHandshaker.java serverKeyExchange() and ssl/DHCrypt.java
     ("RSA ServerKeyExchange does not comply to algorithm constraints", "algorithm_constraints"),
     ("DHPublicKey does not comply to algorithm constraints", "algorithm_constraints"),
+    # ssl/DHCrypt.java on a JDK without large DH groups (the cause: "Prime size must be …")
+    ("java.lang.RuntimeException: Could not generate DH keypair", "algorithm_constraints"),
+    # ssl/SSLSocketImpl.java: the socket's read timeout during the handshake
+    ("Read timed out", "handshake_timeout"),
     # ssl/SSLSocketImpl.java checkEOF(): a later call on a socket that failed
     (
         "Connection has been shutdown: javax.net.ssl.SSLHandshakeException: Received fatal "

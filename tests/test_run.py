@@ -55,6 +55,30 @@ def test_appended_failures_appear_in_metrics(tmp_path: Path) -> None:
         assert daemon.value("process_resident_memory_bytes") is not None
 
 
+def test_failure_at_an_impossible_date_neither_stops_run_nor_loses_the_rest(tmp_path: Path) -> None:
+    """A failure dated 2017-02-30 (or month 13, hour 24, year 0000) appended with good failures
+    in one write is counted as unrecognised; the daemon keeps running and counts the failures
+    after it in the same read (issue 11: it exited, and they were lost)."""
+    log = tmp_path / "system.log"
+    log.write_text("2026-11-27 09:59:59,000  main INFO MESSAGING.RUNTIME - started\n")
+    impossible = [
+        records.failed(ctx=records.context(f"bad-{n}"), stamp=stamp)
+        for n, stamp in enumerate(
+            [
+                "2017-02-30 05:28:57,813",
+                "2017-13-01 05:28:57,813",
+                "2017-10-23 24:00:00,000",
+                "0000-10-23 05:28:57,813",
+            ]
+        )
+    ]
+    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+        append(log, records.text(impossible) + failure(0) + failure(1))
+        counted = wait_for(lambda: daemon.failures().get(KEY) == 2, what="the 2 good failures")
+        unrecognised = daemon.value("apigee_tls_unrecognised_lines_total", path=str(log))
+        assert (counted, unrecognised) == (True, 4)
+
+
 def test_starts_at_the_end_of_an_existing_file(tmp_path: Path) -> None:
     """Without --from-beginning, what the file held before the start is not counted."""
     log = tmp_path / "system.log"

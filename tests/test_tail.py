@@ -146,7 +146,11 @@ def test_pipeline_gives_each_event_its_line_number_across_cut_reads(log: Path) -
     expected = [
         number
         for number, line in enumerate(data.split(b"\n"), start=1)
-        if b"handshakeFailed()" in line or b"handshakeTimeout()" in line or b"SSLInfo:" in line
+        if b"handshakeFailed()" in line
+        or b"handshakeTimeout()" in line
+        or b"SSLInfo:" in line
+        # an exception line with a received alert: an event too (issue 11), dropped as a repeat
+        or (line.startswith(b"javax.net.ssl.") and b"Received fatal alert" in line)
     ]
     log.write_bytes(b"")
     follower = make(log, max_line_bytes=4096)
