@@ -258,6 +258,19 @@ def test_nginx_rejecting_at_http_is_rejected_at_http(lab: Lab, ids: Ids, version
     assert "HTTP 403" in render_report(d)
 
 
+@cases("cn_403")
+def test_access_rule_refusing_a_verified_certificate_is_rejected_at_http(
+    lab: Lab, ids: Ids, kind: str, version: str
+) -> None:
+    """Apache (Require expr on the CN) and HAProxy (http-request deny on ssl_c_s_dn) verify the
+    certificate, complete the handshake, then answer 403: rejected_at_http with the status."""
+    d = run(lab, kind, "cn_403", ids.good, version)
+    assert (d.cause, d.handshake_with_certificate) == ("rejected_at_http", "rejected"), why(
+        d, lab, kind
+    )
+    assert "HTTP 403" in d.advice
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_nginx_http_400_reason_is_reported(lab: Lab, ids: Ids, version: str) -> None:
     """nginx's 400 and its reason ("No required SSL certificate was sent") appear with the cause:
@@ -961,6 +974,8 @@ AGREEMENT = [
     ("apache", "require", "future"),
     ("haproxy", "require", "other"),
     ("haproxy", "tls13", "good"),
+    ("haproxy", "cn_403", "good"),
+    ("apache", "cn_403", "good"),
     ("s_server", "no_names", "other"),
     ("s_server", "incomplete", "via_intermediate"),
     ("jsse", "require", "other"),

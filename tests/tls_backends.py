@@ -381,6 +381,7 @@ class ApacheSite:
     verify: str = "require"
     depth: Optional[int] = None
     protocols: str = "-all +TLSv1.2 +TLSv1.3"
+    allowed_cn: Optional[str] = None  # 403 for any other client certificate CN
     port: int = field(default_factory=free_port)
 
     @property
@@ -432,6 +433,12 @@ class Apache(_ServerProcess):
                 conf.append(f"  SSLCADNRequestFile {site.ca_names}")
             if site.depth is not None:
                 conf.append(f"  SSLVerifyDepth {site.depth}")
+            if site.allowed_cn:
+                conf += [
+                    "  <Location />",
+                    f"    Require expr %{{SSL_CLIENT_S_DN_CN}} == '{site.allowed_cn}'",
+                    "  </Location>",
+                ]
             conf.append("</VirtualHost>")
         self.conf = self.dir / "apache2.conf"
         self.conf.write_text("\n".join(conf) + "\n")
@@ -452,6 +459,7 @@ class HaproxySite:
     verify: str = "required"
     min_version: str = "TLSv1.2"
     max_version: str = "TLSv1.3"
+    allowed_cn: Optional[str] = None  # 403 for any other client certificate CN
     port: int = field(default_factory=free_port)
 
     @property
@@ -483,11 +491,12 @@ class Haproxy(_ServerProcess):
             )
             if site.ca_file:
                 bind += f" ca-file {site.ca_file}"
-            conf += [
-                f"frontend site{i}",
-                bind,
-                "  http-request return status 200 content-type text/plain string ok",
-            ]
+            conf += [f"frontend site{i}", bind]
+            if site.allowed_cn:
+                conf.append(
+                    f"  http-request deny if !{{ ssl_c_s_dn(cn) -m str {site.allowed_cn} }}"
+                )
+            conf.append("  http-request return status 200 content-type text/plain string ok")
         self.conf = self.dir / "haproxy.cfg"
         self.conf.write_text("\n".join(conf) + "\n")
 
@@ -749,8 +758,10 @@ SCENARIOS = (
     "other_host",  # the server certificate names other.example only
     "expired_server",  # the server certificate has expired
     "no_client_auth",  # asks for no client certificate
+    "cn_403",  # verifies the certificate, then answers 403 to any CN but allowed.client.test
 )
 SNI_NAME = "backend.test"
+ALLOWED_CN = "allowed.client.test"
 
 
 class Lab:
@@ -772,6 +783,7 @@ class Lab:
         "other_host": ("nginx", "apache", "haproxy", "s_server"),
         "expired_server": ("nginx", "s_server"),
         "no_client_auth": ("nginx", "apache", "haproxy", "s_server", "jsse"),
+        "cn_403": ("apache", "haproxy"),
     }
 
     def __init__(self, tmp: Path, pki: Pki) -> None:
@@ -807,6 +819,7 @@ class Lab:
             "tls13": ApacheSite(*srv, ca_file=acc, protocols="-all +TLSv1.3"),
             "other_host": ApacheSite(*other, ca_file=acc),
             "no_client_auth": ApacheSite(*srv, verify="none"),
+            "cn_403": ApacheSite(*srv, ca_file=acc, allowed_cn=ALLOWED_CN),
         }
         pem = haproxy_pem(tmp, *srv, "lab-haproxy")
         self.haproxy_sites = {
@@ -814,6 +827,7 @@ class Lab:
             "tls13": HaproxySite(pem, ca_file=acc, min_version="TLSv1.3"),
             "other_host": HaproxySite(haproxy_pem(tmp, *other, "lab-hap-other"), ca_file=acc),
             "no_client_auth": HaproxySite(pem, verify="none"),
+            "cn_403": HaproxySite(pem, ca_file=acc, allowed_cn=ALLOWED_CN),
         }
         self.s_server_args: dict[str, tuple[str, dict[str, object]]] = {
             "require": ("any", {"ca_file": acc}),
