@@ -499,7 +499,7 @@ def test_sni_is_the_host_name_and_none_for_an_ip() -> None:
 )
 def test_java_cipher_names_map_to_openssl(java: str, openssl: str) -> None:
     """Java's (IANA) cipher suite names are offered under OpenSSL's names."""
-    assert diagnosis.probe_module.openssl_cipher(java) == openssl
+    assert diagnosis.probe.openssl_cipher(java) == openssl
 
 
 # -- the report and the JSON agree with the decision ----------------------------------------------
@@ -776,7 +776,7 @@ class _LegacyConnection:
 
 def test_ca_names_from_older_pyopenssl() -> None:
     """Without as_cryptography the CA names are built from X509Name components, Java style."""
-    names = diagnosis.probe_module._client_ca_names(_LegacyConnection())  # type: ignore[arg-type]
+    names = diagnosis.probe._client_ca_names(_LegacyConnection())  # type: ignore[arg-type]
     assert names == ("CN=CA G2, O=My\\, Company, C=AU",)
     assert diagnosis.dn_key(names[0]) == diagnosis.dn_key('C=AU, O="My, Company", CN=CA G2')
 

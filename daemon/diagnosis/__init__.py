@@ -4,7 +4,7 @@ The manual playbook (``shared/reference/playbook-bad-client-certificate.ja.txt``
 causes with a trace, the management API, ``openssl s_client`` and Wireshark. This package does it
 in one call, for every failure the exporter counts, one module per part:
 
-``probe``
+``probe`` (the module; ``probe.probe()`` the function)
     the network: TLS handshakes as the MP makes them (its protocols, cipher suites and SNI name),
     without and with the client certificate, then one HTTP request.
 ``identity``
@@ -23,7 +23,7 @@ in one call, for every failure the exporter counts, one module per part:
 
 from __future__ import annotations
 
-from . import probe as probe_module
+from . import probe
 from .command import command, configure_parser, identity_from_args
 from .decide import (
     CAUSES,
@@ -49,7 +49,7 @@ from .identity import (
     load_pem_identity,
     load_pkcs12_identity,
 )
-from .probe import ALERTS, Handshake, HttpAnswer, ProbeResult, TlsSettings, parse_target, probe
+from .probe import ALERTS, Handshake, HttpAnswer, ProbeResult, TlsSettings, parse_target
 from .report import render_report
 
 __all__ = [
@@ -81,7 +81,6 @@ __all__ = [
     "mp_settings",
     "parse_target",
     "probe",
-    "probe_module",
     "render_report",
     "run_diagnosis",
     "would_send",
