@@ -788,6 +788,7 @@ class Lab:
 
     def __init__(self, tmp: Path, pki: Pki) -> None:
         self.tmp, self.pki = tmp, pki
+        tmp.mkdir(parents=True, exist_ok=True)
         acc = pki.ca_file(pki.accepted_ca, name="lab-accepted.pem")
         inter = pki.ca_file(pki.intermediate, name="lab-intermediate.pem")
         self.files = {"accepted": acc, "intermediate": inter}

@@ -458,8 +458,9 @@ def advice(
             "intermediate CA to the backend's client CA file."
         )
     if cause == "rejected_at_http":
+        http = answer.split(": ", 1)[-1]
         return (
-            f"The TLS handshake succeeds but the backend refuses the request: {answer}. The "
+            f"The TLS handshake succeeds but the backend refuses the request: {http}. The "
             "backend's HTTP configuration rejects this client (certificate not verified or not "
             "allowed): check its access rules for the client certificate's subject and issuer."
         )
