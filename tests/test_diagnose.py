@@ -327,15 +327,16 @@ def test_leaf_without_client_auth_usage_is_wrong_usage(
     assert "clientAuth" in d.advice
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_sni_required_without_servername(lab: Lab, ids: Ids, version: str) -> None:
-    """nginx's ssl_reject_handshake refuses a handshake without SNI; the MP sends none for an IP
-    target: sni_required, and with the host name as --servername the same certificate works."""
-    d = run(lab, "nginx", "sni", ids.good, version)
-    assert d.cause == "sni_required", why(d, lab, "nginx")
+@cases("sni")
+def test_sni_required_without_servername(lab: Lab, ids: Ids, kind: str, version: str) -> None:
+    """nginx's ssl_reject_handshake and HAProxy's strict-sni refuse a handshake without SNI; the
+    MP sends none for an IP target: sni_required, and with the host name as --servername the
+    same certificate works."""
+    d = run(lab, kind, "sni", ids.good, version)
+    assert d.cause == "sni_required", why(d, lab, kind)
     assert "--servername" in d.advice and "IP target" in d.advice
-    named = run(lab, "nginx", "sni", ids.good, version, servername=SNI_NAME)
-    assert named.cause == "accepted", why(named, lab, "nginx")
+    named = run(lab, kind, "sni", ids.good, version, servername=SNI_NAME)
+    assert named.cause == "accepted", why(named, lab, kind)
 
 
 @cases("tls13")
@@ -966,6 +967,7 @@ AGREEMENT = [
     ("nginx", "require", "via_intermediate"),
     ("nginx", "depth0", "via_intermediate"),
     ("nginx", "sni", "good"),
+    ("haproxy", "sni", "good"),
     ("nginx", "no_names_403", "other"),
     ("nginx", "other_host", "good"),
     ("nginx", "expired_server", "good"),

@@ -460,6 +460,7 @@ class HaproxySite:
     min_version: str = "TLSv1.2"
     max_version: str = "TLSv1.3"
     allowed_cn: Optional[str] = None  # 403 for any other client certificate CN
+    strict_sni: bool = False  # refuse a handshake whose SNI names no certificate (or none)
     port: int = field(default_factory=free_port)
 
     @property
@@ -491,6 +492,8 @@ class Haproxy(_ServerProcess):
             )
             if site.ca_file:
                 bind += f" ca-file {site.ca_file}"
+            if site.strict_sni:
+                bind += " strict-sni"
             conf += [f"frontend site{i}", bind]
             if site.allowed_cn:
                 conf.append(
@@ -753,7 +756,7 @@ SCENARIOS = (
     "no_names_403",  # nginx: optional_no_ca, trust only (no names), 403 unless verified
     "incomplete",  # names the intermediate, trusts the root only
     "depth0",  # verify depth 0: no intermediate allowed
-    "sni",  # rejects a handshake without the SNI name backend.test
+    "sni",  # refuses a handshake without the SNI name backend.test
     "tls13",  # TLS 1.3 only
     "other_host",  # the server certificate names other.example only
     "expired_server",  # the server certificate has expired
@@ -778,7 +781,7 @@ class Lab:
         "no_names_403": ("nginx",),
         "incomplete": ("apache", "s_server"),
         "depth0": ("nginx", "apache"),
-        "sni": ("nginx",),
+        "sni": ("nginx", "haproxy"),
         "tls13": ("nginx", "apache", "haproxy", "s_server", "jsse"),
         "other_host": ("nginx", "apache", "haproxy", "s_server"),
         "expired_server": ("nginx", "s_server"),
@@ -829,6 +832,7 @@ class Lab:
             "other_host": HaproxySite(haproxy_pem(tmp, *other, "lab-hap-other"), ca_file=acc),
             "no_client_auth": HaproxySite(pem, verify="none"),
             "cn_403": HaproxySite(pem, ca_file=acc, allowed_cn=ALLOWED_CN),
+            "sni": HaproxySite(haproxy_pem(tmp, *sni, "lab-hap-sni"), ca_file=acc, strict_sni=True),
         }
         self.s_server_args: dict[str, tuple[str, dict[str, object]]] = {
             "require": ("any", {"ca_file": acc}),
