@@ -393,6 +393,17 @@ def test_verify_depth_too_small_is_chain_too_long(
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_verify_depth_zero_and_a_leaf_of_a_named_root(lab: Lab, ids: Ids, version: str) -> None:
+    """A leaf issued by the named root itself: nginx's ssl_verify_depth 0 lets it in, Apache's
+    SSLVerifyDepth 0 (self-signed only) refuses it with internal_error: chain_too_long."""
+    assert run(lab, "nginx", "depth0", ids.good, version).cause == "accepted"
+    d = run(lab, "apache", "depth0", ids.good, version)
+    assert (d.cause, d.alert_with_certificate) == ("chain_too_long", "internal_error"), why(
+        d, lab, "apache"
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_apache_default_depth_refuses_an_intermediate(lab: Lab, ids: Ids, version: str) -> None:
     """Apache's default SSLVerifyDepth 1 refuses leaf + intermediate below a named root."""
     d = run(lab, "apache", "require", ids.via_intermediate, version)
@@ -974,6 +985,7 @@ AGREEMENT = [
     ("apache", "require", "via_intermediate"),
     ("apache", "incomplete", "leaf_of_intermediate"),
     ("apache", "require", "future"),
+    ("apache", "depth0", "good"),
     ("haproxy", "require", "other"),
     ("haproxy", "tls13", "good"),
     ("haproxy", "cn_403", "good"),

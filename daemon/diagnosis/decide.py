@@ -357,19 +357,23 @@ def decide(
         ev.rejection == "tls" and (with_cert.alert in CHAIN_ALERTS or with_cert.alert is None)
     )
     if chain_error:
-        return _chain_cause(identity, ev, bool(anon.acceptable_ca_names)), ()
+        return _chain_cause(identity, ev, with_cert.alert, bool(anon.acceptable_ca_names)), ()
     if ev.rejection == "http":
         return "rejected_at_http", ()
     return "unknown", ()
 
 
-def _chain_cause(identity: ClientIdentity, ev: Evaluation, names_sent: bool) -> str:
+def _chain_cause(
+    identity: ClientIdentity, ev: Evaluation, alert: Optional[str], names_sent: bool
+) -> str:
     """Java sent the chain and the backend could not verify it."""
     if not names_sent:
         return "issuer_not_trusted_by_backend"
     depth = ev.matched_depth or 0
-    if depth >= 1:
-        return "chain_too_long"  # a path of depth+1 certificates below a CA the backend names
+    if depth >= 1 or alert == "internal_error":
+        # An intermediate between the leaf and a CA the backend names (and so trusts): its
+        # verify depth. Apache's mod_ssl answers a chain over SSLVerifyDepth with internal_error.
+        return "chain_too_long"
     leaf = identity.certificates[0]
     has_issuer = any(dn_key(c.subject) == dn_key(leaf.issuer) for c in identity.certificates[1:])
     return "issuer_not_trusted_by_backend" if has_issuer else "incomplete_chain"
@@ -451,11 +455,11 @@ def advice(
     if cause == "chain_too_long":
         depth = (ev.matched_depth or 0) + 1
         return (
-            f"The backend names {ev.matched_ca} and Java sends a chain of {depth + 1} "
-            f"certificates ending below it, but the backend refuses it ({answer}): its verify "
-            f"depth is too small for this chain. Raise it on the backend to at least {depth} "
-            "(nginx ssl_verify_depth, Apache SSLVerifyDepth; both default to 1), or add the "
-            "intermediate CA to the backend's client CA file."
+            f"The backend names {ev.matched_ca} and Java sends the chain that leads to it (a "
+            f"path of {depth + 1} certificates with that CA), but the backend refuses it "
+            f"({answer}): its verify depth is too small for this path. Raise it on the backend "
+            f"to at least {depth} (nginx ssl_verify_depth, Apache SSLVerifyDepth; both default "
+            "to 1), or add the intermediate CAs to the backend's client CA file."
         )
     if cause == "rejected_at_http":
         http = answer.split(": ", 1)[-1]
