@@ -536,6 +536,36 @@ def test_report_without_ca_names_does_not_call_every_issuer_acceptable(lab: Lab,
     assert "any issuer is acceptable" not in report
 
 
+@pytest.mark.parametrize(
+    ("kind", "scenario", "identity"),
+    [
+        (kind, scenario, identity)
+        for kind, scenario in [("nginx", "require"), ("apache", "require"),
+                               ("s_server", "no_names"), ("nginx", "depth0"),
+                               ("apache", "incomplete"), ("haproxy", "cn_403")]
+        for identity in ("good", "other", "via_intermediate", "leaf_of_intermediate", "future")
+    ],
+)  # fmt: skip
+def test_report_marks_follow_the_decision(
+    lab: Lab, ids: Ids, kind: str, scenario: str, identity: str
+) -> None:
+    """Whatever the case, the report's marks come from the evaluation the cause comes from: the
+    leaf issuer is marked NOT among the names exactly when Java sends nothing, one chain issuer is
+    marked acceptable exactly when Java sends the chain for the names, the probe's own
+    certificate handshake is explained when Java would not send it, and no line refers to
+    another ("above")."""
+    d = run(lab, kind, scenario, getattr(ids, identity), "1.3")
+    report = render_report(d)
+    ev = d.evaluation
+    assert ("NOT among them" in report) == (ev.java_sends is False), report
+    marked = report.count("<- among the acceptable CAs")
+    assert marked == (1 if ev.java_sends and d.acceptable_ca_names else 0), report
+    explained = "(the probe sent it; Java sends none for these CA names)" in report
+    assert explained == ev.probe_sent_unlike_java, report
+    assert f"\nCause: {d.cause}\n" in report
+    assert "above" not in report
+
+
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value

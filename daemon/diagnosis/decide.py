@@ -450,7 +450,7 @@ def advice(
             f"The backend names the leaf's issuer {issuer} among its CAs but cannot build a path "
             f"from it ({answer}). Upload the complete chain (leaf first, then every "
             "intermediate) to the keystore alias; if the backend still refuses, its CA file "
-            "lacks the root above that issuer."
+            "lacks the root that issued that CA."
         )
     if cause == "chain_too_long":
         depth = (ev.matched_depth or 0) + 1
@@ -639,6 +639,18 @@ class Diagnosis:
     def server_chain(self) -> tuple[CertSummary, ...]:
         anon = self.result.without_certificate
         return anon.server_chain if anon else ()
+
+    @property
+    def server_chain_checked(self) -> bool:
+        return self.result.server_chain_checked
+
+    @property
+    def identity_source(self) -> Optional[str]:
+        return self.identity.source if self.identity else None
+
+    @property
+    def identity_description(self) -> Optional[str]:
+        return self.identity.description if self.identity else None
 
     @property
     def server_verify_error(self) -> Optional[str]:

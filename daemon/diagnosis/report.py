@@ -117,8 +117,9 @@ def _client_chain(d: Diagnosis) -> list[str]:
     def mark(i: int) -> str:
         if ev.java_sends and d.acceptable_ca_names and ev.matched_depth == i:
             return "   <- among the acceptable CAs"
-        if ev.java_sends is False and i == len(chain) - 1:
-            return "   <- NOT among them (nor is any issuer above)" if i else "   <- NOT among them"
+        if ev.java_sends is False and i == 0:
+            more = ", nor is any other issuer of the chain" if len(chain) > 1 else ""
+            return f"   <- NOT among them{more}"
         return ""
 
     leaf = chain[0]
