@@ -192,6 +192,7 @@ class DiagnosisTarget(Model):
     servername: Optional[str] = None
     protocols: list[str] = Field(default_factory=list)  # e.g. [TLSv1.2]; empty: the JVM's
     ciphers: list[str] = Field(default_factory=list)  # Java cipher suite names; empty: the JVM's
+    target_server: Optional[str] = None  # its sSLInfo gives keystore, alias, protocols, ciphers
 
 
 class InventoryKeystore(Model):

@@ -338,3 +338,28 @@ def test_wait_idle_returns_false_at_its_deadline() -> None:
     finally:
         diagnose.gate.set()
         worker.close()
+
+
+@pytest.mark.parametrize(("protocols", "expected"), [(["TLSv1.2"], "protocol_mismatch"),
+                                                     (["TLSv1.3"], "ca_mismatch")])  # fmt: skip
+def test_api_diagnoser_follows_the_target_server(
+    standin: Standin, pki: Pki, protocols: list[str], expected: str
+) -> None:
+    """A target mapped to a TargetServer is diagnosed with its sSLInfo: its keystore and key
+    alias, and its protocols (TLSv1.2 against a TLS 1.3 backend: protocol_mismatch)."""
+    cert, _ = pki.client(pki.other_ca, "ts")
+    env = standin.env("acme", "prod")
+    env.keystores["tsKeystore"] = {"tsKey": chain_info(Path(cert).read_bytes())}
+    names = pki.ca_file(pki.accepted_ca, name="accepted.pem")
+    with PythonBackend(pki, "1.3", trust=names, ca_names=names) as backend:
+        env.target_servers["ts1"] = {
+            "name": "ts1", "host": "127.0.0.1", "port": backend.port, "isEnabled": True,
+            "sSLInfo": {"enabled": "true", "clientAuthEnabled": "true", "keyStore": "tsKeystore",
+                        "keyAlias": "tsKey", "trustStore": "", "protocols": protocols,
+                        "ciphers": []},
+        }  # fmt: skip
+        diagnoser = ApiDiagnoser(
+            client_for(standin), overrides={backend.target: TargetOverride(target_server="ts1")}
+        )
+        result = diagnoser(DiagnosisRequest("acme", "prod", backend.target, "tsKey"), 5.0)
+    assert (result.cause, result.result.settings.protocols) == (expected, tuple(protocols))

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..config import DiagnosisConfig
 from .decide import CAUSES, Diagnosis, run_diagnosis
-from .identity import ClientIdentity, identity_from_management
+from .identity import ClientIdentity, identity_from_management, identity_from_target_server
 from .mgmt import ERROR_KINDS, Credentials, ManagementAPIError, ManagementClient
 
 Clock = Callable[[], float]
@@ -285,6 +285,7 @@ class TargetOverride:
     servername: Optional[str] = None
     protocols: tuple[str, ...] = ()
     ciphers: tuple[str, ...] = ()
+    target_server: Optional[str] = None  # read keyStore/keyAlias/protocols/ciphers from it
 
 
 class ApiDiagnoser:
@@ -333,17 +334,35 @@ class ApiDiagnoser:
         )
 
     def __call__(self, request: DiagnosisRequest, timeout: float) -> Diagnosis:
-        """Diagnose one request (raises ``ManagementAPIError`` when the API fails)."""
+        """Diagnose one request (raises ``ManagementAPIError`` when the API fails).
+
+        With ``target_server`` configured for the target, its ``sSLInfo`` gives the keystore,
+        key alias, protocols and cipher suites (settings given in the override win).
+        """
         override = self._overrides.get(request.target, TargetOverride())
+        protocols, ciphers = override.protocols, override.ciphers
+        identity: Optional[ClientIdentity]
+        if override.target_server and not override.keystore:
+            identity, server = identity_from_target_server(
+                self._client, request.org, request.env, override.target_server
+            )
+            protocols, ciphers = protocols or server.protocols, ciphers or server.ciphers
+        else:
+            identity = self.identity(request)
+            if override.target_server:
+                server = self._client.get_target_server(
+                    request.org, request.env, override.target_server
+                )
+                protocols, ciphers = protocols or server.protocols, ciphers or server.ciphers
         return run_diagnosis(
             request.target,
             servername=override.servername,
-            identity=self.identity(request),
+            identity=identity,
             timeout=timeout,
             ca_file=self._ca_file,
             clock=self._clock,
-            protocols=override.protocols,
-            ciphers=override.ciphers,
+            protocols=protocols,
+            ciphers=ciphers,
             received=request.received,
         )
 
@@ -389,6 +408,7 @@ def from_config(
                 servername=t.servername,
                 protocols=tuple(t.protocols),
                 ciphers=tuple(t.ciphers),
+                target_server=t.target_server,
             )
             for target, t in config.targets.items()
         },
