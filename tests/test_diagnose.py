@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from mgmt_standin import Standin, chain_info
+from mgmt_standin import Standin, chain_info, target_server
 from tls_backends import (
     SNI_NAME,
     VERSIONS,
@@ -868,14 +868,11 @@ def test_api_empty_keystore_is_missing_client_certificate(
     assert out["client_certificate"] is None
 
 
-def target_server(protocols: list[str], ciphers: Optional[list[str]] = None) -> dict[str, Any]:
-    """A TargetServer in the management API's shape, with its sSLInfo."""
-    return {
-        "name": "backend", "host": "127.0.0.1", "port": 1, "isEnabled": True,
-        "sSLInfo": {"enabled": "true", "clientAuthEnabled": "true", "keyStore": "ks1",
-                    "keyAlias": "alias1", "trustStore": "ts", "protocols": protocols,
-                    "ciphers": ciphers or []},
-    }  # fmt: skip
+def ts1(protocols: list[str]) -> dict[str, Any]:
+    """TargetServer backend with keyStore ks1, keyAlias alias1 and these protocols."""
+    return target_server(
+        "backend", "127.0.0.1", 1, key_store="ks1", key_alias="alias1", protocols=protocols
+    )
 
 
 def test_api_target_server_ssl_info_is_followed(
@@ -885,7 +882,7 @@ def test_api_target_server_ssl_info_is_followed(
     with Standin() as standin:
         env = standin.env("acme", "prod")
         env.keystores["ks1"] = {"alias1": chain_info(Path(ids.files["expired"][0]).read_bytes())}
-        env.target_servers["backend"] = target_server([])
+        env.target_servers["backend"] = ts1([])
         args = api_args(standin, lab.target("nginx", "require"), tmp_path / "pw",
                         "--target-server", "backend")  # fmt: skip
         code = diagnosis.command(args)
@@ -902,7 +899,7 @@ def test_api_target_server_protocols_are_the_mps(
     with Standin() as standin:
         env = standin.env("acme", "prod")
         env.keystores["ks1"] = {"alias1": chain_info(Path(ids.files["other"][0]).read_bytes())}
-        env.target_servers["backend"] = target_server([f"TLSv{version}"])
+        env.target_servers["backend"] = ts1([f"TLSv{version}"])
         args = api_args(standin, lab.target(kind, "tls13"), tmp_path / "pw",
                         "--target-server", "backend")  # fmt: skip
         code = diagnosis.command(args)

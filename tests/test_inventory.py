@@ -18,7 +18,7 @@ from apigee_tls_exporter.diagnosis.inventory import (
     TargetOverride,
 )
 from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementClient
-from mgmt_standin import Standin, chain_info
+from mgmt_standin import Standin, chain_info, target_server
 from prometheus_client import CollectorRegistry
 from tls_backends import Pki, PythonBackend
 
@@ -352,12 +352,10 @@ def test_api_diagnoser_follows_the_target_server(
     env.keystores["tsKeystore"] = {"tsKey": chain_info(Path(cert).read_bytes())}
     names = pki.ca_file(pki.accepted_ca, name="accepted.pem")
     with PythonBackend(pki, "1.3", trust=names, ca_names=names) as backend:
-        env.target_servers["ts1"] = {
-            "name": "ts1", "host": "127.0.0.1", "port": backend.port, "isEnabled": True,
-            "sSLInfo": {"enabled": "true", "clientAuthEnabled": "true", "keyStore": "tsKeystore",
-                        "keyAlias": "tsKey", "trustStore": "", "protocols": protocols,
-                        "ciphers": []},
-        }  # fmt: skip
+        env.target_servers["ts1"] = target_server(
+            "ts1", "127.0.0.1", backend.port, key_store="tsKeystore", key_alias="tsKey",
+            protocols=protocols,
+        )  # fmt: skip
         diagnoser = ApiDiagnoser(
             client_for(standin), overrides={backend.target: TargetOverride(target_server="ts1")}
         )
