@@ -1045,6 +1045,7 @@ def _status(line: Optional[str]) -> Optional[int]:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
 
 
+@pytest.mark.slow  # a JVM per case
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(("kind", "scenario", "identity"), AGREEMENT)
 def test_prediction_agrees_with_the_jsse_client(
