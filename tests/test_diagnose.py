@@ -296,6 +296,19 @@ def test_nginx_optional_no_ca_403_without_certificate(lab: Lab, version: str) ->
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_backend_that_asks_but_does_not_require(lab: Lab, ids: Ids, pki: Pki, version: str) -> None:
+    """openssl s_server -verify asks for a certificate but lets the call in without one: an
+    empty keystore or an unlisted issuer is not what fails there (accepted, the latent problem
+    listed)."""
+    names = pki.ca_file(pki.accepted_ca, name="optional-names.pem")
+    with OpenSSLBackend(pki, version, ca_file=names, require=False, extra=("-verify", "1")) as be:
+        empty = run_diagnosis(be.target, identity=EMPTY, timeout=TIMEOUT)
+        other = run_diagnosis(be.target, identity=ids.other, timeout=TIMEOUT)
+    assert (empty.cause, empty.other_problems) == ("accepted", ("missing_client_certificate",))
+    assert (other.cause, other.other_problems) == ("accepted", ("ca_mismatch",))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("backend_kind", ["s_server", "python"])
 def test_untrusted_issuer_without_ca_names(
     lab: Lab, ids: Ids, pki: Pki, backend_kind: str, version: str

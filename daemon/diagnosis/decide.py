@@ -338,6 +338,8 @@ def decide(
     if identity is None:
         return "unknown", ()
     if identity.leaf is None:
+        if ev.rejection is None:  # the backend asks, but lets the MP in without one
+            return "accepted", ("missing_client_certificate", *server)
         return "missing_client_certificate", ()
     static = ev.client_problems
     if not ev.java_sends:
@@ -346,9 +348,12 @@ def decide(
         return "ca_mismatch", static
     if ev.mp_attempt == "not_tried":
         return (static[0], static[1:]) if static else ("unknown", ())
-    if ev.rejection is None:  # let in: the certificates' own dates and names still count
-        found = (*static, *server)
-        return (found[0], found[1:]) if found else ("accepted", ())
+    if ev.rejection is None:  # let in: the dates (by the given clock) and names still count
+        dates = tuple(p for p in static if p != "client_certificate_wrong_usage")
+        found = (*dates, *server)
+        if found:
+            return found[0], found[1:]
+        return "accepted", tuple(p for p in static if p not in dates)
     if static:
         return static[0], static[1:]
     with_cert = result.with_certificate
@@ -475,6 +480,12 @@ def advice(
             "really reaches (load balancer members, TargetServer host/port, SNI)."
         )
     if cause == "accepted":
+        if leaf is None:
+            return (
+                "The keystore holds no client certificate, and the backend lets the call in "
+                "without one: this backend does not fail the MP's handshake. Check which backend "
+                "the MP really reaches and the keystore/KeyAlias in <SSLInfo>."
+            )
         if ev.java_sends is False:
             return (
                 "Java would send no certificate for these CA names, and the backend lets the "
