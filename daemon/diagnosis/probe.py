@@ -388,7 +388,10 @@ def _context(settings: TlsSettings) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     versions = [PROTOCOLS[p] for p in settings.effective_protocols]
     if not versions:  # nothing usable: offer TLS 1.2 with no suite, so that it fails like Java
-        versions = [SSL.TLS1_2_VERSION]
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_cipher_list(b"eNULL")
+        return ctx
     ctx.set_min_proto_version(min(versions))
     ctx.set_max_proto_version(max(versions))
     if min(versions) < SSL.TLS1_2_VERSION:
