@@ -1108,3 +1108,23 @@ def test_prediction_agrees_with_the_jsse_client(
         assert mp.alert == received, facts
     if java.http_status:
         assert mp.http is not None and mp.http.status == _status(java.http_status), facts
+
+
+def test_diagnose_subcommand_end_to_end(lab: Lab, ids: Ids, tmp_path: Path) -> None:
+    """`apigee-tls-exporter diagnose` as a process: the report's JSON and exit 0 for a decided
+    cause; a missing --client-key file is one line on stderr and exit 2."""
+    import subprocess
+    import sys
+
+    cert, key = ids.files["other"]
+    argv = [sys.executable, "-m", "apigee_tls_exporter", "diagnose", "--target",
+            lab.target("nginx", "require"), "--client-cert", cert]  # fmt: skip
+    done = subprocess.run([*argv, "--client-key", key, "--json"], capture_output=True, text=True)
+    assert (done.returncode, json.loads(done.stdout)["cause"]) == (0, "ca_mismatch")
+    gone = str(tmp_path / "gone.key")
+    bad = subprocess.run([*argv, "--client-key", gone], capture_output=True, text=True)
+    assert (bad.returncode, bad.stdout, bad.stderr) == (
+        2,
+        "",
+        f"diagnose: error: --client-key {gone}: file not found\n",
+    )
