@@ -32,8 +32,9 @@ Exported (at scrape time, from plain state that the checkpoint saves):
 alert fires, absent once resolved; ``apigee_tls_alert_transitions_total{alertname,state}``.
 ``cause`` comes from the optional ``cause_for(org, env, target, key_alias)`` hook (a diagnosis
 worker), ``""`` until it knows; ``on_firing(org, env, target, key_alias)`` is called each time a
-failure alert starts firing (and again for alerts restored from a checkpoint) so that the worker
-can start diagnosing. Both hooks must be quick and thread-safe: ``cause_for`` runs in the scrape.
+failure alert of either rule (page or warning) starts firing (and again for alerts restored from a
+checkpoint) so that the worker can start diagnosing; ``firing_reason`` tells it the reason. Both
+hooks must be quick and thread-safe: ``cause_for`` runs in the scrape.
 """
 
 from __future__ import annotations
@@ -363,6 +364,16 @@ class AlertEngine:
                 ((name, active.severity, org, env, target, key_alias, active.reason, cause), 1)
             )
         return out
+
+    def firing_reason(self, org: str, env: str, target: str, key_alias: str) -> Optional[str]:
+        """The reason of the failure alert firing for this key (the page's, if both fire): what
+        the MP received, for the diagnosis to explain when no cause is certain."""
+        with self._lock:
+            for name in FAILURE_ALERTS:
+                for ident, active in self.firing.items():
+                    if ident[0] == name and ident[1:5] == (org, env, target, key_alias):
+                        return active.reason
+        return None
 
     def _cause(self, org: str, env: str, target: str, key_alias: str) -> str:
         if self.cause_for is None:

@@ -18,11 +18,12 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import checkpoint, inventory
+from . import checkpoint
 from .alerts import AlertEngine, known_series
 from .config import Config, ConfigError, parse_listen
 from .correlate import Correlator
-from .inventory import DiagnosisWorker, KeystoreInventory
+from .diagnosis import inventory
+from .diagnosis.inventory import DiagnosisWorker, KeystoreInventory
 from .log import configure_logging
 from .metrics import ExporterCollector, FailureStore, FileStats
 from .notify import Notifier
@@ -107,6 +108,12 @@ class Daemon:
         )
         registry.register(self.alerts.collector())
         self._precreate()
+
+    def _diagnose(self, org: str, env: str, target: str, key_alias: str) -> None:
+        """A page or warning about a backend started firing: diagnose it in the background."""
+        if self.diagnosis is not None:
+            received = self.alerts.firing_reason(org, env, target, key_alias)
+            self.diagnosis.request(org, env, target, key_alias, received=received)
 
     def _precreate(self) -> None:
         """Known (target, key alias) series from ``alerts.known_targets`` exist at 0."""

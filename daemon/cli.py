@@ -250,15 +250,15 @@ def scan_table(result: ScanResult) -> str:
 
 
 def _diagnose(arguments: list[str]) -> int:
-    from . import diagnose
+    from . import diagnosis
 
     parser = argparse.ArgumentParser(
         prog=f"{PROG} diagnose",
         description="Probe a backend and the client identity the MP uses; tell why the TLS "
         "handshake fails (bad_certificate and the like) and what to change.",
     )
-    diagnose.configure_parser(parser)
-    return diagnose.command(parser.parse_args(arguments))
+    diagnosis.configure_parser(parser)
+    return diagnosis.command(parser.parse_args(arguments))
 
 
 def _check_config(path: str) -> int:

@@ -192,10 +192,14 @@ class AlertsConfig(Model):
 
 
 class DiagnosisTarget(Model):
-    """How the MP reaches one backend: its keystore and the SNI name it sends."""
+    """How the MP reaches one backend: its keystore, the SNI name it sends (default: the host
+    name, none for an IP; "" for none) and the TargetServer's <SSLInfo> protocols and ciphers."""
 
     keystore: Optional[str] = None  # NAME or ref://REF
     servername: Optional[str] = None
+    protocols: list[str] = Field(default_factory=list)  # e.g. [TLSv1.2]; empty: the JVM's
+    ciphers: list[str] = Field(default_factory=list)  # Java cipher suite names; empty: the JVM's
+    target_server: Optional[str] = None  # its sSLInfo gives keystore, alias, protocols, ciphers
 
 
 class InventoryKeystore(Model):

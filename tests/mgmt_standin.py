@@ -1,10 +1,26 @@
 """A local stand-in for the Apigee Edge management API (read-only keystore endpoints).
 
 This is NOT Apigee: it answers the endpoints and JSON shapes documented in
-``shared/reference/mp-log-format.md`` (references, keystores, certs, aliases, targetservers) so that
-the diagnose and inventory code can be tested without a Management Server. It checks Basic auth or a
-bearer token (401 otherwise), answers 404 for unknown names and can serve broken JSON on purpose.
-It listens on 127.0.0.1 only, over HTTP or (with ``tls_ca``) HTTPS.
+``shared/reference/mp-log-format.md`` so that the diagnose and inventory code can be tested without
+a Management Server. It checks Basic auth or a bearer token (401 otherwise), answers 404 for unknown
+names and can serve broken JSON on purpose. It listens on 127.0.0.1 only, over HTTP or (with
+``tls_ca``) HTTPS. The shapes, under ``/v1/organizations/{org}/environments/{env}``::
+
+    GET references/{ref}            {"name", "refers", "resourceType": "KeyStore"}
+    GET keystores                   ["name", ...]
+    GET keystores/{ks}/certs        ["cert-name", ...]
+    GET keystores/{ks}/certs/{c}    {"certName", "certInfo": [certInfo, ...]}  (leaf first)
+    GET keystores/{ks}/aliases      ["alias", ...]
+    GET keystores/{ks}/aliases/{a}  {"alias", "certsInfo": {"certInfo": [...], "certName"},
+                                     "keyName"}
+    GET targetservers/{name}        {"name", "host", "port", "isEnabled",
+                                     "sSLInfo": {"enabled", "clientAuthEnabled", "keyStore",
+                                                 "keyAlias", "trustStore", "protocols": [...],
+                                                 "ciphers": [...]}}
+
+``certInfo`` entries are ``cert_info()``'s (Java-style names, dates in epoch milliseconds);
+``target_server()`` builds the TargetServer object, ``sSLInfo`` strings as Edge writes them
+("true"/"false"), ``protocols`` Java names (``TLSv1.2``), ``ciphers`` Java suite names.
 """
 
 from __future__ import annotations
@@ -58,6 +74,36 @@ def cert_info(cert: x509.Certificate) -> dict[str, Any]:
 def chain_info(pem: bytes) -> list[dict[str, Any]]:
     """``certInfo`` entries (leaf first) for a PEM chain."""
     return [cert_info(c) for c in x509.load_pem_x509_certificates(pem)]
+
+
+def target_server(
+    name: str,
+    host: str,
+    port: int,
+    *,
+    key_store: str = "",
+    key_alias: str = "",
+    trust_store: str = "",
+    protocols: Optional[list[str]] = None,
+    ciphers: Optional[list[str]] = None,
+    client_auth: bool = True,
+) -> dict[str, Any]:
+    """A TargetServer in the management API's shape, with its ``sSLInfo``."""
+    return {
+        "name": name,
+        "host": host,
+        "port": port,
+        "isEnabled": True,
+        "sSLInfo": {
+            "enabled": "true",
+            "clientAuthEnabled": "true" if client_auth else "false",
+            "keyStore": key_store,
+            "keyAlias": key_alias,
+            "trustStore": trust_store,
+            "protocols": list(protocols or []),
+            "ciphers": list(ciphers or []),
+        },
+    }
 
 
 @dataclass

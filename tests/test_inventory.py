@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from apigee_tls_exporter.diagnose import Diagnosis
-from apigee_tls_exporter.inventory import (
+from apigee_tls_exporter.diagnosis import Diagnosis, Evaluation, ProbeResult, TlsSettings
+from apigee_tls_exporter.diagnosis.inventory import (
     ApiDiagnoser,
     DiagnosisRequest,
     DiagnosisWorker,
     KeystoreInventory,
     TargetOverride,
 )
-from apigee_tls_exporter.mgmt import Credentials, ManagementClient
-from mgmt_standin import Standin, chain_info
+from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementClient
+from mgmt_standin import Standin, chain_info, target_server
 from prometheus_client import CollectorRegistry
 from tls_backends import Pki, PythonBackend
 
@@ -135,7 +135,8 @@ def test_unknown_keystore_counts_not_found(standin: Standin) -> None:
 
 
 def fake_diagnosis(request: DiagnosisRequest, cause: str) -> Diagnosis:
-    return Diagnosis(target=request.target, cause=cause, advice="", checked_at=0.0)
+    result = ProbeResult(request.target, TlsSettings(), reachable=False)
+    return Diagnosis(request.target, cause, "", 0.0, result, Evaluation())
 
 
 class Scripted:
@@ -337,3 +338,26 @@ def test_wait_idle_returns_false_at_its_deadline() -> None:
     finally:
         diagnose.gate.set()
         worker.close()
+
+
+@pytest.mark.parametrize(("protocols", "expected"), [(["TLSv1.2"], "protocol_mismatch"),
+                                                     (["TLSv1.3"], "ca_mismatch")])  # fmt: skip
+def test_api_diagnoser_follows_the_target_server(
+    standin: Standin, pki: Pki, protocols: list[str], expected: str
+) -> None:
+    """A target mapped to a TargetServer is diagnosed with its sSLInfo: its keystore and key
+    alias, and its protocols (TLSv1.2 against a TLS 1.3 backend: protocol_mismatch)."""
+    cert, _ = pki.client(pki.other_ca, "ts")
+    env = standin.env("acme", "prod")
+    env.keystores["tsKeystore"] = {"tsKey": chain_info(Path(cert).read_bytes())}
+    names = pki.ca_file(pki.accepted_ca, name="accepted.pem")
+    with PythonBackend(pki, "1.3", trust=names, ca_names=names) as backend:
+        env.target_servers["ts1"] = target_server(
+            "ts1", "127.0.0.1", backend.port, key_store="tsKeystore", key_alias="tsKey",
+            protocols=protocols,
+        )  # fmt: skip
+        diagnoser = ApiDiagnoser(
+            client_for(standin), overrides={backend.target: TargetOverride(target_server="ts1")}
+        )
+        result = diagnoser(DiagnosisRequest("acme", "prod", backend.target, "tsKey"), 5.0)
+    assert (result.cause, result.result.settings.protocols) == (expected, tuple(protocols))

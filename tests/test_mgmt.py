@@ -10,8 +10,8 @@ from typing import Optional
 
 import pytest
 import trustme
-from apigee_tls_exporter.mgmt import Credentials, ManagementAPIError, ManagementClient
-from mgmt_standin import Standin, chain_info
+from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementAPIError, ManagementClient
+from mgmt_standin import Standin, chain_info, target_server
 from tls_backends import Pki, SilentBackend, free_port
 
 PASSWORD = "pa55-w0rd-Secret"
@@ -45,21 +45,11 @@ def standin(pki: Pki) -> Iterator[Standin]:
     env.references["myKeystoreRef"] = "myKeystore"
     env.keystores["myKeystore"] = {"myKey": chain_info(Path(cert).read_bytes())}
     env.keystores["empty"] = {}
-    env.target_servers["backend"] = {
-        "name": "backend",
-        "host": "10.20.3.4",
-        "port": 443,
-        "isEnabled": True,
-        "sSLInfo": {
-            "enabled": "true",
-            "clientAuthEnabled": "true",
-            "keyStore": "ref://myKeystoreRef",
-            "keyAlias": "myKey",
-            "trustStore": "ref://myTrustStoreRef",
-            "protocols": ["TLSv1.2"],
-            "ciphers": [],
-        },
-    }
+    env.target_servers["backend"] = target_server(
+        "backend", "10.20.3.4", 443, key_store="ref://myKeystoreRef", key_alias="myKey",
+        trust_store="ref://myTrustStoreRef", protocols=["TLSv1.2"],
+        ciphers=["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"],
+    )  # fmt: skip
     with s:
         yield s
 
@@ -90,10 +80,15 @@ def test_alias_chain(standin: Standin) -> None:
 
 
 def test_target_server_ssl_info(standin: Standin) -> None:
-    """targetservers/{name} gives host, port and the sSLInfo keystore and alias."""
+    """targetservers/{name} gives host, port and the sSLInfo keystore, alias, protocols and
+    cipher suites."""
     server = client_for(standin).get_target_server("acme", "prod", "backend")
     got = (server.host, server.port, server.client_auth_enabled, server.key_store, server.key_alias)
     assert got == ("10.20.3.4", 443, True, "ref://myKeystoreRef", "myKey")
+    assert (server.protocols, server.ciphers) == (
+        ("TLSv1.2",),
+        ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
+    )
 
 
 def test_bearer_token(pki: Pki) -> None:

@@ -98,7 +98,12 @@ class TargetServerSSL:
     key_store: str
     key_alias: str
     trust_store: str
-    protocols: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()  # empty: the MP's JVM defaults
+    ciphers: tuple[str, ...] = ()  # Java (IANA) cipher suite names; empty: the JVM defaults
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value if str(v).strip()) if isinstance(value, list) else ()
 
 
 def _ms(value: Any) -> Optional[float]:
@@ -318,7 +323,6 @@ class ManagementClient:
         def flag(value: Any) -> bool:
             return str(value).lower() == "true"
 
-        protocols = ssl_info.get("protocols") or []
         return TargetServerSSL(
             name=str(data.get("name", name)),
             host=str(data.get("host", "")),
@@ -328,5 +332,6 @@ class ManagementClient:
             key_store=str(ssl_info.get("keyStore") or ""),
             key_alias=str(ssl_info.get("keyAlias") or ""),
             trust_store=str(ssl_info.get("trustStore") or ""),
-            protocols=tuple(str(p) for p in protocols) if isinstance(protocols, list) else (),
+            protocols=_strings(ssl_info.get("protocols")),
+            ciphers=_strings(ssl_info.get("ciphers")),
         )

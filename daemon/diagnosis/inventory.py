@@ -3,7 +3,7 @@
 ``KeystoreInventory`` turns the keystores' certificates into
 ``apigee_tls_client_certificate_expiry_timestamp_seconds{org,env,keystore,alias}``: the page before
 the outage, which no log can give. ``DiagnosisWorker`` runs ``diagnose`` in a small thread pool
-when an alert starts firing and exposes
+when a failure alert (page or warning) starts firing and exposes
 ``apigee_tls_diagnosis_info{org,env,target,key_alias,cause}``.
 ``ApiDiagnoser`` is the diagnose function the worker needs when the management API is configured.
 
@@ -18,14 +18,15 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .config import DiagnosisConfig
-from .diagnose import CAUSES, ClientIdentity, Diagnosis, identity_from_management, run_diagnosis
+from ..config import DiagnosisConfig
+from .decide import CAUSES, Diagnosis, run_diagnosis
+from .identity import ClientIdentity, identity_from_management, identity_from_target_server
 from .mgmt import ERROR_KINDS, Credentials, ManagementAPIError, ManagementClient
 
 Clock = Callable[[], float]
@@ -115,12 +116,14 @@ class KeystoreInventory:
 
 @dataclass(frozen=True)
 class DiagnosisRequest:
-    """What to diagnose: the labels of a firing alert."""
+    """What to diagnose: the labels of a firing alert. The key is (org, env, target, key_alias);
+    ``received`` (the alert's reason: what the MP received) is carried along, not compared."""
 
     org: str
     env: str
     target: str
     key_alias: str
+    received: Optional[str] = field(default=None, compare=False)
 
 
 DiagnoseFunction = Callable[[DiagnosisRequest, float], Diagnosis]  # (request, timeout)
@@ -180,9 +183,15 @@ class DiagnosisWorker:
             registry=registry,
         )
 
-    def request(self, org: str, env: str, target: str, key_alias: str) -> bool:
-        """Queue a diagnosis unless one ran recently or is pending; True when queued."""
-        key = DiagnosisRequest(org, env, target, key_alias)
+    def request(
+        self, org: str, env: str, target: str, key_alias: str, received: Optional[str] = None
+    ) -> bool:
+        """Queue a diagnosis unless one ran recently or is pending; True when queued.
+
+        ``received`` is the reason of the alert (the TLS alert the MP received), which the
+        diagnosis explains when no cause is certain.
+        """
+        key = DiagnosisRequest(org, env, target, key_alias, received)
         now = self._clock()
         with self._lock:
             reason = None
@@ -269,10 +278,14 @@ class DiagnosisWorker:
 
 @dataclass(frozen=True)
 class TargetOverride:
-    """Per-target settings: which keystore the MP uses for it, and the SNI name to send."""
+    """Per-target settings: which keystore the MP uses for it, the SNI name it sends (default:
+    the host name, none for an IP) and its TargetServer protocols and cipher suites."""
 
     keystore: Optional[str] = None  # NAME or ref://REF
     servername: Optional[str] = None
+    protocols: tuple[str, ...] = ()
+    ciphers: tuple[str, ...] = ()
+    target_server: Optional[str] = None  # read keyStore/keyAlias/protocols/ciphers from it
 
 
 class ApiDiagnoser:
@@ -321,15 +334,36 @@ class ApiDiagnoser:
         )
 
     def __call__(self, request: DiagnosisRequest, timeout: float) -> Diagnosis:
-        """Diagnose one request (raises ``ManagementAPIError`` when the API fails)."""
+        """Diagnose one request (raises ``ManagementAPIError`` when the API fails).
+
+        With ``target_server`` configured for the target, its ``sSLInfo`` gives the keystore,
+        key alias, protocols and cipher suites (settings given in the override win).
+        """
         override = self._overrides.get(request.target, TargetOverride())
+        protocols, ciphers = override.protocols, override.ciphers
+        identity: Optional[ClientIdentity]
+        if override.target_server and not override.keystore:
+            identity, server = identity_from_target_server(
+                self._client, request.org, request.env, override.target_server
+            )
+            protocols, ciphers = protocols or server.protocols, ciphers or server.ciphers
+        else:
+            identity = self.identity(request)
+            if override.target_server:
+                server = self._client.get_target_server(
+                    request.org, request.env, override.target_server
+                )
+                protocols, ciphers = protocols or server.protocols, ciphers or server.ciphers
         return run_diagnosis(
             request.target,
             servername=override.servername,
-            identity=self.identity(request),
+            identity=identity,
             timeout=timeout,
             ca_file=self._ca_file,
             clock=self._clock,
+            protocols=protocols,
+            ciphers=ciphers,
+            received=request.received,
         )
 
 
@@ -369,7 +403,13 @@ def from_config(
     diagnoser = ApiDiagnoser(
         client,
         overrides={
-            target: TargetOverride(keystore=t.keystore, servername=t.servername)
+            target: TargetOverride(
+                keystore=t.keystore,
+                servername=t.servername,
+                protocols=tuple(t.protocols),
+                ciphers=tuple(t.ciphers),
+                target_server=t.target_server,
+            )
             for target, t in config.targets.items()
         },
         default_keystore=config.default_keystore,

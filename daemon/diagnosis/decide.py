@@ -1,0 +1,825 @@
+"""The decision: from a probe and a client identity, one cause and what to change.
+
+``evaluate()`` derives every fact the cause, the human report and ``--json`` show (would Java send
+the certificate for these CA names, and which name matched; which of the probe's handshakes is the
+one the MP makes; how the backend answered it; what is wrong with the certificates), so that the
+report cannot say anything the decision did not use. ``decide()`` maps those facts onto
+``CAUSES``; ``make_diagnosis()`` puts it all into a ``Diagnosis``.
+
+The order of the checks follows the order in which the MP's handshake can fail: no TCP or no
+TLS; no common protocol, cipher suite or SNI name; the backend's certificate (when the MP checks
+it); whether the backend asks for a client certificate; the client side as the playbook checks
+it (no certificate, CA names, dates, key usage, chain); the HTTP answer; finally ``accepted``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .identity import CertSummary, ClientIdentity, dn_key, is_ip_literal
+from .probe import Handshake, HttpAnswer, ProbeResult, TlsSettings, parse_target, probe
+
+Clock = Callable[[], float]
+
+CAUSES = (
+    "missing_client_certificate",
+    "ca_mismatch",
+    "issuer_not_trusted_by_backend",
+    "client_certificate_expired",
+    "client_certificate_not_yet_valid",
+    "client_certificate_wrong_usage",
+    "incomplete_chain",
+    "chain_too_long",
+    "rejected_at_http",
+    "no_client_certificate_requested",
+    "accepted",
+    "server_certificate_untrusted",
+    "server_certificate_expired",
+    "hostname_mismatch",
+    "sni_required",
+    "protocol_mismatch",
+    "cipher_mismatch",
+    "not_tls",
+    "unreachable",
+    "unknown",
+)
+
+# What a failure reason (the daemon's ``reason`` label: the alert the MP received, or the fixed
+# reasons of parse.FIXED_REASONS) usually means, for when no cause is certain.
+RECEIVED = {
+    "bad_certificate": "the backend rejected the client certificate, or the empty Certificate "
+    "message Java sends when no keystore certificate fits the backend's CA names (Java/Tomcat "
+    "backends answer a missing certificate with bad_certificate)",
+    "certificate_required": "a TLS 1.3 backend wanted a client certificate and got none: Java "
+    "found no keystore certificate for the backend's CA names, or the keystore has none",
+    "handshake_failure": "no common protocol or cipher suite, or (OpenSSL-based backends on "
+    "TLS 1.2) no acceptable client certificate",
+    "unknown_ca": "the backend does not trust the issuer of the client certificate chain "
+    "(or the chain lacks an intermediate)",
+    "certificate_unknown": "the backend could not verify the client certificate chain",
+    "certificate_expired": "the client certificate (or a certificate of its chain) has expired "
+    "by the backend's clock",
+    "unsupported_certificate": "the backend refuses the client certificate's type or usage "
+    "(usually an extended key usage without clientAuth)",
+    "certificate_revoked": "the backend found the client certificate revoked",
+    "access_denied": "the backend verified the client certificate but its access rules refuse it",
+    "decrypt_error": "the backend could not check the signature of the client certificate chain "
+    "or of the handshake",
+    "protocol_version": "no TLS version in common with the backend (TargetServer protocols), or "
+    "a backend refusing a handshake without the SNI name it needs",
+    "insufficient_security": "the backend wants stronger cipher suites than the MP offers",
+    "unrecognized_name": "the backend does not know the SNI name sent, or needs one: the MP "
+    "sends none for an IP target",
+    "illegal_parameter": "a handshake field the backend did not accept",
+    "internal_error": "the backend failed on its side: see its log",
+    "no_application_protocol": "no ALPN protocol in common",
+    "pkix_path_building_failed": "the MP does not trust the backend's certificate chain (its "
+    "truststore lacks the backend's CA, or the backend serves an incomplete chain)",
+    "hostname_mismatch": "the backend's certificate does not name the host the MP connects to",
+    "remote_closed": "the backend closed the connection during the handshake: it needs SNI, "
+    "does not speak TLS on that port, or a load balancer refused the connection",
+    "no_appropriate_protocol": "the MP's protocols and cipher suites leave nothing usable",
+    "handshake_timeout": "no answer to the ClientHello: a firewall or load balancer drops it",
+    "pkix_path_validation_failed": "the MP found the backend's chain invalid (expired, revoked, "
+    "wrong key usage or path constraints)",
+    "algorithm_constraints": "the backend's certificate or handshake uses an algorithm the MP's "
+    "JVM disables (jdk.certpath/jdk.tls.disabledAlgorithms)",
+    "no_appropriate_cipher_suite": "none of the MP's cipher suites can be used with its "
+    "protocols or with the backend's certificate",
+    "not_tls": "the backend's port does not speak TLS (plain HTTP, or another protocol)",
+    "empty_server_certificate": "the backend sent no certificate",
+    "general_sslengine_problem": "the MP's TLS engine failed on something it could not name",
+}
+
+# Alerts a server sends when it cannot build or check a path from the client's certificate
+# (Apache's mod_ssl answers a chain longer than SSLVerifyDepth with internal_error).
+CHAIN_ALERTS = frozenset(
+    {
+        "bad_certificate",
+        "unknown_ca",
+        "certificate_unknown",
+        "decrypt_error",
+        "handshake_failure",
+        "internal_error",
+    }
+)
+# HTML titles of nginx's answers for a missing or unverifiable client certificate.
+CERTIFICATE_TITLES = ("no required ssl certificate was sent", "the ssl certificate error")
+CERTIFICATE_STATUSES = (495, 496)  # nginx's own codes, when the config maps them to a page
+REJECTING_STATUSES = (400, 401, 403, 421, 495, 496)
+
+
+def _iso(epoch: Optional[float]) -> Optional[str]:
+    if epoch is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def would_send(chain: tuple[CertSummary, ...], ca_names: tuple[str, ...]) -> bool:
+    """Would Java's key manager send this chain for this CertificateRequest?
+
+    With no CA names, any certificate goes. Otherwise Java (SunX509, the default key manager)
+    picks the alias only when the issuer of a certificate in its chain (the leaf's issuer, as the
+    playbook checks, or an intermediate's) is among the names; else it sends an empty
+    Certificate message.
+    """
+    return match_depth(chain, ca_names) is not None
+
+
+def match_depth(chain: tuple[CertSummary, ...], ca_names: tuple[str, ...]) -> Optional[int]:
+    """The index of the first chain certificate whose issuer is among ``ca_names`` (0: the leaf);
+    0 when no names were sent (any issuer goes); None when Java would send nothing."""
+    if not chain:
+        return None
+    if not ca_names:
+        return 0
+    accepted = {dn_key(name) for name in ca_names}
+    return next((i for i, c in enumerate(chain) if dn_key(c.issuer) in accepted), None)
+
+
+def http_rejection(answer: Optional[HttpAnswer]) -> Optional[str]:
+    """``"certificate"`` for an HTTP answer that rejects the client certificate (nginx),
+    ``"http"`` for another refusal (401, 403, ...), None for an answer that lets the call in."""
+    if answer is None:
+        return None
+    title = (answer.title or "").lower()
+    if answer.status in CERTIFICATE_STATUSES or (
+        answer.status == 400 and any(t in title for t in CERTIFICATE_TITLES)
+    ):
+        return "certificate"
+    if answer.status in REJECTING_STATUSES:
+        return "http"
+    return None
+
+
+def describe_answer(hs: Handshake) -> str:
+    """How the backend answered one attempt, in a few words."""
+    if not hs.completed:
+        if hs.alert:
+            return f"rejected in the handshake (alert {hs.alert})"
+        return f"failed ({hs.error or 'no answer'})"
+    if hs.alert:
+        return f"rejected after the handshake (alert {hs.alert})"
+    if hs.http is not None:
+        answer = f"HTTP {hs.http.status} {hs.http.reason}".rstrip()
+        if hs.http.title and hs.http.title.lower() not in answer.lower():
+            answer += f' ("{hs.http.title}")'
+        verdict = "rejected at HTTP" if http_rejection(hs.http) else "accepted"
+        return f"{verdict}: {answer}"
+    return "accepted (no HTTP answer)"
+
+
+def _rejection(hs: Handshake) -> Optional[str]:
+    """``"tls"``, ``"certificate"`` (HTTP), ``"http"`` or None (the backend let it in)."""
+    if hs.tls_rejected:
+        return "tls"
+    return http_rejection(hs.http)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The facts the cause is decided from; the report and ``--json`` show exactly these."""
+
+    java_sends: Optional[bool] = None  # None: no client certificate to send, or no handshake
+    matched_depth: Optional[int] = None  # chain index whose issuer the backend names
+    matched_ca: Optional[str] = None
+    mp_attempt: str = "none"  # "without_certificate", "with_certificate", "not_tried", "none"
+    probe_sent_unlike_java: bool = False  # the probe presented a certificate Java would not
+    rejection: Optional[str] = None  # of the MP's attempt: "tls", "certificate", "http", None
+    client_problems: tuple[str, ...] = ()  # causes certain from the certificates alone
+    client_details: tuple[str, ...] = ()
+    server_problems: tuple[str, ...] = ()  # server_certificate_expired, hostname_mismatch
+    server_details: tuple[str, ...] = ()
+    hostnames_checked: tuple[str, ...] = ()
+
+
+def _client_problems(
+    identity: ClientIdentity, now: float
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    problems: list[str] = []
+    details: list[str] = []
+    for i, cert in enumerate(identity.certificates):
+        state = cert.expiry_problem(now)
+        if state is None:
+            continue
+        what = "the client certificate" if i == 0 else f"chain certificate [{i}] {cert.subject}"
+        cause = f"client_certificate_{state}"
+        if cause not in problems:
+            problems.append(cause)
+        when = _iso(cert.not_after if state == "expired" else cert.not_before)
+        verb = "expired on" if state == "expired" else "is valid only from"
+        details.append(f"{what} {verb} {when}")
+    leaf = identity.leaf
+    if leaf is not None and leaf.wrong_usage:
+        problems.append("client_certificate_wrong_usage")
+        details.append(f"the client certificate's {leaf.wrong_usage}")
+    return tuple(problems), tuple(details)
+
+
+def _server_problems(
+    result: ProbeResult, now: float
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    anon = result.without_certificate
+    if anon is None or not anon.server_chain:
+        return (), (), ()
+    leaf = anon.server_chain[0]
+    problems: list[str] = []
+    details: list[str] = []
+    state = leaf.expiry_problem(now)
+    if state == "expired":
+        problems.append("server_certificate_expired")
+        details.append(f"the backend's certificate expired on {_iso(leaf.not_after)}")
+    elif state == "not_yet_valid":
+        problems.append("server_certificate_expired")
+        details.append(f"the backend's certificate is valid only from {_iso(leaf.not_before)}")
+    names = tuple(n for n in (result.servername, result.host) if n)
+    names = tuple(dict.fromkeys(names))
+    if not any(leaf.matches_host(n) for n in names):
+        problems.append("hostname_mismatch")
+        sans = ", ".join(leaf.subject_alternative_names) or "none"
+        details.append(
+            f"the backend's certificate does not name {' or '.join(names)} (subject "
+            f"{leaf.subject}; SANs: {sans})"
+        )
+    return tuple(problems), tuple(details), names
+
+
+def evaluate(result: ProbeResult, identity: Optional[ClientIdentity], now: float) -> Evaluation:
+    """Every fact the decision uses, from one probe and one identity."""
+    anon = result.without_certificate
+    server, server_details, hostnames = _server_problems(result, now)
+    base = Evaluation(
+        server_problems=server, server_details=server_details, hostnames_checked=hostnames
+    )
+    if anon is None or not anon.server_hello:
+        return base
+    if identity is None or identity.leaf is None:
+        attempt = "without_certificate" if identity is not None else "none"
+        rejection = _rejection(anon) if identity is not None else None
+        return Evaluation(
+            mp_attempt=attempt, rejection=rejection, server_problems=server,
+            server_details=server_details, hostnames_checked=hostnames,
+        )  # fmt: skip
+    problems, details = _client_problems(identity, now)
+    names = anon.acceptable_ca_names
+    depth = match_depth(identity.certificates, names) if anon.certificate_requested else 0
+    sends = depth is not None and anon.certificate_requested
+    matched = None
+    if depth is not None and names:
+        issuer = dn_key(identity.certificates[depth].issuer)
+        matched = next(n for n in names if dn_key(n) == issuer)
+    with_cert = result.with_certificate
+    if not sends:
+        attempt, mp = "without_certificate", anon
+    elif with_cert is not None:
+        attempt, mp = "with_certificate", with_cert
+    else:
+        attempt, mp = "not_tried", None
+    return Evaluation(
+        java_sends=sends if anon.certificate_requested else None,
+        matched_depth=depth if sends else None,
+        matched_ca=matched,
+        mp_attempt=attempt,
+        probe_sent_unlike_java=with_cert is not None and not sends and anon.certificate_requested,
+        rejection=_rejection(mp) if mp is not None else None,
+        client_problems=problems,
+        client_details=details,
+        server_problems=server,
+        server_details=server_details,
+        hostnames_checked=hostnames,
+    )
+
+
+def _negotiation(result: ProbeResult) -> str:
+    """The cause of a handshake that failed before the ServerHello."""
+    anon = result.without_certificate
+    assert anon is not None
+    attempts = (anon, *result.retries)
+    if any(a.alert == "unrecognized_name" for a in attempts):
+        return "sni_required"
+    offered = result.settings.effective_protocols
+    working = [r.protocols[0] for r in result.retries if r.server_hello and r.protocols]
+    if result.settings.ciphers and any(v in offered for v in working):
+        return "cipher_mismatch"  # a version the MP offers works, with other suites
+    if any(v not in offered for v in working):
+        return "protocol_mismatch"
+    if not offered:
+        return "protocol_mismatch" if result.settings.protocols else "cipher_mismatch"
+    return "unknown"
+
+
+def decide(
+    result: ProbeResult,
+    identity: Optional[ClientIdentity],
+    ev: Evaluation,
+    received: Optional[str] = None,
+) -> tuple[str, tuple[str, ...]]:
+    """The cause (one of ``CAUSES``) and further problems that are certain too."""
+    anon = result.without_certificate
+    if not result.reachable or anon is None:
+        return "unreachable", ()
+    if anon.not_tls:
+        return "not_tls", ()
+    if not anon.server_hello:
+        return ("unreachable", ()) if anon.timed_out else (_negotiation(result), ())
+    if result.server_chain_checked and anon.server_verify_error:
+        return "server_certificate_untrusted", ev.server_problems
+    server = ev.server_problems
+    if received == "hostname_mismatch" and "hostname_mismatch" in server:
+        return "hostname_mismatch", tuple(p for p in server if p != "hostname_mismatch")
+    if server and result.server_chain_checked:
+        return server[0], server[1:]
+    if not anon.certificate_requested:
+        return (server[0], server[1:]) if server else ("no_client_certificate_requested", ())
+    if identity is None:
+        return "unknown", ()
+    if identity.leaf is None:
+        if ev.rejection is None:  # the backend asks, but lets the MP in without one
+            return "accepted", ("missing_client_certificate", *server)
+        return "missing_client_certificate", ()
+    static = ev.client_problems
+    if not ev.java_sends:
+        if ev.rejection is None:  # the backend lets the MP in without a certificate
+            return "accepted", ("ca_mismatch", *static, *server)
+        return "ca_mismatch", static
+    if ev.mp_attempt == "not_tried":
+        return (static[0], static[1:]) if static else ("unknown", ())
+    if ev.rejection is None:  # let in: the dates (by the given clock) and names still count
+        dates = tuple(p for p in static if p != "client_certificate_wrong_usage")
+        found = (*dates, *server)
+        if found:
+            return found[0], found[1:]
+        return "accepted", tuple(p for p in static if p not in dates)
+    if static:
+        return static[0], static[1:]
+    with_cert = result.with_certificate
+    assert with_cert is not None
+    chain_error = ev.rejection == "certificate" or (
+        ev.rejection == "tls" and (with_cert.alert in CHAIN_ALERTS or with_cert.alert is None)
+    )
+    if chain_error:
+        return _chain_cause(identity, ev, with_cert.alert, bool(anon.acceptable_ca_names)), ()
+    if ev.rejection == "http":
+        return "rejected_at_http", ()
+    return "unknown", ()
+
+
+def _chain_cause(
+    identity: ClientIdentity, ev: Evaluation, alert: Optional[str], names_sent: bool
+) -> str:
+    """Java sent the chain and the backend could not verify it."""
+    if not names_sent:
+        return "issuer_not_trusted_by_backend"
+    depth = ev.matched_depth or 0
+    if depth >= 1 or alert == "internal_error":
+        # An intermediate between the leaf and a CA the backend names (and so trusts): its
+        # verify depth. Apache's mod_ssl answers a chain over SSLVerifyDepth with internal_error.
+        return "chain_too_long"
+    leaf = identity.certificates[0]
+    has_issuer = any(dn_key(c.subject) == dn_key(leaf.issuer) for c in identity.certificates[1:])
+    return "issuer_not_trusted_by_backend" if has_issuer else "incomplete_chain"
+
+
+# -- advice -------------------------------------------------------------------------------------
+
+
+def advice(
+    cause: str,
+    result: ProbeResult,
+    identity: Optional[ClientIdentity],
+    ev: Evaluation,
+    received: Optional[str],
+) -> str:
+    """What to change, in words a paged engineer can act on, with the facts that matter."""
+    anon = result.without_certificate
+    leaf = identity.leaf if identity else None
+    issuer = leaf.issuer if leaf else "?"
+    mp = result.with_certificate if ev.mp_attempt == "with_certificate" else anon
+    answer = describe_answer(mp) if mp is not None else ""
+    chain_len = len(identity.certificates) if identity else 0
+    settings = result.settings
+    if cause == "missing_client_certificate":
+        return (
+            "The keystore holds no client certificate for this key alias. Upload the client "
+            "certificate with its complete chain and private key to the keystore the "
+            "TargetEndpoint/TargetServer <SSLInfo> uses, under the configured KeyAlias."
+        )
+    if cause == "ca_mismatch":
+        text = (
+            "The MP sends no certificate: no issuer in the keystore chain is among the CA names "
+            "the backend accepts, so Java's key manager picks no alias and sends an empty "
+            f"Certificate message. Leaf issuer: {issuer}. Use a client certificate issued by "
+            "one of the acceptable CAs, or add the issuer to the backend's client CA list."
+        )
+        if leaf is not None and not leaf.self_issued and chain_len == 1:
+            text += (
+                " If the leaf's issuer is an intermediate below one of the acceptable CAs, upload "
+                "the chain with that intermediate (leaf first): Java then finds the alias."
+            )
+        return text
+    if cause == "issuer_not_trusted_by_backend":
+        text = (
+            f"Java sends the certificate but the backend cannot verify it ({answer}): it does "
+            f"not trust the issuer {issuer}. Add that CA (and its root) to the backend's trusted "
+            "client CAs, or use a client certificate from a CA the backend trusts."
+        )
+        if chain_len == 1 and leaf is not None and not leaf.self_issued:
+            text += (
+                " If that issuer is an intermediate CA, upload the chain with it to the keystore "
+                "alias (leaf first)."
+            )
+        return text
+    if cause == "client_certificate_expired":
+        return (
+            "Renew the client certificate and upload the new one (with its chain) to the "
+            "keystore alias: " + "; ".join(ev.client_details) + "."
+        )
+    if cause == "client_certificate_not_yet_valid":
+        return (
+            "The client certificate is not valid yet: check the node's clock, or upload a "
+            "certificate whose validity has started: " + "; ".join(ev.client_details) + "."
+        )
+    if cause == "client_certificate_wrong_usage":
+        return (
+            "The backend refuses the certificate for client authentication: "
+            + "; ".join(d for d in ev.client_details if "usage" in d)
+            + ". Issue a client certificate with the extended key usage clientAuth (TLS Web "
+            "Client Authentication) and digitalSignature, and upload it to the keystore alias."
+        )
+    if cause == "incomplete_chain":
+        return (
+            f"The backend names the leaf's issuer {issuer} among its CAs but cannot build a path "
+            f"from it ({answer}). Upload the complete chain (leaf first, then every "
+            "intermediate) to the keystore alias; if the backend still refuses, its CA file "
+            "lacks the root that issued that CA."
+        )
+    if cause == "chain_too_long":
+        depth = (ev.matched_depth or 0) + 1
+        return (
+            f"The backend names {ev.matched_ca} and Java sends the chain that leads to it (a "
+            f"path of {depth + 1} certificates with that CA), but the backend refuses it "
+            f"({answer}): its verify depth is too small for this path. Raise it on the backend "
+            f"to at least {depth} (nginx ssl_verify_depth, Apache SSLVerifyDepth; both default "
+            "to 1), or add the intermediate CAs to the backend's client CA file."
+        )
+    if cause == "rejected_at_http":
+        http = answer.split(": ", 1)[-1]
+        return (
+            f"The TLS handshake succeeds but the backend refuses the request: {http}. The "
+            "backend's HTTP configuration rejects this client (certificate not verified or not "
+            "allowed): check its access rules for the client certificate's subject and issuer."
+        )
+    if cause == "no_client_certificate_requested":
+        return (
+            "The backend does not ask for a client certificate, so a certificate rejection does "
+            "not come from this backend's client authentication: check which backend the MP "
+            "really reaches (load balancer members, TargetServer host/port, SNI)."
+        )
+    if cause == "accepted":
+        if leaf is None:
+            return (
+                "The keystore holds no client certificate, and the backend lets the call in "
+                "without one: this backend does not fail the MP's handshake. Check which backend "
+                "the MP really reaches and the keystore/KeyAlias in <SSLInfo>."
+            )
+        if ev.java_sends is False:
+            return (
+                "Java would send no certificate for these CA names, and the backend lets the "
+                "call in without one: this backend does not fail the MP's handshake. Check which "
+                "backend the MP really reaches and the keystore/KeyAlias in <SSLInfo>."
+            )
+        return (
+            "The backend accepts this client certificate with the MP's protocols and SNI, so "
+            "the MP must be using another one: check the KeyStore reference and KeyAlias in "
+            "<SSLInfo> and that every MP has the current keystore."
+        )
+    if cause == "server_certificate_untrusted":
+        error = anon.server_verify_error if anon else None
+        return (
+            f"The backend's chain does not verify against the given truststore ({error}): "
+            "import the backend's CA (and intermediates) into the MP truststore, or have the "
+            "backend serve its full chain."
+        )
+    if cause == "server_certificate_expired":
+        return (
+            "The backend serves a certificate outside its validity ("
+            + "; ".join(d for d in ev.server_details if "valid" in d or "expired" in d)
+            + "): renew it on the backend. (An MP that does not validate the backend's "
+            "certificate, without a TrustStore in <SSLInfo>, is not stopped by this.)"
+        )
+    if cause == "hostname_mismatch":
+        return (
+            "The MP checks the backend's certificate against the host it connects to: "
+            + "; ".join(d for d in ev.server_details if "does not name" in d)
+            + ". Use the host name the certificate names in the TargetServer, or have the "
+            "backend's certificate name this host (an IP target needs an IP SAN). (An MP that "
+            "does not validate the backend's certificate is not stopped by this.)"
+        )
+    if cause == "sni_required":
+        if settings.servername:
+            return (
+                f"The backend does not know the SNI name {settings.servername} "
+                "(unrecognized_name): configure the host name the backend serves in the "
+                "TargetServer, or add this name to the backend."
+            )
+        return (
+            "The backend needs an SNI name (unrecognized_name without one) and the MP sends none "
+            f"for the IP target {result.host}: use the host name in the TargetServer (the MP "
+            "sends SNI for a host name when jsse.enableSNIExtension is on), and run diagnose "
+            "with --servername NAME to check that name."
+        )
+    if cause == "protocol_mismatch":
+        offered = ", ".join(settings.effective_protocols) or "none usable"
+        works = [r.protocols[0] for r in result.retries if r.server_hello and r.protocols]
+        text = f"No TLS version in common: the MP offers {offered}"
+        text += f", the backend answers {', '.join(works)}" if works else ""
+        return (
+            text + ". Add the backend's version to the TargetServer's <SSLInfo><Protocols> (or "
+            "remove the list to use the JVM's defaults), or enable the MP's version on the "
+            "backend."
+        )
+    if cause == "cipher_mismatch":
+        return (
+            "No cipher suite in common: the backend completes the handshake with the default "
+            "suites but not with the TargetServer's <SSLInfo><Ciphers> ("
+            + (", ".join(settings.ciphers) or "none usable")
+            + "). Add a suite the backend supports to <Ciphers>, or remove the list."
+        )
+    if cause == "not_tls":
+        return (
+            "The port does not speak TLS (the backend answered the ClientHello with something "
+            "else, e.g. plain HTTP): check the TargetServer port and that <SSLInfo> is meant "
+            "for it."
+        )
+    if cause == "unreachable":
+        return (
+            "No TLS answer from the backend: check the host and port, DNS, firewalls and that "
+            "the port speaks TLS."
+        )
+    return _unknown_advice(result, identity, ev, received)
+
+
+def _unknown_advice(
+    result: ProbeResult,
+    identity: Optional[ClientIdentity],
+    ev: Evaluation,
+    received: Optional[str],
+) -> str:
+    anon = result.without_certificate
+    seen = None
+    if anon is not None:
+        mp = result.with_certificate if ev.mp_attempt == "with_certificate" else anon
+        seen = mp.alert if mp is not None else None
+    parts = ["No cause is certain from what the backend and the client identity show."]
+    for what, alert in (("The MP received", received), ("The probe received", seen)):
+        if alert and alert in RECEIVED:
+            parts.append(f"{what} {alert}, which usually means: {RECEIVED[alert]}.")
+        elif alert:
+            parts.append(f"{what} {alert}.")
+    if identity is None:
+        parts.append(
+            "Give the identity the MP uses (--client-cert/--client-key, --pkcs12 or the "
+            "management API) to decide."
+        )
+    elif ev.mp_attempt == "not_tried":
+        parts.append(
+            "Java would send the keystore certificate and it is within its dates, but without "
+            "the private key the handshake cannot be tried: run again with --client-cert and "
+            "--client-key (or --pkcs12)."
+        )
+    if len(parts) == 1:
+        parts.append("The backend's own log says why it refused the handshake.")
+    return " ".join(parts)
+
+
+# -- the diagnosis ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The outcome of one diagnosis: the cause, the advice and every fact that led there."""
+
+    target: str
+    cause: str
+    advice: str
+    checked_at: float
+    result: ProbeResult
+    evaluation: Evaluation
+    identity: Optional[ClientIdentity] = None
+    received: Optional[str] = None
+    other_problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    # -- shortcuts for the report, the daemon and the tests -----------------------------------
+    @property
+    def servername(self) -> Optional[str]:
+        return self.result.servername
+
+    @property
+    def anonymous(self) -> Optional[Handshake]:
+        return self.result.without_certificate
+
+    @property
+    def tls_version(self) -> Optional[str]:
+        anon, cert = self.result.without_certificate, self.result.with_certificate
+        return (anon.tls_version if anon else None) or (cert.tls_version if cert else None)
+
+    @property
+    def certificate_requested(self) -> Optional[bool]:
+        anon = self.result.without_certificate
+        return anon.certificate_requested if anon and anon.server_hello else None
+
+    @property
+    def acceptable_ca_names(self) -> tuple[str, ...]:
+        anon = self.result.without_certificate
+        return anon.acceptable_ca_names if anon else ()
+
+    @property
+    def client_certificate(self) -> Optional[CertSummary]:
+        return self.identity.leaf if self.identity else None
+
+    @property
+    def client_chain(self) -> tuple[CertSummary, ...]:
+        return self.identity.certificates if self.identity else ()
+
+    @property
+    def server_chain(self) -> tuple[CertSummary, ...]:
+        anon = self.result.without_certificate
+        return anon.server_chain if anon else ()
+
+    @property
+    def server_chain_checked(self) -> bool:
+        return self.result.server_chain_checked
+
+    @property
+    def identity_source(self) -> Optional[str]:
+        return self.identity.source if self.identity else None
+
+    @property
+    def identity_description(self) -> Optional[str]:
+        return self.identity.description if self.identity else None
+
+    @property
+    def server_verify_error(self) -> Optional[str]:
+        anon = self.result.without_certificate
+        return anon.server_verify_error if anon else None
+
+    @property
+    def alert_without_certificate(self) -> Optional[str]:
+        anon = self.result.without_certificate
+        return anon.alert if anon else None
+
+    @property
+    def alert_with_certificate(self) -> Optional[str]:
+        cert = self.result.with_certificate
+        return cert.alert if cert else None
+
+    @property
+    def handshake_with_certificate(self) -> str:
+        """``accepted``, ``rejected`` (in TLS or at HTTP) or ``not_tried``."""
+        cert = self.result.with_certificate
+        if cert is None:
+            return "not_tried"
+        return "rejected" if _rejection(cert) else "accepted"
+
+    @property
+    def error(self) -> Optional[str]:
+        if self.cause not in ("unreachable", "unknown", "not_tls", *NEGOTIATION):
+            return None
+        anon = self.result.without_certificate
+        return self.result.connect_error or (anon.error if anon else None)
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON object: the ``--json`` output, the same facts as the report."""
+        r, ev, ident = self.result, self.evaluation, self.identity
+        leaf = self.client_certificate
+        anon, cert = r.without_certificate, r.with_certificate
+        return {
+            "target": self.target,
+            "servername": self.servername,
+            "protocols": list(r.settings.protocols),
+            "ciphers": list(r.settings.ciphers),
+            "cause": self.cause,
+            "advice": self.advice,
+            "checked_at": _iso(self.checked_at),
+            "received": self.received,
+            "received_meaning": RECEIVED.get(self.received or ""),
+            "tls_version": self.tls_version,
+            "certificate_requested": self.certificate_requested,
+            "acceptable_ca_names": list(self.acceptable_ca_names),
+            "client_certificate": leaf.to_json() if leaf else None,
+            "client_chain": [c.to_json() for c in self.client_chain],
+            "identity_source": ident.source if ident else None,
+            "identity": ident.description if ident else None,
+            "java_sends_certificate": ev.java_sends,
+            "matched_ca": ev.matched_ca,
+            "matched_chain_index": ev.matched_depth,
+            "mp_attempt": ev.mp_attempt,
+            "probe_sent_certificate_java_would_not": ev.probe_sent_unlike_java,
+            "rejection": ev.rejection,
+            "client_problems": list(ev.client_details),
+            "server_problems": list(ev.server_details),
+            "hostnames_checked": list(ev.hostnames_checked),
+            "server_chain": [c.to_json() for c in self.server_chain],
+            "server_chain_checked": r.server_chain_checked,
+            "server_verify_error": self.server_verify_error,
+            "alert_without_certificate": self.alert_without_certificate,
+            "alert_with_certificate": self.alert_with_certificate,
+            "handshake_without_certificate": anon.to_json() if anon else None,
+            "handshake_with_certificate": self.handshake_with_certificate,
+            "with_certificate": cert.to_json() if cert else None,
+            "retries": [h.to_json() for h in r.retries],
+            "error": self.error,
+            "other_problems": list(self.other_problems),
+            "notes": list(self.notes),
+        }
+
+
+NEGOTIATION = ("sni_required", "protocol_mismatch", "cipher_mismatch")
+
+
+def make_diagnosis(
+    result: ProbeResult,
+    identity: Optional[ClientIdentity],
+    now: float,
+    received: Optional[str] = None,
+) -> Diagnosis:
+    """Combine a probe and an identity into a ``Diagnosis``."""
+    ev = evaluate(result, identity, now)
+    cause, others = decide(result, identity, ev, received)
+    notes: list[str] = []
+    if identity is not None and identity.source == "management_api":
+        notes.append(
+            "The management API returns certificate details but never the private key: no "
+            "handshake with the client certificate was tried; the cause comes from the CA names "
+            "the backend sends versus the issuers in the keystore chain, and from the dates."
+        )
+    if not result.server_chain_checked:
+        notes.append("The server chain was not checked against a truststore (none given).")
+    leaf = identity.leaf if identity else None
+    if identity is not None and len(identity.certificates) == 1 and leaf and not leaf.self_issued:
+        notes.append(
+            "The client chain holds the leaf certificate only; if its issuer is an intermediate "
+            "CA, add the intermediates (leaf first)."
+        )
+    problems = result.settings.problems()
+    if problems:
+        notes.append("Not offered by this probe (unknown here): " + ", ".join(problems) + ".")
+    if ev.probe_sent_unlike_java:
+        notes.append(
+            "The probe also presented the certificate although Java would not (its issuers are "
+            "not among the CA names), to show what the backend would say to it."
+        )
+    return Diagnosis(
+        target=result.target,
+        cause=cause,
+        advice=advice(cause, result, identity, ev, received),
+        checked_at=now,
+        result=result,
+        evaluation=ev,
+        identity=identity,
+        received=received,
+        other_problems=tuple(p for p in dict.fromkeys(others) if p != cause),
+        notes=tuple(notes),
+    )
+
+
+def mp_settings(
+    target: str,
+    *,
+    servername: Optional[str] = None,
+    protocols: tuple[str, ...] = (),
+    ciphers: tuple[str, ...] = (),
+) -> TlsSettings:
+    """The MP's side: the SNI name is ``servername`` when given (``""``: none), else the host
+    name of the target, none for an IP literal."""
+    host, _ = parse_target(target)
+    if servername is None:
+        servername = None if is_ip_literal(host) else host
+    return TlsSettings(protocols=protocols, ciphers=ciphers, servername=servername or None)
+
+
+def run_diagnosis(
+    target: str,
+    *,
+    servername: Optional[str] = None,
+    identity: Optional[ClientIdentity],
+    timeout: float,
+    ca_file: Optional[str] = None,
+    clock: Clock = time.time,
+    http_wait: float = 2.0,
+    protocols: tuple[str, ...] = (),
+    ciphers: tuple[str, ...] = (),
+    received: Optional[str] = None,
+) -> Diagnosis:
+    """Probe ``target`` as the MP would and decide; never raises for network trouble.
+
+    ``received`` is the failure reason the MP logged (the alert), used when no cause is certain.
+    """
+    settings = mp_settings(target, servername=servername, protocols=protocols, ciphers=ciphers)
+    result = probe(target, settings, identity, timeout, ca_file=ca_file, http_wait=http_wait)
+    return make_diagnosis(result, identity, clock(), received)

@@ -1,0 +1,668 @@
+"""The network probe: TLS handshakes with a backend, as the MP would make them, then one request.
+
+``probe()`` connects to the backend with the MP's side of the handshake (``TlsSettings``: the
+protocols and cipher suites of the TargetServer's ``sSLInfo``, the SNI name the MP sends) and runs:
+
+1. a handshake without a client certificate (what the MP does when Java's key manager finds no
+   alias for the server's CA names), recording the protocol version, whether the server asked for
+   a certificate, the acceptable client CA names it sent, its chain and the alert received;
+2. when a private key is at hand, the same with the client certificate;
+3. after each completed handshake, one small HTTP request (``GET /`` with the host, read up to the
+   status line, headers and the start of the body): nginx completes the handshake without an
+   acceptable certificate and rejects at HTTP (400 "No required SSL certificate was sent", 403),
+   and in TLS 1.3 every server judges the client certificate after the client's handshake is
+   done, so its alert arrives on this read. A backend that is not HTTP is fine: the TLS answer
+   still decides;
+4. when the first handshake fails before the ServerHello, the same once per TLS version with the
+   default cipher suites, to tell a protocol, cipher or SNI mismatch apart.
+
+Every connection is bounded by ``timeout``; the request's answer by ``http_wait``.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional, TypeVar
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from .identity import CertSummary, ClientIdentity, SigningKey, format_name
+
+# Alerts (RFC 8446 section 6) by code, as the MP log spells them.
+ALERTS = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    22: "record_overflow",
+    40: "handshake_failure",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    112: "unrecognized_name",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
+
+# OpenSSL verify error codes worth naming in a report.
+VERIFY_ERRORS = {
+    2: "unable to get issuer certificate",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+}
+
+# Java protocol names (TargetServer sSLInfo ``protocols``) and OpenSSL's versions.
+PROTOCOLS = {
+    "TLSv1": SSL.TLS1_VERSION,
+    "TLSv1.1": SSL.TLS1_1_VERSION,
+    "TLSv1.2": SSL.TLS1_2_VERSION,
+    "TLSv1.3": SSL.TLS1_3_VERSION,
+}
+# What a JDK 11+ client enables when ``protocols`` is empty.
+DEFAULT_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
+TLS13_SUITES = (
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_CCM_SHA256",
+    "TLS_AES_128_CCM_8_SHA256",
+)
+# Texts OpenSSL gives when the peer answers a ClientHello with something that is not TLS.
+_NOT_TLS = ("wrong version number", "packet length too long", "http request", "unknown protocol")
+MAX_HTTP_BYTES = 16384
+VERDICT_FLOOR = 0.05  # seconds to wait for a TLS 1.3 server's verdict, plus twice the handshake
+
+
+def openssl_cipher(name: str) -> Optional[str]:
+    """A Java/IANA TLS 1.2 cipher suite name in OpenSSL's spelling (None when it has none).
+
+    ``TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`` -> ``ECDHE-RSA-AES128-GCM-SHA256``;
+    ``TLS_RSA_WITH_AES_256_CBC_SHA`` -> ``AES256-SHA``. Java's ``SSL_`` prefix is accepted.
+    """
+    upper = name.strip().upper()
+    for prefix in ("TLS_", "SSL_"):
+        if upper.startswith(prefix):
+            upper = upper[len(prefix) :]
+            break
+    else:
+        return None
+    kx, sep, rest = upper.partition("_WITH_")
+    if not sep:
+        return None
+    kx_name = {"ECDHE_RSA": "ECDHE-RSA", "ECDHE_ECDSA": "ECDHE-ECDSA", "DHE_RSA": "DHE-RSA",
+               "DHE_DSS": "DHE-DSS", "RSA": ""}.get(kx)  # fmt: skip
+    if kx_name is None:
+        return None
+    encs = {
+        "AES_128_GCM": "AES128-GCM", "AES_256_GCM": "AES256-GCM", "AES_128_CBC": "AES128",
+        "AES_256_CBC": "AES256", "AES_128_CCM": "AES128-CCM", "AES_256_CCM": "AES256-CCM",
+        "AES_128_CCM_8": "AES128-CCM8", "AES_256_CCM_8": "AES256-CCM8",
+        "CHACHA20_POLY1305": "CHACHA20-POLY1305", "3DES_EDE_CBC": "DES-CBC3",
+        "CAMELLIA_128_CBC": "CAMELLIA128", "CAMELLIA_256_CBC": "CAMELLIA256",
+        "ARIA_128_GCM": "ARIA128-GCM", "ARIA_256_GCM": "ARIA256-GCM",
+    }  # fmt: skip
+    for enc in sorted(encs, key=len, reverse=True):
+        if rest == enc or rest.startswith(enc + "_"):
+            enc_name, mac = encs[enc], rest[len(enc) + 1 :]
+            break
+    else:
+        return None
+    parts = [p for p in (kx_name, enc_name) if p]
+    if enc_name == "CHACHA20-POLY1305" or enc_name.endswith(("CCM", "CCM8")):
+        mac = ""  # OpenSSL leaves the PRF hash out of these names
+    if enc_name == "DES-CBC3" and kx_name == "ECDHE-RSA":
+        parts = ["ECDHE-RSA-DES-CBC3"]
+    if enc_name == "DES-CBC3" and not kx_name:
+        parts = ["DES-CBC3"]
+    if mac:
+        parts.append(mac)
+    if kx_name.startswith("DHE") and enc_name.endswith(("CCM", "CCM8")):
+        parts = [f"DHE-RSA-{enc_name}"]
+    return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """The MP's side of the handshake: Java protocol and cipher suite names (empty: the JVM's
+    defaults) and the SNI name it sends (None: none, as for an IP target)."""
+
+    protocols: tuple[str, ...] = ()
+    ciphers: tuple[str, ...] = ()
+    servername: Optional[str] = None
+
+    def problems(self) -> list[str]:
+        """Names this probe cannot use (unknown protocol, cipher without an OpenSSL name)."""
+        out = [f"protocol {p}" for p in self.protocols if p not in PROTOCOLS]
+        out += [
+            f"cipher suite {c}"
+            for c in self.ciphers
+            if c not in TLS13_SUITES and openssl_cipher(c) is None
+        ]
+        return out
+
+    @property
+    def effective_protocols(self) -> tuple[str, ...]:
+        """The versions the MP can use: its protocols, less any without an enabled suite."""
+        protocols = tuple(p for p in (self.protocols or DEFAULT_PROTOCOLS) if p in PROTOCOLS)
+        if self.ciphers:
+            has13 = any(c in TLS13_SUITES for c in self.ciphers)
+            has12 = any(c not in TLS13_SUITES for c in self.ciphers)
+            protocols = tuple(
+                p for p in protocols if (p == "TLSv1.3" and has13) or (p != "TLSv1.3" and has12)
+            )
+        return protocols
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """The status line (and the HTML title, when the body has one) of the answer to ``GET /``."""
+
+    status: int
+    reason: str
+    title: Optional[str] = None
+    server: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "title": self.title,
+                "server": self.server}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """One TLS handshake attempt (and the request after it), as the client saw it."""
+
+    completed: bool
+    tls_version: Optional[str] = None
+    server_hello: bool = False
+    certificate_requested: bool = False
+    acceptable_ca_names: tuple[str, ...] = ()
+    server_chain: tuple[CertSummary, ...] = ()
+    server_verify_error: Optional[str] = None  # None when verified or not checked
+    alert: Optional[str] = None  # the fatal alert received
+    alert_after_handshake: bool = False  # it came after our side finished (TLS 1.3)
+    reset_after_handshake: bool = False  # TLS 1.3: reset before any answer (the alert was lost)
+    error: Optional[str] = None
+    timed_out: bool = False
+    not_tls: bool = False
+    sent_certificate: bool = False  # the probe presented a client certificate
+    http: Optional[HttpAnswer] = None
+    protocols: tuple[str, ...] = ()  # what this attempt offered
+    ciphers: tuple[str, ...] = ()
+
+    @property
+    def tls_rejected(self) -> bool:
+        """The handshake failed, or a fatal alert (or a reset) came right after it."""
+        return not self.completed or self.alert is not None or self.reset_after_handshake
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "completed": self.completed,
+            "tls_version": self.tls_version,
+            "certificate_requested": self.certificate_requested,
+            "sent_certificate": self.sent_certificate,
+            "alert": self.alert,
+            "alert_after_handshake": self.alert_after_handshake,
+            "error": self.error,
+            "http": self.http.to_json() if self.http else None,
+            "protocols": list(self.protocols),
+            "ciphers": list(self.ciphers),
+        }
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Everything ``probe()`` saw of the backend."""
+
+    target: str
+    settings: TlsSettings
+    reachable: bool
+    connect_error: Optional[str] = None
+    server_chain_checked: bool = False
+    without_certificate: Optional[Handshake] = None
+    with_certificate: Optional[Handshake] = None
+    retries: tuple[Handshake, ...] = ()  # one TLS version each, default ciphers
+
+    @property
+    def servername(self) -> Optional[str]:
+        return self.settings.servername
+
+    @property
+    def host(self) -> str:
+        return parse_target(self.target)[0]
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` to ``(host, port)``; ValueError otherwise."""
+    host, sep, port_text = target.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"target must be HOST:PORT, got {target!r}")
+    return host, int(port_text)
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _wait(sock: socket.socket, write: bool, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _Timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_WRITE if write else selectors.EVENT_READ)
+        if not selector.select(remaining):
+            raise _Timeout
+
+
+T = TypeVar("T")
+
+
+def _drive(sock: socket.socket, op: Callable[[], T], deadline: float) -> T:
+    """Run a pyOpenSSL call on a non-blocking socket until done or the deadline passes."""
+    while True:
+        try:
+            return op()
+        except SSL.WantReadError:
+            _wait(sock, False, deadline)
+        except SSL.WantWriteError:
+            _wait(sock, True, deadline)
+
+
+class _Recorder:
+    """Collects what OpenSSL's callbacks report during one handshake."""
+
+    def __init__(self) -> None:
+        self.certificate_requested = False
+        self.server_hello = False
+        self.ticket = False
+        self.alert: Optional[str] = None
+        self.verify_error: Optional[str] = None
+
+    def info(self, conn: SSL.Connection, where: int, ret: int) -> None:
+        if where & SSL.SSL_CB_LOOP:
+            state = conn.get_state_string().decode("ascii", "replace").lower()
+            if "read server hello" in state:
+                self.server_hello = True
+            elif "read server certificate request" in state:
+                self.certificate_requested = True
+            elif "read server session ticket" in state:
+                self.ticket = True
+        if where & SSL.SSL_CB_READ_ALERT == SSL.SSL_CB_READ_ALERT:
+            level, code = ret >> 8, ret & 0xFF
+            if code != 0 and level == 2 and self.alert is None:
+                self.alert = ALERTS.get(code, f"alert_{code}")
+
+    def verify(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+        if not ok and self.verify_error is None:
+            text = VERIFY_ERRORS.get(errno, f"verify error {errno}")
+            self.verify_error = f"{text} (depth {depth})"
+        return True  # keep going: the CA list and the alert are what we came for
+
+
+def _alert_from_error(exc: Exception) -> Optional[str]:
+    text = str(exc).lower()
+    for marker in ("sslv3 alert ", "tlsv1 alert ", "tlsv13 alert "):
+        if marker in text:
+            rest = text.split(marker, 1)[1]
+            return rest.split("'", 1)[0].split(")", 1)[0].strip().replace(" ", "_")
+    if "tlsv1 unrecognized name" in text:
+        return "unrecognized_name"
+    return None
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
+        reasons = [str(item[-1]) for item in exc.args[0] if isinstance(item, tuple) and item]
+        if reasons:
+            return "; ".join(reasons)
+    return str(exc) or type(exc).__name__
+
+
+# pyOpenSSL before 25.2 has no ``as_cryptography`` and takes only its own X509/PKey types.
+_SHORT_NAMES = {"emailAddress": "EMAILADDRESS", "serialNumber": "SERIALNUMBER", "street": "STREET"}
+
+
+def _client_ca_names(conn: SSL.Connection) -> tuple[str, ...]:
+    """The acceptable client CA names of the server's CertificateRequest, Java style."""
+    try:
+        names = conn.get_client_ca_list(as_cryptography=True)
+    except TypeError:
+        legacy = []
+        for name in conn.get_client_ca_list():
+            parts = [
+                _SHORT_NAMES.get(k.decode(), k.decode())
+                + "="
+                + v.decode("utf-8", "replace").replace(",", "\\,")
+                for k, v in name.get_components()
+            ]
+            legacy.append(", ".join(reversed(parts)))
+        return tuple(legacy)
+    return tuple(format_name(n) for n in names)
+
+
+def _peer_chain(conn: SSL.Connection) -> list[x509.Certificate]:
+    try:
+        return conn.get_peer_cert_chain(as_cryptography=True) or []
+    except TypeError:
+        return [c.to_cryptography() for c in conn.get_peer_cert_chain() or []]
+
+
+def _use_identity(ctx: SSL.Context, chain: tuple[x509.Certificate, ...], key: SigningKey) -> None:
+    try:
+        ctx.use_certificate(chain[0])
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(key)
+    except TypeError:
+        ctx.use_certificate(crypto.X509.from_cryptography(chain[0]))
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
+
+
+def _context(settings: TlsSettings) -> SSL.Context:
+    """An OpenSSL client context offering what the MP offers."""
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    versions = [PROTOCOLS[p] for p in settings.effective_protocols]
+    if not versions:  # nothing usable: offer TLS 1.2 with no suite, so that it fails like Java
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_cipher_list(b"eNULL")
+        return ctx
+    ctx.set_min_proto_version(min(versions))
+    ctx.set_max_proto_version(max(versions))
+    if min(versions) < SSL.TLS1_2_VERSION:
+        ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+    if settings.ciphers:
+        tls12 = [openssl_cipher(c) for c in settings.ciphers if c not in TLS13_SUITES]
+        tls13 = [c for c in settings.ciphers if c in TLS13_SUITES]
+        names = [n for n in tls12 if n]
+        level = ":@SECLEVEL=0" if min(versions) < SSL.TLS1_2_VERSION else ""
+        try:
+            ctx.set_cipher_list((":".join(names) + level).encode() if names else b"eNULL")
+        except SSL.Error:
+            ctx.set_cipher_list(b"eNULL")  # none known here: no TLS 1.2 suite, like Java
+        if tls13:
+            ctx.set_tls13_ciphersuites(":".join(tls13).encode())
+    return ctx
+
+
+def _handshake(
+    host: str,
+    port: int,
+    settings: TlsSettings,
+    ca_file: Optional[str],
+    identity: Optional[ClientIdentity],
+    timeout: float,
+    http_wait: float,
+) -> Handshake:
+    deadline = time.monotonic() + timeout
+    rec = _Recorder()
+    ctx = _context(settings)
+    if ca_file:
+        ctx.load_verify_locations(ca_file)
+        ctx.set_verify(SSL.VERIFY_PEER, rec.verify)
+    else:
+        ctx.set_verify(SSL.VERIFY_NONE, rec.verify)
+    ctx.set_info_callback(rec.info)
+    presents = identity is not None and identity.private_key is not None and bool(identity.chain)
+    if identity is not None and identity.private_key is not None and identity.chain:
+        _use_identity(ctx, identity.chain, identity.private_key)
+    protocols, ciphers = settings.effective_protocols, settings.ciphers
+    try:
+        remaining = max(deadline - time.monotonic(), 0.001)
+        sock = socket.create_connection((host, port), timeout=remaining)
+    except socket.timeout:
+        return Handshake(
+            completed=False, error="TCP connect timed out", timed_out=True,
+            protocols=protocols, ciphers=ciphers,
+        )  # fmt: skip
+    except OSError as exc:
+        return Handshake(
+            completed=False, error=f"TCP connect failed: {exc.strerror or exc}",
+            protocols=protocols, ciphers=ciphers,
+        )  # fmt: skip
+    sock.setblocking(False)
+    conn = SSL.Connection(ctx, sock)
+    conn.set_connect_state()
+    if settings.servername:
+        conn.set_tlsext_host_name(settings.servername.encode("idna"))
+    completed, timed_out, after, was_reset = False, False, False, False
+    error: Optional[str] = None
+    alert: Optional[str] = None
+    version: Optional[str] = None
+    http: Optional[HttpAnswer] = None
+    try:
+        started = time.monotonic()
+        _drive(sock, conn.do_handshake, deadline)
+        took = time.monotonic() - started
+        version = conn.get_protocol_version_name()
+        completed = True
+        http_host = settings.servername or (f"[{host}]" if ":" in host else host)
+        # The server's verdict on our certificate (TLS 1.3) takes about one more round trip.
+        verdict = min(http_wait, VERDICT_FLOOR + 2 * took)
+        http, after_error, reset = _exchange(
+            sock, conn, rec, http_host, port, min(deadline, time.monotonic() + http_wait), verdict
+        )
+        if rec.alert is not None or after_error is not None:
+            after = True
+            alert = _alert_from_error(after_error) if after_error else None
+            error = _error_text(after_error) if after_error else None
+        elif reset and http is None and rec.certificate_requested and version == "TLSv1.3":
+            was_reset = True
+            error = "connection reset by the backend right after the handshake"
+    except _Timeout:
+        timed_out, error = True, f"no TLS answer within {timeout:g}s"
+    except SSL.SysCallError as exc:
+        error = f"connection closed by the backend ({_error_text(exc)})"
+    except SSL.Error as exc:
+        error = _error_text(exc)
+        alert = _alert_from_error(exc)
+    except OSError as exc:
+        error = f"connection failed: {exc.strerror or exc}"
+    finally:
+        ca_names = _client_ca_names(conn)
+        peer = _peer_chain(conn)
+        if version is None and rec.server_hello:
+            version = conn.get_protocol_version_name()
+        sock.close()
+    not_tls = not completed and not rec.server_hello and any(t in (error or "") for t in _NOT_TLS)
+    return Handshake(
+        completed=completed,
+        tls_version=version if rec.server_hello or completed else None,
+        server_hello=rec.server_hello or completed,
+        certificate_requested=rec.certificate_requested or bool(ca_names),
+        acceptable_ca_names=ca_names,
+        server_chain=tuple(CertSummary.from_x509(c) for c in peer),
+        server_verify_error=rec.verify_error if ca_file else None,
+        alert=rec.alert or alert,
+        alert_after_handshake=after and bool(rec.alert or alert),
+        reset_after_handshake=was_reset,
+        error=error,
+        timed_out=timed_out,
+        not_tls=not_tls,
+        sent_certificate=presents and (rec.certificate_requested or bool(ca_names)),
+        http=http,
+        protocols=protocols,
+        ciphers=ciphers,
+    )
+
+
+def _exchange(
+    sock: socket.socket,
+    conn: SSL.Connection,
+    rec: _Recorder,
+    host: str,
+    port: int,
+    until: float,
+    verdict: float,
+) -> tuple[Optional[HttpAnswer], Optional[SSL.Error], bool]:
+    """Send ``GET /`` and read the answer's head (and the start of its body) until ``until``.
+
+    In TLS 1.3 the server judges our certificate after our handshake is done: first wait for
+    its verdict (a session ticket or data: accepted; an alert: rejected) for up to ``verdict``
+    seconds, since a request sent to a server that has just closed makes the kernel reset the
+    connection and drop the alert. Returns the answer (None when the backend sent none: not
+    HTTP, or it closed), the TLS error that ended the read, if any, and whether the connection
+    was reset.
+    """
+    request = (
+        f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: apigee-tls-exporter-diagnose\r\n"
+        "Accept: */*\r\nConnection: close\r\n\r\n"
+    ).encode("idna" if not host.isascii() else "ascii", "replace")
+    data = b""
+    first = min(until, time.monotonic() + verdict)
+    try:
+        while conn.get_protocol_version_name() == "TLSv1.3" and not rec.ticket and not data:
+            try:
+                data += conn.recv(4096)
+            except SSL.WantReadError:
+                try:
+                    _wait(sock, False, first)
+                except _Timeout:
+                    break
+    except SSL.Error as exc:
+        return _parse_http(data), exc, False
+    except OSError:
+        return _parse_http(data), None, True
+    try:
+        sent = 0
+        while sent < len(request):
+            try:
+                sent += conn.send(request[sent:])
+            except SSL.WantWriteError:
+                _wait(sock, True, until)
+            except SSL.WantReadError:
+                _wait(sock, False, until)
+        while len(data) < MAX_HTTP_BYTES and not _complete(data):
+            try:
+                data += conn.recv(4096)
+            except SSL.WantReadError:
+                _wait(sock, False, until)
+            except SSL.WantWriteError:
+                _wait(sock, True, until)
+    except SSL.SysCallError as exc:
+        reset = bool(exc.args) and exc.args[0] in (errno.ECONNRESET, errno.EPIPE)
+        return _parse_http(data), None, reset
+    except (ConnectionResetError, BrokenPipeError):
+        return _parse_http(data), None, True
+    except (_Timeout, SSL.ZeroReturnError, OSError):
+        pass
+    except SSL.Error as exc:
+        return _parse_http(data), exc, False
+    return _parse_http(data), None, False
+
+
+def _complete(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    if b"</title>" in body.lower():
+        return True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return len(body) >= int(value.strip())
+    return False
+
+
+def _parse_http(data: bytes) -> Optional[HttpAnswer]:
+    if not data.startswith(b"HTTP/"):
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    server = next(
+        (ln.split(":", 1)[1].strip() for ln in lines[1:] if ln.lower().startswith("server:")),
+        None,
+    )
+    title = None
+    text = body.decode("utf-8", "replace")
+    low = text.lower()
+    start = low.find("<title>")
+    if start >= 0:
+        end = low.find("</title>", start)
+        if end > start:
+            title = " ".join(text[start + len("<title>") : end].split())[:200] or None
+    reason = parts[2].strip() if len(parts) > 2 else ""
+    return HttpAnswer(int(parts[1]), reason[:200], title, server[:100] if server else None)
+
+
+def probe(
+    target: str,
+    settings: TlsSettings,
+    identity: Optional[ClientIdentity],
+    timeout: float,
+    *,
+    ca_file: Optional[str] = None,
+    http_wait: float = 2.0,
+) -> ProbeResult:
+    """Probe ``target`` (``HOST:PORT``): without, then with, the client certificate.
+
+    ``timeout`` bounds each connection (TCP connect, handshake and request).
+    ``ca_file`` (the CAs of the MP truststore, PEM) turns on the check of the server chain.
+    The handshake with the certificate only runs when the identity has a private key.
+    """
+    host, port = parse_target(target)
+    checked = bool(ca_file)
+    anonymous = _handshake(host, port, settings, ca_file, None, timeout, http_wait)
+    if (anonymous.error and anonymous.error.startswith("TCP connect")) or (
+        anonymous.timed_out and not anonymous.server_hello
+    ):
+        return ProbeResult(
+            target, settings, reachable=False, connect_error=anonymous.error,
+            server_chain_checked=checked, without_certificate=anonymous,
+        )  # fmt: skip
+    if not anonymous.server_hello and not anonymous.not_tls:
+        retries = tuple(
+            _handshake(
+                host,
+                port,
+                replace(settings, protocols=(v,), ciphers=()),
+                ca_file,
+                None,
+                timeout,
+                http_wait,
+            )
+            for v in ("TLSv1.3", "TLSv1.2")
+        )
+        return ProbeResult(
+            target, settings, reachable=True, server_chain_checked=checked,
+            without_certificate=anonymous, retries=retries,
+        )  # fmt: skip
+    with_cert = None
+    if identity is not None and identity.can_handshake and anonymous.server_hello:
+        with_cert = _handshake(host, port, settings, ca_file, identity, timeout, http_wait)
+    return ProbeResult(
+        target,
+        settings,
+        reachable=True,
+        server_chain_checked=checked,
+        without_certificate=anonymous,
+        with_certificate=with_cert,
+    )
