@@ -110,8 +110,10 @@ class Daemon:
         self._precreate()
 
     def _diagnose(self, org: str, env: str, target: str, key_alias: str) -> None:
-        """A page or warning about a backend started firing: diagnose it in the background."""
+        """A page or warning about a backend started firing: diagnose it in the background (the
+        status page lists what was asked for)."""
         if self.diagnosis is not None:
+            self.diagnosed.add((org, env, target, key_alias))
             received = self.alerts.firing_reason(org, env, target, key_alias)
             self.diagnosis.request(org, env, target, key_alias, received=received)
 
@@ -137,11 +139,6 @@ class Daemon:
         parser = Parser(timezone_of(self.config.timezone))
         self.followers[path] = follower
         self.pipelines[path] = LogPipeline(stats, follower.splitter, parser, correlator, self.sinks)
-
-    def _diagnose(self, org: str, env: str, target: str, key_alias: str) -> bool:
-        assert self.diagnosis is not None
-        self.diagnosed.add((org, env, target, key_alias))
-        return self.diagnosis.request(org, env, target, key_alias)
 
     # --- checkpoint ---
     @property

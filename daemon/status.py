@@ -130,6 +130,13 @@ class Status:
     version: str = __version__
 
 
+def _alias(key_alias: str) -> str:
+    """A key alias; an empty one says that no client certificate is configured."""
+    if key_alias:
+        return _e(key_alias)
+    return '<span class="muted">(none: no client certificate)</span>'
+
+
 def from_daemon(
     daemon: Daemon,
     *,
@@ -282,7 +289,7 @@ def _alerts(alerts: Iterable[AlertStatus], diagnosis_enabled: bool) -> str:
             _e(a.org),
             _e(a.env),
             _e(a.target),
-            _e(a.key_alias),
+            _alias(a.key_alias),
             _e(a.reason),
             _e(a.cause) or f'<span class="muted">{unknown}</span>',
         ]
@@ -301,7 +308,7 @@ def _failures(failures: Iterable[Failure], total: float, now: float) -> str:
             _e(f.api),
             _e(f.target),
             _e(f.reason),
-            _e(f.key_alias) if f.key_alias else '<span class="muted">(none)</span>',
+            _alias(f.key_alias),
         ]
         for f in failures
     ]
@@ -317,7 +324,7 @@ def _diagnoses(diagnoses: Iterable[DiagnosisStatus], enabled: bool, now: float) 
             _e(d.org),
             _e(d.env),
             _e(d.target),
-            _e(d.key_alias),
+            _alias(d.key_alias),
             _e(d.cause),
             _e(d.advice),
         ]
