@@ -8,14 +8,17 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# One line of output, not pip's: -qq keeps the build backend's warnings and the index's notes
+# out of `make run` (pip still prints errors).
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@echo "make venv: installing the package and its test tools into $(VENV) (first run: a minute)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -qq --upgrade pip
+	@$(BIN)/pip install -qq -e '.[test]'
+	@touch $(STAMP)
 
 run: venv
-	$(BIN)/apigee-tls-exporter demo
+	@$(BIN)/apigee-tls-exporter demo
 
 # The demo writer, the daemon, Prometheus and Alertmanager on loopback with the shipped configs
 # (needs the Debian packages prometheus and prometheus-alertmanager); prints their URLs.
