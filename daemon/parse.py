@@ -213,3 +213,26 @@ class Parser:
             )
             self._minute, self._minute_epoch = minute, moment.timestamp()
         return self._minute_epoch + int(text[17:19]) + int(text[20:23]) / 1000
+
+
+# The reason vocabulary, for the docs and their test (issue 15). Issue 11 defines the same two
+# tuples with the parser's rules; at merge, theirs stay.
+ALERT_NAMES: tuple[str, ...] = (
+    *("close_notify", "unexpected_message", "bad_record_mac", "decryption_failed"),
+    *("record_overflow", "decompression_failure", "handshake_failure", "no_certificate"),
+    *("bad_certificate", "unsupported_certificate", "certificate_revoked", "certificate_expired"),
+    *("certificate_unknown", "illegal_parameter", "unknown_ca", "access_denied", "decode_error"),
+    *("decrypt_error", "export_restriction", "protocol_version", "insufficient_security"),
+    *("internal_error", "inappropriate_fallback", "user_canceled", "no_renegotiation"),
+    *("missing_extension", "unsupported_extension", "certificate_unobtainable"),
+    *("unrecognized_name", "bad_certificate_status_response", "bad_certificate_hash_value"),
+    *("unknown_psk_identity", "certificate_required", "no_application_protocol"),
+)
+"""The alert reasons: a TLS alert the backend sent, by its RFC 8446 section 6 name."""
+REASONS: tuple[str, ...] = (
+    *("algorithm_constraints", "pkix_path_validation_failed", "pkix_path_building_failed"),
+    *("hostname_mismatch", "empty_server_certificate", "not_tls", "protocol_version"),
+    *("unrecognized_name", "no_appropriate_protocol", "no_appropriate_cipher_suite"),
+    *("remote_closed", "handshake_timeout", "general_sslengine_problem", "other"),
+)
+"""The fixed (non-alert) reasons; with ``ALERT_NAMES``, the whole ``reason`` vocabulary."""

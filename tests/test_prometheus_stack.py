@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 import records
 import yaml
-from apigee_tls_exporter.parse import FIXED_REASONS
 from stack import (
     ALERTMANAGER_YML,
     DASHBOARD,
@@ -35,18 +34,16 @@ from stack import (
     poll,
 )
 from support import EXPORTER, Daemon
+from test_docs import heading_anchors
 
 pytestmark = pytest.mark.slow
 
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/apigee-tls-exporter/apigee-tls-exporter/blob/main/docs/runbook.md"
-TLS_ALERTS = (  # RFC 8446 section 6
-    *("handshake_failure", "bad_certificate", "unsupported_certificate", "certificate_revoked"),
-    *("certificate_expired", "certificate_unknown", "illegal_parameter", "unknown_ca"),
-    *("access_denied", "decode_error", "decrypt_error", "protocol_version"),
-    *("insufficient_security", "internal_error", "unrecognized_name", "certificate_required"),
-    "no_application_protocol",
-)
+# The PromQL alternative to the daemon-side failure alerts, and its unit tests (not loaded by the
+# shipped prometheus.yml).
+PROMQL_RULES = RULES.with_name("apigee-tls.promql-alerts.yml")
+PROMQL_RULES_TEST = RULES.with_name("apigee-tls.promql-alerts.test.yml")
 PAYMENTS = "payments.internal:443"
 PAYMENTS_REMOTE = "payments.internal/10.20.3.4:443"
 LEGACY = "10.40.2.9:443"
@@ -58,9 +55,13 @@ def run(*args: str, cwd: Path = REPO) -> str:
     return done.stdout + done.stderr
 
 
-def alerting_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+def alerting_rules(*files: Path) -> list[dict[str, Any]]:
+    """The alerting rules of the given rules files (default: the shipped one and the alternative)."""
+    rules = []
+    for path in files or (RULES, PROMQL_RULES):
+        groups = yaml.safe_load(path.read_text())["groups"]
+        rules += [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return rules
 
 
 # --- the files, with the real tools ---------------------------------------------------------------
@@ -70,14 +71,36 @@ def test_promtool_checks_the_rules_and_the_example_config() -> None:
     """`promtool check rules` accepts the rules file and `promtool check config` the example
     prometheus.yml (which loads the rules)."""
     promtool = binary("promtool")
-    assert "SUCCESS" in run(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS" in run(promtool, "check", "rules", str(RULES), str(PROMQL_RULES))
     assert "SUCCESS" in run(promtool, "check", "config", str(PROMETHEUS_YML))
 
 
 def test_promtool_unit_tests_pass() -> None:
-    """`promtool test rules` passes the rules' unit tests."""
-    out = run(binary("promtool"), "test", "rules", RULES_TEST.name, cwd=RULES_TEST.parent)
-    assert "SUCCESS" in out
+    """`promtool test rules` passes the unit tests of the rules and of the PromQL alternative."""
+    for tests in (RULES_TEST, PROMQL_RULES_TEST):
+        out = run(binary("promtool"), "test", "rules", tests.name, cwd=tests.parent)
+        assert "SUCCESS" in out, tests.name
+
+
+def test_one_family_of_failure_alerts_is_on_by_default() -> None:
+    """The shipped prometheus.yml loads only apigee-tls.rules.yml, whose failure alerts are the
+    daemon-side ones (none reads the failure counters); every alert of the PromQL alternative that
+    duplicates one of them is inhibited by it in the Alertmanager example, for the same labels."""
+    assert yaml.safe_load(PROMETHEUS_YML.read_text())["rule_files"] == [RULES.name]
+    default = alerting_rules(RULES)
+    assert not [r["alert"] for r in default if "apigee_tls_handshake_failures" in r["expr"]]
+    names = {r["alert"] for r in default}
+    inhibits = yaml.safe_load(ALERTMANAGER_YML.read_text())["inhibit_rules"]
+    twins = {}
+    for rule in inhibits:
+        [source], [target] = rule["source_matchers"], rule["target_matchers"]
+        if source.startswith("alertname"):
+            twins[target.split('"')[1]] = (source.split('"')[1], rule["equal"])
+    for rule in alerting_rules(PROMQL_RULES):
+        name = rule["alert"]
+        assert name not in names, name
+        assert name in twins, f"{name}: no inhibit rule from its daemon-side twin"
+        assert twins[name][0] in names, name
 
 
 def seconds(duration: str) -> float:
@@ -90,7 +113,11 @@ def seconds(duration: str) -> float:
 def test_every_alerting_rule_has_unit_tests_that_fire_stay_quiet_and_resolve() -> None:
     """Each alerting rule is tested quiet before it fires, firing, and quiet again after it fired
     (resolved), within one test group."""
-    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    tests = [
+        test
+        for path in (RULES_TEST, PROMQL_RULES_TEST)
+        for test in yaml.safe_load(path.read_text())["tests"]
+    ]
     for rule in alerting_rules():
         name = rule["alert"]
         ok = False
@@ -108,7 +135,7 @@ def test_every_alert_explains_itself_and_links_the_runbook() -> None:
     """Every alert has a severity (its own label or the daemon's), a summary, a description and a
     runbook_url into docs/runbook.md whose anchor exists; the failure alerts name org, env,
     target, key alias and reason, and carry the cause."""
-    anchors = runbook_anchors()
+    anchors = heading_anchors(RUNBOOK.read_text())
     for rule in alerting_rules():
         name, notes = rule["alert"], rule["annotations"]
         assert {"summary", "description", "runbook_url"} <= set(notes), name
@@ -125,24 +152,6 @@ def test_every_alert_explains_itself_and_links_the_runbook() -> None:
             assert anchor in anchors, f"{name}: runbook has no #{anchor}"
 
 
-def runbook_anchors() -> set[str]:
-    """Anchors GitHub makes from the runbook's headings, plus explicit <a id=...> anchors."""
-    text = RUNBOOK.read_text()
-    anchors = set(re.findall(r'<a id="([^"]+)"', text))
-    for heading in re.findall(r"^#+ (.+)$", text, re.MULTILINE):
-        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-        anchors.add(slug)
-    return anchors
-
-
-def test_runbook_has_a_section_for_every_reason() -> None:
-    """A runbook_url built from the reason label lands on a section for every reason the exporter
-    can report: every TLS alert name, every fixed reason, handshake_timeout and other."""
-    anchors = runbook_anchors()
-    reasons = {*TLS_ALERTS, *(r for _, r in FIXED_REASONS), "handshake_timeout", "other"}
-    assert sorted(reasons - anchors) == []
-
-
 def test_amtool_checks_the_alertmanager_example() -> None:
     """`amtool check-config` accepts the Alertmanager example."""
     out = run(binary("amtool"), "check-config", str(ALERTMANAGER_YML))
@@ -151,7 +160,7 @@ def test_amtool_checks_the_alertmanager_example() -> None:
 
 def test_alertmanager_example_routes_groups_and_inhibits() -> None:
     """The example routes page and warning to their own receivers, groups by org/env/target and
-    inhibits warning by page for the same org/env/target."""
+    inhibits warning by page for the same org/env/target (first of its inhibit rules)."""
     config = yaml.safe_load(ALERTMANAGER_YML.read_text())
     routes = {tuple(r["matchers"]): r for r in config["route"]["routes"]}
     assert (
@@ -159,7 +168,7 @@ def test_alertmanager_example_routes_groups_and_inhibits() -> None:
     )
     for route in routes.values():
         assert route["group_by"] == ["org", "env", "target"]
-    [inhibit] = config["inhibit_rules"]
+    inhibit = config["inhibit_rules"][0]
     assert inhibit["source_matchers"] == ['severity = "page"']
     assert inhibit["target_matchers"] == ['severity = "warning"']
     assert inhibit["equal"] == ["org", "env", "target"]
@@ -352,6 +361,16 @@ def page(stack: Stack, status: str) -> Any:
     return None
 
 
+def page_alerts(stack: Stack, status: str) -> list[dict[str, Any]]:
+    """The alerts with ``status`` the page receiver got for the payments target, one per
+    identity (a repeated notification of the same alert counts once)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for alert in stack.webhook.alerts("/apigee-tls/page"):
+        if alert["status"] == status and alert["labels"].get("target") == PAYMENTS:
+            seen.setdefault(alert["fingerprint"], alert)
+    return list(seen.values())
+
+
 def notifications(stack: Stack) -> str:
     """What the webhook received, for a failure message."""
     return "\n".join(
@@ -404,6 +423,13 @@ def test_bad_certificate_failures_page_and_resolve(scenario: Scenario) -> None:
         )
 
     poll(inhibited, 20, "the warning for the same target to be inhibited by the page")
+    pages = [
+        a
+        for a in get_json(f"{stack.alertmanager_url}/api/v2/alerts?active=true")
+        if a["labels"].get("severity") == "page" and a["labels"].get("target") == PAYMENTS
+    ]
+    assert [a["labels"]["alertname"] for a in pages] == ["ApigeeTLSClientCertificateRejected"]
+    assert [a["labels"] for a in page_alerts(stack, "firing")] == [labels]
 
     resolved = poll(
         lambda: page(stack, "resolved"),
