@@ -109,11 +109,10 @@ def repository_paths(text: str, markdown: bool) -> set[str]:
     for token in tokens:
         token = token.rstrip(".,:;)")
         first = token.split("/", 1)[0]
-        if ("/" in token and first in REPO_DIRS) or (
-            markdown and re.fullmatch(r"[\w.-]+\.md", token)
-        ):
-            found.add(token)
-        elif not markdown and "/" not in token and re.search(r"\.(ya?ml|json|md)$", token):
+        in_repo_dir = "/" in token and first in REPO_DIRS
+        bare_doc = markdown and re.fullmatch(r"[\w.-]+\.md", token)
+        bare_config = not markdown and "/" not in token and re.search(r"\.(ya?ml|json|md)$", token)
+        if in_repo_dir or bare_doc or bare_config:
             found.add(token)
     return found
 

@@ -56,7 +56,7 @@ def run(*args: str, cwd: Path = REPO) -> str:
 
 
 def alerting_rules(*files: Path) -> list[dict[str, Any]]:
-    """The alerting rules of the given rules files (default: the shipped one and the alternative)."""
+    """The alerting rules of the given files (default: the shipped one and the alternative)."""
     rules = []
     for path in files or (RULES, PROMQL_RULES):
         groups = yaml.safe_load(path.read_text())["groups"]
