@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 run: venv
 	@$(BIN)/apigee-tls-exporter demo
 
-# The demo writer, the daemon, Prometheus and Alertmanager on loopback with the shipped configs
-# (needs the Debian packages prometheus and prometheus-alertmanager); prints their URLs.
+# The demo writer, the daemon, Prometheus and Alertmanager on loopback with the shipped rules and
+# routing (needs the Debian packages prometheus and prometheus-alertmanager); prints their URLs
+# and each notification; its files stay in the directory it names. Options: DEMO_ARGS="--help".
 .PHONY: demo-stack
 demo-stack: venv
-	$(BIN)/python bench/demo_stack.py
+	@$(BIN)/python bench/demo_stack.py $(DEMO_ARGS)
 
 lint: venv
 	$(BIN)/ruff check daemon tests bench
