@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import records
 import yaml
+from mgmt_standin import Standin, chain_info
 from stack import (
     ALERTMANAGER_YML,
     DASHBOARD,
@@ -33,8 +34,9 @@ from stack import (
     get_json,
     poll,
 )
-from support import EXPORTER, Daemon
+from support import EXPORTER, Daemon, free_port
 from test_docs import heading_anchors
+from tls_backends import Pki
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +46,10 @@ RUNBOOK_URL = "https://github.com/apigee-tls-exporter/apigee-tls-exporter/blob/m
 # shipped prometheus.yml).
 PROMQL_RULES = RULES.with_name("apigee-tls.promql-alerts.yml")
 PROMQL_RULES_TEST = RULES.with_name("apigee-tls.promql-alerts.test.yml")
-PAYMENTS = "payments.internal:443"
-PAYMENTS_REMOTE = "payments.internal/10.20.3.4:443"
+# The page's backend is a closed port on 127.0.0.1: the daemon's background diagnosis of it
+# (which the dashboard shows) finds it unreachable without sending traffic anywhere else.
+PAYMENTS = f"127.0.0.1:{free_port()}"
+PAYMENTS_REMOTE = f"/{PAYMENTS}"
 LEGACY = "10.40.2.9:443"
 
 
@@ -211,8 +215,9 @@ def test_dashboard_has_what_grafana_needs() -> None:
 
 def test_dashboard_covers_the_issue() -> None:
     """Panels for failure rate by reason and by target, the top failing table, alerts firing,
-    last failure time, and exporter health: lag, lines/s, unrecognised lines, pairing, series
-    overflow, checkpoint age."""
+    last failure time, diagnosed causes, client-certificate expiry, and exporter health: up and
+    version per node, read errors, config reload, lag, lines/s, unrecognised lines, pairing,
+    series overflow, checkpoint age."""
     exprs = " ".join(t["expr"] for p in panels() for t in p["targets"])
     for metric in (
         "apigee_tls_handshake_failures_total",
@@ -226,10 +231,26 @@ def test_dashboard_covers_the_issue() -> None:
         "apigee_tls_pairing_unpaired_total",
         "apigee_tls_series_overflow_total",
         "apigee_tls_checkpoint_age_seconds",
+        # what on-call looks for (issue 15)
+        "apigee_tls_client_certificate_expiry_timestamp_seconds",
+        'up{job="apigee-tls"',
+        "apigee_tls_build_info",
+        "apigee_tls_log_read_errors_total",
+        "apigee_tls_config_last_reload_successful",
+        "apigee_tls_diagnosis_info",
     ):
         assert metric in exprs, metric
     assert "sum by (reason)" in exprs and "sum by (org, env, target)" in exprs
     assert "topk(" in exprs
+
+
+def test_dashboard_units_say_what_is_counted() -> None:
+    """No panel uses a request unit; the failure panels' units say failures."""
+    for panel in panels():
+        unit = panel["fieldConfig"]["defaults"].get("unit", "")
+        assert unit not in ("reqps", "rps", "reqpm"), panel["title"]
+        if "apigee_tls_handshake_failures_total" in " ".join(t["expr"] for t in panel["targets"]):
+            assert "failures" in unit, panel["title"]
 
 
 def substitute(expr: str) -> str:
@@ -296,7 +317,7 @@ class Scenario:
             f.write(text)
 
 
-DAEMON_CONFIG = {
+DAEMON_CONFIG: dict[str, Any] = {
     "timezone": "UTC",
     "alerts": {
         # short windows so that the page fires and resolves within seconds
@@ -321,16 +342,36 @@ DAEMON_CONFIG = {
 def scenario(
     prometheus_stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Scenario]:
-    """The daemon follows a log on the port Prometheus scrapes; one handshake_failure failure to
-    the legacy backend is in it (a warning that keeps firing), and Prometheus has scraped it."""
+    """The daemon follows a log on the port Prometheus scrapes (and a "log" it cannot read), with
+    diagnosis and keystore inventory on a management API stand-in; one handshake_failure failure
+    to the legacy backend is in the log (a warning that keeps firing), and Prometheus scraped it."""
     tmp = tmp_path_factory.mktemp("e2e")
     log = tmp / "system.log"
     log.write_text(f"{now_stamp()}  main INFO MESSAGING.RUNTIME - MessageProcessor started\n")
+    unreadable = tmp / "not-a-log"  # a second "log" that is a directory: a read error
+    unreadable.mkdir()
     config = tmp / "apigee-tls-exporter.yml"
-    config.write_text(yaml.safe_dump(DAEMON_CONFIG))
-    args = ("--config", str(config), "--log", str(log), "--state-file", str(tmp / "state.json"))
+    standin = Standin()
+    cert, _ = Pki(tmp).client(Pki(tmp).accepted_ca, "mp", days=(-1, 10))
+    standin.env("acme", "prod").keystores["backendKs"] = {
+        "backend-client": chain_info(Path(cert).read_bytes())
+    }
+    password_file = tmp / "mgmt-password"
+    password_file.write_text(standin.password + "\n")
+    diagnosis = {
+        "enabled": True,
+        "management_url": standin.url,
+        "username": standin.username,
+        "password_file": str(password_file),
+        "timeout": "5s",
+        "default_keystore": "backendKs",
+        "inventory": {"keystores": [{"org": "acme", "env": "prod", "keystore": "backendKs"}]},
+    }
+    config.write_text(yaml.safe_dump({**DAEMON_CONFIG, "diagnosis": diagnosis}))
+    args = ("--config", str(config), "--log", str(log), "--log", str(unreadable))
+    args += ("--state-file", str(tmp / "state.json"))
     exporter = Exporter(prometheus_stack.exporter_port, *args, "--from-beginning")
-    with exporter:
+    with standin, exporter:
         scenario = Scenario(prometheus_stack, exporter, log)
         scenario.append(failure_record(1, "handshake_failure", LEGACY, "null", "legacy-orders"))
         poll(
