@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="follow the log(s) and serve /metrics")
     p.add_argument(
-        "--config", metavar="FILE", help="YAML config (see config/apigee-tls-exporter.yml)"
+        "--config",
+        metavar="FILE",
+        help="YAML config (installed: /etc/apigee-tls-exporter/config.yml, every key commented)",
     )
     p.add_argument("--log", action="append", metavar="PATH", help="log to follow (repeatable)")
     p.add_argument("--listen", metavar="HOST:PORT", help="default :9847")
@@ -286,7 +288,10 @@ def _check_config(path: str) -> int:
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    logs = ", ".join(c.path for c in config.log_paths())
+    logs = ", ".join(
+        c.path if os.path.exists(c.path) else f"{c.path} (does not exist yet: waited for)"
+        for c in config.log_paths()
+    )
     print(f"{path}: OK (logs: {logs}; listen {config.listen})")
     return 0
 
