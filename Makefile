@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install -qq -e '.[test]'
 	@touch $(STAMP)
 
+# The demo prints its metrics URL first, once it listens (DEMO_ARGS: see `demo --help`).
 run: venv
-	@$(BIN)/apigee-tls-exporter demo
+	@$(BIN)/apigee-tls-exporter demo $(DEMO_ARGS)
 
 # The demo writer, the daemon, Prometheus and Alertmanager on loopback with the shipped rules and
 # routing (needs the Debian packages prometheus and prometheus-alertmanager); prints their URLs

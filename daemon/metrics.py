@@ -229,7 +229,7 @@ class ExporterCollector(Collector):
             (
                 "apigee_tls_unrecognised_lines",
                 CounterMetricFamily,
-                "Lines that mention handshakeFailed/handshakeTimeout/SSLInfo but match no rule.",
+                "Lines of the followed log file that mention a handshake marker but match no rule.",
                 "unrecognised",
             ),
             (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import signal
 import subprocess
@@ -517,3 +518,26 @@ def test_demo_stack_page_fires_and_resolves_in_alertmanager_and_the_webhook(
     for name in ("system.log", "prometheus.log", "alertmanager.log", "exporter.log"):
         assert (workdir / name).stat().st_size > 0, name
     wait_for(lambda: out.find(f"files kept in {re.escape(str(workdir))}"), 10, "the files' place")
+
+
+@pytest.mark.slow
+def test_make_run_prints_the_url_first(tmp_path: Path) -> None:
+    """`make run` (with its venv in place) prints nothing before the demo's metrics URL: no
+    make command lines, no build warnings, no start-up log lines."""
+    proc = subprocess.Popen(
+        [
+            *("make", "--no-print-directory", "-C", str(REPO), "run", f"VENV={sys.prefix}"),
+            *("STAMP=", f"DEMO_ARGS=--listen 127.0.0.1:0 --dir {tmp_path / 'demo'}"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # SIGINT to make and the demo, as Ctrl-C would
+    )
+    out = Output(proc)
+    try:
+        wait_for(lambda: out.lines or None, 30, "the first line", detail=out.text)
+        assert re.fullmatch(r"metrics: +http://127\.0\.0\.1:\d+/metrics", out.lines[0]), out.text()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)

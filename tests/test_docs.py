@@ -237,3 +237,19 @@ def test_dashboard_and_rules_parse() -> None:
             json.loads(path.read_text())
         elif path.suffix == ".yml":
             yaml.safe_load(path.read_text())
+
+
+def test_metric_help_texts_say_of_what(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The HELP text of every per-file metric (label path) names the followed log file, so that
+    "Read position." alone never appears on /metrics."""
+    from apigee_tls_exporter import cli
+
+    log = tmp_path / "system.log"
+    log.write_text("2026-11-27 10:00:00,000  main INFO X - started\n")
+    assert cli.main(["scan", str(log)]) == 0
+    text = capsys.readouterr().out
+    helps = dict(re.findall(r"^# HELP (\S+) (.+)$", text, re.MULTILINE))
+    per_file = {m for m in re.findall(r'^(\w+)\{path="', text, re.MULTILINE)}
+    assert len(per_file) >= 5
+    vague = sorted(m for m in per_file if "log file" not in helps[m])
+    assert vague == []
