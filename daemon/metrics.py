@@ -229,7 +229,8 @@ class ExporterCollector(Collector):
             (
                 "apigee_tls_unrecognised_lines",
                 CounterMetricFamily,
-                "Lines of the followed log file that mention a handshake marker but match no rule.",
+                "Lines of the followed log file that mention handshakeFailed, handshakeTimeout or "
+                "SSLInfo but match no rule.",
                 "unrecognised",
             ),
             (
