@@ -149,7 +149,7 @@ $(error make install: $(INSTALL_PYTHON_PROBLEM))
 endif
 endif
 
-install: wheelhouse
+install: wheelhouse build/config.yml
 	@test -f config/apigee-tls-exporter.yml || \
 		{ echo "make install: config/apigee-tls-exporter.yml is missing" >&2; exit 1; }
 	$(PYTHON) -m venv $(TARGET)
@@ -172,7 +172,6 @@ install: wheelhouse
 	install -D -m 0644 systemd/apigee-tls-exporter.sysusers.conf \
 		$(DEST)$(SYSUSERSDIR)/apigee-tls-exporter.conf
 	install -d -m 0755 $(DEST)$(CONFDIR)
-	$(MAKE) --no-print-directory build/config.yml
 	test -e $(DEST)$(CONFDIR)/config.yml || \
 		install -m 0644 build/config.yml $(DEST)$(CONFDIR)/config.yml
 	if [ -f README.md ]; then install -m 0644 README.md $(TARGET)/README.md; fi
@@ -200,15 +199,14 @@ RPM_TOPDIR          = build/rpm
 RPM_WHEELHOUSE      = build/rpm-wheelhouse/cp$(subst .,,$(RPM_PYTHON_VERSION))-x86_64
 RPM                 = dist/apigee-tls-exporter-$(RPM_VERSION)-$(RPM_RELEASE).x86_64.rpm
 
+# Always built again (a few seconds): the package's name does not say its Python, so a file
+# target would be "up to date" for another RPM_PYTHON. The wheelhouse is kept per target.
 .PHONY: rpm
-rpm: $(RPM)
-
-$(RPM): packaging/apigee-tls-exporter.spec systemd/apigee-tls-exporter.service \
-		systemd/apigee-tls-exporter.sysusers.conf build/config.yml README.md $(PKG_SOURCES) | $(STAMP)
+rpm: build/config.yml | $(STAMP)
 	@command -v rpmbuild >/dev/null || { echo "make rpm: no rpmbuild (Debian: apt-get install rpm)" >&2; exit 1; }
 	$(MAKE) --no-print-directory wheelhouse WHEELHOUSE=$(RPM_WHEELHOUSE) \
 		WHEEL_PYTHON=$(RPM_PYTHON_VERSION) WHEEL_ARCH=x86_64 WHEEL_GLIBC=2.28
-	rm -rf $(RPM_TOPDIR) && mkdir -p $(RPM_TOPDIR)/SOURCES/wheelhouse $(dir $@)
+	rm -rf $(RPM_TOPDIR) && mkdir -p $(RPM_TOPDIR)/SOURCES/wheelhouse $(dir $(RPM))
 	cp $(RPM_WHEELHOUSE)/*.whl $(RPM_TOPDIR)/SOURCES/wheelhouse/
 	cp systemd/apigee-tls-exporter.service systemd/apigee-tls-exporter.sysusers.conf \
 		build/config.yml README.md $(RPM_TOPDIR)/SOURCES/
@@ -216,5 +214,5 @@ $(RPM): packaging/apigee-tls-exporter.spec systemd/apigee-tls-exporter.service \
 		--define '_topdir $(abspath $(RPM_TOPDIR))' \
 		--define 'pkg_version $(RPM_VERSION)' --define 'pkg_release $(RPM_RELEASE)' \
 		--define 'python $(RPM_PYTHON)' packaging/apigee-tls-exporter.spec
-	mv $(RPM_TOPDIR)/RPMS/x86_64/apigee-tls-exporter-$(RPM_VERSION)-$(RPM_RELEASE).x86_64.rpm $@
-	@echo "make rpm: $@ (for $(RPM_PYTHON), Python $(RPM_PYTHON_VERSION))"
+	mv $(RPM_TOPDIR)/RPMS/x86_64/apigee-tls-exporter-$(RPM_VERSION)-$(RPM_RELEASE).x86_64.rpm $(RPM)
+	@echo "make rpm: $(RPM) (for $(RPM_PYTHON), Python $(RPM_PYTHON_VERSION))"
