@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import re
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -526,3 +527,74 @@ def test_recording_rules_produce_series(scenario: Scenario) -> None:
         if name.endswith(":increase5m"):
             continue  # counts a new series only once Prometheus has 5 minutes of `up` history
         poll(lambda n=name: stack.query(n), 20, f"recording rule {name}")
+
+
+def post_alerts(stack: Stack, alerts: list[dict[str, Any]]) -> None:
+    """Alerts posted to the real Alertmanager as Prometheus would, lasting 10 minutes."""
+    ends = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)).isoformat()
+    body = json.dumps([{"labels": a, "endsAt": ends} for a in alerts]).encode()
+    request = urllib.request.Request(
+        f"{stack.alertmanager_url}/api/v2/alerts",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def test_alertmanager_holds_back_each_promql_alert_while_its_daemon_side_twin_fires(
+    prometheus_stack: Stack,
+) -> None:
+    """With both families loaded, the shipped Alertmanager example inhibits each PromQL alert by
+    its daemon-side twin for the same labels (one page per incident), and not one for another
+    key alias."""
+    stack = prometheus_stack
+    severity = {
+        r["alert"]: r.get("labels", {}).get("severity", "warning") for r in alerting_rules()
+    }
+    severity["ApigeeTLSClientCertificateRejected"] = "page"
+    twins = []
+    for rule in yaml.safe_load(ALERTMANAGER_YML.read_text())["inhibit_rules"][1:]:
+        [source], [target] = rule["source_matchers"], rule["target_matchers"]
+        twins.append((source.split('"')[1], target.split('"')[1]))
+    assert len(twins) == 4
+    common = {
+        "org": "inhibition-test",
+        "env": "prod",
+        "target": "twins.example:443",
+        "key_alias": "twin-client",
+        "reason": "bad_certificate",
+        "instance": "mp9:9847",
+        "team": "apigee",
+    }
+    alerts = []
+    for n, (source, target) in enumerate(twins):
+        # a target of its own per pair: the page -> warning rule stays out of the way
+        labels = {**common, "target": f"twin{n}.example:443"} if n else common
+        alerts.append({**labels, "alertname": source, "severity": severity[source]})
+        alerts.append({**labels, "alertname": target, "severity": severity[target]})
+    other = {
+        **common,
+        "key_alias": "other-client",
+        "alertname": "ApigeeTLSClientCertificateRejectedRate",
+    }
+    alerts.append({**other, "severity": "page"})
+    post_alerts(stack, alerts)
+
+    def inhibited() -> dict[str, bool]:
+        found = {}
+        for alert in get_json(f"{stack.alertmanager_url}/api/v2/alerts"):
+            labels = alert["labels"]
+            if labels.get("org") == "inhibition-test":
+                key = labels["alertname"] + (
+                    "/other" if labels["key_alias"] != "twin-client" else ""
+                )
+                found[key] = bool(alert["status"]["inhibitedBy"])
+        return found if len(found) == 9 and any(found.values()) else {}
+
+    state = poll(inhibited, 20, "the posted alerts in Alertmanager")
+    assert state == {
+        **{source: False for source, _ in twins},
+        **{target: True for _, target in twins},
+        "ApigeeTLSClientCertificateRejectedRate/other": False,
+    }
