@@ -541,3 +541,25 @@ def test_make_run_prints_the_url_first(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_demo_prints_no_url_when_it_cannot_listen(tmp_path: Path) -> None:
+    """On an address in use, `demo` prints no metrics URL: one error line and exit 2."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [*EXPORTER, "demo", "--listen", f"127.0.0.1:{port}", "--dir", str(tmp_path / "d")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert "metrics:" not in done.stdout
+    assert done.stderr.splitlines() == [
+        f"apigee-tls-exporter: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
