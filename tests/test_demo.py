@@ -415,13 +415,13 @@ class Output:
 
 
 def transitions(url: str, state: str) -> float:
-    """apigee_tls_alert_transitions_total of client_certificate_rejected in ``state``."""
+    """apigee_tls_alert_transitions_total of the failure alerts in ``state``."""
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     return sum(
         value
         for name, labels, value in samples(text)
         if name == "apigee_tls_alert_transitions_total"
-        and labels.get("alertname") == "client_certificate_rejected"
+        and labels.get("alertname") in ("client_certificate_rejected", "handshake_failures")
         and labels.get("state") == state
     )
 
@@ -438,13 +438,13 @@ def stopped(proc: subprocess.Popen[str]) -> int:
 @pytest.mark.slow
 def test_demo_prints_the_url_first_and_its_alert_fires_and_resolves(tmp_path: Path) -> None:
     """`demo` prints the metrics URL (of the port it really listens on) as its first line, once
-    it listens; a burst fires the page alert and it resolves after the burst; the demo's files
+    it listens; a burst fires an alert and it resolves after the burst; the demo's files
     are still there after it stops, and it says where."""
     workdir = tmp_path / "demo"
     proc = subprocess.Popen(
         [
             *(*EXPORTER, "demo", "--listen", "127.0.0.1:0", "--rate", "300"),
-            *("--burst", "2", "--pause", "30", "--dir", str(workdir)),
+            *("--burst", "3", "--pause", "10", "--dir", str(workdir)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -458,8 +458,8 @@ def test_demo_prints_the_url_first_and_its_alert_fires_and_resolves(tmp_path: Pa
         assert match, out.text()
         url = match[1]
         assert int(match[2]) > 0
-        wait_for(lambda: transitions(url, "firing") >= 1, 30, "the page to fire", detail=out.text)
-        wait_for(lambda: transitions(url, "resolved") >= 1, 30, "it to resolve", detail=out.text)
+        wait_for(lambda: transitions(url, "firing") >= 1, 60, "an alert to fire", detail=out.text)
+        wait_for(lambda: transitions(url, "resolved") >= 1, 60, "it to resolve", detail=out.text)
     finally:
         code = stopped(proc)
     assert code == 0
@@ -490,7 +490,7 @@ def test_demo_stack_page_fires_and_resolves_in_alertmanager_and_the_webhook(
             *(sys.executable, str(REPO / "bench" / "demo_stack.py")),
             *("--ports", ",".join(map(str, ports)), "--interval", "1s"),
             *("--group-interval", "1s", "--group-wait", "1s"),
-            *("--rate", "300", "--burst", "3", "--pause", "60", "--dir", str(workdir)),
+            *("--rate", "300", "--burst", "5", "--pause", "120", "--dir", str(workdir)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
