@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from prometheus_client import disable_created_metrics, generate_latest
 
-from . import __version__
+from . import __version__, demo
 from .metrics import FAILURE_LABELS
 from .pipeline import timezone_of
 from .scan import ScanResult, scan
@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="follow the log(s) and serve /metrics")
     p.add_argument(
-        "--config", metavar="FILE", help="YAML config (see config/apigee-tls-exporter.yml)"
+        "--config",
+        metavar="FILE",
+        help="YAML config (installed: /etc/apigee-tls-exporter/config.yml, every key commented)",
     )
     p.add_argument("--log", action="append", metavar="PATH", help="log to follow (repeatable)")
     p.add_argument("--listen", metavar="HOST:PORT", help="default :9847")
@@ -85,8 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     # A stub for the command list: its options (and pyOpenSSL) are loaded only when it runs.
 
     p = sub.add_parser("demo", help="run the daemon on a built-in demo log (what `make run` does)")
-    p.add_argument("--listen", default="127.0.0.1:9847", metavar="HOST:PORT")
-    p.add_argument("--rate", type=float, default=50.0, help="demo log lines per second")
+    demo.configure_parser(p)
     return parser
 
 
@@ -287,7 +288,10 @@ def _check_config(path: str) -> int:
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    logs = ", ".join(c.path for c in config.log_paths())
+    logs = ", ".join(
+        c.path if os.path.exists(c.path) else f"{c.path} (does not exist yet: waited for)"
+        for c in config.log_paths()
+    )
     print(f"{path}: OK (logs: {logs}; listen {config.listen})")
     return 0
 
@@ -341,39 +345,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """A demo writer appends realistic MP records to a temporary log; the daemon follows it."""
-    import tempfile
-
-    from .app import Service
-    from .config import ConfigError, parse_listen, validate
-    from .demo import DemoWriter
-    from .log import configure_logging
-
-    if args.rate <= 0:
-        raise UsageError("--rate must be positive")
-    configure_logging("info")
-    with tempfile.TemporaryDirectory(prefix="apigee-tls-demo-") as tmp:
-        log_path = f"{tmp}/system.log"
-        try:
-            config = validate(
-                {
-                    "logs": [{"path": log_path}],
-                    "listen": args.listen,
-                    "from_beginning": True,
-                    "state_file": f"{tmp}/state.json",
-                }
-            )
-        except ConfigError as err:
-            raise UsageError(err.problems[0]) from None
-        host, port = parse_listen(config.listen)
-        writer = DemoWriter(log_path, rate=args.rate)
-        writer.start()
-        print(f"demo log:  {log_path} ({args.rate:g} lines/s, failures of several kinds)")
-        print(f"metrics:   http://{host or '127.0.0.1'}:{port}/metrics")
-        print("stop with Ctrl-C", flush=True)
-        try:
-            return Service(lambda: config).run()
-        except OSError as err:
-            raise UsageError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
-        finally:
-            writer.stop()
+    """A demo writer appends realistic MP records to a log; the daemon follows it (demo.py)."""
+    try:
+        return demo.command(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None

@@ -17,7 +17,9 @@ whenever no failure is open (:attr:`LogGenerator.open_failures` is 0), which :me
 
 from __future__ import annotations
 
+import argparse
 import collections
+import contextlib
 import datetime as dt
 import os
 import random
@@ -28,12 +30,16 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
 __all__ = [
+    "DEMO_INCIDENTS",
     "Backend",
+    "Bursts",
     "DemoWriter",
     "GeneratedLog",
+    "Incident",
     "LogGenerator",
     "Proxy",
     "TruthKey",
+    "demo_alerts",
     "write_log",
 ]
 
@@ -92,6 +98,60 @@ DEFAULT_PROXIES: tuple[Proxy, ...] = (
     Proxy("globex", "prod", "crm-sync", ("4",), (_CRM,)),
     Proxy("globex", "prod", "stock", ("2", "3"), (_STOCK,)),
 )
+
+
+@dataclass(frozen=True)
+class Incident:
+    """What fails during one burst of the demo: one backend of one proxy, with one reason, every
+    failure with its SSLInfo line (so the incident is one alert: one org, env, target and key
+    alias)."""
+
+    proxy: Proxy
+    backend: Backend
+    reason: str
+
+
+# The demo's incidents, in turn: two pages (client certificate rejected) and two warnings.
+DEMO_INCIDENTS: tuple[Incident, ...] = (
+    Incident(DEFAULT_PROXIES[0], _PAYMENTS, "bad_certificate"),
+    Incident(DEFAULT_PROXIES[4], _LEGACY, "handshake_failure"),
+    Incident(DEFAULT_PROXIES[5], _CRM, "certificate_required"),
+    Incident(DEFAULT_PROXIES[3], _PARTNER, "remote_closed"),
+)
+
+
+class Bursts:
+    """A schedule of failure bursts: ``burst`` seconds of one incident's failures, then ``pause``
+    seconds without failures, the incidents in turn, from ``start`` (a burst first)."""
+
+    def __init__(
+        self,
+        burst: float,
+        pause: float,
+        start: float,
+        incidents: tuple[Incident, ...] = DEMO_INCIDENTS,
+    ) -> None:
+        if burst <= 0 or pause < 0:
+            raise ValueError("burst must be positive and pause not negative")
+        self.burst, self.pause, self.start, self.incidents = burst, pause, start, incidents
+
+    def incident_at(self, now: float) -> Optional[Incident]:
+        """The incident failing at ``now``, or None during a pause (and before ``start``)."""
+        if now < self.start:
+            return None
+        n, into = divmod(now - self.start, self.burst + self.pause)
+        return self.incidents[int(n) % len(self.incidents)] if into < self.burst else None
+
+
+def demo_alerts(burst: float) -> dict[str, object]:
+    """The daemon's ``alerts:`` config for the demo: windows as long as a burst, so that an
+    alert fires during its burst and resolves one burst length after it ends."""
+    window = f"{burst:g}s"
+    return {
+        "client_certificate_rejected": {"window": window, "resolve_after": window},
+        "handshake_failures": {"window": window, "resolve_after": window},
+    }
+
 
 # (reason label, weight); the message text for each is built in _failure_text.
 _REASONS: tuple[tuple[str, int], ...] = (
@@ -249,6 +309,9 @@ class LogGenerator:
         self.n_failures = 0
         self.n_unpaired = 0
         self.n_retries = 0
+        self._bursty = False
+        self._incident: Optional[Incident] = None
+        self._since = (0, 0)  # (lines, failures) when the current incident started
 
     # -- public API --------------------------------------------------------------------------
 
@@ -266,6 +329,14 @@ class LogGenerator:
     def open_failures(self) -> int:
         """Failures whose SSLInfo, onException or retry lines are not written yet."""
         return len(self._active)
+
+    def set_incident(self, incident: Optional[Incident]) -> None:
+        """From now on, failures come only from ``incident`` (at ``failure_fraction`` of the
+        lines written while it lasts), and none while it is None: the bursts of the demo."""
+        if not self._bursty or incident != self._incident:
+            self._since = (self.n_lines, self.n_failures)
+        self._bursty = True
+        self._incident = incident
 
     def records(self) -> Iterator[list[str]]:
         """Endless records: a timestamped line and its continuation lines (a stack trace)."""
@@ -358,7 +429,10 @@ class LogGenerator:
 
     def _new_record(self) -> list[str]:
         self._advance()
-        deficit = self._fraction * self.n_lines - self.n_failures
+        if self._bursty and self._incident is None:
+            return self._count(self._traffic())
+        lines, failures = self._since
+        deficit = self._fraction * (self.n_lines - lines) - (self.n_failures - failures)
         if deficit > 0 and self._random() < 0.25 and len(self._busy) < len(_NIO_THREADS):
             return self._start_episode()  # _emit_segment counts it
         return self._count(self._traffic())
@@ -503,8 +577,13 @@ class LogGenerator:
     def _start_episode(self) -> list[str]:
         free = [t for t in _NIO_THREADS if t not in self._busy]
         thread = free[int(self._random() * len(free))]
-        proxy = self._proxies[int(self._random() * len(self._proxies))]
-        if self._random() < self._no_context:
+        incident = self._incident
+        proxy = (
+            incident.proxy
+            if incident is not None
+            else self._proxies[int(self._random() * len(self._proxies))]
+        )
+        if incident is None and self._random() < self._no_context:
             ctx, labels = "", ("", "", "", "")
         else:
             rev = proxy.revs[int(self._random() * len(proxy.revs))]
@@ -514,9 +593,11 @@ class LogGenerator:
             )
             labels = (proxy.org, proxy.env, proxy.api, rev)
         first = int(self._random() * len(proxy.backends))
+        if incident is not None:
+            first = proxy.backends.index(incident.backend)
         episode = _Episode(thread)
         self._add_failure(episode, ctx, labels, proxy.backends[first], wait=0)
-        if len(proxy.backends) > 1 and self._random() < self._retry:
+        if incident is None and len(proxy.backends) > 1 and self._random() < self._retry:
             self.n_retries += 1
             other = proxy.backends[(first + 1) % len(proxy.backends)]
             self._add_failure(episode, ctx, labels, other, wait=self._wait())
@@ -525,8 +606,9 @@ class LogGenerator:
         return self._emit_segment(episode)
 
     def _address(self, backend: Backend) -> tuple[str, str]:
-        """The address as the JVM renders it, and the ``target`` label it gives."""
-        r = self._random()
+        """The address as the JVM renders it, and the ``target`` label it gives (by name in an
+        incident, so that its target is one)."""
+        r = 0.0 if self._incident is not None else self._random()
         ip_target = f"{backend.ip}:{backend.port}"
         if backend.host is not None and r < 0.8:
             return f"{backend.host}/{ip_target}", f"{backend.host}:{backend.port}"
@@ -543,12 +625,14 @@ class LogGenerator:
         wait: int,
     ) -> None:
         thread = episode.thread
-        reason = self._reason()
+        reason = self._incident.reason if self._incident is not None else self._reason()
         address, target = self._address(backend)
         timeout = reason == "handshake_timeout"
         by_name = "/" in address and not address.startswith("/")
         message, exception = _failure_text(reason, backend, by_name)
-        with_ssl_info = self._random() >= (self._timeout_missing if timeout else self._missing)
+        with_ssl_info = self._incident is not None or self._random() >= (
+            self._timeout_missing if timeout else self._missing
+        )
         alias = backend.key_alias if with_ssl_info and backend.key_alias is not None else ""
         if not with_ssl_info:
             self.n_unpaired += 1
@@ -736,6 +820,9 @@ def write_log(
 class DemoWriter:
     """Appends generated records to a file at ``rate`` lines a second, in a background thread.
 
+    With ``bursts``, failures come only during a burst, all from its incident (at
+    ``failure_fraction`` of the lines), so that alerts fire and then resolve.
+
     Each write appends whole records and carries on until no failure is open, so the file never
     ends between a failure and its SSLInfo line and :attr:`truth` is exact after every write (the
     rate is a long-run average). Timestamps follow ``clock``. The file is opened for each write, so
@@ -753,9 +840,11 @@ class DemoWriter:
         interval: float = 0.1,
         clock: Callable[[], float] = time.time,
         sleep: Optional[Callable[[float], object]] = None,
+        bursts: Optional[Bursts] = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
+        self.bursts = bursts
         self.path = os.fspath(path)
         self.rate = rate
         self._interval = interval
@@ -784,6 +873,8 @@ class DemoWriter:
         """Appends the lines owed at ``rate`` since construction; returns how many it wrote."""
         now = self._clock()
         with self._lock:
+            if self.bursts is not None:
+                self._gen.set_incident(self.bursts.incident_at(now))
             owed = int((now - self._started_at) * self.rate) - self.lines_written
             lines: list[str] = []
             while len(lines) < owed or self._gen.open_failures:
@@ -811,3 +902,107 @@ class DemoWriter:
         while not self._stopping.is_set():
             self.write_due()
             self._sleep(self._interval)
+
+
+# --- the `demo` command (what `make run` starts) ------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """The options of ``apigee-tls-exporter demo``."""
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:9847",
+        metavar="HOST:PORT",
+        help="where to serve /metrics (default 127.0.0.1:9847; port 0 picks a free one)",
+    )
+    parser.add_argument("--rate", type=float, default=50.0, help="demo log lines per second")
+    parser.add_argument(
+        "--burst",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="length of each burst of failures, and of the alert windows (default 60)",
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="time without failures between two bursts (default 120)",
+    )
+    parser.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="where the demo log and state go (default: a new directory under the system's "
+        "temporary directory); kept after exit",
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    """A writer appends realistic MP records, failures in bursts, to a log in a directory kept
+    after exit; the daemon follows it with alert windows as long as a burst, so each alert fires
+    during its burst and resolves after it. The URL is printed once the daemon listens.
+    Raises ValueError for bad options or an address it cannot listen on."""
+    import tempfile
+
+    from .app import Service
+    from .config import ConfigError, parse_listen, validate
+    from .log import configure_logging
+    from .notify import Notifier
+
+    if args.rate <= 0 or args.burst <= 0 or args.pause < 0:
+        raise ValueError("--rate and --burst must be positive, --pause not negative")
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
+    workdir = os.path.abspath(args.dir or tempfile.mkdtemp(prefix="apigee-tls-demo-"))
+    log_path = os.path.join(workdir, "system.log")
+    try:
+        config = validate(
+            {
+                "logs": [{"path": log_path}],
+                "listen": args.listen,
+                "from_beginning": True,
+                "state_file": os.path.join(workdir, "state.json"),
+                "alerts": demo_alerts(args.burst),
+            }
+        )
+    except ConfigError as err:
+        raise ValueError(err.problems[0]) from None
+    host = parse_listen(config.listen)[0] or "127.0.0.1"
+    open(log_path, "a").close()  # the daemon finds it at once, not "waiting for log file"
+    configure_logging("warning")  # start-up is quiet: the URL comes first, then "info" lines
+    bursts = Bursts(args.burst, args.pause, start=time.time())
+    writer = DemoWriter(log_path, rate=args.rate, failure_fraction=0.02, bursts=bursts)
+    service: Optional[Service] = None
+
+    class Announce(Notifier):
+        """Prints where to look once the daemon listens and follows the log (its READY)."""
+
+        announced = False
+
+        def ready(self, status: Optional[str] = None) -> bool:
+            if not self.announced and service is not None:
+                self.announced = True
+                configure_logging("info")  # from now on: alerts firing and resolving
+                server = service.server
+                period = args.burst + args.pause
+                print(f"metrics:   {server.scheme}://{host}:{server.port}/metrics", flush=True)
+                print(
+                    f"alerts:    apigee_tls_alert_firing there: a {args.burst:g} s burst of "
+                    f"failures every {period:g} s, each alert resolves {args.burst:g} s after it",
+                )
+                print(f"demo log:  {log_path} ({args.rate:g} lines/s)")
+                print(f"kept:      {workdir} stays after exit (rm -rf it when done)")
+                print("stop with Ctrl-C", flush=True)
+            return super().ready(status)
+
+    writer.start()
+    try:
+        service = Service(lambda: config, notifier=Announce())
+        return service.run()
+    except OSError as err:
+        raise ValueError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
+    finally:
+        writer.stop()
+        with contextlib.suppress(BrokenPipeError):  # stdout may be gone (a closed pipe)
+            print(f"demo files kept in {workdir}", flush=True)

@@ -210,20 +210,41 @@ class ExporterCollector(Collector):
 
     def _file_families(self, files: list[tuple[str, FileStats]]) -> Iterator[Metric]:
         simple = (
-            ("apigee_tls_log_lines", CounterMetricFamily, "Lines read.", "lines"),
-            ("apigee_tls_log_bytes_read", CounterMetricFamily, "Bytes read.", "bytes_read"),
-            ("apigee_tls_log_file_size_bytes", GaugeMetricFamily, "Size of the file.", "size"),
-            ("apigee_tls_log_offset_bytes", GaugeMetricFamily, "Read position.", "offset"),
+            (
+                "apigee_tls_log_lines",
+                CounterMetricFamily,
+                "Lines read from the followed log file.",
+                "lines",
+            ),
+            (
+                "apigee_tls_log_bytes_read",
+                CounterMetricFamily,
+                "Bytes read from the followed log file.",
+                "bytes_read",
+            ),
+            (
+                "apigee_tls_log_file_size_bytes",
+                GaugeMetricFamily,
+                "Size in bytes of the followed log file.",
+                "size",
+            ),
+            (
+                "apigee_tls_log_offset_bytes",
+                GaugeMetricFamily,
+                "Byte offset read so far in the followed log file.",
+                "offset",
+            ),
             (
                 "apigee_tls_unrecognised_lines",
                 CounterMetricFamily,
-                "Lines that mention handshakeFailed/handshakeTimeout/SSLInfo but match no rule.",
+                "Lines of the followed log file that mention handshakeFailed, handshakeTimeout or "
+                "SSLInfo but match no rule.",
                 "unrecognised",
             ),
             (
                 "apigee_tls_log_lines_truncated",
                 CounterMetricFamily,
-                "Lines longer than the limit, cut to it.",
+                "Lines of the followed log file longer than max_line_bytes, cut to it.",
                 "truncated_lines",
             ),
         )
@@ -233,11 +254,13 @@ class ExporterCollector(Collector):
                 family.add_metric([path], getattr(stats, attr))
             yield family
         rotations = CounterMetricFamily(
-            "apigee_tls_log_rotations", "Rotations seen, by kind.", labels=["path", "kind"]
+            "apigee_tls_log_rotations",
+            "Rotations of the followed log file seen, by kind.",
+            labels=["path", "kind"],
         )
         errors = CounterMetricFamily(
             "apigee_tls_log_read_errors",
-            "Errors opening or reading the log.",
+            "Errors opening or reading the followed log file, by kind.",
             labels=["path", "error"],
         )
         for path, stats in files:

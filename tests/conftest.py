@@ -50,10 +50,37 @@ def start_server() -> Iterator[Callable[..., MetricsServer]]:
         assert not thread.is_alive()
 
 
+def _log_through_stdlib() -> None:
+    """The daemon's log lines go to the standard library's logging, which pytest captures (shown
+    with a failing test, level INFO: pyproject.toml's ``log_level``), never straight to the
+    terminal: a line logged by a server thread between two tests would break into the progress
+    output. The NullHandler keeps ``logging.lastResort`` from printing when no capture is on."""
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.KeyValueRenderer(key_order=["event"], sort_keys=True),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    if not any(isinstance(h, logging.NullHandler) for h in root.handlers):
+        root.addHandler(logging.NullHandler())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _log_through_stdlib()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
-    """Each test starts with structlog's defaults: a CLI test that configured logging onto its
-    captured (then closed) stderr must not leak that configuration into the next test."""
+    """Each test starts with the tests' logging set-up: a CLI test that configured logging onto
+    its captured (then closed) stderr must not leak that configuration into the next test."""
     import logging
 
     import structlog
@@ -62,6 +89,7 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
     for handler in logging.getLogger().handlers[:]:
         logging.getLogger().removeHandler(handler)
+    _log_through_stdlib()
 
 
 @pytest.fixture(scope="session")

@@ -472,7 +472,8 @@ def test_check_config_of_a_valid_file_exits_0(
     path = write_config(
         tmp_path, "logs:\n  - path: /var/log/mp/system.log\nlisten: 127.0.0.1:9900\n"
     )
-    expected = (0, [f"{path}: OK (logs: /var/log/mp/system.log; listen 127.0.0.1:9900)"], "")
+    ok = "OK (logs: /var/log/mp/system.log (does not exist yet: waited for); listen 127.0.0.1:9900)"
+    expected = (0, [f"{path}: {ok}"], "")
     code, out, err = run(["check-config", path], capsys)
     assert expected == (code, out.splitlines(), err)
 
@@ -630,3 +631,19 @@ def test_check_config_reports_an_unreadable_secret_file(
     expected = (1, ["  diagnosis.password_file: cannot read " + str(missing)])
     code, _, err = run(["check-config", str(config)], capsys)
     assert expected == (code, err.splitlines()[1:])
+
+
+def test_check_config_says_a_missing_log_will_be_waited_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log path that does not exist yet is valid (the daemon waits for it), and the OK line
+    says so for that path only."""
+    present, absent = tmp_path / "present.log", tmp_path / "absent.log"
+    present.touch()
+    config = tmp_path / "config.yml"
+    config.write_text(f"logs:\n  - path: {present}\n  - path: {absent}\n")
+
+    assert cli.main(["check-config", str(config)]) == 0
+
+    out = capsys.readouterr().out
+    assert f"logs: {present}, {absent} (does not exist yet: waited for);" in out

@@ -7,12 +7,30 @@ parser, from the generated text alone.
 from __future__ import annotations
 
 import collections
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any, Optional
 
-from apigee_tls_exporter.demo import DemoWriter, LogGenerator, TruthKey, write_log
+import pytest
+from apigee_tls_exporter.demo import (
+    DEMO_INCIDENTS,
+    Bursts,
+    DemoWriter,
+    LogGenerator,
+    TruthKey,
+    write_log,
+)
+from support import EXPORTER, free_port, samples, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ( ?)(.*)$")
 CONTEXT = re.compile(r"^org:(\S+) env:(\S+) api:(\S+) rev:(\S+) messageid:(\S+) (.*)$")
@@ -322,3 +340,226 @@ def test_demo_writer_follows_a_renamed_file(tmp_path: Path) -> None:
     both = (tmp_path / "system.log.1").read_text() + path.read_text()
     assert len(both.splitlines()) == writer.lines_written
     assert count_failures(both.splitlines()) == writer.truth
+
+
+# --- bursts: failures that start and stop, so that alerts fire and resolve ----------------------
+
+
+def test_bursts_alternate_incidents_and_pauses() -> None:
+    """A burst of the first incident from the start, a pause, then the next incident."""
+    bursts = Bursts(10, 20, start=100.0)
+    assert bursts.incident_at(99.0) is None
+    assert bursts.incident_at(100.0) == DEMO_INCIDENTS[0]
+    assert bursts.incident_at(109.9) == DEMO_INCIDENTS[0]
+    assert bursts.incident_at(110.0) is None
+    assert bursts.incident_at(130.0) == DEMO_INCIDENTS[1]
+    period = 30 * len(DEMO_INCIDENTS)
+    assert bursts.incident_at(100.0 + period) == DEMO_INCIDENTS[0]
+
+
+def test_demo_writer_bursts_are_one_incident_each_and_stop(tmp_path: Path) -> None:
+    """With bursts, failures are written only during a burst, each burst's with the labels of
+    its incident (one org, env, target, key alias and reason: one alert), and the truth still
+    matches the text."""
+    clock = FakeClock()
+    start = clock.now
+    path = tmp_path / "system.log"
+    writer = DemoWriter(path, rate=200.0, seed=4, clock=clock, bursts=Bursts(10, 20, start=start))
+    for _ in range(55):  # two bursts and their pauses, not the third burst at 60 s
+        clock.sleep(1.0)
+        writer.write_due()
+    lines = path.read_text().splitlines()
+    assert count_failures(lines) == writer.truth
+    stamps = [
+        time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+        for line in lines
+        if FAILED.search(line) or TIMEOUT.search(line)
+    ]
+    assert len(stamps) == sum(writer.truth.values()) >= 20
+    for stamp in stamps:
+        into = (stamp - int(start)) % 30
+        assert into <= 10, f"a failure {into} s into a period: outside its burst"
+    assert {int((stamp - int(start)) // 30) for stamp in stamps} == {0, 1}
+    alerts = {(k.org, k.env, k.target, k.reason, k.key_alias) for k in writer.truth}
+    expected = set()
+    for incident in DEMO_INCIDENTS[:2]:
+        backend = incident.backend
+        target = f"{backend.host or backend.ip}:{backend.port}"
+        alias = backend.key_alias or ""
+        expected.add((incident.proxy.org, incident.proxy.env, target, incident.reason, alias))
+    assert alerts == expected
+
+
+class Output:
+    """Lines a subprocess prints, collected by a thread so that a test can wait for one."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def find(self, pattern: str) -> Optional[re.Match[str]]:
+        for line in list(self.lines):
+            match = re.search(pattern, line)
+            if match:
+                return match
+        return None
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def transitions(url: str, state: str) -> float:
+    """apigee_tls_alert_transitions_total of the failure alerts in ``state``."""
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(
+        value
+        for name, labels, value in samples(text)
+        if name == "apigee_tls_alert_transitions_total"
+        and labels.get("alertname") in ("client_certificate_rejected", "handshake_failures")
+        and labels.get("state") == state
+    )
+
+
+def stopped(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+@pytest.mark.slow
+def test_demo_prints_the_url_first_and_its_alert_fires_and_resolves(tmp_path: Path) -> None:
+    """`demo` prints the metrics URL (of the port it really listens on) as its first line, once
+    it listens; a burst fires an alert and it resolves after the burst; the demo's files
+    are still there after it stops, and it says where."""
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [
+            *(*EXPORTER, "demo", "--listen", "127.0.0.1:0", "--rate", "300"),
+            *("--burst", "3", "--pause", "10", "--dir", str(workdir)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = Output(proc)
+    try:
+        wait_for(lambda: out.lines or None, 30, "the demo's first line", detail=out.text)
+        first = out.lines[0]
+        match = re.fullmatch(r"metrics: +(http://127\.0\.0\.1:(\d+)/metrics)", first)
+        assert match, out.text()
+        url = match[1]
+        assert int(match[2]) > 0
+        wait_for(lambda: transitions(url, "firing") >= 1, 60, "an alert to fire", detail=out.text)
+        wait_for(lambda: transitions(url, "resolved") >= 1, 60, "it to resolve", detail=out.text)
+    finally:
+        code = stopped(proc)
+    assert code == 0
+    assert (workdir / "system.log").stat().st_size > 0
+    wait_for(lambda: out.find(f"kept in {re.escape(str(workdir))}"), 10, "where the files are")
+
+
+def alertmanager_pages(url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{url}/api/v2/alerts?active=true", timeout=5) as response:
+        alerts: list[dict[str, Any]] = json.loads(response.read().decode())
+    return [
+        a for a in alerts if a["labels"].get("alertname") == "ApigeeTLSClientCertificateRejected"
+    ]
+
+
+@pytest.mark.slow
+def test_demo_stack_page_fires_and_resolves_in_alertmanager_and_the_webhook(
+    tmp_path: Path,
+) -> None:
+    """`make demo-stack` (bench/demo_stack.py, on free ports, 1 s intervals and group timings): the
+    first burst's
+    page reaches Alertmanager's API (its generatorURL on the external URL) and the webhook's
+    output as firing, then as resolved; every file stays in the directory it names."""
+    ports = [free_port() for _ in range(4)]
+    workdir = tmp_path / "stack"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, str(REPO / "bench" / "demo_stack.py")),
+            *("--ports", ",".join(map(str, ports)), "--interval", "1s"),
+            *("--group-interval", "1s", "--group-wait", "1s"),
+            *("--rate", "300", "--burst", "5", "--pause", "120", "--dir", str(workdir)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = Output(proc)
+    page = r"\[PAGE (firing|resolved)\] ApigeeTLSClientCertificateRejected org=acme env=prod "
+    page += r"target=payments\.internal:443 key_alias=backend-client reason=bad_certificate"
+    alertmanager = f"http://127.0.0.1:{ports[2]}"
+    try:
+        wait_for(lambda: out.find(r"Alertmanager API +http"), 60, "the stack", detail=out.text)
+        wait_for(lambda: out.find(page.replace("(firing|resolved)", "firing")), 60, "the page")
+        firing = wait_for(lambda: alertmanager_pages(alertmanager), 30, "the alert in Alertmanager")
+        assert firing[0]["generatorURL"].startswith(f"http://127.0.0.1:{ports[1]}/")
+        wait_for(
+            lambda: out.find(page.replace("(firing|resolved)", "resolved")),
+            60,
+            "the resolved notification",
+            detail=out.text,
+        )
+        assert alertmanager_pages(alertmanager) == []
+    finally:
+        code = stopped(proc)
+    assert code == 0, out.text()
+    for name in ("system.log", "prometheus.log", "alertmanager.log", "exporter.log"):
+        assert (workdir / name).stat().st_size > 0, name
+    wait_for(lambda: out.find(f"files kept in {re.escape(str(workdir))}"), 10, "the files' place")
+
+
+@pytest.mark.slow
+def test_make_run_prints_the_url_first(tmp_path: Path) -> None:
+    """`make run` (with its venv in place) prints nothing before the demo's metrics URL: no
+    make command lines, no build warnings, no start-up log lines."""
+    proc = subprocess.Popen(
+        [
+            *("make", "--no-print-directory", "-C", str(REPO), "run", f"VENV={sys.prefix}"),
+            *("STAMP=", f"DEMO_ARGS=--listen 127.0.0.1:0 --dir {tmp_path / 'demo'}"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # SIGINT to make and the demo, as Ctrl-C would
+    )
+    out = Output(proc)
+    try:
+        wait_for(lambda: out.lines or None, 30, "the first line", detail=out.text)
+        assert re.fullmatch(r"metrics: +http://127\.0\.0\.1:\d+/metrics", out.lines[0]), out.text()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_demo_prints_no_url_when_it_cannot_listen(tmp_path: Path) -> None:
+    """On an address in use, `demo` prints no metrics URL: one error line and exit 2."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [*EXPORTER, "demo", "--listen", f"127.0.0.1:{port}", "--dir", str(tmp_path / "d")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert "metrics:" not in done.stdout
+    assert done.stderr.splitlines() == [
+        f"apigee-tls-exporter: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

@@ -6,10 +6,12 @@ node) is shared by the tests of this module; it takes some seconds, so the modul
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -24,30 +26,43 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "opt/apigee-tls-exporter"
 CONFIG = "etc/apigee-tls-exporter/config.yml"
+# The installed venv links to this interpreter, so it must be one the unit can run: Debian's
+# system Python (the venv running the tests may be a pyenv one under /root).
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def make_install(
-    dest: Path, wheelhouse: Path, python: str = sys.executable
-) -> subprocess.CompletedProcess[str]:
-    """`make install` into dest for python, building with the venv running the tests."""
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    """make in the repository, building with the venv running the tests."""
     return subprocess.run(
         [
             "make",
             "--no-print-directory",
             "-C",
             str(REPO),
-            "install",
-            f"DESTDIR={dest}",
-            f"WHEELHOUSE={wheelhouse}",
+            *args,
             f"VENV={sys.prefix}",
             "STAMP=",  # the venv running the tests is ready; do not (re)build it
-            f"PYTHON={python}",
         ],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
+
+
+def make_install(
+    dest: Path, wheelhouse: Path, python: str = SYSTEM_PYTHON
+) -> subprocess.CompletedProcess[str]:
+    """`make install` into dest for python."""
+    return make("install", f"DESTDIR={dest}", f"WHEELHOUSE={wheelhouse}", f"PYTHON={python}")
+
+
+def wheel_tags(wheelhouse: Path) -> set[str]:
+    """The CPython tags (cp39, cp311, ...) of the version-specific wheels of a wheelhouse."""
+    return {w.name.split("-")[-3] for w in wheelhouse.glob("*.whl") if "abi3" not in w.name} - {
+        "py3",
+        "py2.py3",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -178,23 +193,8 @@ def test_zipapp_scan_matches_the_source_tree(tmp_path: Path, small_log: Path) ->
     """The single-file zipapp runs `scan` with nothing installed, extracting its compiled
     modules to the cache directory once, and prints the same metrics as the package under test."""
     pyz = tmp_path / "apigee-tls-exporter.pyz"
-    built = subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "-C",
-            str(REPO),
-            str(pyz),
-            f"PYZ={pyz}",
-            f"WHEELHOUSE={tmp_path / 'wheelhouse'}",
-            f"VENV={sys.prefix}",
-            "STAMP=",
-            f"PYTHON={sys.executable}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    built = make(
+        str(pyz), f"PYZ={pyz}", f"WHEELHOUSE={tmp_path / 'wheelhouse'}", f"PYTHON={sys.executable}"
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     cache = tmp_path / "cache"
@@ -210,6 +210,94 @@ def test_zipapp_scan_matches_the_source_tree(tmp_path: Path, small_log: Path) ->
     assert with_pyz.stdout == source.stdout == again.stdout
     [extracted] = cache.iterdir()
     assert extracted.name.startswith("native-")
+
+
+def test_a_new_target_rebuilds_the_wheelhouse_and_the_zipapp(tmp_path: Path) -> None:
+    """After a build for this machine's Python, `make dist WHEEL_PYTHON=3.9` rebuilds: the
+    wheelhouse holds cp39 wheels only and the zipapp says cp39; a `make install` after it builds
+    for the installing Python again, and the installed daemon runs."""
+    here = sys.version_info[:2]
+    other = "3.9" if here != (3, 9) else "3.11"
+    wheelhouse, pyz = tmp_path / "wheelhouse", tmp_path / "apigee-tls-exporter.pyz"
+    paths = (f"WHEELHOUSE={wheelhouse}", f"PYZ={pyz}", f"PYTHON={sys.executable}")
+    first = make("dist", *paths)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert wheel_tags(wheelhouse) == {f"cp{here[0]}{here[1]}"}
+    assert make("-q", "dist", *paths).returncode == 0  # up to date for the same target
+    assert make("-q", "dist", *paths, f"WHEEL_PYTHON={other}").returncode == 1
+    assert make("-q", "dist", *paths, "WHEEL_ARCH=aarch64").returncode == 1
+
+    second = make("dist", *paths, f"WHEEL_PYTHON={other}")
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert wheel_tags(wheelhouse) == {"cp" + other.replace(".", "")}
+    with zipfile.ZipFile(pyz) as archive:
+        assert archive.read("_native/BUILD").decode().split() == [
+            "cp" + other.replace(".", ""),
+            "x86_64",
+        ]
+    dest = tmp_path / "dest"
+    installed = make_install(dest, wheelhouse)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    version = subprocess.run(
+        [str(dest / PREFIX / "bin/apigee-tls-exporter"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert version.returncode == 0, version.stderr
+
+
+def test_install_refuses_an_interpreter_the_unit_cannot_run(tmp_path: Path) -> None:
+    """`make install` with a Python outside the system's (here a copy under /tmp, which the
+    unit's PrivateTmp= hides, as ProtectHome= hides /root and /home) stops with one line that
+    says how to choose one, before building anything."""
+    base = Path(os.path.realpath(SYSTEM_PYTHON))
+    fake = tmp_path / "python"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "lib").mkdir()
+    shutil.copy(base, fake / "bin" / base.name)
+    (fake / "lib" / base.name).symlink_to(f"/usr/lib/{base.name}")
+    wheelhouse = tmp_path / "wheelhouse"
+
+    result = make_install(tmp_path / "dest", wheelhouse, python=str(fake / "bin" / base.name))
+
+    assert result.returncode != 0
+    [line] = result.stderr.splitlines()
+    assert f"{fake / 'bin' / base.name} is" in line and "under /tmp" in line
+    assert "PYTHON=/usr/bin/python3.9" in line
+    assert not wheelhouse.exists() and not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize(
+    ("interpreter", "expected"),
+    [
+        ("/root/.pyenv/versions/3.11.7/bin/python3.11", "under /root"),
+        ("/home/builder/.local/bin/python3.11", "under /home"),
+        ("/srv/conda/bin/python3.11", "not the system Python"),
+        ("/usr/bin/python3.11", ""),
+    ],
+)
+def test_install_python_check_names_the_problem(
+    interpreter: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check `make install` runs (packaging/check_python.py) refuses interpreters under /root
+    or /home or outside /usr, and accepts the system's."""
+    spec = importlib.util.spec_from_file_location(
+        "check_python", REPO / "packaging/check_python.py"
+    )
+    assert spec and spec.loader
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    monkeypatch.setattr(sys, "_base_executable", interpreter, raising=False)
+    monkeypatch.setattr(os.path, "realpath", lambda path: path)
+
+    problem = check.problem("PYTHON", f"{sys.version_info[0]}.{sys.version_info[1]}")
+
+    assert (expected in problem) if expected else problem == ""
+    if expected:
+        assert "PYTHON=/usr/bin/python3.9" in problem
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,8 +355,7 @@ def test_unit_runs_the_daemon_under_systemd(tmp_path: Path) -> None:
     (seccomp, no new privileges, no capabilities), reloads, and stops with exit status 0."""
     assert shutil.which("systemd-nspawn"), "no systemd-nspawn: apt-get install systemd-container"
     dest = tmp_path / "dest"
-    system_python = "/usr/bin/python3"
-    result = make_install(dest, tmp_path / "wheelhouse", python=system_python)
+    result = make_install(dest, tmp_path / "wheelhouse")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     logs = tmp_path / "logs"

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import re
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import records
 import yaml
-from apigee_tls_exporter.parse import FIXED_REASONS
+from mgmt_standin import Standin, chain_info
 from stack import (
     ALERTMANAGER_YML,
     DASHBOARD,
@@ -34,21 +35,22 @@ from stack import (
     get_json,
     poll,
 )
-from support import EXPORTER, Daemon
+from support import EXPORTER, Daemon, free_port
+from test_docs import heading_anchors
+from tls_backends import Pki
 
 pytestmark = pytest.mark.slow
 
 RUNBOOK = REPO / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/apigee-tls-exporter/apigee-tls-exporter/blob/main/docs/runbook.md"
-TLS_ALERTS = (  # RFC 8446 section 6
-    *("handshake_failure", "bad_certificate", "unsupported_certificate", "certificate_revoked"),
-    *("certificate_expired", "certificate_unknown", "illegal_parameter", "unknown_ca"),
-    *("access_denied", "decode_error", "decrypt_error", "protocol_version"),
-    *("insufficient_security", "internal_error", "unrecognized_name", "certificate_required"),
-    "no_application_protocol",
-)
-PAYMENTS = "payments.internal:443"
-PAYMENTS_REMOTE = "payments.internal/10.20.3.4:443"
+# The PromQL alternative to the daemon-side failure alerts, and its unit tests (not loaded by the
+# shipped prometheus.yml).
+PROMQL_RULES = RULES.with_name("apigee-tls.promql-alerts.yml")
+PROMQL_RULES_TEST = RULES.with_name("apigee-tls.promql-alerts.test.yml")
+# The page's backend is a closed port on 127.0.0.1: the daemon's background diagnosis of it
+# (which the dashboard shows) finds it unreachable without sending traffic anywhere else.
+PAYMENTS = f"127.0.0.1:{free_port()}"
+PAYMENTS_REMOTE = f"/{PAYMENTS}"
 LEGACY = "10.40.2.9:443"
 
 
@@ -58,9 +60,13 @@ def run(*args: str, cwd: Path = REPO) -> str:
     return done.stdout + done.stderr
 
 
-def alerting_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+def alerting_rules(*files: Path) -> list[dict[str, Any]]:
+    """The alerting rules of the given files (default: the shipped one and the alternative)."""
+    rules = []
+    for path in files or (RULES, PROMQL_RULES):
+        groups = yaml.safe_load(path.read_text())["groups"]
+        rules += [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return rules
 
 
 # --- the files, with the real tools ---------------------------------------------------------------
@@ -70,14 +76,36 @@ def test_promtool_checks_the_rules_and_the_example_config() -> None:
     """`promtool check rules` accepts the rules file and `promtool check config` the example
     prometheus.yml (which loads the rules)."""
     promtool = binary("promtool")
-    assert "SUCCESS" in run(promtool, "check", "rules", str(RULES))
+    assert "SUCCESS" in run(promtool, "check", "rules", str(RULES), str(PROMQL_RULES))
     assert "SUCCESS" in run(promtool, "check", "config", str(PROMETHEUS_YML))
 
 
 def test_promtool_unit_tests_pass() -> None:
-    """`promtool test rules` passes the rules' unit tests."""
-    out = run(binary("promtool"), "test", "rules", RULES_TEST.name, cwd=RULES_TEST.parent)
-    assert "SUCCESS" in out
+    """`promtool test rules` passes the unit tests of the rules and of the PromQL alternative."""
+    for tests in (RULES_TEST, PROMQL_RULES_TEST):
+        out = run(binary("promtool"), "test", "rules", tests.name, cwd=tests.parent)
+        assert "SUCCESS" in out, tests.name
+
+
+def test_one_family_of_failure_alerts_is_on_by_default() -> None:
+    """The shipped prometheus.yml loads only apigee-tls.rules.yml, whose failure alerts are the
+    daemon-side ones (none reads the failure counters); every alert of the PromQL alternative that
+    duplicates one of them is inhibited by it in the Alertmanager example, for the same labels."""
+    assert yaml.safe_load(PROMETHEUS_YML.read_text())["rule_files"] == [RULES.name]
+    default = alerting_rules(RULES)
+    assert not [r["alert"] for r in default if "apigee_tls_handshake_failures" in r["expr"]]
+    names = {r["alert"] for r in default}
+    inhibits = yaml.safe_load(ALERTMANAGER_YML.read_text())["inhibit_rules"]
+    twins = {}
+    for rule in inhibits:
+        [source], [target] = rule["source_matchers"], rule["target_matchers"]
+        if source.startswith("alertname"):
+            twins[target.split('"')[1]] = (source.split('"')[1], rule["equal"])
+    for rule in alerting_rules(PROMQL_RULES):
+        name = rule["alert"]
+        assert name not in names, name
+        assert name in twins, f"{name}: no inhibit rule from its daemon-side twin"
+        assert twins[name][0] in names, name
 
 
 def seconds(duration: str) -> float:
@@ -90,7 +118,11 @@ def seconds(duration: str) -> float:
 def test_every_alerting_rule_has_unit_tests_that_fire_stay_quiet_and_resolve() -> None:
     """Each alerting rule is tested quiet before it fires, firing, and quiet again after it fired
     (resolved), within one test group."""
-    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    tests = [
+        test
+        for path in (RULES_TEST, PROMQL_RULES_TEST)
+        for test in yaml.safe_load(path.read_text())["tests"]
+    ]
     for rule in alerting_rules():
         name = rule["alert"]
         ok = False
@@ -108,7 +140,7 @@ def test_every_alert_explains_itself_and_links_the_runbook() -> None:
     """Every alert has a severity (its own label or the daemon's), a summary, a description and a
     runbook_url into docs/runbook.md whose anchor exists; the failure alerts name org, env,
     target, key alias and reason, and carry the cause."""
-    anchors = runbook_anchors()
+    anchors = heading_anchors(RUNBOOK.read_text())
     for rule in alerting_rules():
         name, notes = rule["alert"], rule["annotations"]
         assert {"summary", "description", "runbook_url"} <= set(notes), name
@@ -125,24 +157,6 @@ def test_every_alert_explains_itself_and_links_the_runbook() -> None:
             assert anchor in anchors, f"{name}: runbook has no #{anchor}"
 
 
-def runbook_anchors() -> set[str]:
-    """Anchors GitHub makes from the runbook's headings, plus explicit <a id=...> anchors."""
-    text = RUNBOOK.read_text()
-    anchors = set(re.findall(r'<a id="([^"]+)"', text))
-    for heading in re.findall(r"^#+ (.+)$", text, re.MULTILINE):
-        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-        anchors.add(slug)
-    return anchors
-
-
-def test_runbook_has_a_section_for_every_reason() -> None:
-    """A runbook_url built from the reason label lands on a section for every reason the exporter
-    can report: every TLS alert name, every fixed reason, handshake_timeout and other."""
-    anchors = runbook_anchors()
-    reasons = {*TLS_ALERTS, *(r for _, r in FIXED_REASONS), "handshake_timeout", "other"}
-    assert sorted(reasons - anchors) == []
-
-
 def test_amtool_checks_the_alertmanager_example() -> None:
     """`amtool check-config` accepts the Alertmanager example."""
     out = run(binary("amtool"), "check-config", str(ALERTMANAGER_YML))
@@ -151,7 +165,7 @@ def test_amtool_checks_the_alertmanager_example() -> None:
 
 def test_alertmanager_example_routes_groups_and_inhibits() -> None:
     """The example routes page and warning to their own receivers, groups by org/env/target and
-    inhibits warning by page for the same org/env/target."""
+    inhibits warning by page for the same org/env/target (first of its inhibit rules)."""
     config = yaml.safe_load(ALERTMANAGER_YML.read_text())
     routes = {tuple(r["matchers"]): r for r in config["route"]["routes"]}
     assert (
@@ -159,7 +173,7 @@ def test_alertmanager_example_routes_groups_and_inhibits() -> None:
     )
     for route in routes.values():
         assert route["group_by"] == ["org", "env", "target"]
-    [inhibit] = config["inhibit_rules"]
+    inhibit = config["inhibit_rules"][0]
     assert inhibit["source_matchers"] == ['severity = "page"']
     assert inhibit["target_matchers"] == ['severity = "warning"']
     assert inhibit["equal"] == ["org", "env", "target"]
@@ -202,8 +216,9 @@ def test_dashboard_has_what_grafana_needs() -> None:
 
 def test_dashboard_covers_the_issue() -> None:
     """Panels for failure rate by reason and by target, the top failing table, alerts firing,
-    last failure time, and exporter health: lag, lines/s, unrecognised lines, pairing, series
-    overflow, checkpoint age."""
+    last failure time, diagnosed causes, client-certificate expiry, and exporter health: up and
+    version per node, read errors, config reload, lag, lines/s, unrecognised lines, pairing,
+    series overflow, checkpoint age."""
     exprs = " ".join(t["expr"] for p in panels() for t in p["targets"])
     for metric in (
         "apigee_tls_handshake_failures_total",
@@ -217,10 +232,26 @@ def test_dashboard_covers_the_issue() -> None:
         "apigee_tls_pairing_unpaired_total",
         "apigee_tls_series_overflow_total",
         "apigee_tls_checkpoint_age_seconds",
+        # what on-call looks for (issue 15)
+        "apigee_tls_client_certificate_expiry_timestamp_seconds",
+        'up{job="apigee-tls"',
+        "apigee_tls_build_info",
+        "apigee_tls_log_read_errors_total",
+        "apigee_tls_config_last_reload_successful",
+        "apigee_tls_diagnosis_info",
     ):
         assert metric in exprs, metric
     assert "sum by (reason)" in exprs and "sum by (org, env, target)" in exprs
     assert "topk(" in exprs
+
+
+def test_dashboard_units_say_what_is_counted() -> None:
+    """No panel uses a request unit; the failure panels' units say failures."""
+    for panel in panels():
+        unit = panel["fieldConfig"]["defaults"].get("unit", "")
+        assert unit not in ("reqps", "rps", "reqpm"), panel["title"]
+        if "apigee_tls_handshake_failures_total" in " ".join(t["expr"] for t in panel["targets"]):
+            assert "failures" in unit, panel["title"]
 
 
 def substitute(expr: str) -> str:
@@ -287,7 +318,7 @@ class Scenario:
             f.write(text)
 
 
-DAEMON_CONFIG = {
+DAEMON_CONFIG: dict[str, Any] = {
     "timezone": "UTC",
     "alerts": {
         # short windows so that the page fires and resolves within seconds
@@ -312,16 +343,36 @@ DAEMON_CONFIG = {
 def scenario(
     prometheus_stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Scenario]:
-    """The daemon follows a log on the port Prometheus scrapes; one handshake_failure failure to
-    the legacy backend is in it (a warning that keeps firing), and Prometheus has scraped it."""
+    """The daemon follows a log on the port Prometheus scrapes (and a "log" it cannot read), with
+    diagnosis and keystore inventory on a management API stand-in; one handshake_failure failure
+    to the legacy backend is in the log (a warning that keeps firing), and Prometheus scraped it."""
     tmp = tmp_path_factory.mktemp("e2e")
     log = tmp / "system.log"
     log.write_text(f"{now_stamp()}  main INFO MESSAGING.RUNTIME - MessageProcessor started\n")
+    unreadable = tmp / "not-a-log"  # a second "log" that is a directory: a read error
+    unreadable.mkdir()
     config = tmp / "apigee-tls-exporter.yml"
-    config.write_text(yaml.safe_dump(DAEMON_CONFIG))
-    args = ("--config", str(config), "--log", str(log), "--state-file", str(tmp / "state.json"))
+    standin = Standin()
+    cert, _ = Pki(tmp).client(Pki(tmp).accepted_ca, "mp", days=(-1, 10))
+    standin.env("acme", "prod").keystores["backendKs"] = {
+        "backend-client": chain_info(Path(cert).read_bytes())
+    }
+    password_file = tmp / "mgmt-password"
+    password_file.write_text(standin.password + "\n")
+    diagnosis = {
+        "enabled": True,
+        "management_url": standin.url,
+        "username": standin.username,
+        "password_file": str(password_file),
+        "timeout": "5s",
+        "default_keystore": "backendKs",
+        "inventory": {"keystores": [{"org": "acme", "env": "prod", "keystore": "backendKs"}]},
+    }
+    config.write_text(yaml.safe_dump({**DAEMON_CONFIG, "diagnosis": diagnosis}))
+    args = ("--config", str(config), "--log", str(log), "--log", str(unreadable))
+    args += ("--state-file", str(tmp / "state.json"))
     exporter = Exporter(prometheus_stack.exporter_port, *args, "--from-beginning")
-    with exporter:
+    with standin, exporter:
         scenario = Scenario(prometheus_stack, exporter, log)
         scenario.append(failure_record(1, "handshake_failure", LEGACY, "null", "legacy-orders"))
         poll(
@@ -350,6 +401,16 @@ def page(stack: Stack, status: str) -> Any:
                 return {**alert, "groupLabels": notification["groupLabels"]}
     stack.check_running()
     return None
+
+
+def page_alerts(stack: Stack, status: str) -> list[dict[str, Any]]:
+    """The alerts with ``status`` the page receiver got for the payments target, one per
+    identity (a repeated notification of the same alert counts once)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for alert in stack.webhook.alerts("/apigee-tls/page"):
+        if alert["status"] == status and alert["labels"].get("target") == PAYMENTS:
+            seen.setdefault(alert["fingerprint"], alert)
+    return list(seen.values())
 
 
 def notifications(stack: Stack) -> str:
@@ -404,6 +465,13 @@ def test_bad_certificate_failures_page_and_resolve(scenario: Scenario) -> None:
         )
 
     poll(inhibited, 20, "the warning for the same target to be inhibited by the page")
+    pages = [
+        a
+        for a in get_json(f"{stack.alertmanager_url}/api/v2/alerts?active=true")
+        if a["labels"].get("severity") == "page" and a["labels"].get("target") == PAYMENTS
+    ]
+    assert [a["labels"]["alertname"] for a in pages] == ["ApigeeTLSClientCertificateRejected"]
+    assert [a["labels"] for a in page_alerts(stack, "firing")] == [labels]
 
     resolved = poll(
         lambda: page(stack, "resolved"),
@@ -459,3 +527,74 @@ def test_recording_rules_produce_series(scenario: Scenario) -> None:
         if name.endswith(":increase5m"):
             continue  # counts a new series only once Prometheus has 5 minutes of `up` history
         poll(lambda n=name: stack.query(n), 20, f"recording rule {name}")
+
+
+def post_alerts(stack: Stack, alerts: list[dict[str, Any]]) -> None:
+    """Alerts posted to the real Alertmanager as Prometheus would, lasting 10 minutes."""
+    ends = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)).isoformat()
+    body = json.dumps([{"labels": a, "endsAt": ends} for a in alerts]).encode()
+    request = urllib.request.Request(
+        f"{stack.alertmanager_url}/api/v2/alerts",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def test_alertmanager_holds_back_each_promql_alert_while_its_daemon_side_twin_fires(
+    prometheus_stack: Stack,
+) -> None:
+    """With both families loaded, the shipped Alertmanager example inhibits each PromQL alert by
+    its daemon-side twin for the same labels (one page per incident), and not one for another
+    key alias."""
+    stack = prometheus_stack
+    severity = {
+        r["alert"]: r.get("labels", {}).get("severity", "warning") for r in alerting_rules()
+    }
+    severity["ApigeeTLSClientCertificateRejected"] = "page"
+    twins = []
+    for rule in yaml.safe_load(ALERTMANAGER_YML.read_text())["inhibit_rules"][1:]:
+        [source], [target] = rule["source_matchers"], rule["target_matchers"]
+        twins.append((source.split('"')[1], target.split('"')[1]))
+    assert len(twins) == 4
+    common = {
+        "org": "inhibition-test",
+        "env": "prod",
+        "target": "twins.example:443",
+        "key_alias": "twin-client",
+        "reason": "bad_certificate",
+        "instance": "mp9:9847",
+        "team": "apigee",
+    }
+    alerts = []
+    for n, (source, target) in enumerate(twins):
+        # a target of its own per pair: the page -> warning rule stays out of the way
+        labels = {**common, "target": f"twin{n}.example:443"} if n else common
+        alerts.append({**labels, "alertname": source, "severity": severity[source]})
+        alerts.append({**labels, "alertname": target, "severity": severity[target]})
+    other = {
+        **common,
+        "key_alias": "other-client",
+        "alertname": "ApigeeTLSClientCertificateRejectedRate",
+    }
+    alerts.append({**other, "severity": "page"})
+    post_alerts(stack, alerts)
+
+    def inhibited() -> dict[str, bool]:
+        found = {}
+        for alert in get_json(f"{stack.alertmanager_url}/api/v2/alerts"):
+            labels = alert["labels"]
+            if labels.get("org") == "inhibition-test":
+                key = labels["alertname"] + (
+                    "/other" if labels["key_alias"] != "twin-client" else ""
+                )
+                found[key] = bool(alert["status"]["inhibitedBy"])
+        return found if len(found) == 9 and any(found.values()) else {}
+
+    state = poll(inhibited, 20, "the posted alerts in Alertmanager")
+    assert state == {
+        **{source: False for source, _ in twins},
+        **{target: True for _, target in twins},
+        "ApigeeTLSClientCertificateRejectedRate/other": False,
+    }

@@ -1,0 +1,255 @@
+"""Every reference in the docs and the shipped configs resolves.
+
+The README, the runbook and the files under config/ name repository files (`config/...`,
+`daemon/tail.py`), link to other documents and to anchors (`[x](../README.md#what-it-recognises)`,
+`#bad_certificate`), and the alerts and the dashboard link into the runbook. Each must land on
+something that exists: a file of this repository, or a heading as GitHub renders its anchor. The
+runbook has a plain heading for every reason of the exporter's vocabulary (``parse.REASONS`` and
+``parse.ALERT_NAMES``), because every failure alert links to ``runbook.md#<reason>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from apigee_tls_exporter import parse
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+RUNBOOK = REPO / "docs" / "runbook.md"
+CONFIG = REPO / "config"
+UNIT = REPO / "systemd" / "apigee-tls-exporter.service"
+RUNBOOK_URL = "https://github.com/apigee-tls-exporter/apigee-tls-exporter/blob/main/docs/runbook.md"
+BLOB_URL = "https://github.com/apigee-tls-exporter/apigee-tls-exporter/blob/main/"
+DOCS = (README, RUNBOOK)
+CONFIG_FILES = sorted(p for p in CONFIG.rglob("*") if p.is_file())
+# Top-level directories of the repository: a path starting with one is a repository reference.
+REPO_DIRS = ("bench", "config", "daemon", "docs", "packaging", "systemd", "tests", ".ci")
+
+
+def prose(markdown: str) -> str:
+    """The text outside fenced code blocks (a `# comment` in a shell block is not a heading)."""
+    return re.sub(r"(?ms)^ *```.*?^ *```[^\n]*$", "", markdown)
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub renders for a heading: lower case, inline code and link syntax dropped,
+    punctuation other than `-` and `_` removed, spaces turned into `-`."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip())
+    text = re.sub(r"[^\w\- ]", "", text.replace("`", "").lower())
+    return text.replace(" ", "-")
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors of a Markdown document's headings (a repeated one gets `-1`, `-2`, ...)."""
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", prose(markdown), re.MULTILINE):
+        slug = base = github_slug(heading)
+        n = 0
+        while slug in anchors:
+            n += 1
+            slug = f"{base}-{n}"
+        anchors.add(slug)
+    return anchors
+
+
+def anchors_of(path: Path) -> set[str]:
+    return heading_anchors(path.read_text(encoding="utf-8"))
+
+
+def resolve_link(doc: Path, target: str) -> str | None:
+    """None when a Markdown link target from ``doc`` resolves, else what is wrong. Links to other
+    sites are not followed (no network); links to this repository on GitHub are."""
+    if target.startswith(BLOB_URL):
+        target = str(REPO / target[len(BLOB_URL) :])
+    elif re.match(r"[a-z]+:", target):
+        return None
+    path_part, _, anchor = target.partition("#")
+    path = (doc.parent / path_part).resolve() if path_part else doc
+    if not path.exists():
+        return f"no file {path_part}"
+    if anchor and path.suffix == ".md" and anchor not in anchors_of(path):
+        return f"no heading for #{anchor} in {path.relative_to(REPO)}"
+    return None
+
+
+def test_github_slug_matches_what_github_renders() -> None:
+    """The slug rule gives GitHub's anchors for the kinds of heading the docs use."""
+    assert github_slug("bad_certificate") == "bad_certificate"
+    assert github_slug("Client certificate rejected (page)") == "client-certificate-rejected-page"
+    assert github_slug("Reasons the MP's JVM reports") == "reasons-the-mps-jvm-reports"
+    assert github_slug("Securing /metrics, and the default listen address") == (
+        "securing-metrics-and-the-default-listen-address"
+    )
+    assert heading_anchors("# A\n```sh\n# not a heading\n```\n## A\n") == {"a", "a-1"}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_markdown_links_resolve(doc: Path) -> None:
+    """Every Markdown link of the README and the runbook names an existing file and, with an
+    anchor, an existing heading of that file."""
+    text = prose(doc.read_text(encoding="utf-8"))
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    problems = [f"{link}: {err}" for link in links if (err := resolve_link(doc, link))]
+    assert problems == []
+
+
+def repository_paths(text: str, markdown: bool) -> set[str]:
+    """The repository paths a text names: `dir/...` under a top-level directory and, in Markdown
+    inline code, bare `NAME.md` documents."""
+    if markdown:
+        tokens = set(re.findall(r"`([^`\s]+)`", text))
+    else:
+        tokens = set(re.findall(r"(?<![\w/.:-])([\w.][\w./*-]*\.[a-z]+)\b", text))
+    found = set()
+    for token in tokens:
+        token = token.rstrip(".,:;)")
+        first = token.split("/", 1)[0]
+        in_repo_dir = "/" in token and first in REPO_DIRS
+        bare_doc = markdown and re.fullmatch(r"[\w.-]+\.md", token)
+        bare_config = not markdown and "/" not in token and re.search(r"\.(ya?ml|json|md)$", token)
+        if in_repo_dir or bare_doc or bare_config:
+            found.add(token)
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_files_named_in_the_docs_exist(doc: Path) -> None:
+    """Each repository file the README or the runbook names in inline code exists (a bare
+    `NAME.md` is looked for at the top and in docs/)."""
+    missing = []
+    for name in sorted(repository_paths(doc.read_text(encoding="utf-8"), markdown=True)):
+        candidates = [REPO / name] if "/" in name else [REPO / name, REPO / "docs" / name]
+        if not any(list(c.parent.glob(c.name)) for c in candidates):
+            missing.append(name)
+    assert missing == []
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(CONFIG)))
+def test_files_named_in_the_configs_exist(path: Path) -> None:
+    """Each file a shipped config names exists: a repository path, or a bare file name of
+    config/ (a rules file names its tests and prometheus.yml beside it)."""
+    shipped = {p.name for p in CONFIG_FILES}
+    missing = []
+    for name in sorted(repository_paths(path.read_text(encoding="utf-8"), markdown=False)):
+        if "/" in name:
+            if not (REPO / name).exists():
+                missing.append(name)
+        elif name not in shipped:
+            missing.append(name)
+    assert missing == []
+
+
+def runbook_links() -> list[tuple[str, str]]:
+    """(where, anchor) of every link into the runbook from the rules and the dashboard; an
+    anchor taken from the reason label is ``{{ $labels.reason }}``."""
+    links = []
+    for path in CONFIG_FILES:
+        if path.suffix not in (".yml", ".json") or ".test." in path.name:
+            continue
+        for anchor in re.findall(
+            re.escape(RUNBOOK_URL) + r"(?:#(\{\{ \$labels\.reason \}\}|[^\s\"'{]+))?",
+            path.read_text(),
+        ):
+            links.append((path.name, anchor.strip()))
+    return links
+
+
+def test_runbook_links_from_the_alerts_and_the_dashboard_resolve() -> None:
+    """Every runbook_url of the rules (both families) and every runbook link of the dashboard
+    lands on a heading of the runbook."""
+    anchors = anchors_of(RUNBOOK)
+    links = runbook_links()
+    assert {where for where, _ in links} >= {
+        "apigee-tls.rules.yml",
+        "apigee-tls.promql-alerts.yml",
+        "apigee-tls-dashboard.json",
+    }
+    problems = [
+        (where, anchor)
+        for where, anchor in links
+        if anchor and anchor != "{{ $labels.reason }}" and anchor not in anchors
+    ]
+    assert problems == []
+
+
+def test_runbook_has_a_plain_heading_for_every_reason() -> None:
+    """A runbook_url built from the reason label lands on a section for every reason the exporter
+    can report, each a plain Markdown heading (no raw HTML anchors)."""
+    text = RUNBOOK.read_text(encoding="utf-8")
+    anchors = anchors_of(RUNBOOK)
+    vocabulary = {*parse.REASONS, *parse.ALERT_NAMES}
+    assert len(vocabulary) > 30
+    assert sorted(vocabulary - anchors) == []
+    assert re.findall(r"<a\s+(?:id|name)=", text) == []
+
+
+def test_every_reason_section_says_what_it_means_what_to_check_and_what_to_do() -> None:
+    """Each reason's section has its meaning, what to check and what to do (or points to the
+    section that has them)."""
+    sections = re.split(r"(?m)^#{2,3} ", prose(RUNBOOK.read_text(encoding="utf-8")))
+    by_name = {s.split("\n", 1)[0].strip(): s for s in sections}
+    thin = []
+    for reason in sorted({*parse.REASONS, *parse.ALERT_NAMES}):
+        body = by_name[reason]
+        explained = "**What it means:**" in body
+        acts = re.search(r"\*\*(Check|Confirm)[^*]*:\*\*", body) and re.search(
+            r"\*\*(Do|Fix)[^*]*:\*\*|[Cc]onfirm and fix|as for \[", body
+        )
+        if not (explained and acts):
+            thin.append(reason)
+    assert thin == []
+
+
+def test_the_runbook_says_where_the_runbook_url_is_set() -> None:
+    """Every shipped file that holds the runbook URL (rules, alternative rules, dashboard) is
+    named in the runbook's instructions for pointing the links at another copy."""
+    holders = {
+        str(p.relative_to(REPO))
+        for p in CONFIG_FILES
+        if RUNBOOK_URL in p.read_text() and ".test." not in p.name
+    }
+    text = RUNBOOK.read_text(encoding="utf-8")
+    instructions = text[: text.index("## First five minutes")]
+    assert holders and sorted(h for h in holders if h not in instructions) == []
+
+
+def test_installed_config_path_is_the_one_the_unit_uses() -> None:
+    """Every /etc/apigee-tls-exporter/*.yml path the docs and configs give is the config file the
+    unit runs with, or the web config the README tells the operator to create."""
+    unit_config = re.search(r"--config (\S+)", UNIT.read_text())
+    assert unit_config
+    allowed = {unit_config[1], "/etc/apigee-tls-exporter/web.yml"}
+    texts = [p.read_text(encoding="utf-8") for p in (*DOCS, *CONFIG_FILES)]
+    named = {m for t in texts for m in re.findall(r"/etc/apigee-tls-exporter/[\w.-]+\.ya?ml", t)}
+    assert unit_config[1] in named
+    assert sorted(named - allowed) == []
+
+
+def test_dashboard_and_rules_parse() -> None:
+    """The files the link checks read are the YAML and JSON the tools load."""
+    for path in CONFIG_FILES:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".yml":
+            yaml.safe_load(path.read_text())
+
+
+def test_metric_help_texts_say_of_what(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The HELP text of every per-file metric (label path) names the followed log file, so that
+    "Read position." alone never appears on /metrics."""
+    from apigee_tls_exporter import cli
+
+    log = tmp_path / "system.log"
+    log.write_text("2026-11-27 10:00:00,000  main INFO X - started\n")
+    assert cli.main(["scan", str(log)]) == 0
+    text = capsys.readouterr().out
+    helps = dict(re.findall(r"^# HELP (\S+) (.+)$", text, re.MULTILINE))
+    per_file = {m for m in re.findall(r'^(\w+)\{path="', text, re.MULTILINE)}
+    assert len(per_file) >= 5
+    vague = sorted(m for m in per_file if "log file" not in helps[m])
+    assert vague == []
