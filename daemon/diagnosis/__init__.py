@@ -49,11 +49,10 @@ from .identity import (
     load_pem_identity,
     load_pkcs12_identity,
 )
-from .probe import ALERTS, Handshake, HttpAnswer, ProbeResult, TlsSettings, parse_target
+from .probe import Handshake, HttpAnswer, ProbeResult, TlsSettings, parse_target
 from .report import render_report
 
 __all__ = [
-    "ALERTS",
     "CAUSES",
     "RECEIVED",
     "CertSummary",

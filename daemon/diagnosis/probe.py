@@ -31,36 +31,8 @@ from typing import Any, Callable, Optional, TypeVar
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
+from ..parse import ALERT_NUMBERS
 from .identity import CertSummary, ClientIdentity, SigningKey, format_name
-
-# Alerts (RFC 8446 section 6) by code, as the MP log spells them.
-ALERTS = {
-    0: "close_notify",
-    10: "unexpected_message",
-    20: "bad_record_mac",
-    22: "record_overflow",
-    40: "handshake_failure",
-    42: "bad_certificate",
-    43: "unsupported_certificate",
-    44: "certificate_revoked",
-    45: "certificate_expired",
-    46: "certificate_unknown",
-    47: "illegal_parameter",
-    48: "unknown_ca",
-    49: "access_denied",
-    50: "decode_error",
-    51: "decrypt_error",
-    70: "protocol_version",
-    71: "insufficient_security",
-    80: "internal_error",
-    86: "inappropriate_fallback",
-    90: "user_canceled",
-    109: "missing_extension",
-    110: "unsupported_extension",
-    112: "unrecognized_name",
-    116: "certificate_required",
-    120: "no_application_protocol",
-}
 
 # OpenSSL verify error codes worth naming in a report.
 VERIFY_ERRORS = {
@@ -313,7 +285,7 @@ class _Recorder:
         if where & SSL.SSL_CB_READ_ALERT == SSL.SSL_CB_READ_ALERT:
             level, code = ret >> 8, ret & 0xFF
             if code != 0 and level == 2 and self.alert is None:
-                self.alert = ALERTS.get(code, f"alert_{code}")
+                self.alert = ALERT_NUMBERS.get(code, f"alert_{code}")
 
     def verify(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
         if not ok and self.verify_error is None:
