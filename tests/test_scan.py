@@ -95,14 +95,9 @@ def outputs(result: ScanResult) -> tuple[str, dict[str, Any], dict[Any, Any]]:
 
 def cuts_of(paths: list[str], piece_bytes: int, window: int) -> list[tuple[int, int]]:
     """(start, look-back start) of every piece but the first of each file."""
-    handles = [open(p, "rb") for p in paths]
-    try:
-        sizes = [os.path.getsize(p) for p in paths]
-        gz = [h.peek(2)[:2] == b"\x1f\x8b" for h in handles]
-        pieces = plan(paths, [True] * len(paths), gz, sizes, 2, piece_bytes, window)
-    finally:
-        for h in handles:
-            h.close()
+    sizes = [os.path.getsize(p) for p in paths]
+    gz = [Path(p).read_bytes()[:2] == b"\x1f\x8b" for p in paths]
+    pieces = plan(paths, [True] * len(paths), gz, sizes, 2, piece_bytes, window)
     return [(p.start, p.lookback) for p in pieces if p.start]
 
 
@@ -131,9 +126,7 @@ def test_parallel_scan_equals_the_serial_scan_series_by_series(
     path.write_text(text(noisy_log(1, 4000, gap=60)))
     options: dict[str, Any] = {"tz": UTC, "window_lines": 40, "max_line_bytes": 1000}
     serial = outputs(scan([str(path)], jobs=1, timeline=True, **options))
-    parallel = outputs(
-        scan([str(path)], jobs=2, timeline=True, piece_bytes=piece_bytes, **options)
-    )
+    parallel = outputs(scan([str(path)], jobs=2, timeline=True, piece_bytes=piece_bytes, **options))
     cuts = cuts_of([str(path)], piece_bytes, 40)
     report = serial[1]
     assert len(cuts) >= 10  # preconditions: many cuts, pairings across them, every kind of line
@@ -221,7 +214,7 @@ def test_accelerated_search_finds_the_same_lines_as_pure_python() -> None:
     """The compiled multi-literal search (``ahocorasick_rs``, the ``fast`` extra) and the
     pure-Python ``find`` passes yield the same (offset, line) pairs for any buffer and range."""
     fast, pure = LineFinder(MARKERS, accelerate=True), LineFinder(MARKERS, accelerate=False)
-    assert (True, False) == (fast.accelerated, pure.accelerated)
+    assert (fast.accelerated, pure.accelerated) == (True, False)
     checked = 0
     for buf in tricky_buffers(7):
         data = bytearray(buf)
@@ -241,13 +234,15 @@ def test_pure_python_search_groups_markers_by_shared_prefix() -> None:
     a marker added later (no shared prefix) with a search of its own."""
     finder = LineFinder([b"handshakeFailed", b"handshakeTimeout", b"SSLInfo", b"Received fatal"])
     lines = b"x handshakeTimeout\nReceived fatal alert\nhandshake only\nSSLInfo: a\n"
-    assert [
+    assert sorted(finder._needles) == [
         (b"Received fatal", None),
         (b"SSLInfo", None),
         (b"handshake", (b"Failed", b"Timeout")),
-    ] == sorted(finder._needles)
-    assert [b"x handshakeTimeout", b"Received fatal alert", b"SSLInfo: a"] == [
-        line for _, line in LineFinder(finder.literals, accelerate=False)(lines)
+    ]
+    assert [line for _, line in LineFinder(finder.literals, accelerate=False)(lines)] == [
+        b"x handshakeTimeout",
+        b"Received fatal alert",
+        b"SSLInfo: a",
     ]
 
 
@@ -259,7 +254,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> bytes:
         cwd=ROOT,
         timeout=120,
     )
-    assert 0 == done.returncode, done.stderr.decode()
+    assert done.returncode == 0, done.stderr.decode()
     return done.stdout
 
 
@@ -283,7 +278,7 @@ def test_output_is_byte_identical_with_and_without_the_accelerators(tmp_path: Pa
         ).stdout.split()
         for env in ({}, {PURE_ENV: "1"})
     ]
-    assert [["True", "isal"], ["False", "zlib"]] == flags  # precondition: both paths are taken
+    assert flags == [["True", "isal"], ["False", "zlib"]]  # precondition: both paths are taken
     for fmt in ("prometheus", "json", "table", "backfill"):
         for jobs in ("1", "2"):
             args = ["scan", "--timezone", "UTC", "--format", fmt, "--jobs", jobs]
@@ -353,7 +348,7 @@ def test_bad_scan_options_are_one_line_and_exit_2(
     path.write_text(text([traffic()]))
     code = main(["scan", *args, str(path)])
     err = capsys.readouterr().err
-    assert (2, 1, True) == (code, len(err.splitlines()), err.startswith(f"{cli.PROG}: {message}"))
+    assert (code, len(err.splitlines()), err.startswith(f"{cli.PROG}: {message}")) == (2, 1, True)
 
 
 # -- the table's failures over time -----------------------------------------------------------
@@ -374,7 +369,7 @@ def test_table_shows_failures_per_minute_for_the_top_targets(
     main(["scan", "--format", "table", "--timezone", "UTC", str(path)])
     out = capsys.readouterr().out
     part = out[out.index("Failures over time") :].splitlines()
-    assert [
+    assert part == [
         "Failures over time (per minute, log time UTC), in all and for the top 2 targets:",
         "  [1] backend-1.example.com:443",
         "  [2] backend-0.example.com:443",
@@ -383,7 +378,7 @@ def test_table_shows_failures_per_minute_for_the_top_targets(
         "  2026-11-20 10:01    0    0    0",
         "  2026-11-20 10:02    3    3    0",
         "  2026-11-20 10:03    1    0    1",
-    ] == part
+    ]
 
 
 def test_table_shows_failures_per_hour_over_a_long_span(
@@ -399,14 +394,14 @@ def test_table_shows_failures_per_hour_over_a_long_span(
     main(["scan", "--format", "table", "--timezone", "UTC", str(path)])
     out = capsys.readouterr().out
     part = out[out.index("Failures over time") :].splitlines()
-    assert [
+    assert part[2:] == [
         "  TIME              ALL  [1]",
         "  2026-11-20 08:00    2    2",
         "  2026-11-20 09:00    0    0",
         "  2026-11-20 10:00    0    0",
         "  2026-11-20 11:00    1    1",
         "  2026-11-20 12:00    1    1",
-    ] == part[2:]
+    ]
     assert part[0].startswith("Failures over time (per hour, log time UTC)")
 
 
