@@ -99,7 +99,7 @@ $(WHEELHOUSE)/.built: $(PKG_SOURCES) | $(STAMP)
 	rm -rf $(WHEELHOUSE)
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
 	$(BIN)/pip download --quiet $(WHEEL_FLAGS) --dest $(WHEELHOUSE) \
-		$(WHEELHOUSE)/apigee_tls_exporter-*.whl
+		"$$(ls $(WHEELHOUSE)/apigee_tls_exporter-*.whl)[fast]"
 	touch $@
 
 pyz: $(PYZ)
