@@ -40,10 +40,10 @@ def over_time(result: ScanResult, tz: Optional[tzinfo], top: int = TOP) -> list[
     if sparse:
         rows = sorted(buckets[0])
     unit = "minute" if step == 1 else "hour"
-    zone = "local time" if tz is None else str(tz)
+    zone = "local time" if tz is None else f"time zone {tz}"
     out = [
         "",
-        f"Failures over time (per {unit}, log time {zone}"
+        f"Failures over time (per {unit}, {zone}"
         + (", only the " + unit + "s with failures" if sparse else "")
         + f"), in all and for the top {len(targets)} targets:",
     ]

@@ -370,7 +370,7 @@ def test_table_shows_failures_per_minute_for_the_top_targets(
     out = capsys.readouterr().out
     part = out[out.index("Failures over time") :].splitlines()
     assert part == [
-        "Failures over time (per minute, log time UTC), in all and for the top 2 targets:",
+        "Failures over time (per minute, time zone UTC), in all and for the top 2 targets:",
         "  [1] backend-1.example.com:443",
         "  [2] backend-0.example.com:443",
         "  TIME              ALL  [1]  [2]",
@@ -402,7 +402,7 @@ def test_table_shows_failures_per_hour_over_a_long_span(
         "  2026-11-20 11:00    1    1",
         "  2026-11-20 12:00    1    1",
     ]
-    assert part[0].startswith("Failures over time (per hour, log time UTC)")
+    assert part[0].startswith("Failures over time (per hour, time zone UTC)")
 
 
 def test_scan_reads_standard_input_beside_files_in_parallel(
