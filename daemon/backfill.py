@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TextIO
 
+from . import __version__
 from .metrics import FAILURE_LABELS
 from .scan import Labels, ScanResult
 
@@ -68,11 +69,16 @@ def escape(value: str) -> str:
 
 
 def write(result: ScanResult, out: TextIO, extra: dict[str, str]) -> int:
-    """Writes the OpenMetrics text; the number of samples written."""
+    """Writes the OpenMetrics text; the number of samples written.
+
+    After the failures, ``apigee_tls_build_info`` every minute of the span (with the ``extra``
+    labels), as a live exporter has it: the shipped dashboard lists its nodes from it.
+    """
     out.write(f"# HELP {NAME} {HELP}\n# TYPE {NAME} counter\n")
     timeline = {labels: m for labels, m in result.timeline.items() if m}
     written = 0
     if timeline:
+        first = min(min(m) for m in timeline.values())
         last = max(max(m) for m in timeline.values())
         end = ((last + 1 + DENSE_MINUTES) // 60 + 1) * 60  # an hour boundary after every tail
         for labels in sorted(timeline):
@@ -80,6 +86,14 @@ def write(result: ScanResult, out: TextIO, extra: dict[str, str]) -> int:
             for ts, value in series_samples(timeline[labels], end):
                 out.write(f"{NAME}_total{{{text}}} {value} {ts}\n")
                 written += 1
+        info = ",".join(f'{k}="{escape(v)}"' for k, v in [*extra.items(), ("version", __version__)])
+        out.write(
+            "# HELP apigee_tls_build_info Version of apigee-tls-exporter.\n"
+            "# TYPE apigee_tls_build_info gauge\n"
+        )
+        for minute in range(first, end + 1):
+            out.write(f"apigee_tls_build_info{{{info}}} 1 {minute * 60}\n")
+            written += 1
     out.write("# EOF\n")
     return written
 

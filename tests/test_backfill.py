@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apigee_tls_exporter import __version__
 from apigee_tls_exporter.backfill import DENSE_MINUTES, sample_minutes, series_samples
 from apigee_tls_exporter.cli import main
 from records import context, failed, ssl_info, text, traffic
@@ -137,18 +138,19 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         server.stop()
 
 
-def query(url: str, expr: str, at: datetime) -> dict[Key, float]:
-    """An instant query at ``at``: value by (target, reason, key_alias)."""
+def values_at(url: str, expr: str, at: datetime) -> list[tuple[dict[str, str], float]]:
+    """An instant query at ``at``: (labels, value) of each result."""
     args = urllib.parse.urlencode({"query": expr, "time": f"{at.timestamp():.3f}"})
     try:
         body = get_json(f"{url}/api/v1/query?{args}")
     except urllib.error.HTTPError as err:
         raise AssertionError(f"{expr!r}: {err.read().decode()}") from None
-    out = {}
-    for item in body["data"]["result"]:
-        m = item["metric"]
-        out[(m["target"], m["reason"], m["key_alias"])] = float(item["value"][1])
-    return out
+    return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+
+
+def query(url: str, expr: str, at: datetime) -> dict[Key, float]:
+    """An instant query at ``at``: value by (target, reason, key_alias)."""
+    return {(m["target"], m["reason"], m["key_alias"]): v for m, v in values_at(url, expr, at)}
 
 
 def counted(out: str) -> dict[Key, float]:
@@ -225,9 +227,9 @@ def test_rate_over_the_quiet_stretch_is_zero(backfilled: dict[str, Any]) -> None
 def test_backfill_text_is_openmetrics_ending_in_eof(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The backfill text: one counter family with a timestamp on every sample, a series
-    starting at 0 on the minute of its first failure and stepping on the next minute, extra
-    labels first, and ``# EOF`` last."""
+    """The backfill text: a counter family with a timestamp on every sample, a series starting
+    at 0 on the minute of its first failure and stepping on the next minute, extra labels first;
+    then build_info over the span; ``# EOF`` last."""
     path = tmp_path / "system.log"
     path.write_text(
         text([failed(stamp="2026-11-20 10:00:30,500"), ssl_info(stamp="2026-11-20 10:00:30,501")])
@@ -246,8 +248,12 @@ def test_backfill_text_is_openmetrics_ending_in_eof(
         f"apigee_tls_handshake_failures_total{{{labels}}} 1 {t0 + 60}",
     ]
     assert lines[0].startswith("# HELP apigee_tls_handshake_failures ")
+    info = lines.index("# TYPE apigee_tls_build_info gauge")
+    assert lines[info - 2] == f"apigee_tls_handshake_failures_total{{{labels}}} 1 {t0 + 2 * 3600}"
+    assert (
+        lines[info + 1] == f'apigee_tls_build_info{{instance="mp1",version="{__version__}"}} 1 {t0}'
+    )
     assert lines[-1] == "# EOF"
-    assert lines[-2] == f"apigee_tls_handshake_failures_total{{{labels}}} 1 {t0 + 2 * 3600}"
 
 
 def test_samples_are_dense_around_growth_and_hourly_between() -> None:
@@ -274,3 +280,49 @@ def test_samples_are_dense_around_growth_and_hourly_between() -> None:
         3,
         7,
     )
+
+
+DASHBOARD = (
+    Path(__file__).resolve().parent.parent / "config" / "grafana" / "apigee-tls-dashboard.json"
+)
+
+
+@pytest.mark.slow
+def test_the_shipped_dashboard_shows_the_backfilled_failures(backfilled: dict[str, Any]) -> None:
+    """The dashboard's node list (``label_values(apigee_tls_build_info, instance)``) finds the
+    backfilled node, and each of its failure panels, with that node and every org and env,
+    shows the failures of the hour 10:00-11:00."""
+    board = json.loads(DASHBOARD.read_text())
+    url, hour = backfilled["url"], START.replace(hour=10)
+    args = urllib.parse.urlencode(
+        {
+            "match[]": "apigee_tls_build_info",
+            "start": hour.timestamp(),
+            "end": hour.timestamp() + 3600,
+        }
+    )
+    nodes = {s["instance"] for s in get_json(f"{url}/api/v1/series?{args}")["data"]}
+    exprs = [
+        t["expr"]
+        for panel in board["panels"]
+        for t in panel.get("targets", [])
+        if "apigee_tls_handshake_failures_total" in t.get("expr", "")
+    ]
+    values = {
+        expr: sum(
+            v
+            for _, v in values_at(
+                url,
+                expr.replace("$node", "mp1:9847")
+                .replace("$org", ".*")
+                .replace("$env", ".*")
+                .replace("$__rate_interval", "5m")
+                .replace("$__range", "1h"),
+                hour + timedelta(hours=1),
+            )
+        )
+        for expr in exprs
+    }
+    assert nodes == {"mp1:9847"}
+    assert len(values) >= 3  # precondition: the dashboard has its failure panels
+    assert all(v > 0 for v in values.values()), values
