@@ -14,10 +14,11 @@ boundaries. Quiet stretches cost one sample an hour.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Optional, TextIO
 
 from . import __version__
 from .metrics import FAILURE_LABELS
@@ -68,8 +69,13 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def write(result: ScanResult, out: TextIO, extra: dict[str, str]) -> int:
-    """Writes the OpenMetrics text; the number of samples written.
+def write(
+    result: ScanResult, out: TextIO, extra: dict[str, str], until: Optional[float] = None
+) -> int:
+    """Writes the OpenMetrics text; the number of samples written. ``until`` (``--until``, epoch
+    seconds) ends every series at the minute boundary at or after it, so that the backfill holds
+    no sample for the time a live exporter counts (the series' end otherwise: an hour boundary
+    past the dense tail of the last failure).
 
     After the failures, ``apigee_tls_build_info`` every minute of the span (with the ``extra``
     labels), as a live exporter has it: the shipped dashboard lists its nodes from it.
@@ -81,6 +87,8 @@ def write(result: ScanResult, out: TextIO, extra: dict[str, str]) -> int:
         first = min(min(m) for m in timeline.values())
         last = max(max(m) for m in timeline.values())
         end = ((last + 1 + DENSE_MINUTES) // 60 + 1) * 60  # an hour boundary after every tail
+        if until is not None:
+            end = min(end, math.ceil(until / 60))  # every failure counted is before `until`
         for labels in sorted(timeline):
             text = _labels(labels, extra)
             for ts, value in series_samples(timeline[labels], end):

@@ -190,7 +190,7 @@ def _scan(args: argparse.Namespace) -> int:
     elif args.format == "backfill":
         from . import backfill
 
-        backfill.write(result, out, labels)
+        backfill.write(result, out, labels, until)
     else:
         from .timeline import over_time
 

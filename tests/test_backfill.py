@@ -326,3 +326,22 @@ def test_the_shipped_dashboard_shows_the_backfilled_failures(backfilled: dict[st
     assert nodes == {"mp1:9847"}
     assert len(values) >= 3  # precondition: the dashboard has its failure panels
     assert all(v > 0 for v in values.values()), values
+
+
+def test_until_ends_every_series_at_its_minute(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``--until``, no sample lies past the minute boundary at or after it (the live
+    exporter's time), and the last sample of each series still holds its whole count."""
+    lines = [
+        failed(stamp="2026-11-20 10:00:30,500", ctx=context("m1")),
+        failed(stamp="2026-11-20 10:20:10,000", ctx=context("m2")),
+        failed(stamp="2026-11-20 10:40:00,000", ctx=context("m3")),
+    ]
+    path = tmp_path / "system.log"
+    path.write_text(text(lines))
+    out = run_scan(["--format", "backfill", "--until", "2026-11-20T10:20:30", str(path)], capsys)
+    samples = [line.rsplit(" ", 2) for line in out.splitlines() if line.startswith("apigee_tls_h")]
+    limit = int(datetime(2026, 11, 20, 10, 21, tzinfo=UTC).timestamp())
+    assert max(int(ts) for _, _, ts in samples) == limit
+    assert samples[-1][1:] == ["2", str(limit)]
