@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry
 
 from .correlate import Correlator
 from .events import Failure
-from .lines import LineSplitter
+from .lines import Buffer, LineSplitter
 from .metrics import OVERFLOW, ExporterCollector, FailureStore, FileStats, PairingStats
 from .parse import Parser
 from .pipeline import LogPipeline
@@ -252,11 +252,11 @@ def plan(
             continue
         count = math.ceil(size / piece_bytes)
         with open(path, "rb") as handle:
-            cuts = sorted({_line_start_at(handle, size * k // count) for k in range(1, count)})
+            cuts = sorted({_record_at(handle, size * k // count) for k in range(1, count)})
             bounds = [0, *(c for c in cuts if 0 < c < size), size]
             for k, (start, end) in enumerate(zip(bounds, bounds[1:])):
                 last = k == len(bounds) - 2
-                lookback = _lines_back(handle, start, window_lines) if start else 0
+                lookback = _record_back(handle, _lines_back(handle, start, window_lines))
                 pieces.append(
                     Piece(i, path, start, None if last else end, lookback, last, end - start)
                 )
@@ -284,6 +284,50 @@ def _line_start_at(handle: BinaryIO, offset: int) -> int:
         if newline >= 0:
             return at + newline + 1
         at += len(block)
+
+
+def _record_at(handle: BinaryIO, offset: int) -> int:
+    """The first record line at or after ``offset`` (within ``RECORD_LINES`` lines; else the
+    first line start): a piece starts with a record, never inside its stack trace."""
+    first = _line_start_at(handle, offset)
+    handle.seek(first)
+    block = handle.read(READ_BYTES)
+    line = 0
+    for _ in range(RECORD_LINES):
+        if line >= len(block):
+            break
+        if _is_record(block, line):
+            return first + line
+        newline = block.find(b"\n", line)
+        if newline < 0:
+            break
+        line = newline + 1
+    return first
+
+
+def _record_back(handle: BinaryIO, offset: int) -> int:
+    """The record line that the line at ``offset`` belongs to (itself when it is one; within
+    ``RECORD_LINES`` lines above, else ``offset``): a look-back starts with a whole record."""
+    if offset == 0:
+        return 0
+    lo = max(0, offset - READ_BYTES)
+    handle.seek(lo)
+    block = handle.read(offset - lo + 1)
+    rel = offset - lo
+    if rel < len(block) and _is_record(block, rel):
+        return offset
+    at = rel - 1  # the newline that ends the line above
+    for _ in range(RECORD_LINES):
+        newline = block.rfind(b"\n", 0, at)
+        if newline < 0 and lo > 0:
+            break  # that line starts before the block: give up
+        line = newline + 1
+        if line < at and _is_record(block, line):
+            return lo + line
+        if line == 0:
+            break
+        at = newline
+    return offset
 
 
 def _lines_back(handle: BinaryIO, offset: int, lines: int) -> int:
@@ -409,8 +453,10 @@ def _feed(
     limit: Optional[int],
     on_read: Optional[Callable[[], None]],
 ) -> None:
-    """Reads ``limit`` bytes (None: to the end) into the pipeline."""
+    """Reads ``limit`` bytes (None: to the end) into the pipeline, in ranges that start at a
+    record (see ``Records``)."""
     stats, splitter = pipeline.stats, pipeline.splitter
+    records = Records(pipeline)
     buffer = bytearray(min(READ_BYTES, splitter.limit))
     view = memoryview(buffer)
     left = -1 if limit is None else limit
@@ -424,9 +470,68 @@ def _feed(
         stats.bytes_read += size
         stats.offset += size
         for segment in splitter.feed(buffer, size):
-            pipeline.process(*segment)
+            records.process(*segment)
         if on_read is not None:
             on_read()
+    records.flush()
+
+
+RECORD_LINES = 256  # how far up (in lines) a continuation line's record line is looked for
+CARRY_BYTES = 4 << 20  # at most this much of a read waits for the next one
+
+
+def _is_record(buf: Buffer, line: int) -> bool:
+    """Whether the line starting at ``line`` is a record's first line: it begins with the
+    timestamp's digit; a continuation line (``\tat ...``, an exception class) does not."""
+    return 48 <= buf[line] <= 57
+
+
+class Records:
+    """Hands the pipeline ranges of whole lines that begin at a record's first line.
+
+    A continuation line (a stack trace's exception line) means something only with the record
+    line above it: in the same range, wherever a read, or a piece, happens to end. So the lines
+    from a range's last record line on wait for the next read (up to ``RECORD_LINES`` lines and
+    ``CARRY_BYTES``); ``flush`` hands them on at the end. The pipeline sees the same lines in the
+    same order, so counts and line numbers do not change.
+    """
+
+    def __init__(self, pipeline: LogPipeline) -> None:
+        self.pipeline = pipeline
+        self.carry = b""
+
+    def process(self, buf: Buffer, start: int, end: int) -> None:
+        if self.carry:
+            buf = b"".join((self.carry, memoryview(buf)[start:end]))
+            start, end, self.carry = 0, len(buf), b""
+        cut = last_record(buf, start, end)
+        if cut is None or end - cut > CARRY_BYTES:
+            self.pipeline.process(buf, start, end)
+            return
+        if cut > start:
+            self.pipeline.process(buf, start, cut)
+        self.carry = bytes(buf[cut:end])
+
+    def flush(self) -> None:
+        if self.carry:
+            carry, self.carry = self.carry, b""
+            self.pipeline.process(carry, 0, len(carry))
+
+
+def last_record(buf: Buffer, start: int, end: int) -> Optional[int]:
+    """The start of the last record line of ``buf[start:end]`` (whole lines), looking at most
+    ``RECORD_LINES`` lines up from the end; None when there is none."""
+    at = end - 1  # the newline that ends the line
+    for _ in range(RECORD_LINES):
+        if at < start:
+            return None
+        line = buf.rfind(b"\n", start, at) + 1 or start
+        if line < at and _is_record(buf, line):
+            return line
+        if line == start:
+            return None
+        at = line - 1
+    return None
 
 
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzip.BadGzipFile)

@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from apigee_tls_exporter import cli
 from apigee_tls_exporter.cli import main
+from apigee_tls_exporter.lines import Buffer
 from apigee_tls_exporter.parse import MARKERS
-from apigee_tls_exporter.scan import ScanResult, _lines_back, plan, scan
+from apigee_tls_exporter.scan import Records, ScanResult, _lines_back, plan, scan
 from apigee_tls_exporter.search import PURE_ENV, LineFinder
 from prometheus_client import generate_latest
 from records import context, failed, on_exception, ssl_info, text, timeout, traffic
@@ -74,6 +75,13 @@ def noisy_log(seed: int, records: int, *, gap: int, start: Optional[datetime] = 
                 due.append((len(lines) + rng.randint(0, gap), info))
             if rng.random() < 0.3:
                 lines += on_exception(ctx=ctx, thread=thread, stamp=now)
+        elif r < 0.105:  # an exception record alone, as TLS 1.3 rejections may be logged
+            lines += on_exception(
+                alert=rng.choice(["certificate_required", "bad_certificate"]),
+                ctx=ctx,
+                thread=thread,
+                stamp=now,
+            )
         elif r < 0.11:
             lines.append(ssl_info(alias="orphan", ctx=ctx, thread=thread, stamp=now))
         elif r < 0.12:
@@ -173,6 +181,47 @@ def test_a_look_back_starts_window_lines_lines_before_the_cut(tmp_path: Path) ->
     with open(path, "rb") as handle:
         got = [_lines_back(handle, starts[n], 100) for n in (0, 50, 100, 101, 399)]
     assert [0, 0, 0, starts[1], starts[299]] == got
+
+
+class RangeLog:
+    """A pipeline stand-in that keeps the ranges handed to it."""
+
+    def __init__(self) -> None:
+        self.ranges: list[bytes] = []
+
+    def process(self, buf: Buffer, start: int = 0, end: Optional[int] = None) -> None:
+        self.ranges.append(bytes(buf[start:end]))
+
+
+def test_ranges_begin_with_a_record_wherever_the_reads_end() -> None:
+    """However the bytes are cut into reads, the pipeline gets every line once, in order, in
+    ranges that begin with a record's first line: a stack trace is never parted from its
+    record by a read boundary."""
+    data = text(noisy_log(4, 600, gap=10)).encode()
+    rng = random.Random(2)
+    log = RangeLog()
+    records = Records(log)  # type: ignore[arg-type]
+    at = 0
+    while at < len(data):
+        end = data.find(b"\n", min(len(data) - 1, at + rng.randint(1, 3000))) + 1
+        records.process(data, at, end)
+        at = end
+    records.flush()
+    assert b"".join(log.ranges) == data
+    assert len(log.ranges) > 20  # precondition: many cuts
+    assert all(r[:1].isdigit() for r in log.ranges)
+
+
+def test_pieces_and_look_backs_begin_with_a_record(tmp_path: Path) -> None:
+    """A piece is cut at a record's first line, never inside its stack trace, and its
+    look-back starts at a record too."""
+    path = tmp_path / "system.log"
+    path.write_text(text(noisy_log(6, 3000, gap=20)))
+    data = path.read_bytes()
+    cuts = cuts_of([str(path)], 3_000, 40)
+    assert len(cuts) > 50  # precondition
+    assert all(data[c : c + 1].isdigit() and data[b : b + 1].isdigit() for c, b in cuts)
+    assert all(data[c - 1 : c] == b"\n" and (b == 0 or data[b - 1 : b] == b"\n") for c, b in cuts)
 
 
 def test_progress_reaches_the_whole_input_across_processes(tmp_path: Path) -> None:
