@@ -222,9 +222,13 @@ def scan(
                 raw = handles[piece.file] if piece.stream else None
                 partials[i] = scan_piece(piece, options, meter.add, raw)
             _collect(futures, partials, meter)
-        finally:
-            for future in futures.values():
-                future.cancel()
+        except BaseException:  # an unreadable piece, Ctrl-C: stop the pool's work at once
+            # (terminated, not cancelled: the pool marks its futures broken, which a cancelled
+            # future would turn into an error of its own on Python 3.11)
+            if futures:
+                for child in multiprocessing.active_children():
+                    child.terminate()
+            raise
     return merge(paths, pieces, [p for p in partials if p is not None], max_series, timeline)
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -25,6 +26,7 @@ from apigee_tls_exporter.scan import Records, ScanResult, _lines_back, plan, sca
 from apigee_tls_exporter.search import PURE_ENV, LineFinder
 from prometheus_client import generate_latest
 from records import context, failed, on_exception, ssl_info, text, timeout, traffic
+from support import wait_for
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parent.parent
@@ -470,3 +472,34 @@ def test_scan_reads_standard_input_beside_files_in_parallel(
         reports.append(json.loads(capsys.readouterr().out))
     assert reports[0]["total_failures"] > 0
     assert reports[0] == reports[1]
+
+
+def test_ctrl_c_stops_the_scan_and_its_workers_with_exit_130(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group) while the pool reads two files and the scan waits
+    on a pipe: exit 130, no traceback, and no process of the scan left behind."""
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"system.log.{i}"
+        path.write_text(text(noisy_log(20 + i, 500, gap=10)))
+        paths.append(str(path))
+    fifo = tmp_path / "live"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apigee_tls_exporter", "scan", "--jobs", "2", *paths, str(fifo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    with open(fifo, "wb"):  # returns once the scan has opened the pipe: its handlers are set
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+
+    def gone() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, 30, "every process of the scan to exit")
+    assert (proc.returncode, out, b"Traceback" in err) == (130, b"", False)
