@@ -490,8 +490,8 @@ def bench_every_core(
     one["truth"] = compare(truth, failure_series(one.pop("stdout")))
     results["scan_jobs1"] = one
     results["scan"]["speedup"] = one["best_s"] / results["scan"]["best_s"]
-    probe = "from apigee_tls_exporter import parse, scan; "
-    probe += "print(parse._FINDER.accelerated, scan.inflaters()[0])"
+    probe = "from apigee_tls_exporter import parse, pieces; "
+    probe += "print(parse._FINDER.accelerated, pieces.inflaters()[0])"
     flags = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     search, inflater = flags.stdout.split()
     results["accelerators"] = {

@@ -22,7 +22,8 @@ from typing import Optional, TextIO
 
 from . import __version__
 from .metrics import FAILURE_LABELS
-from .scan import Labels, ScanResult
+from .pieces import Labels
+from .scan import ScanResult
 
 DENSE_MINUTES = 60
 NAME = "apigee_tls_handshake_failures"

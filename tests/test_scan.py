@@ -1,4 +1,5 @@
-"""``scan`` on every core: pieces and their merge (``daemon/scan.py``), the prefilter's two
+"""``scan`` on every core: pieces and their merge (``daemon/scan.py``, ``daemon/pieces.py``), the
+prefilter's two
 search implementations (``daemon/search.py``), ``--since``/``--until`` and the table's failures
 over time."""
 
@@ -22,7 +23,8 @@ from apigee_tls_exporter import cli
 from apigee_tls_exporter.cli import main
 from apigee_tls_exporter.lines import Buffer
 from apigee_tls_exporter.parse import MARKERS
-from apigee_tls_exporter.scan import Records, ScanResult, _lines_back, plan, scan
+from apigee_tls_exporter.pieces import Records
+from apigee_tls_exporter.scan import ScanResult, _lines_back, plan, scan
 from apigee_tls_exporter.search import PURE_ENV, LineFinder
 from prometheus_client import generate_latest
 from records import context, failed, on_exception, ssl_info, text, timeout, traffic
@@ -318,8 +320,8 @@ def test_output_is_byte_identical_with_and_without_the_accelerators(tmp_path: Pa
     plain.write_text(text(lines))
     packed = tmp_path / "system.log.1.gz"
     packed.write_bytes(gzip.compress(text(lines[::-1]).encode()))
-    probe = "from apigee_tls_exporter import parse, scan; print(parse._FINDER.accelerated, "
-    probe += "scan.inflaters()[0])"
+    probe = "from apigee_tls_exporter import parse, pieces; print(parse._FINDER.accelerated, "
+    probe += "pieces.inflaters()[0])"
     flags = [
         subprocess.run(
             [sys.executable, "-c", probe],
