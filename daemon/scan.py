@@ -5,9 +5,9 @@ config models or the TLS libraries.
 
 **Pieces.** The input is cut into pieces: a plain file larger than the piece size is cut at the
 start of a record (a timestamped line, not inside its stack trace), a gzip file or standard input
-is one piece. Each piece is read by the same code, in this
-process (``jobs=1``) or in a pool of worker processes (``daemon/pieces.py``), and gives a
-:class:`Partial`; the partials are merged in input order. The result is the serial scan's, series by series:
+is one piece. Each piece is read by the same code (``daemon/pieces.py``), in this process
+(``jobs=1``) or in a pool of worker processes, and gives a ``Partial``; the partials are merged in
+input order. The result is the serial scan's, series by series:
 
 - *Pairing across a cut.* Whether a failure pairs depends only on the ``window_lines`` lines
   before each event (a failure waits at most that many lines), so a piece is read from

@@ -1,7 +1,6 @@
-"""``scan`` on every core: pieces and their merge (``daemon/scan.py``, ``daemon/pieces.py``), the
-prefilter's two
-search implementations (``daemon/search.py``), ``--since``/``--until`` and the table's failures
-over time."""
+"""``scan`` on every core: pieces and their merge (``daemon/scan.py``, ``daemon/pieces.py``),
+the prefilter's two search implementations (``daemon/search.py``), ``--since``/``--until`` and
+the table's failures over time."""
 
 from __future__ import annotations
 
