@@ -181,13 +181,30 @@ def _scan(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.done()
-    out = sys.stdout
-    if args.format == "prometheus":
+    try:
+        _write_scan(result, args.format, sys.stdout, tz, labels, until)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `scan ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's last flush is quiet
+        return 141  # as a shell reports a command ended by SIGPIPE
+    return 0
+
+
+def _write_scan(
+    result: ScanResult,
+    fmt: str,
+    out: TextIO,
+    tz: Optional[tzinfo],
+    labels: dict[str, str],
+    until: Optional[float],
+) -> None:
+    if fmt == "prometheus":
         out.write(generate_latest(result.registry()).decode())
-    elif args.format == "json":
+    elif fmt == "json":
         json.dump(scan_json(result), out, indent=2, sort_keys=True)
         out.write("\n")
-    elif args.format == "backfill":
+    elif fmt == "backfill":
         from . import backfill
 
         backfill.write(result, out, labels, until)
@@ -198,7 +215,6 @@ def _scan(args: argparse.Namespace) -> int:
         lines = over_time(result, tz)
         if lines:
             out.write("\n".join(lines) + "\n")
-    return 0
 
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([smhdw]))+")

@@ -504,3 +504,23 @@ def test_ctrl_c_stops_the_scan_and_its_workers_with_exit_130(tmp_path: Path) -> 
 
     wait_for(gone, 30, "every process of the scan to exit")
     assert (proc.returncode, out, b"Traceback" in err) == (130, b"", False)
+
+
+def test_a_reader_that_stops_early_ends_the_scan_quietly(tmp_path: Path) -> None:
+    """``scan ... | head``: when the reader has gone, scan stops with 141 (as a shell reports
+    SIGPIPE) and no traceback, whatever the format."""
+    path = tmp_path / "system.log"
+    path.write_text(text(noisy_log(9, 2000, gap=10)))
+    results = []
+    for fmt in ("prometheus", "json", "table", "backfill"):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before the first write
+        done = subprocess.run(
+            [sys.executable, "-m", "apigee_tls_exporter", "scan", "--format", fmt, str(path)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        os.close(write)
+        results.append((done.returncode, done.stderr))
+    assert results == [(141, b"")] * 4
