@@ -9,12 +9,13 @@ is one piece. Each piece is read by the same code (``daemon/pieces.py``), in thi
 (``jobs=1``) or in a pool of worker processes, and gives a ``Partial``; the partials are merged in
 input order. The result is the serial scan's, series by series:
 
-- *Pairing across a cut.* Whether a failure pairs depends only on the ``window_lines`` lines
-  before each event (a failure waits at most that many lines), so a piece is read from
-  ``window_lines`` lines before its start (its look-back) with every count and failure muted:
-  the correlator then holds exactly the failures the serial scan holds at the cut. A failure still
-  waiting at the piece's end is the next piece's to close (it waits in that piece's look-back);
-  only the file's last piece closes every window at its end.
+- *Pairing across a cut.* What waits at a cut (failures for their SSLInfo line, and whatever
+  else the correlator holds for a window) came within the last ``window_lines`` lines, and what
+  decides its fate came within the window before it. So a piece is read from
+  ``LOOKBACK_WINDOWS`` (2) windows of lines before its start (its look-back) with every count and
+  failure muted: the correlator then holds exactly what the serial scan holds at the cut. What
+  still waits at a piece's end is the next piece's to close (it waits in that piece's
+  look-back); only the file's last piece closes every window at its end.
 - *The series bound.* The serial scan admits the first ``max_series`` label sets in the order
   their first failure is counted. A partial keeps its label sets in that order (a dict), and the
   merge replays them piece after piece: the same label sets are admitted, the same overflow.
@@ -40,6 +41,8 @@ from .pieces import READ_BYTES, RECORD_LINES, Labels, Options, Partial, Piece, i
 
 Progress = Callable[[int, int], None]
 MIN_PIECE_BYTES = 32 << 20
+# How many pairing windows of lines a piece re-reads before its start (see the docstring).
+LOOKBACK_WINDOWS = 2
 
 
 class ScanResult:
@@ -176,7 +179,8 @@ def plan(
             bounds = [0, *(c for c in cuts if 0 < c < size), size]
             for k, (start, end) in enumerate(zip(bounds, bounds[1:])):
                 last = k == len(bounds) - 2
-                lookback = _record_back(handle, _lines_back(handle, start, window_lines))
+                back = LOOKBACK_WINDOWS * window_lines
+                lookback = _record_back(handle, _lines_back(handle, start, back))
                 pieces.append(
                     Piece(i, path, start, None if last else end, lookback, last, end - start)
                 )

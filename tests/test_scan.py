@@ -172,9 +172,9 @@ def test_parallel_scan_of_several_files_keeps_the_serial_series_bound(tmp_path: 
     assert serial == parallel
 
 
-def test_a_look_back_starts_window_lines_lines_before_the_cut(tmp_path: Path) -> None:
-    """The look-back of a piece starts exactly ``window_lines`` lines before it (or at the
-    file's start), whatever the lengths of the lines."""
+def test_lines_back_finds_the_line_so_many_lines_before(tmp_path: Path) -> None:
+    """A look-back starts exactly so many lines before the cut (or at the file's start),
+    whatever the lengths of the lines."""
     lines = [f"line {i} " + "y" * (i * 7919 % 3000) for i in range(400)]
     path = tmp_path / "x.log"
     path.write_text(text(lines))
