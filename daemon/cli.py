@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from prometheus_client import disable_created_metrics, generate_latest
@@ -18,7 +20,7 @@ from prometheus_client import disable_created_metrics, generate_latest
 from . import __version__, demo
 from .metrics import FAILURE_LABELS
 from .pipeline import timezone_of
-from .scan import ScanResult, scan
+from .scan import ScanResult, default_jobs, scan
 
 if TYPE_CHECKING:
     from .config import Config
@@ -45,10 +47,38 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scan", help="read logs from start to end and print the final metrics")
     p.add_argument("files", nargs="+", metavar="FILE", help="a log file, or - for standard input")
-    p.add_argument("--format", choices=("prometheus", "json", "table"), default="prometheus")
+    p.add_argument(
+        "--format",
+        choices=("prometheus", "json", "table", "backfill"),
+        default="prometheus",
+        help="prometheus text (default), json, a table for a person (with failures over time), "
+        "or backfill: OpenMetrics with the log's timestamps for promtool tsdb "
+        "create-blocks-from openmetrics",
+    )
     p.add_argument("--timezone", help="IANA zone of the log's timestamps (default: local time)")
     p.add_argument("--max-series", type=int, default=5000, help="bound on failure series")
     p.add_argument("--window-lines", type=int, default=1000, help="pairing window in lines")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        help=f"processes reading the files (default: the cores, here {default_jobs()})",
+    )
+    p.add_argument(
+        "--since",
+        metavar="TIME",
+        help="count failures logged at or after TIME: an ISO time in the log's time zone "
+        "(2026-11-27T10:00) or a duration before now (90m, 2h, 1d)",
+    )
+    p.add_argument("--until", metavar="TIME", help="count failures logged before TIME (as --since)")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="backfill: a label added to every series, e.g. job=apigee-tls, instance=mp1:9847 "
+        "(repeatable)",
+    )
 
     p = sub.add_parser("run", help="follow the log(s) and serve /metrics")
     p.add_argument(
@@ -124,6 +154,15 @@ def _scan(args: argparse.Namespace) -> int:
         raise UsageError(f"timezone: unknown time zone {args.timezone!r}") from None
     if args.max_series < 1 or args.window_lines < 1:
         raise UsageError("--max-series and --window-lines must be at least 1")
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    now = time.time()
+    since = None if args.since is None else parse_time(args.since, tz, now, "--since")
+    until = None if args.until is None else parse_time(args.until, tz, now, "--until")
+    if since is not None and until is not None and since >= until:
+        raise UsageError("--since must be before --until")
+    labels = backfill_labels(args.label)
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     try:
         result = scan(
@@ -132,6 +171,10 @@ def _scan(args: argparse.Namespace) -> int:
             max_series=args.max_series,
             window_lines=args.window_lines,
             progress=progress,
+            jobs=jobs,
+            since=since,
+            until=until,
+            timeline=args.format in ("table", "backfill"),
         )
     except OSError as err:
         name = err.filename if err.filename is not None else "input"
@@ -139,15 +182,80 @@ def _scan(args: argparse.Namespace) -> int:
     finally:
         if progress is not None:
             progress.done()
-    out = sys.stdout
-    if args.format == "prometheus":
+    try:
+        _write_scan(result, args.format, sys.stdout, tz, labels, until)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `scan ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's last flush is quiet
+        return 141  # as a shell reports a command ended by SIGPIPE
+    return 0
+
+
+def _write_scan(
+    result: ScanResult,
+    fmt: str,
+    out: TextIO,
+    tz: Optional[tzinfo],
+    labels: dict[str, str],
+    until: Optional[float],
+) -> None:
+    if fmt == "prometheus":
         out.write(generate_latest(result.registry()).decode())
-    elif args.format == "json":
+    elif fmt == "json":
         json.dump(scan_json(result), out, indent=2, sort_keys=True)
         out.write("\n")
+    elif fmt == "backfill":
+        from . import backfill
+
+        backfill.write(result, out, labels, until)
     else:
+        from .timeline import over_time
+
         out.write(scan_table(result))
-    return 0
+        lines = over_time(result, tz)
+        if lines:
+            out.write("\n".join(lines) + "\n")
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([smhdw]))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, tz: Optional[tzinfo], now: float, option: str) -> float:
+    """``--since``/``--until``: an ISO time (naive: in the log's zone ``tz``, None for local time)
+    or a duration before ``now`` such as ``90m``, ``2h``, ``1d12h``; epoch seconds."""
+    value = text.strip()
+    if _DURATION.fullmatch(value):
+        return now - sum(
+            float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value)
+        )
+    try:
+        moment = datetime.fromisoformat(value.replace(",", ".").replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option}: cannot read {text!r}: give an ISO time such as 2026-11-27T10:00 "
+            "(in the log's time zone) or a duration before now such as 90m, 2h, 1d"
+        ) from None
+    if moment.tzinfo is None and tz is not None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.timestamp()
+
+
+def backfill_labels(pairs: list[str]) -> dict[str, str]:
+    """``--label NAME=VALUE`` options -> labels; a bad one is a usage error."""
+    from .backfill import LABEL_NAME
+
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise UsageError(f"--label: {pair!r} is not NAME=VALUE with a Prometheus label name")
+        if name in FAILURE_LABELS:
+            raise UsageError(f"--label: {name} is a label of the failure series already")
+        labels[name] = value
+    return labels
 
 
 class _Progress:

@@ -23,6 +23,7 @@ from datetime import datetime, tzinfo
 from typing import Optional, Union
 
 from .events import AlertException, Context, Event, HandshakeFailure, SSLInfo
+from .search import LineFinder
 
 # What makes a line a candidate. The handshake markers: a line with one in its body is ours or
 # unrecognised. A received alert's text: an exception record carrying one may be the only trace
@@ -330,12 +331,9 @@ def record_line(
     return None
 
 
-# What the prefilter looks for: a word, and what must follow it (None: anything).
-_NEEDLES = (
-    (b"handshake", (b"Failed", b"Timeout")),
-    (b"SSLInfo", None),
-    *((marker, None) for marker in ALERT_MARKERS),
-)
+# The prefilter: which lines mention a marker. How they are found (a compiled multi-literal search
+# when the `fast` extra is installed, `find` passes otherwise) is daemon/search.py's business.
+_FINDER = LineFinder(MARKERS)
 
 
 def candidate_lines(
@@ -344,24 +342,8 @@ def candidate_lines(
     """The lines of ``buf[start:end]`` that mention a marker, as (offset, line without newline).
 
     The range holds whole lines. Each line is yielded once, in order, however many markers it has.
-    Two passes of ``find`` (C speed) over the range; only the hits cost Python time.
     """
-    end = len(buf) if end is None else end
-    starts: set[int] = set()
-    for needle, follows in _NEEDLES:
-        at = buf.find(needle, start, end)
-        while at >= 0:
-            if follows is not None and not buf.startswith(follows, at + len(needle)):
-                at = buf.find(needle, at + 1, end)
-                continue
-            starts.add(buf.rfind(b"\n", start, at) + 1 or start)
-            newline = buf.find(b"\n", at, end)
-            if newline < 0:
-                break
-            at = buf.find(needle, newline, end)
-    for begin in sorted(starts):
-        newline = buf.find(b"\n", begin, end)
-        yield begin, bytes(buf[begin : newline if newline >= 0 else end])
+    return _FINDER(buf, start, end)
 
 
 class Parser:

@@ -1,35 +1,68 @@
-"""The one-shot wiring of ``scan``: read files from start to end, count, report.
+"""The one-shot wiring of ``scan``: read files from start to end, count, report; on every core.
 
 Kept apart from ``app`` (the daemon) so that ``scan`` starts without importing the server, the
 config models or the TLS libraries.
+
+**Pieces.** The input is cut into pieces: a plain file larger than the piece size is cut at the
+start of a record (a timestamped line, not inside its stack trace), a gzip file or standard input
+is one piece. Each piece is read by the same code (``daemon/pieces.py``), in this process
+(``jobs=1``) or in a pool of worker processes, and gives a ``Partial``; the partials are merged in
+input order. The result is the serial scan's, series by series:
+
+- *Pairing across a cut.* What waits at a cut (failures for their SSLInfo line, and whatever
+  else the correlator holds for a window) came within the last ``window_lines`` lines, and what
+  decides its fate came within the window before it. So a piece is read from
+  ``LOOKBACK_WINDOWS`` (2) windows of lines before its start (its look-back) with every count and
+  failure muted: the correlator then holds exactly what the serial scan holds at the cut. What
+  still waits at a piece's end is the next piece's to close (it waits in that piece's
+  look-back); only the file's last piece closes every window at its end.
+- *The series bound.* The serial scan admits the first ``max_series`` label sets in the order
+  their first failure is counted. A partial keeps its label sets in that order (a dict), and the
+  merge replays them piece after piece: the same label sets are admitted, the same overflow.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import gzip
-import io
+import math
+import multiprocessing
 import os
+import stat
 import sys
-import zlib
+from collections import Counter
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from datetime import tzinfo
-from typing import BinaryIO, Callable, Optional, cast
+from typing import Any, BinaryIO, Callable, Optional
 
 from prometheus_client import CollectorRegistry
 
-from .correlate import Correlator
-from .lines import LineSplitter
-from .metrics import ExporterCollector, FailureStore, FileStats, PairingStats
-from .parse import Parser
-from .pipeline import LogPipeline, pairing_stats
+from .metrics import OVERFLOW, ExporterCollector, FailureStore, FileStats, PairingStats
+from .pieces import READ_BYTES, RECORD_LINES, Labels, Options, Partial, Piece, is_record, scan_piece
+
+Progress = Callable[[int, int], None]
+MIN_PIECE_BYTES = 32 << 20
+# How many pairing windows of lines a piece re-reads before its start (see the docstring).
+LOOKBACK_WINDOWS = 2
 
 
 class ScanResult:
-    def __init__(self, store: FailureStore, files: dict[str, FileStats], pairing: PairingStats):
+    """What a scan counted: the failure store, each file's health, the pairing counts.
+
+    ``timeline``: failures by label set (as counted, ``other`` past the bound) and minute
+    (epoch seconds // 60), when the scan was asked for it.
+    """
+
+    def __init__(
+        self,
+        store: FailureStore,
+        files: dict[str, FileStats],
+        pairing: PairingStats,
+        timeline: Optional[dict[Labels, Counter[int]]] = None,
+    ) -> None:
         self.store = store
         self.files = files
         self.pairing = pairing
+        self.timeline = timeline if timeline is not None else {}
 
     def registry(self) -> CollectorRegistry:
         registry = CollectorRegistry(auto_describe=True)
@@ -44,6 +77,14 @@ class ScanResult:
         return registry
 
 
+def default_jobs() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def scan(
     paths: list[str],
     *,
@@ -52,7 +93,12 @@ def scan(
     max_line_bytes: int = 1 << 20,
     window_lines: int = 1000,
     stdin: Optional[BinaryIO] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Optional[Progress] = None,
+    jobs: int = 1,
+    since: Optional[float] = None,
+    until: Optional[float] = None,
+    timeline: bool = False,
+    piece_bytes: Optional[int] = None,
 ) -> ScanResult:
     """Read each file from its start to its end (``-`` is standard input) and count.
 
@@ -60,57 +106,267 @@ def scan(
     ``system.log.1.gz``) is read decompressed, known by its first bytes, as zgrep does; its
     health figures are those of the log inside. A gzip stream that ends early or is corrupt is an
     ``OSError``. Wall-time windows do not apply: the whole input is there, and the result must
-    not depend on how fast it was read.
+    not depend on how fast it was read. ``jobs`` processes read the pieces (see the module's
+    docstring); ``since``/``until`` count only failures logged within [since, until) (pairing and
+    the health figures still see every line); ``timeline`` keeps failures by minute too.
     """
-    store = FailureStore(max_series)
-    files: dict[str, FileStats] = {}
-    correlators: list[Correlator] = []
+    options = Options(
+        tz, max_line_bytes, window_lines, since, until, timeline, threaded_inflate=jobs > 1
+    )
     with contextlib.ExitStack() as files_open:
-        sources: list[tuple[str, BinaryIO]] = []
+        handles: list[BinaryIO] = []
         for path in paths:
             if path == "-":
-                sources.append((path, stdin if stdin is not None else sys.stdin.buffer))
+                handles.append(stdin if stdin is not None else sys.stdin.buffer)
             else:
-                sources.append((path, files_open.enter_context(open(path, "rb"))))
-        total = sum(os.fstat(s.fileno()).st_size for p, s in sources if p != "-")
-        done = 0
-        for path, raw in sources:
-            stream = _decompressed(raw)
-            stats = files.setdefault(path, FileStats())
-            splitter = LineSplitter(max_line_bytes, stats)
-            correlator = Correlator(window_lines, None)
-            correlators.append(correlator)
-            pipeline = LogPipeline(stats, splitter, Parser(tz), correlator, [store.record])
-            buffer = bytearray(min(1 << 20, max_line_bytes))
-            start = done
-            while True:
-                try:
-                    size = stream.readinto(buffer)  # type: ignore[attr-defined]
-                except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-                    name = "standard input" if path == "-" else path
-                    raise OSError(errno.EIO, f"not a whole gzip file: {err}", name) from None
-                if not size:
-                    break
-                stats.bytes_read += size
-                stats.offset += size
-                # progress in the file's own bytes, compressed or not (standard input has no size)
-                done = start + (stats.offset if path == "-" else raw.tell())
-                for segment in splitter.feed(buffer, size):
-                    pipeline.process(*segment)
-                if progress is not None:
-                    progress(done, total)
-            if splitter.partial:  # the last line has no newline: it is a line all the same
-                for segment in splitter.feed(b"\n"):
-                    pipeline.process(*segment)
-            pipeline.finish()
-            stats.size = stats.offset
-    return ScanResult(store, files, pairing_stats(correlators))
+                handles.append(files_open.enter_context(open(path, "rb")))
+        modes = [None if p == "-" else os.fstat(h.fileno()) for p, h in zip(paths, handles)]
+        regular = [m is not None and stat.S_ISREG(m.st_mode) for m in modes]
+        sizes = [m.st_size if m is not None and r else 0 for m, r in zip(modes, regular)]
+        gzipped = [_is_gzip(h) for h in handles]
+        pieces = plan(paths, regular, gzipped, sizes, jobs, piece_bytes, window_lines)
+        total = sum(sizes)
+        meter = _Meter(progress, total)
+        in_process = [i for i, p in enumerate(pieces) if p.stream]
+        partials: list[Optional[Partial]] = [None] * len(pieces)
+        pooled = [i for i in range(len(pieces)) if i not in in_process]
+        if jobs > 1 and len(pooled) > 1:
+            futures = _submit(pieces, pooled, options, min(jobs, len(pooled)), meter)
+        else:
+            futures = {}
+            in_process = list(range(len(pieces)))
+        try:
+            for i in in_process:
+                piece = pieces[i]
+                raw = handles[piece.file] if piece.stream else None
+                partials[i] = scan_piece(piece, options, meter.add, raw)
+            _collect(futures, partials, meter)
+        except BaseException:  # an unreadable piece, Ctrl-C: stop the pool's work at once
+            # (terminated, not cancelled: the pool marks its futures broken, which a cancelled
+            # future would turn into an error of its own on Python 3.11)
+            if futures:
+                for child in multiprocessing.active_children():
+                    child.terminate()
+            raise
+    return merge(paths, pieces, [p for p in partials if p is not None], max_series, timeline)
 
 
-def _decompressed(raw: BinaryIO) -> BinaryIO:
-    """``raw`` itself, or a gzip reader over it when it starts with gzip's magic bytes."""
-    if not hasattr(raw, "peek"):
-        raw = cast(BinaryIO, io.BufferedReader(cast(io.RawIOBase, raw)))
-    if raw.peek(2)[:2] == b"\x1f\x8b":  # type: ignore[attr-defined]
-        return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
-    return raw
+def plan(
+    paths: list[str],
+    regular: list[bool],
+    gzipped: list[bool],
+    sizes: list[int],
+    jobs: int,
+    piece_bytes: Optional[int],
+    window_lines: int,
+) -> list[Piece]:
+    """The pieces of the inputs, in input order."""
+    plain = [size for size, gz in zip(sizes, gzipped) if not gz]
+    if piece_bytes is None:
+        piece_bytes = max(MIN_PIECE_BYTES, sum(plain) // max(1, jobs * 4))
+    pieces: list[Piece] = []
+    for i, path in enumerate(paths):
+        size = sizes[i]
+        if not regular[i]:
+            pieces.append(Piece(i, path, stream=True))
+            continue
+        if jobs <= 1 or size <= piece_bytes or gzipped[i]:
+            pieces.append(Piece(i, path, length=size))
+            continue
+        count = math.ceil(size / piece_bytes)
+        with open(path, "rb") as handle:
+            cuts = sorted({_record_at(handle, size * k // count) for k in range(1, count)})
+            bounds = [0, *(c for c in cuts if 0 < c < size), size]
+            for k, (start, end) in enumerate(zip(bounds, bounds[1:])):
+                last = k == len(bounds) - 2
+                back = LOOKBACK_WINDOWS * window_lines
+                lookback = _record_back(handle, _lines_back(handle, start, back))
+                pieces.append(
+                    Piece(i, path, start, None if last else end, lookback, last, end - start)
+                )
+    return pieces
+
+
+def _is_gzip(handle: BinaryIO) -> bool:
+    """Whether the input starts with gzip's magic bytes (read without consuming them)."""
+    if not hasattr(handle, "peek"):
+        return False  # read as a stream: _open looks again
+    return bool(handle.peek(2)[:2] == b"\x1f\x8b")
+
+
+def _line_start_at(handle: BinaryIO, offset: int) -> int:
+    """The first line start at or after ``offset``."""
+    if offset <= 0:
+        return 0
+    handle.seek(offset - 1)
+    at = offset - 1
+    while True:
+        block = handle.read(READ_BYTES)
+        if not block:
+            return at
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return at + newline + 1
+        at += len(block)
+
+
+def _record_at(handle: BinaryIO, offset: int) -> int:
+    """The first record line at or after ``offset`` (within ``RECORD_LINES`` lines; else the
+    first line start): a piece starts with a record, never inside its stack trace."""
+    first = _line_start_at(handle, offset)
+    handle.seek(first)
+    block = handle.read(READ_BYTES)
+    line = 0
+    for _ in range(RECORD_LINES):
+        if line >= len(block):
+            break
+        if is_record(block, line):
+            return first + line
+        newline = block.find(b"\n", line)
+        if newline < 0:
+            break
+        line = newline + 1
+    return first
+
+
+def _record_back(handle: BinaryIO, offset: int) -> int:
+    """The record line that the line at ``offset`` belongs to (itself when it is one; within
+    ``RECORD_LINES`` lines above, else ``offset``): a look-back starts with a whole record."""
+    if offset == 0:
+        return 0
+    lo = max(0, offset - READ_BYTES)
+    handle.seek(lo)
+    block = handle.read(offset - lo + 1)
+    rel = offset - lo
+    if rel < len(block) and is_record(block, rel):
+        return offset
+    at = rel - 1  # the newline that ends the line above
+    for _ in range(RECORD_LINES):
+        newline = block.rfind(b"\n", 0, at)
+        if newline < 0 and lo > 0:
+            break  # that line starts before the block: give up
+        line = newline + 1
+        if line < at and is_record(block, line):
+            return lo + line
+        if line == 0:
+            break
+        at = newline
+    return offset
+
+
+def _lines_back(handle: BinaryIO, offset: int, lines: int) -> int:
+    """The start of the line ``lines`` lines before the line that starts at ``offset``."""
+    need = lines + 1  # the newline ending the line before `offset` comes first
+    hi = offset
+    while hi > 0:
+        lo = max(0, hi - READ_BYTES)
+        handle.seek(lo)
+        block = handle.read(hi - lo)
+        found = block.count(b"\n")
+        if found < need:
+            need -= found
+            hi = lo
+            continue
+        at = len(block)
+        for _ in range(need):
+            at = block.rfind(b"\n", 0, at)
+        return lo + at + 1
+    return 0
+
+
+class _Meter:
+    """Progress in the inputs' own bytes (compressed or not), from this process or the pool."""
+
+    def __init__(self, progress: Optional[Progress], total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.done = 0
+        self.shared: Optional[Any] = None  # a multiprocessing.Value the workers add to
+
+    def add(self, n: int) -> None:
+        self.done += n
+        self.show()
+
+    def show(self) -> None:
+        if self.progress is not None:
+            shared = self.shared.value if self.shared is not None else 0
+            self.progress(self.done + shared, self.total)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(counter: Any) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the scan
+    _WORKER["counter"] = counter
+
+
+def _worker_add(n: int) -> None:
+    counter = _WORKER["counter"]
+    with counter.get_lock():
+        counter.value += n
+
+
+def _worker_scan(piece: Piece, options: Options) -> Partial:
+    return scan_piece(piece, options, _worker_add)
+
+
+def _submit(
+    pieces: list[Piece], indexes: list[int], options: Options, workers: int, meter: _Meter
+) -> dict[int, Future[Partial]]:
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    meter.shared = context.Value("q", 0)
+    pool = ProcessPoolExecutor(workers, context, _worker_init, (meter.shared,))
+    # the biggest first, so that the last to finish is a small one
+    order = sorted(indexes, key=lambda i: -pieces[i].length)
+    futures = {i: pool.submit(_worker_scan, pieces[i], options) for i in order}
+    pool.shutdown(wait=False)  # the workers exit once every piece is done
+    return futures
+
+
+def _collect(
+    futures: dict[int, Future[Partial]], partials: list[Optional[Partial]], meter: _Meter
+) -> None:
+    pending = set(futures.values())
+    while pending:
+        done, pending = wait(pending, timeout=0.2, return_when="FIRST_EXCEPTION")
+        meter.show()
+        for future in done:
+            future.result()  # a worker's error is the scan's
+    for i, future in futures.items():
+        partials[i] = future.result()
+
+
+def merge(
+    paths: list[str],
+    pieces: list[Piece],
+    partials: list[Partial],
+    max_series: int,
+    timeline: bool,
+) -> ScanResult:
+    """The pieces' counts, in input order, as the serial scan counts them."""
+    store = FailureStore(max_series)
+    files: dict[str, FileStats] = {}
+    pairing = PairingStats()
+    minutes: dict[Labels, Counter[int]] = {}
+    for piece, part in zip(pieces, partials):
+        stats = files.setdefault(paths[piece.file], FileStats())
+        for name in ("lines", "bytes_read", "offset", "unrecognised", "truncated_lines"):
+            setattr(stats, name, getattr(stats, name) + getattr(part.stats, name))
+        stats.size = stats.offset
+        pairing.unpaired += part.unpaired
+        pairing.orphans += part.orphans
+        for labels, (count, last) in part.series.items():
+            key = labels
+            if labels not in store.counts and len(store.counts) >= store.max_series:
+                key = OVERFLOW
+                store.overflow += int(count)
+            store.counts[key] = store.counts.get(key, 0.0) + count
+            short = (key[0], key[1], key[4], key[5], key[6])
+            store.last[short] = max(store.last.get(short, 0.0), last)
+            if timeline:
+                minutes.setdefault(key, Counter()).update(part.minutes.get(labels, {}))
+    return ScanResult(store, files, pairing, minutes if timeline else None)

@@ -341,7 +341,8 @@ def test_scan_json_lists_the_biggest_series_first(
 def test_scan_table_summarises_by_target_reason_alias_and_proxy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--format table`` sums failures by target, reason and key alias, then lists each series."""
+    """``--format table`` sums failures by target, reason and key alias, lists each series, then
+    shows the failures over time (per minute here: the log spans less than three hours)."""
     lines = [failed(), ssl_info(), failed("unknown_ca", "NIOThread@2", "m2"), TRAFFIC]
     path = write_log(tmp_path, lines)
     code, out, _ = run(["scan", "--format", "table", path], capsys)
@@ -366,6 +367,11 @@ def test_scan_table_summarises_by_target_reason_alias_and_proxy(
         "acme/prod/payments-v1 rev 7",
         "         1  backend.example.com:443  unknown_ca       -               "
         "acme/prod/payments-v1 rev 7",
+        "",
+        "Failures over time (per minute, local time), in all and for the top 1 targets:",
+        "  [1] backend.example.com:443",
+        "  TIME              ALL  [1]",
+        "  2017-10-23 05:28    2    2",
     ]
     assert (0, expected) == (code, out.splitlines())
 

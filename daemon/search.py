@@ -1,0 +1,129 @@
+"""Which lines of a buffer hold one of a few literals: the mechanism of the parser's prefilter.
+
+``parse`` says *what* a candidate line holds (its markers); this module finds those lines fast.
+Two implementations give the same lines, in the same order:
+
+- ``ahocorasick_rs`` (the optional ``fast`` extra), when installed: one pass over the bytes for
+  every literal at once, in compiled code (SIMD).
+- pure Python otherwise: one ``find`` pass (C speed) per group of literals that share a prefix
+  (``handshakeFailed`` and ``handshakeTimeout`` are one search for ``handshake``, then a check of
+  what follows).
+
+``APIGEE_TLS_EXPORTER_PURE_PYTHON=1`` in the environment turns every accelerator off (this one and
+the gzip inflaters of ``scan``), to compare or to rule them out.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional, Union
+
+Buffer = Union[bytes, bytearray]
+PURE_ENV = "APIGEE_TLS_EXPORTER_PURE_PYTHON"
+_MIN_SHARED_PREFIX = 4  # shorter shared prefixes find too many false hits to be worth a group
+
+
+def pure_python() -> bool:
+    """True when the environment asks for no compiled accelerators."""
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
+
+
+def _accelerator(literals: Sequence[bytes]) -> Optional[Any]:
+    try:
+        library: Any = importlib.import_module("ahocorasick_rs")  # the optional `fast` extra
+    except ImportError:
+        return None
+    return library.BytesAhoCorasick(list(literals))
+
+
+def _groups(literals: Sequence[bytes]) -> list[tuple[bytes, Optional[tuple[bytes, ...]]]]:
+    """Literals -> (needle, what must follow it or None for anything), one search per needle."""
+    groups: list[list[bytes]] = []
+    for literal in sorted(set(literals)):
+        if groups and len(_shared(groups[-1][0], literal)) >= _MIN_SHARED_PREFIX:
+            groups[-1].append(literal)
+        else:
+            groups.append([literal])
+    out: list[tuple[bytes, Optional[tuple[bytes, ...]]]] = []
+    for group in groups:
+        needle = group[0]
+        for literal in group[1:]:
+            needle = _shared(needle, literal)
+        rests = tuple(literal[len(needle) :] for literal in group)
+        out.append((needle, None if b"" in rests else rests))
+    return out
+
+
+def _shared(a: bytes, b: bytes) -> bytes:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+class LineFinder:
+    """Finds the lines that hold any of ``literals`` (none may hold a newline).
+
+    ``accelerate``: None uses the compiled search when it is installed and not turned off by the
+    environment; False never; True requires it (ImportError when missing).
+    """
+
+    def __init__(self, literals: Sequence[bytes], accelerate: Optional[bool] = None) -> None:
+        if not literals or any(not x or b"\n" in x for x in literals):
+            raise ValueError("literals must be non-empty and hold no newline")
+        self.literals = tuple(literals)
+        self._needles = _groups(self.literals)
+        self._fast: Optional[Any] = None
+        if accelerate or (accelerate is None and not pure_python()):
+            self._fast = _accelerator(self.literals)
+            if self._fast is None and accelerate:
+                raise ImportError("ahocorasick_rs is not installed (the `fast` extra)")
+
+    @property
+    def accelerated(self) -> bool:
+        return self._fast is not None
+
+    def __call__(
+        self, buf: Buffer, start: int = 0, end: Optional[int] = None
+    ) -> Iterator[tuple[int, bytes]]:
+        """The lines of ``buf[start:end]`` holding a literal, as (offset, line without newline).
+
+        The range holds whole lines. Each line is yielded once, in order, however many literals
+        it holds.
+        """
+        end = len(buf) if end is None else end
+        if self._fast is not None:
+            return self._accelerated(buf, start, end)
+        return self._pure(buf, start, end)
+
+    def _accelerated(self, buf: Buffer, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        with memoryview(buf) as view, view[start:end] as part:
+            hits = self._fast.find_matches_as_indexes(part)  # type: ignore[union-attr]
+        line_end = -1
+        for _, offset, _ in hits:
+            at = start + offset
+            if at < line_end:
+                continue  # another literal of the line just yielded
+            begin = buf.rfind(b"\n", start, at) + 1 or start
+            newline = buf.find(b"\n", at, end)
+            line_end = newline if newline >= 0 else end
+            yield begin, bytes(buf[begin:line_end])
+
+    def _pure(self, buf: Buffer, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        starts: set[int] = set()
+        for needle, follows in self._needles:
+            at = buf.find(needle, start, end)
+            while at >= 0:
+                if follows is not None and not buf.startswith(follows, at + len(needle)):
+                    at = buf.find(needle, at + 1, end)
+                    continue
+                starts.add(buf.rfind(b"\n", start, at) + 1 or start)
+                newline = buf.find(b"\n", at, end)
+                if newline < 0:
+                    break
+                at = buf.find(needle, newline, end)
+        for begin in sorted(starts):
+            newline = buf.find(b"\n", begin, end)
+            yield begin, bytes(buf[begin : newline if newline >= 0 else end])
