@@ -78,7 +78,6 @@ from .lines import LineSplitter, Segment
 from .logfile import (
     DECODE_ERRORS,
     HEAD_BYTES,
-    TAIL_BYTES,
     CompressedSource,
     NotRegularFile,
     PlainSource,
@@ -206,7 +205,7 @@ class Follower:
             return
         yield from self._drain()
         if self._after is not None:  # a copy finished: the truncated file from its start
-            self._take(self._after, None, self._next_kind or "copytruncate")
+            self._take(self._after, self._next_kind or "copytruncate")
             self._after = None
             yield from self._drain()
         try:
@@ -342,8 +341,7 @@ class Follower:
         if pending:
             if not self._waited():
                 return False
-            # waited in vain: not again for these (a compressor that died leaves such a file)
-            self._undecodable |= {(p.dev, p.ino, p.size) for p in self._probes() if p.head is None}
+            self._undecodable |= pending  # waited in vain: not again (a compressor that died)
         self._waiting_since = None
         for p, entry in todo:
             try:
@@ -367,29 +365,31 @@ class Follower:
                         self._report(err)
                         continue
                 log.info("reading a rotated file not read before", path=self.path, rotated=p.name)
-                self._take(new, None, "rename")
+                self._take(new, "rename")
             yield from self._drain()
         return True
 
-    def _unread(self) -> tuple[list[tuple[Probe, Optional[Entry]]], bool]:
+    def _unread(self) -> tuple[list[tuple[Probe, Optional[Entry]]], set[tuple[int, int, int]]]:
         """The rotated files with content not read yet, oldest first (by modification time: only
         the order of files that are all read), each content once, plain before its ``.gz``; and
-        whether a ``.gz`` cannot be told yet (its start not decodable)."""
+        the compressed files that cannot be told yet (their start not decodable), not waited for
+        before."""
         src = self._src
         held = (src.dev, src.ino) if src is not None else None
         probes = self._probes()
         self.ledger.prune(probes, self._entry)
         todo: dict[object, tuple[Probe, Optional[Entry]]] = {}
-        pending = False
+        pending: set[tuple[int, int, int]] = set()
         for p in sorted(probes, key=lambda p: (p.compressed, p.mtime_ns, p.name)):
             if (p.dev, p.ino) == held:
                 continue
             if p.head is None:
-                pending = pending or (p.dev, p.ino, p.size) not in self._undecodable
+                if (p.dev, p.ino, p.size) not in self._undecodable:
+                    pending.add((p.dev, p.ino, p.size))
                 continue
             entry = self.ledger.find(p.head)
             if entry is None:
-                todo.setdefault(p.head[:HEAD_BYTES], (p, None))
+                todo.setdefault(p.head, (p, None))
             elif (
                 entry is not self._entry
                 and not entry.done
@@ -445,7 +445,7 @@ class Follower:
             src.seek(0)
         if self._start_at_end:
             self._start_at_end = False
-            self._take(src, None, None)
+            self._take(src, None)
             if isinstance(src, PlainSource):
                 src.seek(src.size())
             else:
@@ -454,11 +454,11 @@ class Follower:
             if src.offset and not src.tail().endswith(b"\n"):
                 self.splitter.discarding = True  # we start mid-line: skip to the next line
             return
-        self._take(src, None, kind)
+        self._take(src, kind)
 
-    def _take(self, src: Source, entry: Optional[Entry], kind: Optional[str]) -> None:
+    def _take(self, src: Source, kind: Optional[str]) -> None:
         """Read ``src`` as a new content from its start (counted as a rotation of ``kind``)."""
-        self._hold(src, self.ledger.add(entry or Entry(dev=src.dev, ino=src.ino)))
+        self._hold(src, self.ledger.add(Entry(dev=src.dev, ino=src.ino)))
         self._next_kind = None
         if kind is not None:
             log.info("log rotated", path=self.path, kind=kind)
@@ -549,6 +549,3 @@ class Follower:
             return
         self.stats.read_errors[kind] = self.stats.read_errors.get(kind, 0) + 1
         log.warning("cannot read log file", path=self.path, error=kind, detail=str(err))
-
-
-__all__ = ["DEFAULT_MAX_LINE", "TAIL_BYTES", "Follower", "rotated_globs"]
