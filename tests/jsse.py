@@ -324,6 +324,11 @@ class RawServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
+    @property
+    def target(self) -> str:
+        """``127.0.0.1:PORT``."""
+        return f"127.0.0.1:{self.port}"
+
     def __enter__(self) -> RawServer:
         self._thread.start()
         return self

@@ -43,7 +43,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from jsse import JsseServer
+from jsse import JsseServer, RawServer
 from support import wait_for
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
@@ -534,7 +534,7 @@ def set_client_ca_names(context: ssl.SSLContext, pem_file: str) -> None:
     lib.SSL_CTX_set_client_CA_list(ctx_ptr, names)
 
 
-class PythonBackend:
+class PythonBackend(RawServer):
     """A Python ``ssl`` TLS server on 127.0.0.1 that answers ``ok`` after a good handshake."""
 
     def __init__(
@@ -557,42 +557,14 @@ class PythonBackend:
                 set_client_ca_names(ctx, ca_names)
         self.context = ctx
         self.errors: list[str] = []
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(8)
-        self._listener.settimeout(0.05)
-        self.port: int = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__(self._answer)
 
-    @property
-    def target(self) -> str:
-        """``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> PythonBackend:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                raw, _ = self._listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            raw.settimeout(5)
-            try:
-                with self.context.wrap_socket(raw, server_side=True) as tls:
-                    tls.sendall(b"ok\n")
-            except (ssl.SSLError, OSError) as exc:
-                self.errors.append(str(exc))
-            finally:
-                raw.close()
+    def _answer(self, raw: socket.socket) -> None:
+        try:
+            with self.context.wrap_socket(raw, server_side=True) as tls:
+                tls.sendall(b"ok\n")
+        except (ssl.SSLError, OSError) as exc:
+            self.errors.append(str(exc))
 
 
 class OpenSSLBackend:
@@ -698,45 +670,16 @@ class SilentBackend:
         self._listener.close()
 
 
-class PlainHttpBackend:
+class PlainHttpBackend(RawServer):
     """A plain-text HTTP server on a port the MP expects TLS on: answers 400 to anything."""
 
     def __init__(self) -> None:
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(8)
-        self._listener.settimeout(0.05)
-        self.port: int = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__(self._answer)
 
-    @property
-    def target(self) -> str:
-        """``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> PlainHttpBackend:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(4096)
-                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                except OSError:
-                    pass
+    @staticmethod
+    def _answer(conn: socket.socket) -> None:
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
 
 Backend = Union[PythonBackend, OpenSSLBackend, SilentBackend, PlainHttpBackend]
