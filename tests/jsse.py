@@ -36,6 +36,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+from support import stop_process
 
 SOURCES = Path(__file__).resolve().parent / "jsse"
 JAVA = os.environ.get("JSSE_JAVA") or shutil.which("java")
@@ -296,12 +297,7 @@ class OpenSSLServer:
     def __exit__(self, *exc: object) -> None:
         if self._proc is None:
             return
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(10)
+        stop_process(self._proc)
         if self._drain is not None:
             self._drain.join(10)
         for pipe in (self._proc.stdin, self._proc.stdout):

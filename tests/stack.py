@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 import yaml
-from support import free_port, wait_for
+from support import free_port, stop_process, wait_for
 
 T = TypeVar("T")
 
@@ -128,13 +128,7 @@ class Server:
             )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def prometheus_config(exporter: str, alertmanager: str, rules: Path = RULES) -> dict[str, Any]:

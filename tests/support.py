@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -53,6 +53,18 @@ def wait_for(
     raise AssertionError(
         f"timed out after {timeout:g}s waiting for {what} (last error: {last_error}){more}"
     )
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from jsse import JsseServer, RawServer
-from support import wait_for
+from support import stop_process, wait_for
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -271,12 +271,7 @@ class _ServerProcess:
     def __exit__(self, *exc: object) -> None:
         if self._proc is None:
             return
-        self._proc.terminate()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(10)
+        stop_process(self._proc)
 
 
 @dataclass
@@ -636,12 +631,7 @@ class OpenSSLBackend:
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+            stop_process(self._proc, 5)
             if self._drain is not None:
                 self._drain.join(5)  # s_server is gone: its stdout is at EOF
             for pipe in (self._proc.stdin, self._proc.stdout):
