@@ -130,10 +130,11 @@ def scan(
         in_process = [i for i, p in enumerate(pieces) if p.stream]
         partials: list[Optional[Partial]] = [None] * len(pieces)
         pooled = [i for i in range(len(pieces)) if i not in in_process]
+        pool: Optional[ProcessPoolExecutor] = None
+        futures: dict[int, Future[Partial]] = {}
         if jobs > 1 and len(pooled) > 1:
-            futures = _submit(pieces, pooled, options, min(jobs, len(pooled)), meter)
+            pool, futures = _submit(pieces, pooled, options, min(jobs, len(pooled)), meter)
         else:
-            futures = {}
             in_process = list(range(len(pieces)))
         try:
             for i in in_process:
@@ -144,10 +145,15 @@ def scan(
         except BaseException:  # an unreadable piece, Ctrl-C: stop the pool's work at once
             # (terminated, not cancelled: the pool marks its futures broken, which a cancelled
             # future would turn into an error of its own on Python 3.11)
-            if futures:
+            if pool is not None:
                 for child in multiprocessing.active_children():
                     child.terminate()
             raise
+        finally:
+            # Waited for: a pool left to end by itself races the interpreter's exit, which then
+            # prints a traceback on Python < 3.12 (its wakeup pipe closed under it, gh-125451).
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     return merge(paths, pieces, [p for p in partials if p is not None], max_series, timeline)
 
 
@@ -163,7 +169,9 @@ def plan(
     """The pieces of the inputs, in input order."""
     plain = [size for size, gz in zip(sizes, gzipped) if not gz]
     if piece_bytes is None:
-        piece_bytes = max(MIN_PIECE_BYTES, sum(plain) // max(1, jobs * 4))
+        # rounded up: a file of the whole size is cut in exactly jobs * 4 pieces, that the
+        # workers finish together (one piece more would be read by one worker alone, at the end)
+        piece_bytes = max(MIN_PIECE_BYTES, -(-sum(plain) // max(1, jobs * 4)))
     pieces: list[Piece] = []
     for i, path in enumerate(paths):
         size = sizes[i]
@@ -315,16 +323,14 @@ def _worker_scan(piece: Piece, options: Options) -> Partial:
 
 def _submit(
     pieces: list[Piece], indexes: list[int], options: Options, workers: int, meter: _Meter
-) -> dict[int, Future[Partial]]:
+) -> tuple[ProcessPoolExecutor, dict[int, Future[Partial]]]:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     meter.shared = context.Value("q", 0)
     pool = ProcessPoolExecutor(workers, context, _worker_init, (meter.shared,))
     # the biggest first, so that the last to finish is a small one
     order = sorted(indexes, key=lambda i: -pieces[i].length)
-    futures = {i: pool.submit(_worker_scan, pieces[i], options) for i in order}
-    pool.shutdown(wait=False)  # the workers exit once every piece is done
-    return futures
+    return pool, {i: pool.submit(_worker_scan, pieces[i], options) for i in order}
 
 
 def _collect(

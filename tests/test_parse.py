@@ -7,6 +7,7 @@ Every line here is written the way the Message Processor writes it (see
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import timezone
 from pathlib import Path
 from typing import Optional
@@ -22,11 +23,16 @@ from apigee_tls_exporter.parse import (
     FIXED_REASONS,
     MAX_LABEL_CHARS,
     REASONS,
+    UNKNOWN_TARGET,
     Parser,
     UnrecognisedLine,
     candidate_lines,
+    normalise_address,
+    target_of,
 )
 from apigee_tls_exporter.pipeline import LogPipeline
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from records import CTX, MESSAGE_ID
 
 STAMP = "2017-10-23 05:28:57,500"
@@ -488,6 +494,22 @@ def test_failure_target_from_remote_host_address(remote: str, target: str) -> No
 def test_timeout_target_from_remote_address(remote: str, target: str) -> None:
     """``Remote:`` of a handshakeTimeout line gives the backend as ``host:port``."""
     assert target == parse_failure(timeout(remote=remote)).target
+
+
+# The backend's address as specified: ``Remote`` starting a word, ``host`` optional, then one
+# or more runs of plain characters or bracketed parts. ``parse`` finds the same with a faster
+# pattern (literal first, the word boundary checked apart).
+SPEC_REMOTE = re.compile(r"\bRemote(?: host)?: *(?P<addr>(?:[^\s\[\]]|\[[^\s\[\]]*\])+)")
+TEXT = st.text(alphabet=st.sampled_from(list("Remote host:[]/_x1 .\tRé")), max_size=60)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.one_of(TEXT, st.sampled_from(["Remote:", "Remote host:", "xRemote:"]))))
+def test_the_remote_address_is_found_as_its_specification_says(parts: list[str]) -> None:
+    """On any text, the backend read is the one the specification pattern finds first."""
+    text = "".join(parts)
+    spec = SPEC_REMOTE.search(text)
+    assert target_of(text) == (normalise_address(spec.group("addr")) if spec else UNKNOWN_TARGET)
 
 
 def test_target_is_the_remote_side_not_the_mp_side() -> None:
