@@ -41,8 +41,9 @@ def serve_forever(tls_dir: Optional[str]) -> None:
     import structlog
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    from apigee_tls_exporter.counts import FailureStore, PairingStats
     from apigee_tls_exporter.events import Failure
-    from apigee_tls_exporter.metrics import ExporterCollector, FailureStore, PairingStats
+    from apigee_tls_exporter.metrics import ExporterCollector
     from apigee_tls_exporter.serve import serve
     from apigee_tls_exporter.webconfig import TLSServerConfig, WebConfig
     from prometheus_client import CollectorRegistry

@@ -52,8 +52,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .config import AlertsConfig, ClientCertificateRule, HandshakeFailuresRule
+from .counts import FileStats
 from .events import Failure
-from .metrics import FileStats
 
 __all__ = [
     "ALERT_LABELS",

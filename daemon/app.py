@@ -22,10 +22,11 @@ from . import checkpoint
 from .alerts import AlertEngine, known_series
 from .config import Config, ConfigError, parse_listen
 from .correlate import Correlator
+from .counts import FailureStore, FileStats
 from .diagnosis import inventory
 from .diagnosis.inventory import DiagnosisWorker, KeystoreInventory
 from .log import configure_logging
-from .metrics import ExporterCollector, FailureStore, FileStats
+from .metrics import ExporterCollector
 from .notify import Notifier
 from .parse import Parser
 from .pipeline import LogPipeline, Sink, pairing_stats, timezone_of

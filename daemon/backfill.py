@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Optional, TextIO
 
 from . import __version__
-from .metrics import FAILURE_LABELS
+from .counts import FAILURE_LABELS
 from .pieces import Labels
 from .scan import ScanResult
 

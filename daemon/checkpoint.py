@@ -113,7 +113,7 @@ class StoreState(_Model):
 
     @model_validator(mode="after")
     def _rows_fit(self) -> StoreState:
-        from .metrics import FAILURE_LABELS, LAST_LABELS
+        from .counts import FAILURE_LABELS, LAST_LABELS
 
         _rows(self.counts, len(FAILURE_LABELS), "counts", counts=True)
         _rows(self.last, len(LAST_LABELS), "last", counts=False)

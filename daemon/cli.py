@@ -15,10 +15,8 @@ from collections import Counter
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from prometheus_client import disable_created_metrics, generate_latest
-
-from . import __version__, demo
-from .metrics import FAILURE_LABELS
+from . import __version__
+from .counts import FAILURE_LABELS
 from .pipeline import timezone_of
 from .scan import ScanResult, default_jobs, scan
 
@@ -116,26 +114,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     # A stub for the command list: its options (and pyOpenSSL) are loaded only when it runs.
 
-    p = sub.add_parser("demo", help="run the daemon on a built-in demo log (what `make run` does)")
-    demo.configure_parser(p)
+    sub.add_parser(
+        "demo", help="run the daemon on a built-in demo log (what `make run` does)", add_help=False
+    )  # a stub like diagnose's: the demo's generator is loaded only when it runs
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    disable_created_metrics()  # type: ignore[no-untyped-call]
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["diagnose"]:
-        return _diagnose(argv[1:])  # its own parser: see the stub in _parser()
-    args = _parser().parse_args(argv)
     try:
+        if argv[:1] == ["diagnose"]:
+            return _diagnose(argv[1:])  # its own parser: see the stub in _parser()
+        if argv[:1] == ["demo"]:
+            return _demo(argv[1:])  # the same
+        args = _parser().parse_args(argv)
         if args.command == "scan":
             return _scan(args)
         if args.command == "check-config":
             return _check_config(args.file)
         if args.command == "run":
             return _run(args)
-        if args.command == "demo":
-            return _demo(args)
     except UsageError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
@@ -201,6 +199,9 @@ def _write_scan(
     until: Optional[float],
 ) -> None:
     if fmt == "prometheus":
+        from prometheus_client import generate_latest
+
+        _no_created_series()
         out.write(generate_latest(result.registry()).decode())
     elif fmt == "json":
         json.dump(scan_json(result), out, indent=2, sort_keys=True)
@@ -429,12 +430,21 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return validate(data, args.config or "command line")
 
 
+def _no_created_series() -> None:
+    """No ``_created`` series beside the counters (loaded by the commands that print metrics:
+    the Prometheus client is not imported at start-up, so that ``scan`` starts fast)."""
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
 def _run(args: argparse.Namespace) -> int:
     from .app import JSON_OUTPUT, Service
     from .config import ConfigError
     from .log import configure_logging
     from .webconfig import WebConfigError
 
+    _no_created_series()
     try:
         service = Service(lambda: config_from_args(args))
     except ConfigError as err:
@@ -452,8 +462,17 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(arguments: list[str]) -> int:
     """A demo writer appends realistic MP records to a log; the daemon follows it (demo.py)."""
+    from . import demo
+
+    _no_created_series()
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} demo",
+        description="Run the daemon on a built-in demo log (what `make run` does).",
+    )
+    demo.configure_parser(parser)
+    args = parser.parse_args(arguments)
     try:
         return demo.command(args)
     except ValueError as err:

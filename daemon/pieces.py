@@ -22,9 +22,9 @@ from datetime import tzinfo
 from typing import Any, BinaryIO, Callable, Optional, cast
 
 from .correlate import Correlator
+from .counts import FileStats
 from .events import Failure
 from .lines import Buffer, LineSplitter
-from .metrics import FileStats
 from .parse import Parser
 from .pipeline import LogPipeline
 from .search import pure_python
@@ -113,6 +113,7 @@ def scan_piece(
     tally = Tally(options)
     with _open(piece, raw, options) as (stream, position):
         base = 0
+        record = None  # the record line in force where the piece starts
         if piece.lookback < piece.start:
             back = FileStats()
             muted = LogPipeline(
@@ -121,8 +122,10 @@ def scan_piece(
             _feed(stream, muted, piece.start - piece.lookback, None)
             correlator.unpaired = correlator.orphans = 0
             base = stats.lines = back.lines
+            record = muted.record
         splitter = LineSplitter(options.max_line_bytes, stats)
         pipeline = LogPipeline(stats, splitter, parser, correlator, [tally.record])
+        pipeline.record = record
         limit = None if piece.end is None else piece.end - piece.start
         _feed(stream, pipeline, limit, lambda: report(position()))
         if piece.last:
@@ -140,10 +143,9 @@ def _feed(
     limit: Optional[int],
     on_read: Optional[Callable[[], None]],
 ) -> None:
-    """Reads ``limit`` bytes (None: to the end) into the pipeline, in ranges that start at a
-    record (see ``Records``)."""
+    """Reads ``limit`` bytes (None: to the end) into the pipeline. (A read may end inside a
+    stack trace: the pipeline keeps the record line in force for the lines after it.)"""
     stats, splitter = pipeline.stats, pipeline.splitter
-    records = Records(pipeline)
     buffer = bytearray(min(READ_BYTES, splitter.limit))
     view = memoryview(buffer)
     left = -1 if limit is None else limit
@@ -157,68 +159,18 @@ def _feed(
         stats.bytes_read += size
         stats.offset += size
         for segment in splitter.feed(buffer, size):
-            records.process(*segment)
+            pipeline.process(*segment)
         if on_read is not None:
             on_read()
-    records.flush()
 
 
 RECORD_LINES = 256  # how far up (in lines) a continuation line's record line is looked for
-CARRY_BYTES = 4 << 20  # at most this much of a read waits for the next one
 
 
 def is_record(buf: Buffer, line: int) -> bool:
     """Whether the line starting at ``line`` is a record's first line: it begins with the
     timestamp's digit; a continuation line (``\tat ...``, an exception class) does not."""
     return 48 <= buf[line] <= 57
-
-
-class Records:
-    """Hands the pipeline ranges of whole lines that begin at a record's first line.
-
-    A continuation line (a stack trace's exception line) means something only with the record
-    line above it: in the same range, wherever a read, or a piece, happens to end. So the lines
-    from a range's last record line on wait for the next read (up to ``RECORD_LINES`` lines and
-    ``CARRY_BYTES``); ``flush`` hands them on at the end. The pipeline sees the same lines in the
-    same order, so counts and line numbers do not change.
-    """
-
-    def __init__(self, pipeline: LogPipeline) -> None:
-        self.pipeline = pipeline
-        self.carry = b""
-
-    def process(self, buf: Buffer, start: int, end: int) -> None:
-        if self.carry:
-            buf = b"".join((self.carry, memoryview(buf)[start:end]))
-            start, end, self.carry = 0, len(buf), b""
-        cut = last_record(buf, start, end)
-        if cut is None or end - cut > CARRY_BYTES:
-            self.pipeline.process(buf, start, end)
-            return
-        if cut > start:
-            self.pipeline.process(buf, start, cut)
-        self.carry = bytes(buf[cut:end])
-
-    def flush(self) -> None:
-        if self.carry:
-            carry, self.carry = self.carry, b""
-            self.pipeline.process(carry, 0, len(carry))
-
-
-def last_record(buf: Buffer, start: int, end: int) -> Optional[int]:
-    """The start of the last record line of ``buf[start:end]`` (whole lines), looking at most
-    ``RECORD_LINES`` lines up from the end; None when there is none."""
-    at = end - 1  # the newline that ends the line
-    for _ in range(RECORD_LINES):
-        if at < start:
-            return None
-        line = buf.rfind(b"\n", start, at) + 1 or start
-        if line < at and is_record(buf, line):
-            return line
-        if line == start:
-            return None
-        at = line - 1
-    return None
 
 
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzip.BadGzipFile)

@@ -7,9 +7,9 @@ from datetime import tzinfo
 from typing import Callable, Optional
 
 from .correlate import Correlator
+from .counts import FileStats, PairingStats
 from .events import Failure
 from .lines import Buffer, LineSplitter
-from .metrics import FileStats, PairingStats
 from .parse import (
     Parser,
     UnrecognisedLine,

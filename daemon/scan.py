@@ -32,12 +32,13 @@ import sys
 from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from datetime import tzinfo
-from typing import Any, BinaryIO, Callable, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
-from prometheus_client import CollectorRegistry
-
-from .metrics import OVERFLOW, ExporterCollector, FailureStore, FileStats, PairingStats
+from .counts import OVERFLOW, FailureStore, FileStats, PairingStats
 from .pieces import READ_BYTES, RECORD_LINES, Labels, Options, Partial, Piece, is_record, scan_piece
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 Progress = Callable[[int, int], None]
 MIN_PIECE_BYTES = 32 << 20
@@ -65,6 +66,12 @@ class ScanResult:
         self.timeline = timeline if timeline is not None else {}
 
     def registry(self) -> CollectorRegistry:
+        """The result as Prometheus metrics (the client is loaded here, not at start-up: the
+        pool starts reading sooner)."""
+        from prometheus_client import CollectorRegistry
+
+        from .metrics import ExporterCollector
+
         registry = CollectorRegistry(auto_describe=True)
         registry.register(
             ExporterCollector(

@@ -73,6 +73,7 @@ from typing import Any, Callable, Optional, Union
 
 import structlog
 
+from .counts import FileStats
 from .ledger import Entry, Ledger
 from .lines import LineSplitter, Segment
 from .logfile import (
@@ -87,7 +88,6 @@ from .logfile import (
     open_source,
     probe,
 )
-from .metrics import FileStats
 
 DEFAULT_MAX_LINE = 1 << 20
 

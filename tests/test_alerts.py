@@ -19,8 +19,8 @@ from apigee_tls_exporter.alerts import (
 )
 from apigee_tls_exporter.app import Daemon
 from apigee_tls_exporter.config import AlertsConfig, ConfigError, validate
+from apigee_tls_exporter.counts import FileStats
 from apigee_tls_exporter.events import Failure
-from apigee_tls_exporter.metrics import FileStats
 from prometheus_client import CollectorRegistry
 
 T0 = 1_795_773_600.0  # 2026-11-27 10:00:00 UTC: log time of the first failure in these tests

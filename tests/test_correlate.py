@@ -14,9 +14,9 @@ from typing import Optional
 import pytest
 import records
 from apigee_tls_exporter.correlate import Correlator
+from apigee_tls_exporter.counts import FileStats
 from apigee_tls_exporter.events import Event, Failure, HandshakeFailure
 from apigee_tls_exporter.lines import LineSplitter
-from apigee_tls_exporter.metrics import FileStats
 from apigee_tls_exporter.parse import Parser, candidate_lines, needs_record, record_line
 from apigee_tls_exporter.pipeline import LogPipeline
 from hypothesis import given, settings

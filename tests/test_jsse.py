@@ -23,9 +23,9 @@ import pytest
 import records
 import trustme
 from apigee_tls_exporter.correlate import Correlator
+from apigee_tls_exporter.counts import FileStats
 from apigee_tls_exporter.events import Failure, HandshakeFailure
 from apigee_tls_exporter.lines import LineSplitter
-from apigee_tls_exporter.metrics import FileStats
 from apigee_tls_exporter.parse import Parser
 from apigee_tls_exporter.pipeline import LogPipeline
 from cryptography import x509

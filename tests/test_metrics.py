@@ -17,14 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import records
 from apigee_tls_exporter import __version__
+from apigee_tls_exporter.counts import FailureStore, FileStats, PairingStats
 from apigee_tls_exporter.demo import LogGenerator
 from apigee_tls_exporter.events import Failure
-from apigee_tls_exporter.metrics import (
-    ExporterCollector,
-    FailureStore,
-    FileStats,
-    PairingStats,
-)
+from apigee_tls_exporter.metrics import ExporterCollector
 from apigee_tls_exporter.scan import ScanResult, scan
 from prometheus_client import CollectorRegistry, generate_latest
 from records import CTX, MESSAGE_ID, STAMP

@@ -15,9 +15,9 @@ from typing import Optional
 import pytest
 import records
 from apigee_tls_exporter.correlate import Correlator
+from apigee_tls_exporter.counts import FileStats
 from apigee_tls_exporter.events import Context, Failure, HandshakeFailure, SSLInfo
 from apigee_tls_exporter.lines import LineSplitter
-from apigee_tls_exporter.metrics import FileStats
 from apigee_tls_exporter.parse import (
     ALERT_NAMES,
     FIXED_REASONS,

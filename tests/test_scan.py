@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -20,11 +21,9 @@ from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 import pytest
-from apigee_tls_exporter import cli
+from apigee_tls_exporter import cli, pieces
 from apigee_tls_exporter.cli import main
-from apigee_tls_exporter.lines import Buffer
 from apigee_tls_exporter.parse import MARKERS
-from apigee_tls_exporter.pieces import Records
 from apigee_tls_exporter.scan import ScanResult, _lines_back, plan, scan
 from apigee_tls_exporter.search import PURE_ENV, LineFinder
 from prometheus_client import generate_latest
@@ -200,33 +199,27 @@ def test_lines_back_finds_the_line_so_many_lines_before(tmp_path: Path) -> None:
     assert [0, 0, 0, starts[1], starts[299]] == got
 
 
-class RangeLog:
-    """A pipeline stand-in that keeps the ranges handed to it."""
-
-    def __init__(self) -> None:
-        self.ranges: list[bytes] = []
-
-    def process(self, buf: Buffer, start: int = 0, end: Optional[int] = None) -> None:
-        self.ranges.append(bytes(buf[start:end]))
-
-
-def test_ranges_begin_with_a_record_wherever_the_reads_end() -> None:
-    """However the bytes are cut into reads, the pipeline gets every line once, in order, in
-    ranges that begin with a record's first line: a stack trace is never parted from its
-    record by a read boundary."""
-    data = text(noisy_log(4, 600, gap=10)).encode()
-    rng = random.Random(2)
-    log = RangeLog()
-    records = Records(log)  # type: ignore[arg-type]
-    at = 0
-    while at < len(data):
-        end = data.find(b"\n", min(len(data) - 1, at + rng.randint(1, 3000))) + 1
-        records.process(data, at, end)
-        at = end
-    records.flush()
-    assert b"".join(log.ranges) == data
-    assert len(log.ranges) > 20  # precondition: many cuts
-    assert all(r[:1].isdigit() for r in log.ranges)
+@pytest.mark.parametrize("read_bytes", [997, 4_096, 65_536])
+def test_reads_of_any_size_count_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_bytes: int
+) -> None:
+    """However the reads cut the file (inside stack traces too), a scan counts the same:
+    exception-only records whose exception line comes in the read after their record line keep
+    that record's labels and time."""
+    path = tmp_path / "system.log"
+    path.write_text(text(noisy_log(4, 3000, gap=10)))
+    options: dict[str, Any] = {"tz": UTC, "window_lines": 40, "timeline": True}
+    whole = outputs(scan([str(path)], jobs=1, **options))
+    monkeypatch.setattr(pieces, "READ_BYTES", read_bytes)
+    assert outputs(scan([str(path)], jobs=1, **options)) == whole
+    assert outputs(scan([str(path)], jobs=2, piece_bytes=20_000, **options)) == whole
+    data = path.read_bytes()
+    apart = [
+        at
+        for at in (m.start() for m in re.finditer(rb"^javax\.net\.ssl", data, re.MULTILINE))
+        if at // read_bytes != (data.rfind(b"\n", 0, at - 1) + 1) // read_bytes
+    ]
+    assert apart  # precondition: an exception line read apart from its record line above
 
 
 def test_pieces_and_look_backs_begin_with_a_record(tmp_path: Path) -> None:

@@ -1,0 +1,125 @@
+"""What the stages count, as plain values: failures by label set, each file's health, pairing.
+
+Owned by the stages (``FailureStore`` by the daemon or a scan, ``FileStats`` by the follower, the
+pairing counts by the correlators), so that a checkpoint can save and restore them exactly, and
+free of the Prometheus client, which ``scan`` loads only to print its result; ``metrics`` turns
+them into metric families at scrape time.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import Failure
+
+FAILURE_LABELS = ("org", "env", "api", "rev", "target", "reason", "key_alias")
+LAST_LABELS = ("org", "env", "target", "reason", "key_alias")
+OVERFLOW = ("other",) * len(FAILURE_LABELS)
+
+
+@dataclass
+class FileStats:
+    """Health of one followed file. Counters only grow; size and offset are gauges."""
+
+    lines: int = 0
+    bytes_read: int = 0
+    size: int = 0
+    offset: int = 0
+    unrecognised: int = 0
+    truncated_lines: int = 0
+    rotations: dict[str, int] = field(default_factory=dict)
+    read_errors: dict[str, int] = field(default_factory=dict)
+    last_read: float = 0.0  # wall clock of the last read that returned data
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "bytes_read": self.bytes_read,
+            "unrecognised": self.unrecognised,
+            "truncated_lines": self.truncated_lines,
+            "rotations": dict(self.rotations),
+            "read_errors": dict(self.read_errors),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.lines = int(state.get("lines", 0))
+        self.bytes_read = int(state.get("bytes_read", 0))
+        self.unrecognised = int(state.get("unrecognised", 0))
+        self.truncated_lines = int(state.get("truncated_lines", 0))
+        self.rotations = {str(k): int(v) for k, v in state.get("rotations", {}).items()}
+        self.read_errors = {str(k): int(v) for k, v in state.get("read_errors", {}).items()}
+
+
+class FailureStore:
+    """Counts of failures by label set, bounded to ``max_series`` label sets.
+
+    Past the bound a new label set is counted under one series whose labels are all ``other``, and
+    ``overflow`` counts those failures. Series never expire.
+    """
+
+    def __init__(self, max_series: int = 5000) -> None:
+        self.max_series = max_series
+        self.counts: dict[tuple[str, ...], float] = {}
+        self.last: dict[tuple[str, ...], float] = {}
+        self.overflow = 0
+        self._lock = threading.Lock()
+
+    def record(self, failure: Failure) -> tuple[str, ...]:
+        """Count one failure; return the label values it was counted under."""
+        labels: tuple[str, ...] = (
+            failure.org,
+            failure.env,
+            failure.api,
+            failure.rev,
+            failure.target,
+            failure.reason,
+            failure.key_alias,
+        )
+        with self._lock:
+            if labels not in self.counts and len(self.counts) >= self.max_series:
+                labels = OVERFLOW
+                self.overflow += 1
+            self.counts[labels] = self.counts.get(labels, 0.0) + 1
+            short = (labels[0], labels[1], labels[4], labels[5], labels[6])
+            self.last[short] = max(self.last.get(short, 0.0), failure.timestamp)
+        return labels
+
+    def precreate(self, labels: tuple[str, ...]) -> None:
+        """Make a series exist at 0 so that its first failure is a step, not a new series."""
+        with self._lock:
+            self.counts.setdefault(labels, 0.0)
+
+    def items(self) -> list[tuple[tuple[str, ...], float]]:
+        with self._lock:
+            return list(self.counts.items())
+
+    def last_items(self) -> list[tuple[tuple[str, ...], float]]:
+        with self._lock:
+            return list(self.last.items())
+
+    def total(self) -> float:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "counts": [[*k, v] for k, v in self.counts.items()],
+                "last": [[*k, v] for k, v in self.last.items()],
+                "overflow": self.overflow,
+            }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            self.counts = {tuple(map(str, row[:-1])): float(row[-1]) for row in state["counts"]}
+            self.last = {tuple(map(str, row[:-1])): float(row[-1]) for row in state["last"]}
+            self.overflow = int(state.get("overflow", 0))
+
+
+@dataclass
+class PairingStats:
+    pending: int = 0
+    unpaired: int = 0
+    orphans: int = 0
