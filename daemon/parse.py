@@ -34,16 +34,18 @@ ALERT_MARKERS = (b"Received fatal alert", b"Unknown alert description")
 MARKERS = HANDSHAKE_MARKERS + ALERT_MARKERS
 _MARKER_TEXT = tuple(m.decode() for m in HANDSHAKE_MARKERS)
 
+# A record line's head: the body is the rest of the line after the match (not matched itself:
+# running over it costs a third of the match).
 _RECORD = re.compile(
     r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
     r"(?P<ctx>(?:(?:org|env|api|rev|messageid):\S* +)*)"
-    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +(?P<body>.*)"
+    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +"
 )
 # The usual shape, context keys in their usual order: one match gives every field.
 _RECORD_FAST = re.compile(
     r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
     r"(?:org:(\S*) +env:(\S*) +api:(\S*) +rev:(\S*) +messageid:(\S*) +)?"
-    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +(?P<body>.*)"
+    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +"
 )
 _STAMP = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3} ")
 # The channel block; an address in it may be bracketed (an IPv6 literal, JDK 14+). Written as
@@ -443,7 +445,8 @@ class Parser:
         """(timestamp text, context, thread, body) of a record line, or None."""
         record = _RECORD_FAST.match(line)
         if record is not None:
-            ts, org, env, api, rev, message_id, thread, body = record.groups()
+            ts, org, env, api, rev, message_id, thread = record.groups()
+            body = line[record.end() :]
             context = self._context
             if org is None:
                 context = Context()
@@ -459,7 +462,8 @@ class Parser:
         record = _RECORD.match(line)
         if record is None:
             return None
-        ts, body, thread = record.group("ts", "body", "thread")
+        ts, thread = record.group("ts", "thread")
+        body = line[record.end() :]
         return ts, parse_context(record.group("ctx")), thread, body
 
     def _exception_line(self, line: str, record: bytes) -> Optional[AlertException]:
