@@ -1,5 +1,7 @@
-"""Reading one piece of ``scan``'s input: a range of a file (or a whole gzip file, or standard
-input) through the pipeline, with its look-back muted; what it counted.
+"""Reading one piece of ``scan``'s input: a range of a file (of a plain file, of the inflated
+stream of a gzip file, or standard input) through the pipeline, with its look-back muted; what it
+counted. And the few helpers that find record lines in a seekable file, and ``Rewindable``, which
+makes an inflating reader seekable like one.
 
 Run in ``scan``'s own process or in a worker of its pool (``daemon/scan.py`` cuts the pieces and
 merges what they counted).
@@ -15,7 +17,7 @@ import importlib
 import io
 import os
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -58,6 +60,10 @@ class Piece:
     last: bool = True  # the input's last piece: every window closes at its end
     length: int = 0  # bytes on disk, to read the biggest pieces first
     stream: bool = False  # standard input, a pipe: read here, from the handle already open
+    # A piece of a gzip file cut in several: the file's inflated size as estimated. ``start`` and
+    # ``end`` are then offsets in the inflated stream, which the reader moves to the next record
+    # line; it finds the look-back itself (``lookback`` is not used).
+    inflated_size: Optional[int] = None
 
 
 @dataclass
@@ -112,29 +118,72 @@ def scan_piece(
     parser = Parser(options.tz)
     tally = Tally(options)
     with _open(piece, raw, options) as (stream, position):
+        start, lookback, end = piece.start, piece.lookback, piece.end
+        share: Optional[_Share] = None
+        if piece.inflated_size is not None:
+            stream = cast(BinaryIO, Rewindable(stream))
+            start = record_at(stream, start)
+            lookback = lookback_start(stream, start, LOOKBACK_WINDOWS * options.window_lines)
+            stream.seek(lookback)
+            share = _Share(piece, stream, report)
+        progress = share or (lambda: report(position()))
         base = 0
         record = None  # the record line in force where the piece starts
-        if piece.lookback < piece.start:
+        if lookback < start:
             back = FileStats()
             muted = LogPipeline(
                 back, LineSplitter(options.max_line_bytes, back), parser, correlator, []
             )
-            _feed(stream, muted, piece.start - piece.lookback, None)
+            _feed(stream, muted, start - lookback, None)
             correlator.unpaired = correlator.orphans = 0
             base = stats.lines = back.lines
             record = muted.record
         splitter = LineSplitter(options.max_line_bytes, stats)
         pipeline = LogPipeline(stats, splitter, parser, correlator, [tally.record])
         pipeline.record = record
-        limit = None if piece.end is None else piece.end - piece.start
-        _feed(stream, pipeline, limit, lambda: report(position()))
+        if end is not None and piece.inflated_size is not None:
+            # read to just before the end as planned, then on to the record line at or after it
+            # (the next piece starts there: it finds the same line)
+            _feed(stream, pipeline, max(0, end - 1 - start), progress)
+            at = stream.tell()
+            end = record_at(stream, end)
+            stream.seek(at)
+            start = at
+        _feed(stream, pipeline, None if end is None else end - start, progress)
         if piece.last:
             if splitter.partial:  # the last line has no newline: it is a line all the same
                 for segment in splitter.feed(b"\n"):
                     pipeline.process(*segment)
             pipeline.finish()
+        if share is not None:
+            share.finish()
     stats.lines -= base
     return Partial(stats, correlator.unpaired, correlator.orphans, tally.series, tally.minutes)
+
+
+class _Share:
+    """Progress of a piece of a gzip file: its share of the file's bytes on disk (``length``),
+    as far as it has read its range. (Every piece inflates the file from its start: the bytes
+    on disk it went through would count the same bytes in several processes.)"""
+
+    def __init__(self, piece: Piece, stream: BinaryIO, report: Callable[[int], None]) -> None:
+        self.piece, self.stream, self.report = piece, stream, report
+        self.first = stream.tell()
+        planned_end = piece.end if piece.end is not None else piece.inflated_size or 0
+        self.span = max(1, planned_end - self.first)
+        self.told = 0
+
+    def __call__(self) -> None:
+        read = self.stream.tell() - self.first
+        self._tell(min(self.piece.length, self.piece.length * read // self.span))
+
+    def finish(self) -> None:
+        self._tell(self.piece.length)
+
+    def _tell(self, share: int) -> None:
+        if share > self.told:
+            self.report(share - self.told)
+            self.told = share
 
 
 def _feed(
@@ -171,6 +220,157 @@ def is_record(buf: Buffer, line: int) -> bool:
     """Whether the line starting at ``line`` is a record's first line: it begins with the
     timestamp's digit; a continuation line (``\tat ...``, an exception class) does not."""
     return 48 <= buf[line] <= 57
+
+
+LOOKBACK_WINDOWS = 2  # how many pairing windows of lines a piece re-reads before its start
+
+
+def _line_start_at(handle: BinaryIO, offset: int) -> int:
+    """The first line start at or after ``offset``."""
+    if offset <= 0:
+        return 0
+    handle.seek(offset - 1)
+    at = offset - 1
+    while True:
+        block = handle.read(READ_BYTES)
+        if not block:
+            return at
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return at + newline + 1
+        at += len(block)
+
+
+def record_at(handle: BinaryIO, offset: int) -> int:
+    """The first record line at or after ``offset`` (within ``RECORD_LINES`` lines; else the
+    first line start): a piece starts with a record, never inside its stack trace."""
+    first = _line_start_at(handle, offset)
+    handle.seek(first)
+    block = handle.read(READ_BYTES)
+    line = 0
+    for _ in range(RECORD_LINES):
+        if line >= len(block):
+            break
+        if is_record(block, line):
+            return first + line
+        newline = block.find(b"\n", line)
+        if newline < 0:
+            break
+        line = newline + 1
+    return first
+
+
+def _record_back(handle: BinaryIO, offset: int) -> int:
+    """The record line that the line at ``offset`` belongs to (itself when it is one; within
+    ``RECORD_LINES`` lines above, else ``offset``): a look-back starts with a whole record."""
+    if offset == 0:
+        return 0
+    lo = max(0, offset - READ_BYTES)
+    handle.seek(lo)
+    block = handle.read(offset - lo + 1)
+    rel = offset - lo
+    if rel < len(block) and is_record(block, rel):
+        return offset
+    at = rel - 1  # the newline that ends the line above
+    for _ in range(RECORD_LINES):
+        newline = block.rfind(b"\n", 0, at)
+        if newline < 0 and lo > 0:
+            break  # that line starts before the block: give up
+        line = newline + 1
+        if line < at and is_record(block, line):
+            return lo + line
+        if line == 0:
+            break
+        at = newline
+    return offset
+
+
+def lines_back(handle: BinaryIO, offset: int, lines: int) -> int:
+    """The start of the line ``lines`` lines before the line that starts at ``offset``."""
+    need = lines + 1  # the newline ending the line before `offset` comes first
+    hi = offset
+    while hi > 0:
+        lo = max(0, hi - READ_BYTES)
+        handle.seek(lo)
+        block = handle.read(hi - lo)
+        found = block.count(b"\n")
+        if found < need:
+            need -= found
+            hi = lo
+            continue
+        at = len(block)
+        for _ in range(need):
+            at = block.rfind(b"\n", 0, at)
+        return lo + at + 1
+    return 0
+
+
+def lookback_start(handle: BinaryIO, start: int, lines: int) -> int:
+    """Where the look-back of a piece starting at ``start`` begins: ``lines`` lines before it,
+    moved up to the start of that line's record."""
+    return _record_back(handle, lines_back(handle, start, lines))
+
+
+KEEP_BYTES = 16 << 20  # how far back a Rewindable seeks without inflating again from the start
+
+
+class Rewindable:
+    """A stream that reads only forward (an inflating gzip reader), seekable like a file: back
+    over the last ``keep`` bytes read (kept), forward by reading on; further back, it reads again
+    from the start (slow, and rare: a look-back longer than ``keep``)."""
+
+    def __init__(self, stream: BinaryIO, keep: Optional[int] = None) -> None:
+        self._stream = stream
+        self._keep = KEEP_BYTES if keep is None else keep
+        self._chunks: deque[bytes] = deque()  # the last bytes read, ending at `_end`
+        self._kept = 0  # their length
+        self._end = 0  # the offset of the stream's next byte
+        self._at = 0  # the position
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence != os.SEEK_SET or offset < 0:
+            raise ValueError("Rewindable seeks to an offset from the start only")
+        if offset < self._end - self._kept:
+            self._stream.seek(0)  # a gzip reader starts over
+            self._chunks.clear()
+            self._kept = self._end = 0
+        self._at = offset
+        return offset
+
+    def read(self, size: int = -1) -> bytes:
+        out = bytearray()
+        while size < 0 or len(out) < size:
+            chunk = bytearray(READ_BYTES if size < 0 else size - len(out))
+            got = self.readinto(chunk)
+            if not got:
+                break
+            out += memoryview(chunk)[:got]
+        return bytes(out)
+
+    def readinto(self, buffer: Any) -> int:
+        """Up to ``len(buffer)`` bytes at the position (fewer where a kept chunk ends)."""
+        view = memoryview(buffer).cast("B")
+        while self._at >= self._end:  # read on (past what is wanted too, when seeking forward)
+            chunk = self._stream.read(max(len(view), READ_BYTES))
+            if not chunk:
+                return 0
+            self._chunks.append(chunk)
+            self._kept += len(chunk)
+            self._end += len(chunk)
+            while self._kept - len(self._chunks[0]) >= self._keep:
+                self._kept -= len(self._chunks.popleft())
+        at = self._end  # find the kept chunk holding the position, from the newest back
+        for chunk in reversed(self._chunks):
+            at -= len(chunk)
+            if at <= self._at:
+                part = memoryview(chunk)[self._at - at : self._at - at + len(view)]
+                view[: len(part)] = part
+                self._at += len(part)
+                return len(part)
+        raise AssertionError("the position is within the kept chunks")
 
 
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzip.BadGzipFile)
@@ -222,7 +422,9 @@ def _open(
         stream: BinaryIO = raw
         _, single, threaded, errors = inflaters()
         if magic == b"\x1f\x8b":
-            opener = threaded if options.threaded_inflate else single
+            # a piece of a cut file seeks back: the threaded reader does not
+            in_thread = options.threaded_inflate and piece.inflated_size is None
+            opener = threaded if in_thread else single
             if opener is None:
                 stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
             else:

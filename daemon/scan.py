@@ -4,10 +4,12 @@ Kept apart from ``app`` (the daemon) so that ``scan`` starts without importing t
 config models or the TLS libraries.
 
 **Pieces.** The input is cut into pieces: a plain file larger than the piece size is cut at the
-start of a record (a timestamped line, not inside its stack trace), a gzip file or standard input
-is one piece. Each piece is read by the same code (``daemon/pieces.py``), in this process
-(``jobs=1``) or in a pool of worker processes, and gives a ``Partial``; the partials are merged in
-input order. The result is the serial scan's, series by series:
+start of a record (a timestamped line, not inside its stack trace); a gzip file is one piece,
+unless there are fewer pieces than cores: then each piece of it inflates the file from its start
+and reads its own range, cut at a record too (``Piece.inflated_size``); standard input is one
+piece. Each piece is read by the same code (``daemon/pieces.py``), in this process (``jobs=1``)
+or in a pool of worker processes, and gives a ``Partial``; the partials are merged in input
+order. The result is the serial scan's, series by series:
 
 - *Pairing across a cut.* What waits at a cut (failures for their SSLInfo line, and whatever
   else the correlator holds for a window) came within the last ``window_lines`` lines, and what
@@ -35,15 +37,25 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from .counts import OVERFLOW, FailureStore, FileStats, PairingStats
-from .pieces import READ_BYTES, RECORD_LINES, Labels, Options, Partial, Piece, is_record, scan_piece
+from .pieces import (
+    LOOKBACK_WINDOWS,
+    Labels,
+    Options,
+    Partial,
+    Piece,
+    lookback_start,
+    record_at,
+    scan_piece,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 Progress = Callable[[int, int], None]
 MIN_PIECE_BYTES = 32 << 20
-# How many pairing windows of lines a piece re-reads before its start (see the docstring).
-LOOKBACK_WINDOWS = 2
+# What inflating costs beside reading what comes out (isal, measured by make bench): the pieces
+# of a gzip file get shorter towards its end, where more of the file is inflated to reach them.
+INFLATE_SHARE = 0.3
 
 
 class ScanResult:
@@ -190,16 +202,62 @@ def plan(
             continue
         count = math.ceil(size / piece_bytes)
         with open(path, "rb") as handle:
-            cuts = sorted({_record_at(handle, size * k // count) for k in range(1, count)})
+            cuts = sorted({record_at(handle, size * k // count) for k in range(1, count)})
             bounds = [0, *(c for c in cuts if 0 < c < size), size]
             for k, (start, end) in enumerate(zip(bounds, bounds[1:])):
                 last = k == len(bounds) - 2
-                back = LOOKBACK_WINDOWS * window_lines
-                lookback = _record_back(handle, _lines_back(handle, start, back))
+                lookback = lookback_start(handle, start, LOOKBACK_WINDOWS * window_lines)
                 pieces.append(
                     Piece(i, path, start, None if last else end, lookback, last, end - start)
                 )
+    if jobs > 1 and len(pieces) < jobs:  # a core would wait: the gzip files are cut too
+        cut = [_cut_gzip(p, jobs, piece_bytes) if gzipped[p.file] else [p] for p in pieces]
+        pieces = [piece for pieces_of_file in cut for piece in pieces_of_file]
     return pieces
+
+
+def _cut_gzip(piece: Piece, count: int, piece_bytes: int) -> list[Piece]:
+    """A gzip file in ``count`` pieces, when it inflates to more than ``piece_bytes``.
+
+    Each piece inflates the file from its start and reads its own range (see ``Piece``): the
+    inflating is done again in every process, which costs less than a core left waiting. The
+    ranges are cut so that the pieces take the same time, inflating included.
+    """
+    if piece.stream:
+        return [piece]
+    inflated = _inflated_size(piece.path, piece.length)
+    if inflated <= piece_bytes:
+        return [piece]
+    # piece k ends at x_k of the inflated bytes: (1 + INFLATE_SHARE) x_k - x_(k-1) is the same
+    # for every k, a geometric series in q
+    q = 1 / (1 + INFLATE_SHARE)
+    sums = [sum(q**j for j in range(1, k + 1)) for k in range(count + 1)]
+    bounds = [int(inflated * s / sums[-1]) for s in sums]
+    size = piece.length
+    return [
+        Piece(
+            piece.file,
+            piece.path,
+            start=bounds[k],
+            end=None if k == count - 1 else bounds[k + 1],
+            last=k == count - 1,
+            length=size * (k + 1) // count - size * k // count,
+            inflated_size=inflated,
+        )
+        for k in range(count)
+    ]
+
+
+def _inflated_size(path: str, size: int) -> int:
+    """The size a gzip file inflates to, as its trailer says: modulo 2**32 (taken as the first
+    value not below the file's own size) and for its last member only. An estimate: it decides
+    only where the pieces are cut, never what they count."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - 4))
+        inflated = int.from_bytes(handle.read(4), "little")
+    while inflated < size:
+        inflated += 1 << 32
+    return inflated
 
 
 def _is_gzip(handle: BinaryIO) -> bool:
@@ -207,86 +265,6 @@ def _is_gzip(handle: BinaryIO) -> bool:
     if not hasattr(handle, "peek"):
         return False  # read as a stream: _open looks again
     return bool(handle.peek(2)[:2] == b"\x1f\x8b")
-
-
-def _line_start_at(handle: BinaryIO, offset: int) -> int:
-    """The first line start at or after ``offset``."""
-    if offset <= 0:
-        return 0
-    handle.seek(offset - 1)
-    at = offset - 1
-    while True:
-        block = handle.read(READ_BYTES)
-        if not block:
-            return at
-        newline = block.find(b"\n")
-        if newline >= 0:
-            return at + newline + 1
-        at += len(block)
-
-
-def _record_at(handle: BinaryIO, offset: int) -> int:
-    """The first record line at or after ``offset`` (within ``RECORD_LINES`` lines; else the
-    first line start): a piece starts with a record, never inside its stack trace."""
-    first = _line_start_at(handle, offset)
-    handle.seek(first)
-    block = handle.read(READ_BYTES)
-    line = 0
-    for _ in range(RECORD_LINES):
-        if line >= len(block):
-            break
-        if is_record(block, line):
-            return first + line
-        newline = block.find(b"\n", line)
-        if newline < 0:
-            break
-        line = newline + 1
-    return first
-
-
-def _record_back(handle: BinaryIO, offset: int) -> int:
-    """The record line that the line at ``offset`` belongs to (itself when it is one; within
-    ``RECORD_LINES`` lines above, else ``offset``): a look-back starts with a whole record."""
-    if offset == 0:
-        return 0
-    lo = max(0, offset - READ_BYTES)
-    handle.seek(lo)
-    block = handle.read(offset - lo + 1)
-    rel = offset - lo
-    if rel < len(block) and is_record(block, rel):
-        return offset
-    at = rel - 1  # the newline that ends the line above
-    for _ in range(RECORD_LINES):
-        newline = block.rfind(b"\n", 0, at)
-        if newline < 0 and lo > 0:
-            break  # that line starts before the block: give up
-        line = newline + 1
-        if line < at and is_record(block, line):
-            return lo + line
-        if line == 0:
-            break
-        at = newline
-    return offset
-
-
-def _lines_back(handle: BinaryIO, offset: int, lines: int) -> int:
-    """The start of the line ``lines`` lines before the line that starts at ``offset``."""
-    need = lines + 1  # the newline ending the line before `offset` comes first
-    hi = offset
-    while hi > 0:
-        lo = max(0, hi - READ_BYTES)
-        handle.seek(lo)
-        block = handle.read(hi - lo)
-        found = block.count(b"\n")
-        if found < need:
-            need -= found
-            hi = lo
-            continue
-        at = len(block)
-        for _ in range(need):
-            at = block.rfind(b"\n", 0, at)
-        return lo + at + 1
-    return 0
 
 
 class _Meter:

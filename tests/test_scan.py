@@ -24,7 +24,7 @@ import pytest
 from apigee_tls_exporter import cli, pieces
 from apigee_tls_exporter.cli import main
 from apigee_tls_exporter.parse import MARKERS
-from apigee_tls_exporter.scan import ScanResult, _lines_back, plan, scan
+from apigee_tls_exporter.scan import ScanResult, plan, scan
 from apigee_tls_exporter.search import PURE_ENV, LineFinder
 from prometheus_client import generate_latest
 from records import context, failed, on_exception, ssl_info, text, timeout, traffic
@@ -173,6 +173,64 @@ def test_parallel_scan_of_several_files_keeps_the_serial_series_bound(tmp_path: 
     assert serial == parallel
 
 
+@pytest.mark.parametrize("keep", [None, 3_000])
+@pytest.mark.parametrize("members", [1, 3])
+def test_a_gzip_file_cut_in_pieces_counts_as_the_serial_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: Optional[int], members: int
+) -> None:
+    """A gzip file read by five processes, each inflating it from its start and reading its own
+    range, gives the serial scan's output, pairings across the cuts included: with the look-back
+    within the bytes kept or beyond them (inflated again from the start), and for a file of
+    several gzip members (whose trailer gives the size of the last one only)."""
+    lines = noisy_log(5, 6000, gap=60)
+    data = text(lines).encode()
+    parts = [
+        data[len(data) * k // members : len(data) * (k + 1) // members] for k in range(members)
+    ]
+    path = tmp_path / "system.log.1.gz"
+    path.write_bytes(b"".join(gzip.compress(part) for part in parts))
+    plain = tmp_path / "system.log.1"
+    plain.write_bytes(data)
+    if keep is not None:
+        monkeypatch.setattr(pieces, "KEEP_BYTES", keep)  # the workers are forked: they see it
+    options: dict[str, Any] = {"tz": UTC, "window_lines": 40, "timeline": True}
+    serial = outputs(scan([str(path)], jobs=1, **options))
+    parallel = outputs(scan([str(path)], jobs=5, piece_bytes=2_000, **options))
+    gz_pieces = plan([str(path)], [True], [True], [path.stat().st_size], 5, 2_000, 40)
+    assert len(gz_pieces) == 5  # precondition: cut
+    inflated = [p.start for p in gz_pieces[1:]]
+    assert straddling_pairs(plain, [(at, max(0, at - 20_000)) for at in inflated]) >= 2
+    assert serial == parallel
+
+
+def test_progress_of_a_gzip_file_cut_in_pieces_ends_at_its_size(tmp_path: Path) -> None:
+    """The pieces of a gzip file report their shares of its bytes on disk: the total, once."""
+    path = tmp_path / "system.log.1.gz"
+    path.write_bytes(gzip.compress(text(noisy_log(8, 4000, gap=20)).encode()))
+    calls: list[tuple[int, int]] = []
+    scan([str(path)], jobs=3, piece_bytes=2_000, progress=lambda d, t: calls.append((d, t)))
+    size = path.stat().st_size
+    assert calls[-1] == (size, size)
+    assert all(done <= size for done, _ in calls)
+
+
+def test_rewindable_reads_like_the_file_whatever_the_seeks() -> None:
+    """Reads after any seeks (back within the bytes kept, back beyond them, forward past what
+    was read) give the bytes a file would."""
+    data = bytes(random.Random(1).getrandbits(8) for _ in range(200_000))
+    rng = random.Random(2)
+    stream = pieces.Rewindable(gzip.GzipFile(fileobj=io.BytesIO(gzip.compress(data))), keep=5_000)
+    at = 0
+    for _ in range(2_000):
+        if rng.random() < 0.3:
+            at = rng.choice([rng.randrange(len(data)), max(0, at - rng.randrange(8_000))])
+            assert stream.seek(at) == at
+        size = rng.choice([1, 100, 4_000, 30_000])
+        got = stream.read(size)
+        assert (got, stream.tell()) == (data[at : at + size], min(len(data), at + size))
+        at = stream.tell()
+
+
 def test_the_pool_is_gone_when_the_parallel_scan_returns(tmp_path: Path) -> None:
     """When ``scan`` returns, its worker processes and the pool's thread have ended. A pool left
     to end on its own (``shutdown(wait=False)``) races the interpreter's exit: Python 3.9 to 3.11
@@ -195,7 +253,7 @@ def test_lines_back_finds_the_line_so_many_lines_before(tmp_path: Path) -> None:
     for line in lines:
         starts.append(starts[-1] + len(line) + 1)
     with open(path, "rb") as handle:
-        got = [_lines_back(handle, starts[n], 100) for n in (0, 50, 100, 101, 399)]
+        got = [pieces.lines_back(handle, starts[n], 100) for n in (0, 50, 100, 101, 399)]
     assert [0, 0, 0, starts[1], starts[299]] == got
 
 
