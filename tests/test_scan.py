@@ -173,15 +173,19 @@ def test_parallel_scan_of_several_files_keeps_the_serial_series_bound(tmp_path: 
     assert serial == parallel
 
 
+@pytest.mark.parametrize("zlib", [False, True], ids=["fast", "zlib"])
 @pytest.mark.parametrize("keep", [None, 3_000])
 @pytest.mark.parametrize("members", [1, 3])
 def test_a_gzip_file_cut_in_pieces_counts_as_the_serial_scan(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: Optional[int], members: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: Optional[int], members: int, zlib: bool
 ) -> None:
     """A gzip file read by five processes, each inflating it from its start and reading its own
     range, gives the serial scan's output, pairings across the cuts included: with the look-back
-    within the bytes kept or beyond them (inflated again from the start), and for a file of
-    several gzip members (whose trailer gives the size of the last one only)."""
+    within the bytes kept or beyond them (inflated again from the start), for a file of several
+    gzip members (whose trailer gives the size of the last one only), with the fast inflater
+    and with zlib's."""
+    if zlib:  # the workers are forked: they see what is patched here
+        monkeypatch.setattr(pieces, "inflaters", lambda: ("zlib", None, None, (OSError,)))
     lines = noisy_log(5, 6000, gap=60)
     data = text(lines).encode()
     parts = [
@@ -192,7 +196,7 @@ def test_a_gzip_file_cut_in_pieces_counts_as_the_serial_scan(
     plain = tmp_path / "system.log.1"
     plain.write_bytes(data)
     if keep is not None:
-        monkeypatch.setattr(pieces, "KEEP_BYTES", keep)  # the workers are forked: they see it
+        monkeypatch.setattr(pieces, "KEEP_BYTES", keep)
     options: dict[str, Any] = {"tz": UTC, "window_lines": 40, "timeline": True}
     serial = outputs(scan([str(path)], jobs=1, **options))
     parallel = outputs(scan([str(path)], jobs=5, piece_bytes=2_000, **options))
