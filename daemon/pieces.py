@@ -118,15 +118,19 @@ def scan_piece(
     parser = Parser(options.tz)
     tally = Tally(options)
     with _open(piece, raw, options) as (stream, position):
-        start, lookback, end = piece.start, piece.lookback, piece.end
-        share: Optional[_Share] = None
+        start, lookback, end, closes = piece.start, piece.lookback, piece.end, piece.last
+        progress: Callable[[], None] = lambda: report(position())  # noqa: E731
         if piece.inflated_size is not None:
-            stream = cast(BinaryIO, Rewindable(stream))
+            rewindable = Rewindable(stream)
+            stream = cast(BinaryIO, rewindable)
             start = record_at(stream, start)
+            share = _Share(piece, start, stream, report)
+            if rewindable.size is not None and start >= rewindable.size:
+                share.finish()  # the file ends before this piece: the piece before closed it
+                return Partial(stats)
             lookback = lookback_start(stream, start, LOOKBACK_WINDOWS * options.window_lines)
             stream.seek(lookback)
-            share = _Share(piece, stream, report)
-        progress = share or (lambda: report(position()))
+            progress = share
         base = 0
         record = None  # the record line in force where the piece starts
         if lookback < start:
@@ -142,20 +146,23 @@ def scan_piece(
         pipeline = LogPipeline(stats, splitter, parser, correlator, [tally.record])
         pipeline.record = record
         if end is not None and piece.inflated_size is not None:
-            # read to just before the end as planned, then on to the record line at or after it
-            # (the next piece starts there: it finds the same line)
+            # Read to just before the end as planned, then on to the record line at or after it
+            # (the next piece starts there: it finds the same line), or to the end of the file,
+            # which this piece then closes (an inflated size estimated too large).
             _feed(stream, pipeline, max(0, end - 1 - start), progress)
-            at = stream.tell()
+            start = stream.tell()
             end = record_at(stream, end)
-            stream.seek(at)
-            start = at
+            size = rewindable.size
+            if size is not None and end >= size:
+                end, closes = size, True
+            stream.seek(start)
         _feed(stream, pipeline, None if end is None else end - start, progress)
-        if piece.last:
+        if closes:
             if splitter.partial:  # the last line has no newline: it is a line all the same
                 for segment in splitter.feed(b"\n"):
                     pipeline.process(*segment)
             pipeline.finish()
-        if share is not None:
+        if piece.inflated_size is not None:
             share.finish()
     stats.lines -= base
     return Partial(stats, correlator.unpaired, correlator.orphans, tally.series, tally.minutes)
@@ -166,11 +173,12 @@ class _Share:
     as far as it has read its range. (Every piece inflates the file from its start: the bytes
     on disk it went through would count the same bytes in several processes.)"""
 
-    def __init__(self, piece: Piece, stream: BinaryIO, report: Callable[[int], None]) -> None:
-        self.piece, self.stream, self.report = piece, stream, report
-        self.first = stream.tell()
+    def __init__(
+        self, piece: Piece, first: int, stream: BinaryIO, report: Callable[[int], None]
+    ) -> None:
+        self.piece, self.first, self.stream, self.report = piece, first, stream, report
         planned_end = piece.end if piece.end is not None else piece.inflated_size or 0
-        self.span = max(1, planned_end - self.first)
+        self.span = max(1, planned_end - first)
         self.told = 0
 
     def __call__(self) -> None:
@@ -326,6 +334,7 @@ class Rewindable:
         self._kept = 0  # their length
         self._end = 0  # the offset of the stream's next byte
         self._at = 0  # the position
+        self.size: Optional[int] = None  # the stream's length, once its end was read
 
     def tell(self) -> int:
         return self._at
@@ -356,6 +365,7 @@ class Rewindable:
         while self._at >= self._end:  # read on (past what is wanted too, when seeking forward)
             chunk = self._stream.read(max(len(view), READ_BYTES))
             if not chunk:
+                self.size = self._end
                 return 0
             self._chunks.append(chunk)
             self._kept += len(chunk)

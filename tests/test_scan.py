@@ -207,6 +207,34 @@ def test_a_gzip_file_cut_in_pieces_counts_as_the_serial_scan(
     assert serial == parallel
 
 
+def test_a_gzip_file_smaller_than_its_trailer_says_counts_as_the_serial_scan(
+    tmp_path: Path,
+) -> None:
+    """When the pieces are planned past the file's end (a last gzip member of a few bytes makes
+    the size read from the trailer 4 GiB too large), the piece that reaches the end closes it:
+    the last line, without a newline and a failure whose SSLInfo line never comes, is counted
+    once, as a line and as an unpaired failure."""
+    lines = noisy_log(6, 3000, gap=20)
+    lines.append(failed(message=MESSAGES[0], remote=TARGETS[0], ctx=context("rrt-last")))
+    data = text(lines).encode().rstrip(b"\n")
+    path = tmp_path / "system.log.1.gz"
+    path.write_bytes(gzip.compress(data[:-30]) + gzip.compress(data[-30:]))
+    pieces_planned = plan([str(path)], [True], [True], [path.stat().st_size], 5, 2_000, 40)
+    assert all(p.start > len(data) for p in pieces_planned[1:])  # precondition: past the end
+    options: dict[str, Any] = {"tz": UTC, "window_lines": 40}
+    serial = scan([str(path)], jobs=1, **options)
+    parallel = scan([str(path)], jobs=5, piece_bytes=2_000, **options)
+    assert outputs(serial) == outputs(parallel)
+    shorter = tmp_path / "system.log.2.gz"
+    shorter.write_bytes(gzip.compress(data.rsplit(b"\n", 1)[0] + b"\n"))
+    before = scan([str(shorter)], jobs=1, **options)
+    assert (serial.files[str(path)].lines, serial.store.total(), serial.pairing.unpaired) == (
+        before.files[str(shorter)].lines + 1,
+        before.store.total() + 1,
+        before.pairing.unpaired + 1,
+    )
+
+
 def test_progress_of_a_gzip_file_cut_in_pieces_ends_at_its_size(tmp_path: Path) -> None:
     """The pieces of a gzip file report their shares of its bytes on disk: the total, once."""
     path = tmp_path / "system.log.1.gz"
