@@ -11,10 +11,18 @@ message ids do.
 An exception record carrying a received TLS alert (``AlertException``) is the same failure again
 when a handshakeFailed line of its thread and message id came within the pairing window before
 it (the MP's ``RequestWriteListener.onException()`` repeats the alert of the failure it logged)
-or comes within the window after it: then it is not counted. Otherwise it is a failure of its
-own, counted once when its window passes, with ``key_alias=""``: with TLS 1.3 a backend that
-rejects the client certificate does so after the client finished its handshake, and the MP may
-log only the exception. It is not counted as ``unpaired`` (no SSLInfo line is expected for it).
+or comes within the window after it, and when another exception record of them came within the
+window before it (one failure logged in several records): then it is not counted. Otherwise it
+is a failure of its own, counted once when its window passes, with ``key_alias=""``: with TLS 1.3
+a backend that rejects the client certificate does so after the client finished its handshake,
+and the MP may log only the exception. It is not counted as ``unpaired`` (no SSLInfo line is
+expected for it).
+
+Whether a record counts depends only on the records of the window before it and after it, never
+on what was decided for a record further back (a burst of exception records, each within the
+window of the one before, is one failure however long it lasts). So what waits at any line
+follows from the two windows of lines before it: ``scan`` cut in pieces, each re-reading that
+much before its start, counts what the serial scan counts.
 """
 
 from __future__ import annotations
@@ -57,8 +65,8 @@ class Correlator:
         self._pending: OrderedDict[Key, _Pending] = OrderedDict()
         # exception records waiting to learn whether a handshakeFailed line accounts for them
         self._exceptions: OrderedDict[Key, _Pending] = OrderedDict()
-        # the handshakeFailed lines of the last window, by key: their repeated exception is no
-        # failure of its own
+        # the last failure record (handshakeFailed line or exception record) of each key in the
+        # window: an exception record of the key is its repeat, no failure of its own
         self._seen: OrderedDict[Key, _Seen] = OrderedDict()
         self.unpaired = 0
         self.orphans = 0
@@ -76,8 +84,10 @@ class Correlator:
         closed = self.advance(line - 1)
         key = (event.thread, event.context.message_id)
         if isinstance(event, AlertException):
+            now = self._now()
             if key not in self._pending and key not in self._seen and key not in self._exceptions:
-                self._exceptions[key] = _Pending(event, line, self._now())
+                self._exceptions[key] = _Pending(event, line, now)
+            self._saw(key, line, now)
             return closed
         waiting = self._pending.pop(key, None)
         if isinstance(event, HandshakeFailure):
@@ -86,8 +96,7 @@ class Correlator:
             self._exceptions.pop(key, None)  # the exception came first: this line counts it
             now = self._now()
             self._pending[key] = _Pending(event, line, now)
-            self._seen.pop(key, None)
-            self._seen[key] = _Seen(line, now)
+            self._saw(key, line, now)
         elif waiting is not None:
             closed.append(Failure.from_event(waiting.failure, event.key_alias))
         else:
@@ -98,6 +107,12 @@ class Correlator:
         by_lines = line - oldest_line >= self.window_lines
         by_time = self.window_seconds is not None and now - since >= self.window_seconds
         return by_lines or by_time
+
+    def _saw(self, key: Key, line: int, now: float) -> None:
+        """A failure record of ``key`` (a handshakeFailed line or an exception record) at ``line``:
+        an exception record of the key within the window after it is its repeat."""
+        self._seen.pop(key, None)
+        self._seen[key] = _Seen(line, now)
 
     def advance(self, line: int) -> list[Failure]:
         """All lines up to ``line`` have been read: close the windows that have passed."""

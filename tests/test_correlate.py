@@ -400,6 +400,17 @@ def test_exception_repeated_in_two_records_is_one_failure() -> None:
     assert expected == counted(pair(lines, make()))
 
 
+def test_a_burst_of_exception_records_is_one_failure_however_long() -> None:
+    """Exception records of one thread and message id, each within the window of the one
+    before, are one failure, however far the burst reaches; one after a quiet window is the
+    next failure."""
+    record = [*exception("NIOThread@0", "m1"), traffic()]  # 5 lines: within a window of 8
+    burst = record * 12  # 60 lines, seven windows
+    lines = burst + [traffic()] * 6 + exception("NIOThread@0", "m1")
+    expected = [("payments-v1", "unknown", "certificate_required", "", False)] * 2
+    assert expected == counted(pair(lines, make(window_lines=8)))
+
+
 def test_exception_after_the_window_of_a_handshake_failed_line_is_a_failure_of_its_own() -> None:
     """An exception record more than the window after the handshakeFailed line of its thread and
     message id is no repeat of it: a second failure."""

@@ -149,6 +149,44 @@ def test_parallel_scan_equals_the_serial_scan_series_by_series(
     assert serial == parallel
 
 
+def test_parallel_scan_counts_bursts_of_exception_records_as_the_serial_scan(
+    tmp_path: Path,
+) -> None:
+    """Exception records of one thread and message id, each within the pairing window of the
+    one before, for far longer than the look-back, with now and then a handshakeFailed line of
+    the same id: cut anywhere, the pieces count what the serial scan counts. (Each record's fate
+    must depend on the window before it only: when it depended on whether the record before was
+    counted, the chain reached further back than any look-back.)"""
+    rng = random.Random(7)
+    lines: list[str] = []
+    moment = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    for i in range(1500):
+        moment += timedelta(milliseconds=rng.randint(1, 900))
+        ctx = context("rrt-burst")
+        r = rng.random()
+        if r < 0.3:
+            lines += on_exception(ctx=ctx, thread="NIOThread@3", stamp=stamp(moment))
+        elif r < 0.33:
+            lines.append(
+                failed(
+                    message=MESSAGES[0],
+                    remote=TARGETS[1],
+                    ctx=ctx,
+                    thread="NIOThread@3",
+                    stamp=stamp(moment),
+                )
+            )
+        else:
+            lines.append(traffic(ctx=context(f"rrt-{i}"), stamp=stamp(moment)))
+    path = tmp_path / "system.log"
+    path.write_text(text(lines))
+    options: dict[str, Any] = {"tz": UTC, "window_lines": 8, "timeline": True}
+    serial = outputs(scan([str(path)], jobs=1, **options))
+    assert serial[1]["total_failures"] > 10  # precondition: bursts counted
+    for piece_bytes in (700, 1_500, 4_000):
+        assert outputs(scan([str(path)], jobs=2, piece_bytes=piece_bytes, **options)) == serial
+
+
 def test_parallel_scan_of_several_files_keeps_the_serial_series_bound(tmp_path: Path) -> None:
     """Several files (plain, gzip, one ending without a newline), with a series bound that
     overflows: the parallel scan admits the same label sets as the serial one, counts the same
