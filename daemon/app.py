@@ -163,8 +163,11 @@ class Daemon:
                 if path in self.followers and saved.get("follower"):
                     self.followers[path].restore(saved["follower"])
                     self.pipelines[path].correlator.restore(saved.get("pairing", {}))
+                    pipeline = self.pipelines[path]
                     record = saved.get("record")
-                    self.pipelines[path].record = None if record is None else b64decode(record)
+                    pipeline.record = None if record is None else b64decode(record)
+                    # (a state file without the number: taken as the last line read)
+                    pipeline.record_number = saved.get("record_number") or pipeline.stats.lines
             self.alerts.restore(state.get("alerts"))
         except (KeyError, ValueError, TypeError, AttributeError) as err:
             log.warning(
@@ -192,6 +195,7 @@ class Daemon:
                     "follower": follower.snapshot(),
                     "pairing": self.pipelines[path].correlator.snapshot(),
                     "record": _b64(self.pipelines[path].record),
+                    "record_number": self.pipelines[path].record_number,
                 }
                 for path, follower in self.followers.items()
             },

@@ -126,6 +126,7 @@ class LogState(_Model):
     record: Optional[
         Annotated[str, Field(max_length=4 << 20, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
     ] = None  # the record line in force at the end of the last read (``LogPipeline.record``)
+    record_number: Optional[Count] = None  # its line number
 
 
 class State(_Model):

@@ -349,31 +349,32 @@ def parse_context(block: str) -> Context:
 
 def needs_record(raw: bytes) -> bool:
     """Whether the candidate ``raw`` is a continuation line carrying a received alert: its
-    meaning depends on the record it continues (see ``record_line``)."""
+    meaning depends on the record it continues (see ``record_above``)."""
     return not raw[:1].isdigit() and any(marker in raw for marker in ALERT_MARKERS)
 
 
-def record_line(
-    buf: Union[bytes, bytearray],
-    start: int,
-    begin: int,
-    before: Optional[bytes] = None,
-    limit: int = 256,
-) -> Optional[bytes]:
-    """The record (timestamped) line that a line starting at ``begin`` belongs to: the nearest
-    record line above it within ``buf[start:begin]``, looking at most ``limit`` lines up; or
-    ``before`` (the record in force at ``start``, from the block read before) when every line
-    between ``start`` and ``begin`` continues a record."""
+RECORD_LINES = 256
+"""A continuation line belongs to the nearest record (timestamped) line above it, at most this
+many lines up; further up, to none."""
+
+
+def record_above(
+    buf: Union[bytes, bytearray], start: int, begin: int
+) -> tuple[Optional[bytes], int]:
+    """The nearest record line above the line starting at ``begin``, looked for in
+    ``buf[start:begin]`` at most ``RECORD_LINES`` lines up, and how many lines up it is; or
+    (None, the lines looked at) when there is none (then it may lie in the block before, if
+    fewer than ``RECORD_LINES`` lines were looked at: ``LogPipeline`` keeps the one in force)."""
     end = begin - 1  # the newline that ends the line above
-    for _ in range(limit):
+    for up in range(1, RECORD_LINES + 1):
         if end < start:
-            return before
+            return None, up - 1
         newline = buf.rfind(b"\n", start, end)
         line_start = newline + 1 if newline >= 0 else start
         if _STAMP.match(buf, line_start, end):
-            return bytes(buf[line_start:end])
+            return bytes(buf[line_start:end]), up
         end = line_start - 1
-    return None
+    return None, RECORD_LINES
 
 
 # The prefilter: which lines mention a marker. How they are found (a compiled multi-literal search
@@ -403,7 +404,7 @@ class Parser:
     def parse(self, raw: bytes, record: Optional[bytes] = None) -> Optional[Event]:
         """The event of the candidate line ``raw``, None, or ``UnrecognisedLine``.
 
-        ``record`` is the record line a continuation line belongs to (``record_line``), for
+        ``record`` is the record line a continuation line belongs to (``record_above``), for
         the exception line of an exception record; without it such a line is None.
         """
         line = raw.decode("utf-8", errors="replace").rstrip("\r")

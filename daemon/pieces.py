@@ -27,7 +27,7 @@ from .correlate import Correlator
 from .counts import FileStats
 from .events import Failure
 from .lines import Buffer, LineSplitter
-from .parse import Parser
+from .parse import RECORD_LINES, Parser
 from .pipeline import LogPipeline
 from .search import pure_python
 
@@ -132,7 +132,8 @@ def scan_piece(
             stream.seek(lookback)
             progress = share
         base = 0
-        record = None  # the record line in force where the piece starts
+        splitter = LineSplitter(options.max_line_bytes, stats)
+        pipeline = LogPipeline(stats, splitter, parser, correlator, [tally.record])
         if lookback < start:
             back = FileStats()
             muted = LogPipeline(
@@ -141,10 +142,8 @@ def scan_piece(
             _feed(stream, muted, start - lookback, None)
             correlator.unpaired = correlator.orphans = 0
             base = stats.lines = back.lines
-            record = muted.record
-        splitter = LineSplitter(options.max_line_bytes, stats)
-        pipeline = LogPipeline(stats, splitter, parser, correlator, [tally.record])
-        pipeline.record = record
+            # the record line in force where the piece starts
+            pipeline.record, pipeline.record_number = muted.record, muted.record_number
         if end is not None and piece.inflated_size is not None:
             # Read to just before the end as planned, then on to the record line at or after it
             # (the next piece starts there: it finds the same line), or to the end of the file,
@@ -219,9 +218,6 @@ def _feed(
             pipeline.process(*segment)
         if on_read is not None:
             on_read()
-
-
-RECORD_LINES = 256  # how far up (in lines) a continuation line's record line is looked for
 
 
 def is_record(buf: Buffer, line: int) -> bool:

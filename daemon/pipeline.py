@@ -11,11 +11,12 @@ from .counts import FileStats, PairingStats
 from .events import Failure
 from .lines import Buffer, LineSplitter
 from .parse import (
+    RECORD_LINES,
     Parser,
     UnrecognisedLine,
     candidate_lines,
     needs_record,
-    record_line,
+    record_above,
     unreadable_target,
 )
 
@@ -46,9 +47,10 @@ class LogPipeline:
         self.parser = parser
         self.correlator = correlator
         self.sinks = sinks
-        # The record line in force where the last block ended (checkpointed: an exception line
-        # read after a restart still has its record).
+        # The record line in force where the last block ended, and its line number
+        # (checkpointed: an exception line read after a restart still has its record).
         self.record: Optional[bytes] = None
+        self.record_number = 0
 
     def process(self, buf: Buffer, start: int = 0, end: Optional[int] = None) -> None:
         """``buf[start:end]`` holds whole lines: count them, parse the candidates, pair."""
@@ -58,7 +60,7 @@ class LogPipeline:
         for begin, raw in candidate_lines(buf, start, end):
             line += buf.count(b"\n", at, begin)
             at = begin
-            record = record_line(buf, start, begin, self.record) if needs_record(raw) else None
+            record = self._record_of(buf, start, begin, line) if needs_record(raw) else None
             try:
                 event = self.parser.parse(raw, record)
             except UnrecognisedLine:
@@ -69,9 +71,19 @@ class LogPipeline:
             if event is not None:
                 self._emit(self.correlator.feed(event, line))
         self.stats.lines = line - 1 + buf.count(b"\n", at, end)
-        if end > start:  # an exception line first in the next block belongs to this record
-            self.record = record_line(buf, start, end, self.record)
+        found, up = record_above(buf, start, end)  # for the lines of the next blocks
+        if found is not None:
+            self.record, self.record_number = found, self.stats.lines + 1 - up
         self._emit(self.correlator.advance(self.stats.lines))
+
+    def _record_of(self, buf: Buffer, start: int, begin: int, line: int) -> Optional[bytes]:
+        """The record line that the continuation line ``line`` (at ``begin``) belongs to: the
+        nearest above it within ``RECORD_LINES`` lines, in this block or in one before, so that
+        where the reads end does not matter."""
+        found, _ = record_above(buf, start, begin)
+        if found is None and self.record is not None and line - self.record_number <= RECORD_LINES:
+            return self.record
+        return found
 
     def tick(self) -> None:
         """Close the windows whose wall time has passed."""

@@ -17,7 +17,7 @@ from apigee_tls_exporter.correlate import Correlator
 from apigee_tls_exporter.counts import FileStats
 from apigee_tls_exporter.events import Event, Failure, HandshakeFailure
 from apigee_tls_exporter.lines import LineSplitter
-from apigee_tls_exporter.parse import Parser, candidate_lines, needs_record, record_line
+from apigee_tls_exporter.parse import Parser, candidate_lines, needs_record, record_above
 from apigee_tls_exporter.pipeline import LogPipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,7 +41,7 @@ def events(lines: list[str]) -> Iterator[tuple[int, Event]]:
     block = "".join(line + "\n" for line in lines).encode()
     parser = Parser(timezone.utc)
     for start, raw in candidate_lines(block):
-        record = record_line(block, 0, start) if needs_record(raw) else None
+        record = record_above(block, 0, start)[0] if needs_record(raw) else None
         event = parser.parse(raw, record)
         if event is not None:
             yield block.count(b"\n", 0, start) + 1, event

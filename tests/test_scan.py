@@ -21,6 +21,7 @@ from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 import pytest
+import records
 from apigee_tls_exporter import cli, pieces
 from apigee_tls_exporter.cli import main
 from apigee_tls_exporter.parse import MARKERS
@@ -381,6 +382,34 @@ def test_reads_of_any_size_count_the_same(
         if at // read_bytes != (data.rfind(b"\n", 0, at - 1) + 1) // read_bytes
     ]
     assert apart  # precondition: an exception line read apart from its record line above
+
+
+@pytest.mark.parametrize("read_bytes", [4_096, 30_000, 1 << 20])
+def test_deep_stack_traces_count_the_same_however_the_reads_cut_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_bytes: int
+) -> None:
+    """A ``Caused by:`` line carrying the alert belongs to the record line above it within 256
+    lines, however the reads fall in between: at depth 250 it is counted, at depth 300 it is
+    not, whether a read ends between the record and that line or not."""
+    lines: list[str] = []
+    moment = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    frame = "\tat sun.security.ssl.SSLEngineImpl.readRecord(SSLEngineImpl.java:1000) ~[na:1.8]"
+    for i in range(40):
+        moment += timedelta(seconds=1)
+        depth = 250 if i % 2 else 300
+        record = records.exception_record(
+            "java.io.IOException: the connection failed",
+            ctx=context(f"rrt-{i}"),
+            stamp=stamp(moment),
+        )
+        cause = "Caused by: javax.net.ssl.SSLHandshakeException: Received fatal alert: unknown_ca"
+        lines += [record[0], *[frame] * (depth - 1), cause, frame, traffic(stamp=stamp(moment))]
+    path = tmp_path / "system.log"
+    path.write_text(text(lines))
+    monkeypatch.setattr(pieces, "READ_BYTES", read_bytes)
+    result = scan([str(path)], jobs=1, tz=UTC)
+    assert result.store.total() == 20
+    assert outputs(scan([str(path)], jobs=2, piece_bytes=50_000, tz=UTC)) == outputs(result)
 
 
 def test_pieces_and_look_backs_begin_with_a_record(tmp_path: Path) -> None:
