@@ -265,27 +265,34 @@ def record_at(handle: BinaryIO, offset: int) -> int:
 
 
 def _record_back(handle: BinaryIO, offset: int) -> int:
-    """The record line that the line at ``offset`` belongs to (itself when it is one; within
-    ``RECORD_LINES`` lines above, else ``offset``): a look-back starts with a whole record."""
-    if offset == 0:
-        return 0
-    lo = max(0, offset - READ_BYTES)
-    handle.seek(lo)
-    block = handle.read(offset - lo + 1)
-    rel = offset - lo
-    if rel < len(block) and is_record(block, rel):
+    """The record line that the line at ``offset`` belongs to: itself when it is one, else the
+    nearest record line within ``RECORD_LINES`` lines above it (however long they are), else
+    ``offset``. A look-back starts there: with the record line in force for the lines below."""
+    handle.seek(offset)
+    if offset == 0 or is_record(handle.read(1) or b"\n", 0):
         return offset
-    at = rel - 1  # the newline that ends the line above
-    for _ in range(RECORD_LINES):
-        newline = block.rfind(b"\n", 0, at)
-        if newline < 0 and lo > 0:
-            break  # that line starts before the block: give up
-        line = newline + 1
-        if line < at and is_record(block, line):
-            return lo + line
-        if line == 0:
-            break
-        at = newline
+    hi = offset - 1  # the lines above end at the newline at `hi`
+    after = ord("\n")  # the byte at `hi`: the first byte of a line that starts there
+    looked = 0
+    while looked < RECORD_LINES:
+        lo = max(0, hi - READ_BYTES)
+        handle.seek(lo)
+        block = handle.read(hi - lo)
+        end = len(block)
+        while looked < RECORD_LINES:
+            newline = block.rfind(b"\n", 0, end)
+            if newline < 0:
+                break
+            looked += 1
+            first = block[newline + 1] if newline + 1 < len(block) else after
+            if 48 <= first <= 57:
+                return lo + newline + 1
+            end = newline
+        if lo == 0 or looked == RECORD_LINES:
+            if lo == 0 and looked < RECORD_LINES and block and is_record(block, 0):
+                return 0  # the file's first line
+            return offset
+        after, hi = block[0], lo
     return offset
 
 

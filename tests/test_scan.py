@@ -390,7 +390,9 @@ def test_deep_stack_traces_count_the_same_however_the_reads_cut_them(
 ) -> None:
     """A ``Caused by:`` line carrying the alert belongs to the record line above it within 256
     lines, however the reads fall in between: at depth 250 it is counted, at depth 300 it is
-    not, whether a read ends between the record and that line or not."""
+    not, whether a read ends between the record and that line or not, and whether a piece of a
+    parallel scan starts inside the trace (its look-back then starts at the trace's record line,
+    however many reads up it is)."""
     lines: list[str] = []
     moment = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
     frame = "\tat sun.security.ssl.SSLEngineImpl.readRecord(SSLEngineImpl.java:1000) ~[na:1.8]"
@@ -407,9 +409,12 @@ def test_deep_stack_traces_count_the_same_however_the_reads_cut_them(
     path = tmp_path / "system.log"
     path.write_text(text(lines))
     monkeypatch.setattr(pieces, "READ_BYTES", read_bytes)
-    result = scan([str(path)], jobs=1, tz=UTC)
+    options: dict[str, Any] = {"tz": UTC, "window_lines": 5}  # look-backs of 10 lines
+    result = scan([str(path)], jobs=1, **options)
     assert result.store.total() == 20
-    assert outputs(scan([str(path)], jobs=2, piece_bytes=50_000, tz=UTC)) == outputs(result)
+    for piece_bytes in (3_000, 50_000):
+        parallel = scan([str(path)], jobs=2, piece_bytes=piece_bytes, **options)
+        assert outputs(parallel) == outputs(result)
 
 
 def test_pieces_and_look_backs_begin_with_a_record(tmp_path: Path) -> None:
