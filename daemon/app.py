@@ -237,7 +237,8 @@ class Daemon:
                     self.maybe_checkpoint()
                     if stop():
                         return progressed
-            pipeline.tick()
+            if follower.caught_up:  # not while a copy or a compressor is waited for
+                pipeline.idle()
         self.alerts.evaluate()
         return progressed
 

@@ -2,21 +2,27 @@
 
 A failure waits in a pairing window for the first SSLInfo line of the same thread and the same
 message id. It closes with that line's alias; or with ``""`` (unpaired) when the same thread logs
-another failure for the same message id first, when the window passes (``window_lines`` lines or
-``window_seconds`` of wall time, whichever comes first), or at the end of the input. An SSLInfo line
-with no failure waiting is an orphan. A failure waits until ``window_lines`` lines after its own,
-so at most ``window_lines + 1`` failures wait at once per log: memory stays bounded whatever the
-message ids do.
+another failure for the same message id first, when the window passes, or at the end of the
+input. An SSLInfo line with no failure waiting is an orphan. The window is ``window_lines`` lines
+after the failure's own line, or ``window_seconds`` of wall time, whichever passes first; the wall
+time counts only while everything written has been read: it starts at the first :meth:`idle`
+after the failure was read, and only :meth:`idle` closes a window by it. So a reader that fell
+behind (a stall, a wait for logrotate's copy or a compressor) pairs the lines written meanwhile
+as an uninterrupted read does; the wall time is only there so that a failure whose SSLInfo line
+never comes is counted soon when the log goes quiet. A failure waits until ``window_lines`` lines
+after its own, so at most ``window_lines + 1`` failures wait at once per log: memory stays bounded
+whatever the message ids do.
 
 An exception record carrying a received TLS alert (``AlertException``) is the same failure again
-when a handshakeFailed line of its thread and message id came within the pairing window before
+when a handshakeFailed line of its thread and message id came within ``window_lines`` lines before
 it (the MP's ``RequestWriteListener.onException()`` repeats the alert of the failure it logged)
-or comes within the window after it, and when another exception record of them came within the
-window before it (one failure logged in several records): then it is not counted. Otherwise it
-is a failure of its own, counted once when its window passes, with ``key_alias=""``: with TLS 1.3
-a backend that rejects the client certificate does so after the client finished its handshake,
-and the MP may log only the exception. It is not counted as ``unpaired`` (no SSLInfo line is
-expected for it).
+or comes within the window after it, and when another exception record of them came within
+``window_lines`` lines before it (one failure logged in several records): then it is not counted.
+Otherwise it is a failure of its own, counted once when its window passes, with ``key_alias=""``:
+with TLS 1.3 a backend that rejects the client certificate does so after the client finished its
+handshake, and the MP may log only the exception. It is not counted as ``unpaired`` (no SSLInfo
+line is expected for it). Whether a record is a repeat is decided by lines only: it never
+depends on how fast the log was written or read.
 
 Whether a record counts depends only on the records of the window before it and after it, never
 on what was decided for a record further back (a burst of exception records, each within the
@@ -41,13 +47,8 @@ Key = tuple[str, str]  # (thread, message id)
 class _Pending:
     failure: Union[HandshakeFailure, AlertException]
     line: int
-    since: float  # wall clock (monotonic) when the failure was read
-
-
-@dataclass
-class _Seen:
-    line: int
-    since: float
+    # wall clock (monotonic) of the first idle() after the failure was read: None until then
+    since: Optional[float] = None
 
 
 class Correlator:
@@ -65,9 +66,9 @@ class Correlator:
         self._pending: OrderedDict[Key, _Pending] = OrderedDict()
         # exception records waiting to learn whether a handshakeFailed line accounts for them
         self._exceptions: OrderedDict[Key, _Pending] = OrderedDict()
-        # the last failure record (handshakeFailed line or exception record) of each key in the
-        # window: an exception record of the key is its repeat, no failure of its own
-        self._seen: OrderedDict[Key, _Seen] = OrderedDict()
+        # the line of the last failure record (handshakeFailed line or exception record) of each
+        # key in the window: an exception record of the key is its repeat, no failure of its own
+        self._seen: OrderedDict[Key, int] = OrderedDict()
         self.unpaired = 0
         self.orphans = 0
         self.exception_only = 0  # failures known only from an exception record
@@ -76,66 +77,80 @@ class Correlator:
     def pending(self) -> int:
         return len(self._pending) + len(self._exceptions)
 
-    def _now(self) -> float:
-        return self._clock() if self._clock is not None else 0.0
-
     def feed(self, event: Event, line: int) -> list[Failure]:
         """Take the event read at ``line``; return the failures it closes."""
         closed = self.advance(line - 1)
         key = (event.thread, event.context.message_id)
         if isinstance(event, AlertException):
-            now = self._now()
             if key not in self._pending and key not in self._seen and key not in self._exceptions:
-                self._exceptions[key] = _Pending(event, line, now)
-            self._saw(key, line, now)
+                self._exceptions[key] = _Pending(event, line)
+            self._saw(key, line)
             return closed
         waiting = self._pending.pop(key, None)
         if isinstance(event, HandshakeFailure):
             if waiting is not None:
                 closed.append(self._unpaired(waiting))
             self._exceptions.pop(key, None)  # the exception came first: this line counts it
-            now = self._now()
-            self._pending[key] = _Pending(event, line, now)
-            self._saw(key, line, now)
+            self._pending[key] = _Pending(event, line)
+            self._saw(key, line)
         elif waiting is not None:
             closed.append(Failure.from_event(waiting.failure, event.key_alias))
         else:
             self.orphans += 1
         return closed
 
-    def _passed(self, line: int, now: float, oldest_line: int, since: float) -> bool:
-        by_lines = line - oldest_line >= self.window_lines
-        by_time = self.window_seconds is not None and now - since >= self.window_seconds
-        return by_lines or by_time
-
-    def _saw(self, key: Key, line: int, now: float) -> None:
+    def _saw(self, key: Key, line: int) -> None:
         """A failure record of ``key`` (a handshakeFailed line or an exception record) at ``line``:
         an exception record of the key within the window after it is its repeat."""
         self._seen.pop(key, None)
-        self._seen[key] = _Seen(line, now)
+        self._seen[key] = line
 
     def advance(self, line: int) -> list[Failure]:
-        """All lines up to ``line`` have been read: close the windows that have passed."""
+        """All lines up to ``line`` have been read: close the windows whose lines have passed."""
         closed: list[Failure] = []
-        now = self._now()
+        oldest = line - self.window_lines
         while self._pending:
-            oldest = next(iter(self._pending.values()))
-            if not self._passed(line, now, oldest.line, oldest.since):
+            first = next(iter(self._pending.values()))
+            if first.line > oldest:
                 break
             self._pending.popitem(last=False)
-            closed.append(self._unpaired(oldest))
+            closed.append(self._unpaired(first))
+        closed += self._exception_only(lambda p: p.line <= oldest)
+        while self._seen and next(iter(self._seen.values())) <= oldest:
+            self._seen.popitem(last=False)
+        return closed
+
+    def idle(self) -> list[Failure]:
+        """Everything written so far has been read: the windows opened since the last call start
+        their wall time now; close those whose ``window_seconds`` have passed."""
+        if self.window_seconds is None or self._clock is None:
+            return []
+        now = self._clock()
+        for waiting in (self._pending, self._exceptions):
+            for p in reversed(waiting.values()):  # the newest are last: stop at a started one
+                if p.since is not None:
+                    break
+                p.since = now
+        passed = now - self.window_seconds
+        closed: list[Failure] = []
+        while self._pending:
+            first = next(iter(self._pending.values()))
+            if first.since is None or first.since > passed:
+                break
+            self._pending.popitem(last=False)
+            closed.append(self._unpaired(first))
+        return closed + self._exception_only(lambda p: p.since is not None and p.since <= passed)
+
+    def _exception_only(self, passed: Callable[[_Pending], bool]) -> list[Failure]:
+        """The waiting exception records, oldest first, as long as ``passed`` says so: counted."""
+        closed: list[Failure] = []
         while self._exceptions:
             first = next(iter(self._exceptions.values()))
-            if not self._passed(line, now, first.line, first.since):
+            if not passed(first):
                 break
             self._exceptions.popitem(last=False)
             self.exception_only += 1
             closed.append(Failure.from_event(first.failure, None))
-        while self._seen:
-            seen = next(iter(self._seen.values()))
-            if not self._passed(line, now, seen.line, seen.since):
-                break
-            self._seen.popitem(last=False)
         return closed
 
     def close_all(self) -> list[Failure]:
@@ -168,18 +183,18 @@ class Correlator:
             "exception_only": self.exception_only,
             "pending": rows(self._pending),
             "exceptions": rows(self._exceptions),
-            "seen": [[thread, mid, s.line] for (thread, mid), s in self._seen.items()],
+            "seen": [[thread, mid, line] for (thread, mid), line in self._seen.items()],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Take back what ``snapshot`` saved; open windows restart their wall-time clock now."""
+        """Take back what ``snapshot`` saved; the wall time of open windows starts again at the
+        next :meth:`idle`."""
         self.unpaired = int(state.get("unpaired", 0))
         self.orphans = int(state.get("orphans", 0))
         self.exception_only = int(state.get("exception_only", 0))
         self._pending.clear()
         self._exceptions.clear()
         self._seen.clear()
-        now = self._now()
         for kind, into in ((HandshakeFailure, self._pending), (AlertException, self._exceptions)):
             name = "pending" if kind is HandshakeFailure else "exceptions"
             for item in state.get(name, []):
@@ -191,6 +206,6 @@ class Correlator:
                     reason=str(item["reason"]),
                 )
                 key = (failure.thread, failure.context.message_id)
-                into[key] = _Pending(failure, int(item["line"]), now)
+                into[key] = _Pending(failure, int(item["line"]))
         for thread, message_id, line in state.get("seen", []):
-            self._seen[(str(thread), str(message_id))] = _Seen(int(line), now)
+            self._seen[(str(thread), str(message_id))] = int(line)

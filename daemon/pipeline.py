@@ -85,9 +85,10 @@ class LogPipeline:
             return self.record
         return found
 
-    def tick(self) -> None:
-        """Close the windows whose wall time has passed."""
-        self._emit(self.correlator.advance(self.stats.lines))
+    def idle(self) -> None:
+        """The log has been read to its end: the pairing windows' wall time runs; close those
+        whose wall time has passed."""
+        self._emit(self.correlator.idle())
 
     def finish(self) -> None:
         """End of input: close every window."""

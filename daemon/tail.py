@@ -163,6 +163,12 @@ class Follower:
         # then would skip them. The caller checkpoints only when this is True.
         self.settled = True
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether the last poll read everything the follower knows of: False while it waits for
+        a copy, a compressor or a moved file (``copy_wait``), with content still to come."""
+        return self._waiting_since is None
+
     # --- checkpoint -----------------------------------------------------------------------
     def snapshot(self) -> Optional[dict[str, Any]]:
         """Where we are, for the checkpoint; None before the first poll."""

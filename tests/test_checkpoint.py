@@ -17,29 +17,13 @@ import pytest
 import structlog
 from apigee_tls_exporter import checkpoint
 from apigee_tls_exporter.app import Daemon
-from apigee_tls_exporter.config import Config, validate
 from apigee_tls_exporter.demo import LogGenerator, TruthKey
+from node import Node, as_series, write
 from prometheus_client import CollectorRegistry
-
-Series = dict[tuple[str, ...], float]
-
-
-class FakeClock:
-    """A clock that only moves when the test says so."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def warnings_of(logs: list[dict[str, Any]]) -> list[str]:
     return [str(e["event"]) for e in logs if e["log_level"] == "warning"]
-
-
-def as_series(truth: Counter[TruthKey]) -> Series:
-    return {tuple(k): float(v) for k, v in truth.items()}
 
 
 # --- the state file ----------------------------------------------------------------------------
@@ -136,37 +120,6 @@ def test_missing_state_file_is_a_first_start_one_info_line_and_none(tmp_path: Pa
 
 
 # --- the Daemon's restart ----------------------------------------------------------------------
-
-
-class Node:
-    """A Daemon on temporary logs and state file, with fake clocks, as ``run`` would build it."""
-
-    def __init__(self, tmp: Path, logs: list[Path], *, from_beginning: bool = True) -> None:
-        self.config: Config = validate(
-            {
-                "logs": [{"path": str(p)} for p in logs],
-                "state_file": str(tmp / "state" / "state.json"),
-                "from_beginning": from_beginning,
-            }
-        )
-        self.clock = FakeClock(100.0)
-        self.wall = FakeClock(1_800_000_000.0)
-        self.daemon = Daemon(self.config, CollectorRegistry(), clock=self.clock, wall=self.wall)
-
-    def series(self) -> Series:
-        return {k: v for k, v in self.daemon.store.items() if v}
-
-    def run_to_end(self) -> None:
-        """Step until nothing is new, then let every pairing window pass."""
-        while self.daemon.step():
-            pass
-        self.clock.now += 10
-        self.daemon.step()
-
-
-def write(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
 
 
 def test_restore_brings_the_counters_back_before_any_read(tmp_path: Path) -> None:

@@ -236,14 +236,16 @@ def test_ssl_info_after_the_window_in_lines_is_an_orphan() -> None:
 
 
 def test_missing_ssl_info_closes_empty_after_the_window_in_wall_time() -> None:
-    """No SSLInfo within ``window_seconds`` of wall time: the failure closes with ``""``."""
+    """No SSLInfo within ``window_seconds`` of wall time with everything read: the failure
+    closes with ``""``."""
     clock = FakeClock()
     correlator = Correlator(1000, 2.0, clock=clock)
     for number, event in events([failed("NIOThread@0", "m1")]):
         correlator.feed(event, number)
+    assert correlator.idle() == []
     clock.now = 2.0
     expected = ([("10.20.3.4:443", "")], 1)
-    assert expected == (aliases(correlator.advance(1)), correlator.unpaired)
+    assert expected == (aliases(correlator.idle()), correlator.unpaired)
 
 
 def test_failure_still_waits_just_before_the_wall_time_window_passes() -> None:
@@ -252,21 +254,62 @@ def test_failure_still_waits_just_before_the_wall_time_window_passes() -> None:
     correlator = Correlator(1000, 2.0, clock=clock)
     for number, event in events([failed("NIOThread@0", "m1")]):
         correlator.feed(event, number)
+    correlator.idle()
     clock.now = 1.999
     expected = ([], 1)
-    assert expected == (correlator.advance(1), correlator.pending)
+    assert expected == (correlator.idle(), correlator.pending)
 
 
-def test_ssl_info_after_the_wall_time_window_is_an_orphan() -> None:
-    """An SSLInfo line read after the wall-time window passed does not pair."""
+def test_wall_time_starts_when_everything_was_read_after_the_failure() -> None:
+    """A failure read while the reader was behind: its wall time starts at the first ``idle``
+    after it, not when it was read."""
+    clock = FakeClock()
+    correlator = Correlator(1000, 2.0, clock=clock)
+    for number, event in events([failed("NIOThread@0", "m1")]):
+        correlator.feed(event, number)
+    clock.now = 5.0
+    assert correlator.idle() == []
+    clock.now = 6.999
+    assert (correlator.idle(), correlator.pending) == ([], 1)
+    clock.now = 7.0
+    assert aliases(correlator.idle()) == [("10.20.3.4:443", "")]
+
+
+def test_ssl_info_read_after_a_pause_of_the_reader_still_pairs() -> None:
+    """Wall time passing with no ``idle`` (the reader did not get to read) closes nothing: the
+    SSLInfo line read after it pairs."""
     clock = FakeClock()
     correlator = Correlator(1000, 2.0, clock=clock)
     (n1, f), (n2, s) = events([failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k")])
     correlator.feed(f, n1)
+    correlator.idle()
     clock.now = 2.5
-    closed = correlator.feed(s, n2)
-    expected = ([("10.20.3.4:443", "")], 1)
-    assert expected == (aliases(closed), correlator.orphans)
+    expected = ([("10.20.3.4:443", "k")], 0)
+    assert expected == (aliases(correlator.feed(s, n2)), correlator.orphans)
+
+
+def test_ssl_info_after_the_wall_time_window_is_an_orphan() -> None:
+    """An SSLInfo line read after the wall-time window passed with everything read does not
+    pair."""
+    clock = FakeClock()
+    correlator = Correlator(1000, 2.0, clock=clock)
+    (n1, f), (n2, s) = events([failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k")])
+    correlator.feed(f, n1)
+    correlator.idle()
+    clock.now = 2.5
+    assert aliases(correlator.idle()) == [("10.20.3.4:443", "")]
+    assert (correlator.feed(s, n2), correlator.orphans) == ([], 1)
+
+
+def test_without_window_seconds_idle_closes_nothing() -> None:
+    """``window_seconds=None`` (``scan``): only lines and the end of the input close windows."""
+    clock = FakeClock()
+    correlator = Correlator(1000, None, clock=clock)
+    for number, event in events([failed("NIOThread@0", "m1")]):
+        correlator.feed(event, number)
+    correlator.idle()
+    clock.now = 1e9
+    assert (correlator.idle(), correlator.pending) == ([], 1)
 
 
 def test_end_of_input_closes_every_window_empty() -> None:
@@ -331,7 +374,7 @@ def test_restore_keeps_unpaired_and_orphan_counts() -> None:
 
 
 def test_restored_window_restarts_its_wall_time() -> None:
-    """After a restore, a waiting failure gets a full wall-time window from the restore."""
+    """After a restore, a waiting failure gets a full wall-time window from the first ``idle``."""
     before = make()
     for number, event in events([failed("NIOThread@0", "m1")]):
         before.feed(event, number)
@@ -339,9 +382,12 @@ def test_restored_window_restarts_its_wall_time() -> None:
     clock.now = 100.0
     after = Correlator(1000, 2.0, clock=clock)
     after.restore(before.snapshot())
-    clock.now = 101.5
-    expected = ([], 1)
-    assert expected == (after.advance(1), after.pending)
+    clock.now = 150.0
+    assert after.idle() == []
+    clock.now = 151.5
+    assert (after.idle(), after.pending) == ([], 1)
+    clock.now = 152.0
+    assert aliases(after.idle()) == [("10.20.3.4:443", "")]
 
 
 # --- failures known only from an exception record -------------------------------------------------
@@ -509,9 +555,30 @@ def test_exception_window_closes_in_wall_time() -> None:
     correlator = Correlator(1000, 2.0, clock)
     for number, event in events(exception("NIOThread@0", "m1")):
         assert correlator.feed(event, number) == []
+    assert correlator.idle() == []
     clock.now = 2.0
     expected = [("payments-v1", "unknown", "certificate_required", "", False)]
-    assert expected == counted(correlator.advance(4))
+    assert expected == counted(correlator.idle())
+
+
+def test_repeat_is_told_by_lines_however_much_wall_time_passed() -> None:
+    """The onException record of a failure read long after it, everything read meanwhile (a
+    quiet log): still its repeat, not a failure of its own."""
+    clock = FakeClock()
+    correlator = Correlator(1000, 2.0, clock)
+    lines = [
+        failed("NIOThread@0", "m1"),
+        ssl_info("NIOThread@0", "m1", "k"),
+        *records.on_exception(ctx=context("m1")),
+    ]
+    closed: list[Failure] = []
+    for number, event in events(lines):
+        closed += correlator.feed(event, number)
+        closed += correlator.idle()
+        clock.now += 60
+    closed += correlator.close_all()
+    assert aliases(closed) == [("10.20.3.4:443", "k")]
+    assert correlator.exception_only == 0
 
 
 def test_restored_exception_still_waits_and_its_repeat_is_not_counted() -> None:
