@@ -12,9 +12,10 @@ SIGHUP does) and at once after a logback roll; nothing holds it still for a comp
 logrotate's own copytruncate race is kept out: the writer is held still while logrotate copies and
 truncates. The daemon runs as a subprocess and is killed with SIGKILL at random moments and during
 rotations (between a rename and the writer's reopen, while a compressor runs, while logrotate
-copies), and started again each time. When the writer is done, ``/metrics`` must equal the truth,
-series by series, and the lines and bytes read the lines and bytes written; after a clean stop and
-a start it still must.
+copies), and started again each time; and held still (SIGSTOP) three times, each longer than
+the pairing window, while the writer goes on. When the writer is done, ``/metrics`` must equal the
+truth, series by series, and the lines and bytes read the lines and bytes written; after a clean
+stop and a start it still must.
 
 ``CHAOS_RUNS`` runs (3 by default; ``make soak SEEDS=N``), each with its own seed, printed;
 ``CHAOS_SEED=<n>`` replays one run's choices (the timing still varies).
@@ -47,6 +48,7 @@ LABELS = ("org", "env", "api", "rev", "target", "reason", "key_alias")
 LINES = "apigee_tls_log_lines_total"
 BYTES = "apigee_tls_log_bytes_read_total"
 HEALTH = (LINES, BYTES)
+PENDING = "apigee_tls_pairing_pending"
 RATE = 5000.0  # lines a second
 TOTAL_LINES = int(os.environ.get("CHAOS_LINES", "120000"))  # about 20 MB, 24 s of writing
 RUNS = int(os.environ.get("CHAOS_RUNS", "3"))
@@ -60,6 +62,8 @@ LOGROTATE_MODES = {
     "dateext": "create\n  compress\n  dateext\n  dateformat -%Y%m%d-%s",
 }
 LOGBACK_MODES = ("fixed-window", "time-based")
+STALL = 2.5  # seconds the daemon is held still, longer than the pairing window (2 s) ...
+STALLS = 3  # ... so many times a run (each has a failure waiting for its SSLInfo line or not)
 PACE = threading.Event()  # never set: its wait() paces writers and compressors
 
 Series = dict[tuple[str, ...], float]
@@ -91,6 +95,7 @@ class DaemonProcess:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.port = 0
         self.kills = 0
+        self.stalls = 0
         self.health: dict[str, float] = {}  # the HEALTH samples of the last scrape
 
     def start(self) -> None:
@@ -118,6 +123,20 @@ class DaemonProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.kills += 1
+
+    def stall(self, seconds: float) -> None:
+        """Hold the daemon still (SIGSTOP) for ``seconds``, then let it go on (SIGCONT): a stalled
+        VM, a starved CPU, a checkpoint's fsync on a slow disk. The writer goes on meanwhile. The
+        stop comes just after a scrape that shows a failure waiting for its SSLInfo line (within
+        a few seconds), so that its pairing spans the stall."""
+        assert self.proc is not None and self.proc.poll() is None, "the daemon died by itself"
+        deadline = time.monotonic() + 5
+        while self.pending() == 0 and time.monotonic() < deadline:
+            PACE.wait(0.005)
+        self.proc.send_signal(signal.SIGSTOP)
+        PACE.wait(seconds)
+        self.proc.send_signal(signal.SIGCONT)
+        self.stalls += 1
 
     def stop(self) -> int:
         """SIGTERM; the exit code."""
@@ -151,6 +170,20 @@ class DaemonProcess:
                 elif sample.name in HEALTH:
                     self.health[sample.name] = sample.value
         return series
+
+    def pending(self) -> float:
+        """``apigee_tls_pairing_pending`` now (0 when not serving)."""
+        try:
+            url = f"http://127.0.0.1:{self.port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == PENDING:
+                    return float(sample.value)
+        return 0.0
 
     def wait_ready(self) -> None:
         poll_until("the daemon to serve /metrics", lambda: self.scrape() is not None, 30)
@@ -265,6 +298,7 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
     kill_in = set(rng.sample(range(min(len(modes), rotations_expected)), 3))
     total_bytes = TOTAL_LINES * 170
     kill_at = sorted(rng.uniform(0.1, 0.9) * total_bytes for _ in range(2))
+    stall_at = sorted(rng.uniform(0.1, 0.9) * total_bytes for _ in range(STALLS))
 
     writer = ChaosWriter(str(log), seed=seed, total_lines=TOTAL_LINES, rate=RATE)
     reopener = Reopener(writer, flag)
@@ -316,6 +350,9 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
             if kill_at and writer.bytes_written >= kill_at[0]:
                 kill_at.pop(0)
                 restart()
+            if stall_at and writer.bytes_written >= stall_at[0]:
+                stall_at.pop(0)
+                daemon.stall(STALL)
             if log.exists() and log.stat().st_size >= next_rotation and not writer.done:
                 index = len(rotations)
                 rotate(plan[index], index in kill_in)
@@ -360,10 +397,12 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
         print(
             f"chaos: {writer.lines_generated} lines, {writer.bytes_written / MB:.1f} MB, "
             f"{int(sum(truth.values()))} failures in {len(truth)} series; rotations "
-            f"{', '.join(rotations)}; {daemon.kills} kills; writing {writing:.1f}s, "
+            f"{', '.join(rotations)}; {daemon.kills} kills, {daemon.stalls} stalls; "
+            f"writing {writing:.1f}s, "
             f"converged {converged:.1f}s, total {time.monotonic() - began:.1f}s"
         )
         assert daemon.kills >= 3
+        assert daemon.stalls == STALLS
         assert set(modes) <= set(rotations)
     except BaseException:
         print((tmp_path / "daemon.log").read_text(errors="replace")[-6000:])
