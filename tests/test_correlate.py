@@ -72,6 +72,15 @@ class FakeClock:
         return self.now
 
 
+def one_failure_waiting() -> tuple[FakeClock, Correlator]:
+    """A correlator with a 2 s wall-time window on a fake clock at 0, one failure fed."""
+    clock = FakeClock()
+    correlator = Correlator(1000, 2.0, clock=clock)
+    for number, event in events([failed("NIOThread@0", "m1")]):
+        correlator.feed(event, number)
+    return clock, correlator
+
+
 # --- pairing -------------------------------------------------------------------------------------
 
 
@@ -238,10 +247,7 @@ def test_ssl_info_after_the_window_in_lines_is_an_orphan() -> None:
 def test_missing_ssl_info_closes_empty_after_the_window_in_wall_time() -> None:
     """No SSLInfo within ``window_seconds`` of wall time with everything read: the failure
     closes with ``""``."""
-    clock = FakeClock()
-    correlator = Correlator(1000, 2.0, clock=clock)
-    for number, event in events([failed("NIOThread@0", "m1")]):
-        correlator.feed(event, number)
+    clock, correlator = one_failure_waiting()
     assert correlator.idle() == []
     clock.now = 2.0
     expected = ([("10.20.3.4:443", "")], 1)
@@ -250,10 +256,7 @@ def test_missing_ssl_info_closes_empty_after_the_window_in_wall_time() -> None:
 
 def test_failure_still_waits_just_before_the_wall_time_window_passes() -> None:
     """Before ``window_seconds`` have passed, the failure is still waiting."""
-    clock = FakeClock()
-    correlator = Correlator(1000, 2.0, clock=clock)
-    for number, event in events([failed("NIOThread@0", "m1")]):
-        correlator.feed(event, number)
+    clock, correlator = one_failure_waiting()
     correlator.idle()
     clock.now = 1.999
     expected = ([], 1)
@@ -263,10 +266,7 @@ def test_failure_still_waits_just_before_the_wall_time_window_passes() -> None:
 def test_wall_time_starts_when_everything_was_read_after_the_failure() -> None:
     """A failure read while the reader was behind: its wall time starts at the first ``idle``
     after it, not when it was read."""
-    clock = FakeClock()
-    correlator = Correlator(1000, 2.0, clock=clock)
-    for number, event in events([failed("NIOThread@0", "m1")]):
-        correlator.feed(event, number)
+    clock, correlator = one_failure_waiting()
     clock.now = 5.0
     assert correlator.idle() == []
     clock.now = 6.999
