@@ -36,10 +36,14 @@ themselves in ``tests/test_rotation.py``):
   was missing and the old file has no name left, else ``rename``.
 - **Compressed twins.** A compressor writing ``.gz`` (or xz, bzip2: told by their first bytes)
   while the writer goes on never causes a second read: the compressed file is the entry of its
-  original, read to where the original was read. One held open that ends early is waited for up
-  to ``copy_wait``; one that never completes is reported once
-  (``read_errors{error="compressed_file_incomplete"}``) and what it holds is read once. A format
-  that cannot be decoded here (zstd, lz4) is never read as plain text.
+  original, read to where the original was read. One held open that ends early is read as it
+  grows, before any newer file; one that stops growing for ``copy_wait`` without completing is
+  reported once (``read_errors{error="compressed_file_incomplete"}``) and what it holds is read
+  once. A format that cannot be decoded here (zstd, lz4) is never read as plain text.
+- **Waiting.** Every wait above and below (for a copy, a compressor, a moved file) lasts
+  ``copy_wait`` after the files waited for last changed size: a compressor that takes a minute
+  over a large file is waited for as long as it writes. While the follower waits, ``caught_up``
+  is False (the pairing windows' wall time stands still).
 - **copytruncate.** The open file is shorter than the offset, or the bytes just before the offset
   changed: its content now lives in a copy (plain or ``.gz``), found by content among the rotated
   names and read from the offset to its end; the truncated file is then read from 0 (kind
@@ -151,6 +155,7 @@ class Follower:
         self._after: Optional[PlainSource] = None  # a truncated file, read once its copy is done
         self._next_kind: Optional[str] = None  # how the next new content is counted
         self._waiting_since: Optional[float] = None  # for a copy, a compressor, a held .gz
+        self._waiting_on: object = None  # what the wait last saw of it: a change restarts it
         self._first_poll = True
         self._start_at_end = not from_beginning  # only for a file present at the first poll
         self._saw_missing = False
@@ -166,7 +171,7 @@ class Follower:
     @property
     def caught_up(self) -> bool:
         """Whether the last poll read everything the follower knows of: False while it waits for
-        a copy, a compressor or a moved file (``copy_wait``), with content still to come."""
+        a copy, a compressor or a moved file, with content still to come."""
         return self._waiting_since is None
 
     # --- checkpoint -----------------------------------------------------------------------
@@ -298,7 +303,7 @@ class Follower:
         assert entry is not None
         found = self._holder(entry)
         if found is None:
-            if not self._waited():
+            if not self._waited([(p.name, p.size) for p in self._probes()]):
                 return False
             self._entry = None
             self.splitter.reset()
@@ -340,12 +345,12 @@ class Follower:
         """Before the path's new file: the rotated files with unread content, oldest first."""
         src = self._src
         if src is not None and src.compressed and not src.complete:
-            if not self._waited():
+            if not self._waited(src.size()):
                 return False  # a .gz being written: the rest of it comes before newer files
             self._report_incomplete()
         todo, pending = self._unread()
         if pending:
-            if not self._waited():
+            if not self._waited(pending):
                 return False
             self._undecodable |= pending  # waited in vain: not again (a compressor that died)
         self._waiting_since = None
@@ -514,14 +519,16 @@ class Follower:
         names = {n for g in self.rotated_globs for n in glob.glob(g)} - itself
         return [p for p in map(probe, sorted(names)) if p is not None]
 
-    def _waited(self) -> bool:
-        """Whether ``copy_wait`` has passed since the current wait began (starting it if not)."""
+    def _waited(self, progress: object) -> bool:
+        """Whether ``copy_wait`` has passed since the current wait began (starting it if not) or
+        since ``progress`` (the sizes of the files waited for) last changed: a copy or a
+        compressor that is still writing is waited for as long as it writes."""
         now = self._clock()
-        if self._waiting_since is None:
-            self._waiting_since = now
+        if self._waiting_since is None or progress != self._waiting_on:
+            self._waiting_since, self._waiting_on = now, progress
         if now - self._waiting_since < self.copy_wait:
             return False
-        self._waiting_since = None
+        self._waiting_since = self._waiting_on = None
         return True
 
     def _report_incomplete(self) -> None:

@@ -940,3 +940,33 @@ def test_a_log_path_that_is_a_link_finds_rotated_files_beside_its_target(tmp_pat
     second = make(link)
     second.restore(state)
     assert read(second) + read(second) == lines("a", 2, 3) + lines("b", 1)
+
+
+def test_restart_waits_for_a_slow_compressor_as_long_as_it_writes(log: Path) -> None:
+    """Restart while logback compresses the rolled file (from a name outside the rotated globs)
+    more slowly than ``copy_wait``: the follower reads the ``.gz`` as it grows, waits as long as it
+    grows, and finishes it before the new file: every line once, in order, nothing reported."""
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert read(first) == lines("a", 3)
+    state = checkpoint(first)
+    first.close()
+    append(log, lines("a", 30_000, 3))
+    rolled = log.with_name("system.log1733.tmp")
+    os.rename(log, rolled)
+    whole = gzip.compress(rolled.read_bytes(), compresslevel=1)
+    rolled.unlink()
+    log.write_bytes(lines("b", 2))
+    gz = log.with_name("system-2026-12-02.1.log.gz")
+    clock = FakeClock()
+    second = make(log, clock=clock, copy_wait=2.0)
+    second.restore(state)
+    got = b""
+    for tenth in range(1, 10):  # 1.5 s of the clock between each tenth of the .gz
+        gz.write_bytes(whole[: len(whole) * tenth // 10])
+        got += read(second)
+        clock.now += 1.5
+    gz.write_bytes(whole)
+    got += read(second) + read(second)
+    assert got == lines("a", 30_000, 3) + lines("b", 2)
+    assert second.stats.read_errors == {}
