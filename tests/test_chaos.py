@@ -11,11 +11,11 @@ the path in logrotate's ``postrotate`` (the script waits until it has, as a logg
 SIGHUP does) and at once after a logback roll; nothing holds it still for a compressor. Only
 logrotate's own copytruncate race is kept out: the writer is held still while logrotate copies and
 truncates. The daemon runs as a subprocess and is killed with SIGKILL at random moments and during
-rotations (between a rename and the writer's reopen, while a compressor runs, while logrotate
-copies), and started again each time; and held still (SIGSTOP) three times, each longer than
-the pairing window, while the writer goes on. When the writer is done, ``/metrics`` must equal the
-truth, series by series, and the lines and bytes read the lines and bytes written; after a clean
-stop and a start it still must.
+rotations (between a rename and the writer's reopen, while a compressor runs, slower then than the
+follower's ``copy_wait``, while logrotate copies), and started again each time; and it is held
+still (SIGSTOP) three times, each longer than the pairing window, while the writer goes on. When
+the writer is done, ``/metrics`` must equal the truth, series by series, and the lines and bytes
+read the lines and bytes written; after a clean stop and a start it still must.
 
 ``CHAOS_RUNS`` runs (3 by default; ``make soak SEEDS=N``), each with its own seed, printed;
 ``CHAOS_SEED=<n>`` replays one run's choices (the timing still varies).
@@ -234,7 +234,9 @@ class Logback:
         self.rolls = 0
         self.compressors: list[threading.Thread] = []
 
-    def roll(self, mode: str, writer: ChaosWriter) -> threading.Thread:
+    def roll(self, mode: str, writer: ChaosWriter, *, slow: bool = False) -> None:
+        """Roll; compress in the background, taking its time, or when ``slow`` longer than the
+        follower's ``copy_wait`` (2 s)."""
         self.wait()
         self.rolls += 1
         if mode == "fixed-window":  # system.1.log.gz, system.2.log.gz, ...
@@ -249,21 +251,21 @@ class Logback:
         with writer.paused():
             os.rename(self.log, renamed)
         writer.reopen()
-        thread = threading.Thread(target=self._compress, args=(renamed, out), daemon=True)
+        pace = 0.1 if slow else 0.002  # seconds per 64 KiB: slow is about 3 s for 2 MB
+        thread = threading.Thread(target=self._compress, args=(renamed, out, pace), daemon=True)
         thread.start()
         self.compressors.append(thread)
-        return thread
 
     def _win(self, n: int) -> Path:
         return self.log.with_name(f"system.{n}.log.gz")
 
     @staticmethod
-    def _compress(plain: Path, out: Path) -> None:
+    def _compress(plain: Path, out: Path, pace: float) -> None:
         with open(plain, "rb") as src, gzip.open(out, "wb") as dst:
             while chunk := src.read(65536):
                 dst.write(chunk)
                 dst.flush()
-                PACE.wait(0.002)  # a compressor that takes its time
+                PACE.wait(pace)
         plain.unlink()
 
     def wait(self) -> None:
@@ -317,11 +319,10 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
 
         def rotate(mode: str, kill: bool) -> None:
             if mode in LOGBACK_MODES:
-                compressor = logback.roll(mode, writer)
-                if kill:  # while the compressor runs
+                logback.roll(mode, writer, slow=kill)
+                if kill:  # while the compressor runs, slower than copy_wait
                     restart()
-                compressor.join(timeout=60)
-                rotations.append(mode)
+                rotations.append(mode)  # the compressor goes on: the next roll waits for it
                 return
             command = [LOGROTATE, "-f", "-s", str(rotate_state), str(configs[mode])]
             if mode == "copytruncate":
