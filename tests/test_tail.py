@@ -58,6 +58,16 @@ def checkpoint(follower: Follower) -> dict[str, Any]:
     return state
 
 
+def stopped_after_three_lines(log: Path) -> dict[str, Any]:
+    """A follower read a new log of three lines, was checkpointed and stopped: its state."""
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert read(first) == lines("a", 3)
+    state = checkpoint(first)
+    first.close()
+    return state
+
+
 def open_offset(state: dict[str, Any]) -> int:
     """The offset of the file being read, in a follower's checkpoint."""
     offset: int = state["ledger"][state["open"]]["offset"]
@@ -507,11 +517,7 @@ def test_restart_after_rotations_while_down_finishes_each_file_once(log: Path) -
     """Restart after rotations while down: the checkpointed file is found by content among the
     rotated (here gzipped), finished from the offset, then each newer rotated file, then the
     current file from its start."""
-    log.write_bytes(lines("a", 3))
-    first = make(log)
-    assert lines("a", 3) == read(first)
-    state = checkpoint(first)
-    first.close()
+    state = stopped_after_three_lines(log)
     append(log, lines("a", 2, 3) + b"cut ")
     set_mtime(log, 1_000_000)
     os.rename(log, f"{log}.1")  # rotation 1: a -> .1, b created
@@ -637,11 +643,7 @@ def test_restart_during_gzip_reads_the_plain_file_not_its_partial_twin(log: Path
 def test_restart_waits_for_a_copy_on_its_way_then_gives_up(log: Path) -> None:
     """Restart when no file holds the checkpointed content: wait up to copy_wait (a compressor
     may be replacing it), then read the current file from its start (kind recreate)."""
-    log.write_bytes(lines("a", 3))
-    first = make(log)
-    assert lines("a", 3) == read(first)
-    state = checkpoint(first)
-    first.close()
+    state = stopped_after_three_lines(log)
     log.unlink()
     log.write_bytes(lines("b", 2))
     clock = FakeClock()
@@ -656,11 +658,7 @@ def test_restart_waits_for_a_copy_on_its_way_then_gives_up(log: Path) -> None:
 
 def test_restart_catches_inode_reuse_by_content(log: Path) -> None:
     """Same device and inode but other content (a reused inode): not the checkpointed file."""
-    log.write_bytes(lines("a", 3))
-    first = make(log)
-    assert lines("a", 3) == read(first)
-    state = checkpoint(first)
-    first.close()
+    state = stopped_after_three_lines(log)
     with open(log, "r+b") as f:  # same inode, new content longer than the offset
         f.truncate(0)
         f.write(lines("z", 9))
@@ -757,11 +755,7 @@ def test_times_decide_nothing_an_old_file_with_a_new_time_is_not_read_again(log:
 def test_restart_finds_the_file_under_each_rotation_naming(log: Path, rotated_name: str) -> None:
     """logrotate (numbered, ``dateext``) and logback (fixed window) names are all looked at: a
     file rotated while the daemon was down is finished from its offset under any of them."""
-    log.write_bytes(lines("a", 3))
-    first = make(log)
-    assert read(first) == lines("a", 3)
-    state = checkpoint(first)
-    first.close()
+    state = stopped_after_three_lines(log)
     append(log, lines("a", 2, 3))
     rotated = log.with_name(rotated_name.replace(".gz", ""))
     os.rename(log, rotated)
@@ -946,11 +940,7 @@ def test_restart_waits_for_a_slow_compressor_as_long_as_it_writes(log: Path) -> 
     """Restart while logback compresses the rolled file (from a name outside the rotated globs)
     more slowly than ``copy_wait``: the follower reads the ``.gz`` as it grows, waits as long as it
     grows, and finishes it before the new file: every line once, in order, nothing reported."""
-    log.write_bytes(lines("a", 3))
-    first = make(log)
-    assert read(first) == lines("a", 3)
-    state = checkpoint(first)
-    first.close()
+    state = stopped_after_three_lines(log)
     append(log, lines("a", 30_000, 3))
     rolled = log.with_name("system.log1733.tmp")
     os.rename(log, rolled)
