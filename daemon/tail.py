@@ -301,9 +301,10 @@ class Follower:
         or among the rotated names and read on from its offset; wait ``copy_wait`` for it."""
         entry = self._entry
         assert entry is not None
-        found = self._holder(entry)
+        rotated = self._probes()
+        found = self._holder(entry, rotated)
         if found is None:
-            if not self._waited([(p.name, p.size) for p in self._probes()]):
+            if not self._waited([(p.name, p.size) for p in rotated]):
                 return False
             self._entry = None
             self.splitter.reset()
@@ -324,10 +325,10 @@ class Follower:
         yield from self._drain()
         return True
 
-    def _holder(self, entry: Entry) -> Optional[Source]:
+    def _holder(self, entry: Entry, rotated: list[Probe]) -> Optional[Source]:
         """A file that holds ``entry``'s content to its offset, opened there: the path and the
-        rotated names, plain before gzip, the entry's own inode first."""
-        probes = [p for p in [probe(self.path), *self._probes()] if p is not None]
+        ``rotated`` files, plain before gzip, the entry's own inode first."""
+        probes = [p for p in [probe(self.path), *rotated] if p is not None]
         probes.sort(key=lambda p: (p.compressed, (p.dev, p.ino) != (entry.dev, entry.ino)))
         for p in probes:
             if p.head is None or not entry.matches(p.head):
