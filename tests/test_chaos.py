@@ -40,6 +40,7 @@ from typing import IO, Callable, Optional
 import pytest
 from chaos_writer import ChaosWriter
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 LOGROTATE = "/usr/sbin/logrotate"
 EXPORTER = str(Path(sys.executable).with_name("apigee-tls-exporter"))
@@ -150,40 +151,36 @@ class DaemonProcess:
             self.proc.wait()
         self.output.close()
 
-    def scrape(self) -> Optional[Series]:
-        """The failure series on /metrics (zero-valued ones left out); None when not serving."""
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            pytest.fail(f"the daemon exited with {self.proc.returncode}")
+    def _samples(self) -> Optional[list[Sample]]:
+        """The samples on /metrics now; None when not serving."""
         try:
             url = f"http://127.0.0.1:{self.port}/metrics"
             with urllib.request.urlopen(url, timeout=5) as response:
                 text = response.read().decode()
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def scrape(self) -> Optional[Series]:
+        """The failure series on /metrics (zero-valued ones left out); None when not serving."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"the daemon exited with {self.proc.returncode}")
+        samples = self._samples()
+        if samples is None:
+            return None
         series: Series = {}
         self.health = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == FAILURES and sample.value:
-                    series[tuple(sample.labels[k] for k in LABELS)] = sample.value
-                elif sample.name in HEALTH:
-                    self.health[sample.name] = sample.value
+        for sample in samples:
+            if sample.name == FAILURES and sample.value:
+                series[tuple(sample.labels[k] for k in LABELS)] = sample.value
+            elif sample.name in HEALTH:
+                self.health[sample.name] = sample.value
         return series
 
     def pending(self) -> float:
         """``apigee_tls_pairing_pending`` now (0 when not serving)."""
-        try:
-            url = f"http://127.0.0.1:{self.port}/metrics"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                text = response.read().decode()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == PENDING:
-                    return float(sample.value)
-        return 0.0
+        return next((s.value for s in self._samples() or [] if s.name == PENDING), 0.0)
 
     def wait_ready(self) -> None:
         poll_until("the daemon to serve /metrics", lambda: self.scrape() is not None, 30)
