@@ -81,6 +81,17 @@ def one_failure_waiting() -> tuple[FakeClock, Correlator]:
     return clock, correlator
 
 
+def assert_window_runs_from(start: float, clock: FakeClock, correlator: Correlator) -> None:
+    """The one failure waiting in ``correlator`` has its 2 s of wall time from the ``idle`` at
+    ``start``: still waiting just before they pass, closed unpaired when they have."""
+    clock.now = start
+    assert correlator.idle() == []
+    clock.now = start + 1.999
+    assert (correlator.idle(), correlator.pending) == ([], 1)
+    clock.now = start + 2.0
+    assert aliases(correlator.idle()) == [("10.20.3.4:443", "")]
+
+
 # --- pairing -------------------------------------------------------------------------------------
 
 
@@ -267,23 +278,16 @@ def test_wall_time_starts_when_everything_was_read_after_the_failure() -> None:
     """A failure read while the reader was behind: its wall time starts at the first ``idle``
     after it, not when it was read."""
     clock, correlator = one_failure_waiting()
-    clock.now = 5.0
-    assert correlator.idle() == []
-    clock.now = 6.999
-    assert (correlator.idle(), correlator.pending) == ([], 1)
-    clock.now = 7.0
-    assert aliases(correlator.idle()) == [("10.20.3.4:443", "")]
+    assert_window_runs_from(5.0, clock, correlator)
 
 
 def test_ssl_info_read_after_a_pause_of_the_reader_still_pairs() -> None:
     """Wall time passing with no ``idle`` (the reader did not get to read) closes nothing: the
     SSLInfo line read after it pairs."""
-    clock = FakeClock()
-    correlator = Correlator(1000, 2.0, clock=clock)
-    (n1, f), (n2, s) = events([failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k")])
-    correlator.feed(f, n1)
+    clock, correlator = one_failure_waiting()
     correlator.idle()
     clock.now = 2.5
+    n2, s = list(events([failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k")]))[1]
     expected = ([("10.20.3.4:443", "k")], 0)
     assert expected == (aliases(correlator.feed(s, n2)), correlator.orphans)
 
@@ -291,12 +295,10 @@ def test_ssl_info_read_after_a_pause_of_the_reader_still_pairs() -> None:
 def test_ssl_info_after_the_wall_time_window_is_an_orphan() -> None:
     """An SSLInfo line read after the wall-time window passed with everything read does not
     pair."""
-    clock = FakeClock()
-    correlator = Correlator(1000, 2.0, clock=clock)
-    (n1, f), (n2, s) = events([failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k")])
-    correlator.feed(f, n1)
+    clock, correlator = one_failure_waiting()
     correlator.idle()
     clock.now = 2.5
+    n2, s = list(events([failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k")]))[1]
     assert aliases(correlator.idle()) == [("10.20.3.4:443", "")]
     assert (correlator.feed(s, n2), correlator.orphans) == ([], 1)
 
@@ -382,12 +384,7 @@ def test_restored_window_restarts_its_wall_time() -> None:
     clock.now = 100.0
     after = Correlator(1000, 2.0, clock=clock)
     after.restore(before.snapshot())
-    clock.now = 150.0
-    assert after.idle() == []
-    clock.now = 151.5
-    assert (after.idle(), after.pending) == ([], 1)
-    clock.now = 152.0
-    assert aliases(after.idle()) == [("10.20.3.4:443", "")]
+    assert_window_runs_from(150.0, clock, after)
 
 
 # --- failures known only from an exception record -------------------------------------------------
