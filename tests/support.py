@@ -94,15 +94,21 @@ class Daemon:
             text=True,
             env=self.env,
         )
-        wait_for(self.scrape, what=f"{self.url} to answer")
+        # Ready, not merely serving: /metrics answers while the logs are being opened, and a line
+        # written before a log's end is taken as the start is not the daemon's to count.
+        wait_for(lambda: self.get("/-/ready"), what=f"{self.url} to say ready")
         return self
 
-    def scrape(self) -> str:
+    def get(self, path: str) -> str:
+        """The body of ``path``; an HTTP error status raises (an OSError)."""
         if self.proc is not None and self.proc.poll() is not None:
             out = self.proc.stdout.read() if self.proc.stdout else ""
             raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{out}")
-        with urllib.request.urlopen(self.url, timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
             return str(response.read().decode())
+
+    def scrape(self) -> str:
+        return self.get("/metrics")
 
     def value(self, name: str, **labels: str) -> Optional[float]:
         for sample, sample_labels, value in samples(self.scrape()):
