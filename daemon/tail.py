@@ -31,7 +31,8 @@ themselves in ``tests/test_rotation.py``):
   not reopened yet adds to it: the path's new file is taken only once it has data. Before it, every
   rotated file with unread content is read, oldest first (files the log passed through while
   nobody looked); a ``.gz`` whose start cannot be decoded yet (a compressor is writing it) is
-  waited for up to ``copy_wait``. The new file is then looked up (a file already known is read on
+  waited for, and one still being written is read as it grows and finished before any newer
+  file (the wait below). The new file is then looked up (a file already known is read on
   from its position) and read. Each new content counts one rotation: ``recreate`` when the path
   was missing and the old file has no name left, else ``rename``.
 - **Compressed twins.** A compressor writing ``.gz`` (or xz, bzip2: told by their first bytes)
@@ -344,11 +345,8 @@ class Follower:
 
     def _catch_up(self) -> Reading:
         """Before the path's new file: the rotated files with unread content, oldest first."""
-        src = self._src
-        if src is not None and src.compressed and not src.complete:
-            if not self._waited(src.size()):
-                return False  # a .gz being written: the rest of it comes before newer files
-            self._report_incomplete()
+        if self._compressor_writing():
+            return False
         todo, pending = self._unread()
         if pending:
             if not self._waited(pending):
@@ -379,7 +377,21 @@ class Follower:
                 log.info("reading a rotated file not read before", path=self.path, rotated=p.name)
                 self._take(new, "rename")
             yield from self._drain()
+            if self._compressor_writing():
+                return False
         return True
+
+    def _compressor_writing(self) -> bool:
+        """Whether the file held is compressed and still being written: its rest comes before
+        any newer file, so the follower waits for it as long as it grows. A wait in vain is
+        reported, and what it holds is all that is read of it."""
+        src = self._src
+        if src is None or not src.compressed or src.complete:
+            return False
+        if not self._waited(src.size()):
+            return True
+        self._report_incomplete()
+        return False
 
     def _unread(self) -> tuple[list[tuple[Probe, Optional[Entry]]], set[tuple[int, int, int]]]:
         """The rotated files with content not read yet, oldest first (by modification time: only

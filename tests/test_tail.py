@@ -960,3 +960,33 @@ def test_restart_waits_for_a_slow_compressor_as_long_as_it_writes(log: Path) -> 
     got += read(second) + read(second)
     assert got == lines("a", 30_000, 3) + lines("b", 2)
     assert second.stats.read_errors == {}
+
+
+def test_a_rotated_file_never_opened_is_finished_before_newer_ones_while_compressed(
+    log: Path,
+) -> None:
+    """The follower fell behind by a whole file (held still, or waiting on an older one): the path
+    rolled twice, and the middle file, never opened, is now a ``.gz`` its compressor is still
+    writing (logback, from a name outside the rotated globs). It is read as it grows and finished
+    before the new file: every line once, in order."""
+    log.write_bytes(lines("a", 3))
+    clock = FakeClock()
+    follower = make(log, clock=clock, copy_wait=2.0)
+    assert read(follower) == lines("a", 3)
+    os.rename(log, f"{log}.1")  # the first roll: kept plain
+    log.write_bytes(lines("b", 30_000))  # the middle file: never opened by the follower
+    rolled = log.with_name("system.log1733.tmp")
+    os.rename(log, rolled)  # the second roll, compressed from a temporary name
+    whole = gzip.compress(rolled.read_bytes(), compresslevel=1)
+    rolled.unlink()
+    log.write_bytes(lines("c", 2))
+    gz = log.with_name("system-2026-12-02.2.log.gz")
+    got = b""
+    for tenth in range(2, 10):  # 1.5 s of the clock between each tenth of the .gz
+        gz.write_bytes(whole[: len(whole) * tenth // 10])
+        got += read(follower)
+        clock.now += 1.5
+    gz.write_bytes(whole)
+    got += read(follower) + read(follower)
+    assert got == lines("b", 30_000) + lines("c", 2)
+    assert follower.stats.read_errors == {}
