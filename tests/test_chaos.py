@@ -297,7 +297,7 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
     kill_in = set(rng.sample(range(min(len(modes), rotations_expected)), 3))
     total_bytes = TOTAL_LINES * 170
     kill_at = sorted(rng.uniform(0.1, 0.9) * total_bytes for _ in range(2))
-    stall_at = sorted(rng.uniform(0.1, 0.9) * total_bytes for _ in range(STALLS))
+    stall_at = sorted(rng.uniform(0.1, 0.7) * total_bytes for _ in range(STALLS))
 
     writer = ChaosWriter(str(log), seed=seed, total_lines=TOTAL_LINES, rate=RATE)
     reopener = Reopener(writer, flag)
@@ -355,6 +355,8 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
                 index = len(rotations)
                 rotate(plan[index], index in kill_in)
                 next_rotation = rng.uniform(1.5, 2.5) * MB
+        for _ in stall_at:  # the writer was done first (the stalls before took their time)
+            daemon.stall(STALL)
         writer.stop()
         logback.wait()
         assert writer.error is None, writer.error
