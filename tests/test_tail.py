@@ -936,6 +936,19 @@ def test_a_log_path_that_is_a_link_finds_rotated_files_beside_its_target(tmp_pat
     assert read(second) + read(second) == lines("a", 2, 3) + lines("b", 1)
 
 
+def read_while_compressed(follower: Follower, clock: FakeClock, gz: Path, whole: bytes) -> bytes:
+    """A slow compressor writes ``gz`` (``whole`` when done) a tenth at a time, 1.5 s of the clock
+    apart: less than ``copy_wait`` between two writes, far more in all. The follower polls after
+    each write, and twice at the end: the bytes it handed out."""
+    got = b""
+    for tenth in range(1, 10):
+        gz.write_bytes(whole[: len(whole) * tenth // 10])
+        got += read(follower)
+        clock.now += 1.5
+    gz.write_bytes(whole)
+    return got + read(follower) + read(follower)
+
+
 def test_restart_waits_for_a_slow_compressor_as_long_as_it_writes(log: Path) -> None:
     """Restart while logback compresses the rolled file (from a name outside the rotated globs)
     more slowly than ``copy_wait``: the follower reads the ``.gz`` as it grows, waits as long as it
@@ -951,13 +964,7 @@ def test_restart_waits_for_a_slow_compressor_as_long_as_it_writes(log: Path) -> 
     clock = FakeClock()
     second = make(log, clock=clock, copy_wait=2.0)
     second.restore(state)
-    got = b""
-    for tenth in range(1, 10):  # 1.5 s of the clock between each tenth of the .gz
-        gz.write_bytes(whole[: len(whole) * tenth // 10])
-        got += read(second)
-        clock.now += 1.5
-    gz.write_bytes(whole)
-    got += read(second) + read(second)
+    got = read_while_compressed(second, clock, gz, whole)
     assert got == lines("a", 30_000, 3) + lines("b", 2)
     assert second.stats.read_errors == {}
 
@@ -981,12 +988,6 @@ def test_a_rotated_file_never_opened_is_finished_before_newer_ones_while_compres
     rolled.unlink()
     log.write_bytes(lines("c", 2))
     gz = log.with_name("system-2026-12-02.2.log.gz")
-    got = b""
-    for tenth in range(2, 10):  # 1.5 s of the clock between each tenth of the .gz
-        gz.write_bytes(whole[: len(whole) * tenth // 10])
-        got += read(follower)
-        clock.now += 1.5
-    gz.write_bytes(whole)
-    got += read(follower) + read(follower)
+    got = read_while_compressed(follower, clock, gz, whole)
     assert got == lines("b", 30_000) + lines("c", 2)
     assert follower.stats.read_errors == {}
