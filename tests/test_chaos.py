@@ -355,8 +355,12 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
                 index = len(rotations)
                 rotate(plan[index], index in kill_in)
                 next_rotation = rng.uniform(1.5, 2.5) * MB
-        for _ in stall_at:  # the writer was done first (the stalls before took their time)
+        # What the writing did not reach (the stalls, kills and rotations before took their
+        # time, more so on a loaded machine) is done after it: every run has them all.
+        for _ in stall_at:
             daemon.stall(STALL)
+        for mode in [m for m in modes if m not in rotations]:
+            rotate(mode, len(rotations) in kill_in)
         writer.stop()
         logback.wait()
         assert writer.error is None, writer.error
