@@ -82,10 +82,6 @@ class Daemon:
         self.env = {**os.environ, **(env or {})}
         self.proc: Optional[subprocess.Popen[str]] = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
-
     def start(self) -> Daemon:
         self.proc = subprocess.Popen(
             self.args,
@@ -96,7 +92,7 @@ class Daemon:
         )
         # Ready, not merely serving: /metrics answers while the logs are being opened, and a line
         # written before a log's end is taken as the start is not the daemon's to count.
-        wait_for(lambda: self.get("/-/ready"), what=f"{self.url} to say ready")
+        wait_for(lambda: self.get("/-/ready"), what=f"the daemon on port {self.port} to say ready")
         return self
 
     def get(self, path: str) -> str:
