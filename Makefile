@@ -99,7 +99,7 @@ WHEELHOUSE   := dist/wheelhouse
 PYZ          := dist/apigee-tls-exporter.pyz
 WHEEL_TARGET  = cp$(subst .,,$(WHEEL_PYTHON))-manylinux_$(subst .,_,$(WHEEL_GLIBC))_$(WHEEL_ARCH)
 WHEELHOUSE_BUILT = $(WHEELHOUSE)/.built-$(WHEEL_TARGET)
-PKG_SOURCES  := pyproject.toml $(wildcard daemon/*.py)
+PKG_SOURCES  := pyproject.toml $(wildcard daemon/*.py daemon/*/*.py)
 DEST         := $(if $(DESTDIR),$(abspath $(DESTDIR)))
 TARGET       := $(DEST)$(PREFIX)
 # pip takes platform tags literally: list every manylinux tag up to the target's glibc.

@@ -34,7 +34,7 @@ from types import FrameType
 from typing import Any, Optional
 
 import yaml
-from apigee_tls_exporter.demo import Bursts, DemoWriter, demo_alerts
+from apigee_tls_exporter.demo.generator import Bursts, DemoWriter, demo_alerts
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_YML = REPO / "config" / "prometheus" / "prometheus.yml"

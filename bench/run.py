@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import scrape  # bench/scrape.py
-from apigee_tls_exporter.demo import DemoWriter, LogGenerator, TruthKey, write_log
-from apigee_tls_exporter.parse import ALERT_NAMES, MARKERS, REASONS
+from apigee_tls_exporter.demo.generator import DemoWriter, LogGenerator, TruthKey, write_log
+from apigee_tls_exporter.records.parse import ALERT_NAMES, MARKERS, REASONS
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -504,7 +504,8 @@ def bench_every_core(
     one["truth"] = compare(truth, failure_series(one.pop("stdout")))
     results["scan_jobs1"] = one
     results["scan"]["speedup"] = one["best_s"] / results["scan"]["best_s"]
-    probe = "from apigee_tls_exporter import parse, pieces; "
+    probe = "from apigee_tls_exporter.records import parse; "
+    probe += "from apigee_tls_exporter.scan import pieces; "
     probe += "print(parse._FINDER.accelerated, pieces.inflaters()[0])"
     flags = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     search, inflater = flags.stdout.split()
@@ -568,7 +569,7 @@ def bench_every_core(
 
 _PROFILE = """
 import cProfile, io, pstats, sys, json
-from apigee_tls_exporter.scan import scan
+from apigee_tls_exporter.scan.plan import scan
 profile = cProfile.Profile()
 profile.enable()
 scan([sys.argv[1]], jobs=1)
@@ -1162,7 +1163,9 @@ def report(results: dict[str, Any], quick: bool) -> str:
             "",
             "## `scan` (issue 2)",
             "",
-            f"Input: a generated MP system.log (`daemon/demo.py`, `write_log`, seed 2026) of "
+            f"Input: a generated MP system.log (`daemon/demo/generator.py`, `write_log`, "
+            f"seed 2026) "
+            f"of "
             f"{inp['bytes']:,} bytes, {inp['lines']:,} lines, {inp['failures']:,} failure records "
             f"({100 * inp['failure_share']:.2f}% of lines) in {inp['series']} label sets. It is "
             "one "
@@ -1244,10 +1247,12 @@ def report(results: dict[str, Any], quick: bool) -> str:
         if not c:
             continue
         how = (
-            "a writer appends records from `daemon/demo.py`'s `LogGenerator` (1% failures) with "
+            "a writer appends records from `daemon/demo/generator.py`'s `LogGenerator` "
+            "(1% failures) with "
             "one write() per record, as logback does with immediateFlush,"
             if c["writes"].endswith("record")
-            else "`daemon/demo.py`'s `DemoWriter` appends whole records (1% failures) in one "
+            else "`daemon/demo/generator.py`'s `DemoWriter` appends whole records "
+            "(1% failures) in one "
             "write() every 50 ms"
         )
         text = (

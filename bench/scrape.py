@@ -41,11 +41,12 @@ def serve_forever(tls_dir: Optional[str]) -> None:
     import structlog
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    from apigee_tls_exporter.counts import FailureStore, PairingStats
-    from apigee_tls_exporter.events import Failure
-    from apigee_tls_exporter.metrics import ExporterCollector
-    from apigee_tls_exporter.serve import serve
-    from apigee_tls_exporter.webconfig import TLSServerConfig, WebConfig
+    from apigee_tls_exporter.records.events import Failure
+    from apigee_tls_exporter.records.stats import PairingStats
+    from apigee_tls_exporter.state.counts import FailureStore
+    from apigee_tls_exporter.state.metrics import ExporterCollector
+    from apigee_tls_exporter.web.serve import serve
+    from apigee_tls_exporter.web.webconfig import TLSServerConfig, WebConfig
     from prometheus_client import CollectorRegistry
 
     store = FailureStore(SERIES)

@@ -16,9 +16,9 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from . import __version__
-from .counts import FAILURE_LABELS
-from .pipeline import timezone_of
-from .scan import ScanResult, default_jobs, scan
+from .records.pipeline import timezone_of
+from .scan.plan import ScanResult, default_jobs, scan
+from .state.counts import FAILURE_LABELS
 
 if TYPE_CHECKING:
     from .config import Config
@@ -207,11 +207,11 @@ def _write_scan(
         json.dump(scan_json(result), out, indent=2, sort_keys=True)
         out.write("\n")
     elif fmt == "backfill":
-        from . import backfill
+        from .scan import backfill
 
         backfill.write(result, out, labels, until)
     else:
-        from .timeline import over_time
+        from .scan.timeline import over_time
 
         out.write(scan_table(result))
         lines = over_time(result, tz)
@@ -246,7 +246,7 @@ def parse_time(text: str, tz: Optional[tzinfo], now: float, option: str) -> floa
 
 def backfill_labels(pairs: list[str]) -> dict[str, str]:
     """``--label NAME=VALUE`` options -> labels; a bad one is a usage error."""
-    from .backfill import LABEL_NAME
+    from .scan.backfill import LABEL_NAME
 
     labels: dict[str, str] = {}
     for pair in pairs:
@@ -374,7 +374,7 @@ def _diagnose(arguments: list[str]) -> int:
 def _check_config(path: str) -> int:
     """The config, and the files it names that the daemon reads at start (web config, secrets)."""
     from .config import ConfigError, load_config
-    from .webconfig import WebConfigError, load_web_config
+    from .web.webconfig import WebConfigError, load_web_config
 
     problems: list[str] = []
     try:
@@ -439,10 +439,10 @@ def _no_created_series() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .app import JSON_OUTPUT, Service
     from .config import ConfigError
     from .log import configure_logging
-    from .webconfig import WebConfigError
+    from .run.app import JSON_OUTPUT, Service
+    from .web.webconfig import WebConfigError
 
     _no_created_series()
     try:
@@ -464,7 +464,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(arguments: list[str]) -> int:
     """A demo writer appends realistic MP records to a log; the daemon follows it (demo.py)."""
-    from . import demo
+    from .demo import generator as demo
 
     _no_created_series()
     parser = argparse.ArgumentParser(

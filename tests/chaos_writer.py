@@ -1,7 +1,8 @@
 """The chaos test's log writer: a generated MP log with known truth, appended in random cuts.
 
-``ChaosWriter`` appends the text of a :class:`~apigee_tls_exporter.demo.LogGenerator` at a steady
-rate of lines per second, in chunks cut at random byte positions, so the file usually ends in the
+``ChaosWriter`` appends the text of a :class:`~apigee_tls_exporter.demo.generator.LogGenerator` at a
+steady rate of lines per second, in chunks cut at random byte positions, so the file usually ends in
+the
 middle of a line (also at the moment of a rotation). It writes through one open descriptor with
 ``O_APPEND`` like logback: after a rename the test calls :meth:`reopen` (until then the writer
 keeps writing to the renamed file); after ``copytruncate`` the descriptor writes at the
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Optional
 
-from apigee_tls_exporter.demo import LogGenerator, TruthKey
+from apigee_tls_exporter.demo.generator import LogGenerator, TruthKey
 
 TICK = 0.02  # seconds between writes
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 import pytest
-from apigee_tls_exporter.serve import MetricsServer, serve
-from apigee_tls_exporter.webconfig import WebConfig
+from apigee_tls_exporter.web.serve import MetricsServer, serve
+from apigee_tls_exporter.web.webconfig import WebConfig
 from prometheus_client import CollectorRegistry
 from stack import Stack
 

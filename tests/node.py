@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from apigee_tls_exporter.app import Daemon
 from apigee_tls_exporter.config import Config, validate
-from apigee_tls_exporter.demo import TruthKey
+from apigee_tls_exporter.demo.generator import TruthKey
+from apigee_tls_exporter.run.app import Daemon
 from prometheus_client import CollectorRegistry
 
 Series = dict[tuple[str, ...], float]

@@ -9,7 +9,11 @@ from typing import Any, Optional
 
 import pytest
 import records
-from apigee_tls_exporter.alerts import (
+from apigee_tls_exporter.config import AlertsConfig, ConfigError, validate
+from apigee_tls_exporter.records.events import Failure
+from apigee_tls_exporter.records.stats import FileStats
+from apigee_tls_exporter.run.app import Daemon
+from apigee_tls_exporter.state.alerts import (
     CLIENT_CERTIFICATE_REJECTED,
     FORMAT_DRIFT,
     HANDSHAKE_FAILURES,
@@ -17,10 +21,6 @@ from apigee_tls_exporter.alerts import (
     AlertEngine,
     known_series,
 )
-from apigee_tls_exporter.app import Daemon
-from apigee_tls_exporter.config import AlertsConfig, ConfigError, validate
-from apigee_tls_exporter.counts import FileStats
-from apigee_tls_exporter.events import Failure
 from prometheus_client import CollectorRegistry
 
 T0 = 1_795_773_600.0  # 2026-11-27 10:00:00 UTC: log time of the first failure in these tests

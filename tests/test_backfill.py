@@ -1,6 +1,6 @@
-"""``scan --format backfill`` (``daemon/backfill.py``): OpenMetrics that the real ``promtool tsdb
-create-blocks-from openmetrics`` turns into blocks, and a real Prometheus started on them
-answers with the scan's counts."""
+"""``scan --format backfill`` (``daemon/scan/backfill.py``): OpenMetrics that the real
+``promtool tsdb create-blocks-from openmetrics`` turns into blocks, and a real Prometheus started
+on them answers with the scan's counts."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 from apigee_tls_exporter import __version__
-from apigee_tls_exporter.backfill import DENSE_MINUTES, sample_minutes, series_samples
 from apigee_tls_exporter.cli import main
+from apigee_tls_exporter.scan.backfill import DENSE_MINUTES, sample_minutes, series_samples
 from records import context, failed, ssl_info, text, traffic
 from stack import Server, binary, get_json, poll
 from support import free_port

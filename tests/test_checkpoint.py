@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 import pytest
 import structlog
-from apigee_tls_exporter import checkpoint
-from apigee_tls_exporter.app import Daemon
-from apigee_tls_exporter.demo import LogGenerator, TruthKey
+from apigee_tls_exporter.demo.generator import LogGenerator, TruthKey
+from apigee_tls_exporter.run.app import Daemon
+from apigee_tls_exporter.state import checkpoint
 from node import Node, as_series, write
 from prometheus_client import CollectorRegistry
 

@@ -13,12 +13,12 @@ from typing import Optional
 
 import pytest
 import records
-from apigee_tls_exporter.correlate import Correlator
-from apigee_tls_exporter.counts import FileStats
-from apigee_tls_exporter.events import Event, Failure, HandshakeFailure
-from apigee_tls_exporter.lines import LineSplitter
-from apigee_tls_exporter.parse import Parser, candidate_lines, needs_record, record_above
-from apigee_tls_exporter.pipeline import LogPipeline
+from apigee_tls_exporter.records.correlate import Correlator
+from apigee_tls_exporter.records.events import Event, Failure, HandshakeFailure
+from apigee_tls_exporter.records.lines import LineSplitter
+from apigee_tls_exporter.records.parse import Parser, candidate_lines, needs_record, record_above
+from apigee_tls_exporter.records.pipeline import LogPipeline
+from apigee_tls_exporter.records.stats import FileStats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from records import context

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from apigee_tls_exporter.demo import (
+from apigee_tls_exporter.demo.generator import (
     DEMO_INCIDENTS,
     Bursts,
     DemoWriter,

@@ -1,8 +1,9 @@
 """Every reference in the docs and the shipped configs resolves.
 
 The README, the runbook and the files under config/ name repository files (`config/...`,
-`daemon/tail.py`), link to other documents and to anchors (`[x](../README.md#what-it-recognises)`,
-`#bad_certificate`), and the alerts and the dashboard link into the runbook. Each must land on
+`daemon/follow/follower.py`), link to other documents and to anchors
+(`[x](../README.md#what-it-recognises)`, `#bad_certificate`), and the alerts and the dashboard link
+into the runbook. Each must land on
 something that exists: a file of this repository, or a heading as GitHub renders its anchor. The
 runbook has a plain heading for every reason of the exporter's vocabulary (``parse.REASONS`` and
 ``parse.ALERT_NAMES``), because every failure alert links to ``runbook.md#<reason>``.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apigee_tls_exporter import parse
+from apigee_tls_exporter.records import parse
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"

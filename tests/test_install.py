@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from apigee_tls_exporter.demo import LogGenerator
+from apigee_tls_exporter.demo.generator import LogGenerator
 from prometheus_client.parser import text_string_to_metric_families
 from support import wait_for
 from test_systemd_unit import TARGET_EXPOSURE, UNIT_NAME, exposure, make_root, verify

@@ -22,12 +22,12 @@ import jsse
 import pytest
 import records
 import trustme
-from apigee_tls_exporter.correlate import Correlator
-from apigee_tls_exporter.counts import FileStats
-from apigee_tls_exporter.events import Failure, HandshakeFailure
-from apigee_tls_exporter.lines import LineSplitter
-from apigee_tls_exporter.parse import Parser
-from apigee_tls_exporter.pipeline import LogPipeline
+from apigee_tls_exporter.records.correlate import Correlator
+from apigee_tls_exporter.records.events import Failure, HandshakeFailure
+from apigee_tls_exporter.records.lines import LineSplitter
+from apigee_tls_exporter.records.parse import Parser
+from apigee_tls_exporter.records.pipeline import LogPipeline
+from apigee_tls_exporter.records.stats import FileStats
 from cryptography import x509
 from jsse import JsseResult, JsseServer, OpenSSLServer, RawServer, run_client
 from support import wait_for

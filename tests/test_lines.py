@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from apigee_tls_exporter.counts import FileStats
-from apigee_tls_exporter.lines import LineSplitter, Segment
+from apigee_tls_exporter.records.lines import LineSplitter, Segment
+from apigee_tls_exporter.records.stats import FileStats
 
 
 def text(segments: list[Segment]) -> bytes:

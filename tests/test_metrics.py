@@ -17,11 +17,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import records
 from apigee_tls_exporter import __version__
-from apigee_tls_exporter.counts import FailureStore, FileStats, PairingStats
-from apigee_tls_exporter.demo import LogGenerator
-from apigee_tls_exporter.events import Failure
-from apigee_tls_exporter.metrics import ExporterCollector
-from apigee_tls_exporter.scan import ScanResult, scan
+from apigee_tls_exporter.demo.generator import LogGenerator
+from apigee_tls_exporter.records.events import Failure
+from apigee_tls_exporter.records.stats import FileStats, PairingStats
+from apigee_tls_exporter.scan.plan import ScanResult, scan
+from apigee_tls_exporter.state.counts import FailureStore
+from apigee_tls_exporter.state.metrics import ExporterCollector
 from prometheus_client import CollectorRegistry, generate_latest
 from records import CTX, MESSAGE_ID, STAMP
 

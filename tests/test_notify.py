@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apigee_tls_exporter.notify import Notifier
+from apigee_tls_exporter.run.notify import Notifier
 
 
 @pytest.fixture

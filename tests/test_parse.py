@@ -14,11 +14,10 @@ from typing import Optional
 
 import pytest
 import records
-from apigee_tls_exporter.correlate import Correlator
-from apigee_tls_exporter.counts import FileStats
-from apigee_tls_exporter.events import Context, Failure, HandshakeFailure, SSLInfo
-from apigee_tls_exporter.lines import LineSplitter
-from apigee_tls_exporter.parse import (
+from apigee_tls_exporter.records.correlate import Correlator
+from apigee_tls_exporter.records.events import Context, Failure, HandshakeFailure, SSLInfo
+from apigee_tls_exporter.records.lines import LineSplitter
+from apigee_tls_exporter.records.parse import (
     ALERT_NAMES,
     FIXED_REASONS,
     MAX_LABEL_CHARS,
@@ -30,7 +29,8 @@ from apigee_tls_exporter.parse import (
     normalise_address,
     target_of,
 )
-from apigee_tls_exporter.pipeline import LogPipeline
+from apigee_tls_exporter.records.pipeline import LogPipeline
+from apigee_tls_exporter.records.stats import FileStats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from records import CTX, MESSAGE_ID

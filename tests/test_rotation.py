@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
-from apigee_tls_exporter.tail import Follower
+from apigee_tls_exporter.follow.follower import Follower
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 PACE = threading.Event()  # never set: its wait() paces the rotator and the compressor

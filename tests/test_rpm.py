@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from apigee_tls_exporter.demo import LogGenerator
+from apigee_tls_exporter.demo.generator import LogGenerator
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import records
-from apigee_tls_exporter.demo import LogGenerator
+from apigee_tls_exporter.demo.generator import LogGenerator
 from support import EXPORTER, Daemon, free_port, samples, wait_for
 
 

@@ -1,6 +1,6 @@
-"""``scan`` on every core: pieces and their merge (``daemon/scan.py``, ``daemon/pieces.py``),
-the prefilter's two search implementations (``daemon/search.py``), ``--since``/``--until`` and
-the table's failures over time."""
+"""``scan`` on every core: pieces and their merge (``daemon/scan/plan.py``,
+``daemon/scan/pieces.py``), the prefilter's two search implementations
+(``daemon/records/search.py``), ``--since``/``--until`` and the table's failures over time."""
 
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import records
-from apigee_tls_exporter import cli, pieces
+from apigee_tls_exporter import cli
 from apigee_tls_exporter.cli import main
-from apigee_tls_exporter.parse import MARKERS
-from apigee_tls_exporter.scan import ScanResult, plan, scan
-from apigee_tls_exporter.search import PURE_ENV, LineFinder
+from apigee_tls_exporter.records.parse import MARKERS
+from apigee_tls_exporter.records.search import PURE_ENV, LineFinder
+from apigee_tls_exporter.scan import pieces
+from apigee_tls_exporter.scan.plan import ScanResult, plan, scan
 from prometheus_client import generate_latest
 from records import context, failed, on_exception, ssl_info, text, timeout, traffic
 from support import wait_for
@@ -526,7 +527,8 @@ def test_output_is_byte_identical_with_and_without_the_accelerators(tmp_path: Pa
     plain.write_text(text(lines))
     packed = tmp_path / "system.log.1.gz"
     packed.write_bytes(gzip.compress(text(lines[::-1]).encode()))
-    probe = "from apigee_tls_exporter import parse, pieces; print(parse._FINDER.accelerated, "
+    probe = "from apigee_tls_exporter.records import parse; "
+    probe += "from apigee_tls_exporter.scan import pieces; print(parse._FINDER.accelerated, "
     probe += "pieces.inflaters()[0])"
     flags = [
         subprocess.run(

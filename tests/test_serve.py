@@ -19,9 +19,9 @@ from typing import Any, Callable, Optional
 import pytest
 import structlog
 import structlog.testing
-from apigee_tls_exporter import serve as serve_module
 from apigee_tls_exporter.config import parse_listen
-from apigee_tls_exporter.serve import BootTimeProcessCollector, MetricsServer, serve
+from apigee_tls_exporter.web import serve as serve_module
+from apigee_tls_exporter.web.serve import BootTimeProcessCollector, MetricsServer, serve
 from http_load import start_load, timed_scrapes
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.registry import Collector

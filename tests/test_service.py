@@ -7,7 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from apigee_tls_exporter.demo import LogGenerator
+from apigee_tls_exporter.demo.generator import LogGenerator
 from support import EXPORTER, Daemon, wait_for
 
 

@@ -17,11 +17,11 @@ from typing import Callable, Optional
 import bcrypt
 import pytest
 import records
-from apigee_tls_exporter.app import Daemon
 from apigee_tls_exporter.config import validate
-from apigee_tls_exporter.events import Failure
-from apigee_tls_exporter.serve import MetricsServer
-from apigee_tls_exporter.status import (
+from apigee_tls_exporter.records.events import Failure
+from apigee_tls_exporter.run.app import Daemon
+from apigee_tls_exporter.web.serve import MetricsServer
+from apigee_tls_exporter.web.status import (
     AlertStatus,
     DiagnosisStatus,
     LogStatus,
@@ -30,7 +30,7 @@ from apigee_tls_exporter.status import (
     from_daemon,
     render,
 )
-from apigee_tls_exporter.webconfig import WebConfig
+from apigee_tls_exporter.web.webconfig import WebConfig
 from prometheus_client import CollectorRegistry
 
 Start = Callable[..., MetricsServer]

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import pytest
 import structlog
-from apigee_tls_exporter.tail import Follower
+from apigee_tls_exporter.follow.follower import Follower
 
 
 class FakeClock:
@@ -126,9 +126,9 @@ def log(tmp_path: Path) -> Path:
 
 def test_pipeline_counts_line_numbers_across_cut_reads(log: Path) -> None:
     """Lines are numbered once each, so the line count equals the newlines read, cuts or not."""
-    from apigee_tls_exporter.correlate import Correlator
-    from apigee_tls_exporter.parse import Parser
-    from apigee_tls_exporter.pipeline import LogPipeline
+    from apigee_tls_exporter.records.correlate import Correlator
+    from apigee_tls_exporter.records.parse import Parser
+    from apigee_tls_exporter.records.pipeline import LogPipeline
 
     log.write_bytes(b"")
     follower = make(log, max_line_bytes=4096)
@@ -144,12 +144,12 @@ def test_pipeline_counts_line_numbers_across_cut_reads(log: Path) -> None:
 def test_pipeline_gives_each_event_its_line_number_across_cut_reads(log: Path) -> None:
     """The line number the correlator gets for an event is the event's line in the file, however
     the reads cut the lines (a partial line joined across reads counts once)."""
-    from apigee_tls_exporter.correlate import Correlator
-    from apigee_tls_exporter.demo import LogGenerator
-    from apigee_tls_exporter.events import Event
-    from apigee_tls_exporter.events import Failure as Closed
-    from apigee_tls_exporter.parse import Parser
-    from apigee_tls_exporter.pipeline import LogPipeline
+    from apigee_tls_exporter.demo.generator import LogGenerator
+    from apigee_tls_exporter.records.correlate import Correlator
+    from apigee_tls_exporter.records.events import Event
+    from apigee_tls_exporter.records.events import Failure as Closed
+    from apigee_tls_exporter.records.parse import Parser
+    from apigee_tls_exporter.records.pipeline import LogPipeline
 
     seen: list[int] = []
 

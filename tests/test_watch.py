@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from apigee_tls_exporter import watch
+from apigee_tls_exporter.follow import watch
 from support import wait_for
 from watchdog.events import FileCreatedEvent, FileMovedEvent
 

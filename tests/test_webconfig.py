@@ -16,14 +16,9 @@ import bcrypt
 import pytest
 import trustme
 import yaml
-from apigee_tls_exporter import webconfig
-from apigee_tls_exporter.serve import MetricsServer
-from apigee_tls_exporter.webconfig import (
-    BasicAuth,
-    WebConfig,
-    WebConfigError,
-    load_web_config,
-)
+from apigee_tls_exporter.web import webconfig
+from apigee_tls_exporter.web.serve import MetricsServer
+from apigee_tls_exporter.web.webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from http_load import start_load, timed_scrapes

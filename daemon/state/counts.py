@@ -9,47 +9,13 @@ them into metric families at scrape time.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
-from .events import Failure
+from ..records.events import Failure
 
 FAILURE_LABELS = ("org", "env", "api", "rev", "target", "reason", "key_alias")
 LAST_LABELS = ("org", "env", "target", "reason", "key_alias")
 OVERFLOW = ("other",) * len(FAILURE_LABELS)
-
-
-@dataclass
-class FileStats:
-    """Health of one followed file. Counters only grow; size and offset are gauges."""
-
-    lines: int = 0
-    bytes_read: int = 0
-    size: int = 0
-    offset: int = 0
-    unrecognised: int = 0
-    truncated_lines: int = 0
-    rotations: dict[str, int] = field(default_factory=dict)
-    read_errors: dict[str, int] = field(default_factory=dict)
-    last_read: float = 0.0  # wall clock of the last read that returned data
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "lines": self.lines,
-            "bytes_read": self.bytes_read,
-            "unrecognised": self.unrecognised,
-            "truncated_lines": self.truncated_lines,
-            "rotations": dict(self.rotations),
-            "read_errors": dict(self.read_errors),
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.lines = int(state.get("lines", 0))
-        self.bytes_read = int(state.get("bytes_read", 0))
-        self.unrecognised = int(state.get("unrecognised", 0))
-        self.truncated_lines = int(state.get("truncated_lines", 0))
-        self.rotations = {str(k): int(v) for k, v in state.get("rotations", {}).items()}
-        self.read_errors = {str(k): int(v) for k, v in state.get("read_errors", {}).items()}
 
 
 class FailureStore:
@@ -116,10 +82,3 @@ class FailureStore:
             self.counts = {tuple(map(str, row[:-1])): float(row[-1]) for row in state["counts"]}
             self.last = {tuple(map(str, row[:-1])): float(row[-1]) for row in state["last"]}
             self.overflow = int(state.get("overflow", 0))
-
-
-@dataclass
-class PairingStats:
-    pending: int = 0
-    unpaired: int = 0
-    orphans: int = 0

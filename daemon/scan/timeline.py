@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import datetime, tzinfo
 from typing import Optional
 
-from .scan import ScanResult
+from .plan import ScanResult
 
 MINUTE_SPAN = 180  # minutes: up to three hours of failures are shown per minute, longer per hour
 MAX_ROWS = 200  # beyond that many buckets, only those with failures are shown

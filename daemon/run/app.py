@@ -18,23 +18,24 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import checkpoint
-from .alerts import AlertEngine, known_series
-from .config import Config, ConfigError, parse_listen
-from .correlate import Correlator
-from .counts import FailureStore, FileStats
-from .diagnosis import inventory
-from .diagnosis.inventory import DiagnosisWorker, KeystoreInventory
-from .log import configure_logging
-from .metrics import ExporterCollector
+from ..config import Config, ConfigError, parse_listen
+from ..diagnosis import inventory
+from ..diagnosis.inventory import DiagnosisWorker, KeystoreInventory
+from ..follow.follower import Follower
+from ..follow.watch import Watcher
+from ..log import configure_logging
+from ..records.correlate import Correlator
+from ..records.parse import Parser
+from ..records.pipeline import LogPipeline, Sink, pairing_stats, timezone_of
+from ..records.stats import FileStats
+from ..state import checkpoint
+from ..state.alerts import AlertEngine, known_series
+from ..state.counts import FailureStore
+from ..state.metrics import ExporterCollector
+from ..web.serve import OPENING, READY, RESTORING, BootTimeProcessCollector, serve
+from ..web.status import Recent, RecentFailures, Status, from_daemon
+from ..web.webconfig import WebConfigError, load_web_config
 from .notify import Notifier
-from .parse import Parser
-from .pipeline import LogPipeline, Sink, pairing_stats, timezone_of
-from .serve import OPENING, READY, RESTORING, BootTimeProcessCollector, serve
-from .status import Recent, RecentFailures, Status, from_daemon
-from .tail import Follower
-from .watch import Watcher
-from .webconfig import WebConfigError, load_web_config
 
 log = structlog.get_logger()
 

@@ -78,9 +78,9 @@ from typing import Any, Callable, Optional, Union
 
 import structlog
 
-from .counts import FileStats
+from ..records.lines import LineSplitter, Segment
+from ..records.stats import FileStats
 from .ledger import Entry, Ledger
-from .lines import LineSplitter, Segment
 from .logfile import (
     DECODE_ERRORS,
     HEAD_BYTES,

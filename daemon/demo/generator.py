@@ -945,10 +945,10 @@ def command(args: argparse.Namespace) -> int:
     Raises ValueError for bad options or an address it cannot listen on."""
     import tempfile
 
-    from .app import Service
-    from .config import ConfigError, parse_listen, validate
-    from .log import configure_logging
-    from .notify import Notifier
+    from ..config import ConfigError, parse_listen, validate
+    from ..log import configure_logging
+    from ..run.app import Service
+    from ..run.notify import Notifier
 
     if args.rate <= 0 or args.burst <= 0 or args.pause < 0:
         raise ValueError("--rate and --burst must be positive, --pause not negative")

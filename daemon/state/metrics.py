@@ -1,6 +1,6 @@
 """Failures and health -> Prometheus metrics, on an injected registry.
 
-The values live in plain dicts and ints owned by the stages (``daemon/counts.py``);
+The values live in plain dicts and ints owned by the stages (``daemon/state/counts.py``);
 ``ExporterCollector`` turns them into metric families at scrape time.
 """
 
@@ -12,8 +12,9 @@ from typing import Callable, Optional
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .counts import FAILURE_LABELS, LAST_LABELS, FailureStore, FileStats, PairingStats
+from .. import __version__
+from ..records.stats import FileStats, PairingStats
+from .counts import FAILURE_LABELS, LAST_LABELS, FailureStore
 
 
 class ExporterCollector(Collector):

@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Optional, TextIO
 
-from . import __version__
-from .counts import FAILURE_LABELS
+from .. import __version__
+from ..state.counts import FAILURE_LABELS
 from .pieces import Labels
-from .scan import ScanResult
+from .plan import ScanResult
 
 DENSE_MINUTES = 60
 NAME = "apigee_tls_handshake_failures"

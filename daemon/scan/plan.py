@@ -7,7 +7,7 @@ config models or the TLS libraries.
 start of a record (a timestamped line, not inside its stack trace); a gzip file is one piece,
 unless there are fewer pieces than cores: then each piece of it inflates the file from its start
 and reads its own range, cut at a record too (``Piece.inflated_size``); standard input is one
-piece. Each piece is read by the same code (``daemon/pieces.py``), in this process (``jobs=1``)
+piece. Each piece is read by the same code (``daemon/scan/pieces.py``), in this process (``jobs=1``)
 or in a pool of worker processes, and gives a ``Partial``; the partials are merged in input
 order. The result is the serial scan's, series by series:
 
@@ -36,7 +36,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
-from .counts import OVERFLOW, FailureStore, FileStats, PairingStats
+from ..records.stats import FileStats, PairingStats
+from ..state.counts import OVERFLOW, FailureStore
 from .pieces import (
     LOOKBACK_WINDOWS,
     Labels,
@@ -82,7 +83,7 @@ class ScanResult:
         pool starts reading sooner)."""
         from prometheus_client import CollectorRegistry
 
-        from .metrics import ExporterCollector
+        from ..state.metrics import ExporterCollector
 
         registry = CollectorRegistry(auto_describe=True)
         registry.register(

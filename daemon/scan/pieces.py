@@ -3,8 +3,8 @@ stream of a gzip file, or standard input) through the pipeline, with its look-ba
 counted. And the few helpers that find record lines in a seekable file, and ``Rewindable``, which
 makes an inflating reader seekable like one.
 
-Run in ``scan``'s own process or in a worker of its pool (``daemon/scan.py`` cuts the pieces and
-merges what they counted).
+Run in ``scan``'s own process or in a worker of its pool (``daemon/scan/plan.py`` cuts the pieces
+and merges what they counted).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, BinaryIO, Callable, Optional, cast
 
-from .correlate import Correlator
-from .counts import FileStats
-from .events import Failure
-from .lines import Buffer, LineSplitter
-from .parse import RECORD_LINES, Parser
-from .pipeline import LogPipeline
-from .search import pure_python
+from ..records.correlate import Correlator
+from ..records.events import Failure
+from ..records.lines import Buffer, LineSplitter
+from ..records.parse import RECORD_LINES, Parser
+from ..records.pipeline import LogPipeline
+from ..records.search import pure_python
+from ..records.stats import FileStats
 
 Labels = tuple[str, ...]
 READ_BYTES = 1 << 20

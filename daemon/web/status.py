@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Optional, TypeVar
 
-from . import __version__
-from .events import Failure
+from .. import __version__
+from ..records.events import Failure
 
 if TYPE_CHECKING:  # app imports serve, which imports this module
-    from .app import Daemon
+    from ..run.app import Daemon
 
 __all__ = [
     "AlertStatus",

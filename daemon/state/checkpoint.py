@@ -27,8 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from .ledger import MAX_ENTRIES
-from .logfile import HEAD_BYTES, TAIL_BYTES, kind_of
+from ..follow.ledger import MAX_ENTRIES
+from ..follow.logfile import HEAD_BYTES, TAIL_BYTES, kind_of
 
 VERSION = 2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from .counts import FileStats
+from .stats import FileStats
 
 Buffer = Union[bytes, bytearray]
 Segment = tuple[Buffer, int, int]  # buf[start:end] holds whole lines, each ending in a newline

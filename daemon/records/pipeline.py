@@ -7,7 +7,6 @@ from datetime import tzinfo
 from typing import Callable, Optional
 
 from .correlate import Correlator
-from .counts import FileStats, PairingStats
 from .events import Failure
 from .lines import Buffer, LineSplitter
 from .parse import (
@@ -19,6 +18,7 @@ from .parse import (
     record_above,
     unreadable_target,
 )
+from .stats import FileStats, PairingStats
 
 Sink = Callable[[Failure], object]
 

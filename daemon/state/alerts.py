@@ -51,9 +51,9 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .config import AlertsConfig, ClientCertificateRule, HandshakeFailuresRule
-from .counts import FileStats
-from .events import Failure
+from ..config import AlertsConfig, ClientCertificateRule, HandshakeFailuresRule
+from ..records.events import Failure
+from ..records.stats import FileStats
 
 __all__ = [
     "ALERT_LABELS",

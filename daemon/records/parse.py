@@ -378,7 +378,8 @@ def record_above(
 
 
 # The prefilter: which lines mention a marker. How they are found (a compiled multi-literal search
-# when the `fast` extra is installed, `find` passes otherwise) is daemon/search.py's business.
+# when the `fast` extra is installed, `find` passes otherwise) is daemon/records/search.py's
+# business.
 _FINDER = LineFinder(MARKERS)
 
 

@@ -40,7 +40,7 @@ from typing import Any, Callable, Literal, Optional, Union
 import bcrypt
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from .config import ConfigError, read_yaml
+from ..config import ConfigError, read_yaml
 
 __all__ = [
     "BasicAuth",
