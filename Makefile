@@ -65,7 +65,7 @@ bench: venv
 SEEDS ?= 10
 .PHONY: soak
 soak: venv
-	CHAOS_RUNS=$(SEEDS) $(BIN)/pytest -q -s tests/test_chaos.py tests/test_rotation.py
+	CHAOS_RUNS=$(SEEDS) $(BIN)/pytest -q -s tests/system/test_chaos.py tests/system/test_rotation.py
 
 clean:
 	rm -rf $(VENV) $(VENV39) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -9,8 +9,8 @@ from typing import Any, Callable, Optional
 import pytest
 from apigee_tls_exporter.web.serve import MetricsServer, serve
 from apigee_tls_exporter.web.webconfig import WebConfig
+from helpers.stack import Stack
 from prometheus_client import CollectorRegistry
-from stack import Stack
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +94,9 @@ def _fresh_logging() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def jsse_harness() -> Any:
-    """The JSSE harness (tests/jsse.py) with its Java classes compiled once for the session; the
-    test is skipped without a JDK, except with ``CI=true``, where that is a failure."""
-    import jsse
+    """The JSSE harness (tests/helpers/jsse.py) with its Java classes compiled once for the
+    session; the test is skipped without a JDK, except with ``CI=true``, where that is a failure."""
+    from helpers import jsse
 
     jsse.require_java()
     jsse.classes()

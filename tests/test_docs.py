@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 from apigee_tls_exporter.records import parse
+from helpers.markdown import github_slug, heading_anchors, prose
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 RUNBOOK = REPO / "docs" / "runbook.md"
 CONFIG = REPO / "config"
@@ -30,32 +31,6 @@ DOCS = (README, RUNBOOK)
 CONFIG_FILES = sorted(p for p in CONFIG.rglob("*") if p.is_file())
 # Top-level directories of the repository: a path starting with one is a repository reference.
 REPO_DIRS = ("bench", "config", "daemon", "docs", "packaging", "systemd", "tests", ".ci")
-
-
-def prose(markdown: str) -> str:
-    """The text outside fenced code blocks (a `# comment` in a shell block is not a heading)."""
-    return re.sub(r"(?ms)^ *```.*?^ *```[^\n]*$", "", markdown)
-
-
-def github_slug(heading: str) -> str:
-    """The anchor GitHub renders for a heading: lower case, inline code and link syntax dropped,
-    punctuation other than `-` and `_` removed, spaces turned into `-`."""
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip())
-    text = re.sub(r"[^\w\- ]", "", text.replace("`", "").lower())
-    return text.replace(" ", "-")
-
-
-def heading_anchors(markdown: str) -> set[str]:
-    """The anchors of a Markdown document's headings (a repeated one gets `-1`, `-2`, ...)."""
-    anchors: set[str] = set()
-    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", prose(markdown), re.MULTILINE):
-        slug = base = github_slug(heading)
-        n = 0
-        while slug in anchors:
-            n += 1
-            slug = f"{base}-{n}"
-        anchors.add(slug)
-    return anchors
 
 
 def anchors_of(path: Path) -> set[str]:

@@ -18,8 +18,8 @@ move past all of them at once); the caller checkpoints its counters with it only
 change of file is recorded before the new file's first segment is handed out, so a caller may
 stop consuming ``poll()`` at any settled segment.
 
-The cases, each with its own scenario test in ``tests/test_tail.py`` (the rotation tools
-themselves in ``tests/test_rotation.py``):
+The cases, each with its own scenario test in ``tests/unit/follow/test_tail.py`` (the rotation tools
+themselves in ``tests/system/test_rotation.py``):
 
 - **Append.** Read from the offset to the end; lines are split on ``\\n``.
 - **Partial line.** A last line without its newline is held (and saved in the checkpoint) until the
