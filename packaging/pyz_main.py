@@ -25,7 +25,7 @@ def _native_path(archive: str) -> str:
         if build != wanted:
             sys.exit(
                 f"{PROG}: this .pyz was built for {build} and cannot run on {wanted};"
-                " install from the wheelhouse instead (see the README)"
+                " install from the wheelhouse instead (see docs/operations.md)"
             )
         members = [name for name in zf.namelist() if name.startswith("_native/")]
         digest = hashlib.sha256()

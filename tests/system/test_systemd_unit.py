@@ -56,7 +56,8 @@ def test_security_exposure_at_most_target(tmp_path: Path) -> None:
 
 
 def test_documented_ip_allow_list_drop_in_lowers_exposure(tmp_path: Path) -> None:
-    """The README's IP allow-list drop-in is valid and brings exposure to 1.0 or lower."""
+    """The IP allow-list drop-in of docs/securing-metrics.md is valid and brings exposure to 1.0
+    or lower."""
     root = make_root(tmp_path, UNIT.read_text())
     drop_in = root / "etc/systemd/system" / f"{UNIT_NAME}.d" / "ip-allow-list.conf"
     drop_in.parent.mkdir()
