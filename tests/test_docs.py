@@ -256,6 +256,21 @@ def test_dashboard_and_rules_parse() -> None:
             yaml.safe_load(path.read_text())
 
 
+def test_the_readme_example_is_what_scan_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's two example log lines, scanned, give the metric line it shows under them."""
+    from apigee_tls_exporter import cli
+
+    blocks = re.findall(r"(?ms)^```\n(.*?)^```", README.read_text(encoding="utf-8"))
+    lines, shown = blocks[0], blocks[1].strip()
+    log = tmp_path / "system.log"
+    log.write_text(lines, encoding="utf-8")
+    assert cli.main(["scan", "--timezone", "UTC", str(log)]) == 0
+    assert shown.startswith("apigee_tls_handshake_failures_total{")
+    assert shown in capsys.readouterr().out.splitlines()
+
+
 def test_metric_help_texts_say_of_what(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The HELP text of every per-file metric (label path) names the followed log file, so that
     "Read position." alone never appears on /metrics."""
