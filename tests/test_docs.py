@@ -310,6 +310,21 @@ def test_every_module_belongs_to_a_stage() -> None:
     assert sorted(places - {*stage_graph.STAGES, *stage_graph.LEAVES}) == []
 
 
+def test_the_stage_map_names_every_module() -> None:
+    """The stage table of docs/architecture.md names every module of each stage package in
+    that stage's row, so that a newcomer finds from the page where a change belongs."""
+    rows = re.findall(r"(?m)^\| `(\w+)/` \|(.*)$", stage_graph.PAGE.read_text(encoding="utf-8"))
+    named = {stage: set(re.findall(r"`(\w+)`", cells)) for stage, cells in rows}
+    unnamed = [
+        module
+        for module in stage_graph.modules()
+        if "." in module and module.split(".", 1)[1] not in named.get(module.split(".")[0], ())
+    ]
+    packages = {m for m in stage_graph.modules() if (stage_graph.SOURCE / m).is_dir()}
+    assert sorted(named) == sorted(packages)
+    assert unnamed == []
+
+
 def test_no_import_runs_back_up_the_stage_order() -> None:
     """No module imports a package later in the stage order (records < follow < state <
     diagnosis < web < scan < run < demo < cli), and the root leaves import no stage."""
