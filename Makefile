@@ -181,12 +181,13 @@ install: wheelhouse build/config.yml
 	test -e $(DEST)$(CONFDIR)/config.yml || \
 		install -m 0644 build/config.yml $(DEST)$(CONFDIR)/config.yml
 	if [ -f README.md ]; then install -m 0644 README.md $(TARGET)/README.md; fi
+	install -d -m 0755 $(TARGET)/docs && install -m 0644 docs/*.md $(TARGET)/docs/
 	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
 		systemd-sysusers $(SYSUSERSDIR)/apigee-tls-exporter.conf; fi
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # The reference config, but listening on loopback only: opening /metrics to the network is the
-# operator's choice (README, "Securing /metrics, and the default listen address").
+# operator's choice (docs/securing-metrics.md, "Securing /metrics, and the default listen address").
 build/config.yml: config/apigee-tls-exporter.yml
 	mkdir -p build
 	sed 's|^listen: ":9847"$$|listen: "127.0.0.1:9847"  # installed default: loopback only|' \
@@ -214,6 +215,7 @@ rpm: build/config.yml | $(STAMP)
 		WHEEL_PYTHON=$(RPM_PYTHON_VERSION) WHEEL_ARCH=x86_64 WHEEL_GLIBC=2.28
 	rm -rf $(RPM_TOPDIR) && mkdir -p $(RPM_TOPDIR)/SOURCES/wheelhouse $(dir $(RPM))
 	cp $(RPM_WHEELHOUSE)/*.whl $(RPM_TOPDIR)/SOURCES/wheelhouse/
+	mkdir -p $(RPM_TOPDIR)/SOURCES/docs && cp docs/*.md $(RPM_TOPDIR)/SOURCES/docs/
 	cp systemd/apigee-tls-exporter.service systemd/apigee-tls-exporter.sysusers.conf \
 		build/config.yml README.md $(RPM_TOPDIR)/SOURCES/
 	rpmbuild --quiet -bb --target x86_64 \

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Optional
 
 import pytest
 from apigee_tls_exporter.demo.generator import LogGenerator
+from helpers.markdown import prose
 from helpers.support import wait_for
 from helpers.systemd_unit import TARGET_EXPOSURE, UNIT_NAME, exposure, make_root, verify
 from prometheus_client.parser import text_string_to_metric_families
@@ -145,6 +147,20 @@ def test_installed_files(destdir: Path) -> None:
     )
     assert reference != installed_default
     assert (destdir / CONFIG).read_text() == installed_default
+
+
+def test_installed_readme_links_land_in_the_installed_docs(destdir: Path) -> None:
+    """The README installed on the node, and the pages of docs/ installed beside it, link only
+    to files installed there: an operator reading them on the node finds every page."""
+    root = destdir / PREFIX
+    docs = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    assert len(docs) == 1 + len(list((REPO / "docs").glob("*.md")))
+    dead = []
+    for doc in docs:
+        for link in re.findall(r"\]\(([^)\s#]+)(?:#[^)\s]*)?\)", prose(doc.read_text())):
+            if not re.match(r"[a-z]+:", link) and not (doc.parent / link).exists():
+                dead.append(f"{doc.relative_to(root)}: {link}")
+    assert dead == []
 
 
 def test_installed_config_passes_check_config(destdir: Path) -> None:

@@ -116,8 +116,8 @@ def test_rpm_is_for_x86_64_and_requires_only_the_target_python(built: Built) -> 
 
 def test_rpm_holds_the_wheelhouse_the_unit_the_sysusers_file_and_the_config(built: Built) -> None:
     """`rpm -qlp`: the wheelhouse (one wheel per dependency, binary ones for the target Python
-    and x86_64 only), README, the unit, the sysusers file and the config, nothing else; the
-    config is %config(noreplace)."""
+    and x86_64 only), README and the pages of docs/ it links to, the unit, the sysusers file and
+    the config, nothing else; the config is %config(noreplace)."""
     wheels = sorted(p.name for p in built.wheelhouse.glob("*.whl"))
     assert any(w.startswith("apigee_tls_exporter-") for w in wheels)
     tag = "cp" + python_version(TARGET_PYTHON).replace(".", "")
@@ -132,6 +132,8 @@ def test_rpm_holds_the_wheelhouse_the_unit_the_sysusers_file_and_the_config(buil
         CONFIG,
         PREFIX,
         f"{PREFIX}/README.md",
+        f"{PREFIX}/docs",
+        *(f"{PREFIX}/docs/{p.name}" for p in (REPO / "docs").glob("*.md")),
         f"{PREFIX}/wheelhouse",
         *(f"{PREFIX}/wheelhouse/{w}" for w in wheels),
         UNIT,
@@ -255,7 +257,8 @@ def test_payload_installs_and_runs_scan_from_a_scratch_root(built: Built, tmp_pa
     assert "apigee_tls_handshake_failures_total{" in first
     assert first == source
     assert second == source
-    assert sorted(after_erase.split()) == ["README.md", "wheelhouse"]  # the package's own files
+    # the package's own files
+    assert sorted(after_erase.split()) == ["README.md", "docs", "wheelhouse"]
 
 
 def test_default_rpm_targets_the_rhel_system_python(tmp_path: Path) -> None:
