@@ -83,6 +83,19 @@ def test_markdown_links_resolve(doc: Path) -> None:
     assert problems == []
 
 
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_table_ends_at_a_blank_line(doc: Path) -> None:
+    """A line right after a table row that is no row itself would be rendered as one more row
+    (GitHub ends a table only at a blank line): each table of the docs ends at a blank line."""
+    lines = prose(doc.read_text(encoding="utf-8")).split("\n")
+    glued = [
+        following
+        for row, following in zip(lines, lines[1:])
+        if row.startswith("|") and following.strip() and not following.startswith("|")
+    ]
+    assert glued == []
+
+
 def test_every_page_is_reachable_from_the_readme() -> None:
     """Following links from the README reaches every page of docs/, and every page links back
     to something (no dead end a reader cannot leave but by the browser's back button)."""
