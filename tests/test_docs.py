@@ -16,6 +16,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -314,6 +316,10 @@ def test_the_architecture_page_shows_the_current_import_graph() -> None:
     page = stage_graph.PAGE.read_text(encoding="utf-8")
     expected = stage_graph.block(stage_graph.imports())
     assert stage_graph.shown_on_page(page) == expected
+    printed = subprocess.run(
+        [sys.executable, stage_graph.__file__], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"```text\n{printed}```" in expected
 
 
 def test_every_module_belongs_to_a_stage() -> None:
