@@ -14,12 +14,11 @@ it (no certificate, CA names, dates, key usage, chain); the HTTP answer; finally
 
 from __future__ import annotations
 
-import datetime
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .identity import CertSummary, ClientIdentity, dn_key, is_ip_literal
+from .identity import CertSummary, ClientIdentity, dn_key, is_ip_literal, iso
 from .probe import Handshake, HttpAnswer, ProbeResult, TlsSettings, parse_target, probe
 
 Clock = Callable[[], float]
@@ -110,13 +109,6 @@ CHAIN_ALERTS = frozenset(
 CERTIFICATE_TITLES = ("no required ssl certificate was sent", "the ssl certificate error")
 CERTIFICATE_STATUSES = (495, 496)  # nginx's own codes, when the config maps them to a page
 REJECTING_STATUSES = (400, 401, 403, 421, 495, 496)
-
-
-def _iso(epoch: Optional[float]) -> Optional[str]:
-    if epoch is None:
-        return None
-    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def would_send(chain: tuple[CertSummary, ...], ca_names: tuple[str, ...]) -> bool:
@@ -210,7 +202,7 @@ def _client_problems(
         cause = f"client_certificate_{state}"
         if cause not in problems:
             problems.append(cause)
-        when = _iso(cert.not_after if state == "expired" else cert.not_before)
+        when = iso(cert.not_after if state == "expired" else cert.not_before)
         verb = "expired on" if state == "expired" else "is valid only from"
         details.append(f"{what} {verb} {when}")
     leaf = identity.leaf
@@ -232,10 +224,10 @@ def _server_problems(
     state = leaf.expiry_problem(now)
     if state == "expired":
         problems.append("server_certificate_expired")
-        details.append(f"the backend's certificate expired on {_iso(leaf.not_after)}")
+        details.append(f"the backend's certificate expired on {iso(leaf.not_after)}")
     elif state == "not_yet_valid":
         problems.append("server_certificate_expired")
-        details.append(f"the backend's certificate is valid only from {_iso(leaf.not_before)}")
+        details.append(f"the backend's certificate is valid only from {iso(leaf.not_before)}")
     names = tuple(n for n in (result.servername, result.host) if n)
     names = tuple(dict.fromkeys(names))
     if not any(leaf.matches_host(n) for n in names):
@@ -660,10 +652,6 @@ class Diagnosis:
         return self.identity.source if self.identity else None
 
     @property
-    def identity_description(self) -> Optional[str]:
-        return self.identity.description if self.identity else None
-
-    @property
     def server_verify_error(self) -> Optional[str]:
         anon = self.result.without_certificate
         return anon.server_verify_error if anon else None
@@ -705,7 +693,7 @@ class Diagnosis:
             "ciphers": list(r.settings.ciphers),
             "cause": self.cause,
             "advice": self.advice,
-            "checked_at": _iso(self.checked_at),
+            "checked_at": iso(self.checked_at),
             "received": self.received,
             "received_meaning": RECEIVED.get(self.received or ""),
             "tls_version": self.tls_version,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import textwrap
 
-from .decide import RECEIVED, Diagnosis, _iso, describe_answer
-from .identity import CertSummary
+from .decide import RECEIVED, Diagnosis, describe_answer
+from .identity import CertSummary, iso
 
 
 def _dates(cert: CertSummary) -> str:
-    return f"{_iso(cert.not_before) or '?'} .. {_iso(cert.not_after) or '?'}"
+    return f"{iso(cert.not_before) or '?'} .. {iso(cert.not_after) or '?'}"
 
 
 def _wrap(head: str, text: str) -> str:
