@@ -19,13 +19,24 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .identity import CertSummary, ClientIdentity, dn_key, is_ip_literal, iso
-from .probe import Handshake, HttpAnswer, ProbeResult, TlsSettings, parse_target, probe
+from .probe import (
+    Handshake,
+    HttpAnswer,
+    ProbeResult,
+    TlsSettings,
+    parse_target,
+    probe,
+    signature_scheme,
+)
 
 Clock = Callable[[], float]
 
 CAUSES = (
     "missing_client_certificate",
     "ca_mismatch",
+    "key_type_not_requested",
+    "post_handshake_auth",
+    "rejected_without_reason",
     "issuer_not_trusted_by_backend",
     "client_certificate_expired",
     "client_certificate_not_yet_valid",
@@ -111,15 +122,68 @@ CERTIFICATE_STATUSES = (495, 496)  # nginx's own codes, when the config maps the
 REJECTING_STATUSES = (400, 401, 403, 421, 495, 496)
 
 
-def would_send(chain: tuple[CertSummary, ...], ca_names: tuple[str, ...]) -> bool:
+def would_send(
+    chain: tuple[CertSummary, ...],
+    ca_names: tuple[str, ...],
+    key_types: Optional[frozenset[str]] = None,
+) -> bool:
     """Would Java's key manager send this chain for this CertificateRequest?
 
-    With no CA names, any certificate goes. Otherwise Java (SunX509, the default key manager)
-    picks the alias only when the issuer of a certificate in its chain (the leaf's issuer, as the
-    playbook checks, or an intermediate's) is among the names; else it sends an empty
-    Certificate message.
+    Java (SunX509, the default key manager) is asked for an alias once per key type the backend
+    accepts (``key_types``, see ``requested_key_types``; None: not known, any) and picks one only
+    when the leaf's key is of that type and, when CA names were sent, the issuer of a certificate
+    in its chain (the leaf's issuer, as the playbook checks, or an intermediate's) is among
+    them; else it sends an empty Certificate message.
     """
+    if chain and key_types is not None and chain[0].key_type not in key_types:
+        return False
     return match_depth(chain, ca_names) is not None
+
+
+# The key algorithm (Java's name) of each signature scheme, and whether TLS 1.3 allows it for
+# a CertificateVerify (SignatureScheme.java: rsa_pkcs1_*, dsa_* and the SHA-1/SHA-224 ECDSA
+# schemes are TLS 1.2 only).
+_SCHEME_KEYS = (
+    ("rsa_pss_rsae_", "RSA", True),
+    ("rsa_pss_pss_", "RSASSA-PSS", True),
+    ("rsa_", "RSA", False),
+    ("ecdsa_secp", "EC", True),
+    ("ecdsa_", "EC", False),
+    ("ed25519", "EdDSA", True),
+    ("ed448", "EdDSA", True),
+    ("dsa_", "DSA", False),
+)
+_CERTIFICATE_TYPE_KEYS = {1: "RSA", 2: "DSA", 64: "EC"}
+
+
+def requested_key_types(hs: Handshake) -> Optional[frozenset[str]]:
+    """The client key types Java's key manager is asked for, from the CertificateRequest.
+
+    TLS 1.2 (CertificateRequest.T12CertificateRequestConsumer.choosePossession): the key
+    algorithms of the backend's signature algorithms that are also among its certificate types
+    (rsa_sign also allows RSASSA-PSS). TLS 1.3 (CertificateMessage.T13CertificateProducer): the
+    key algorithms of its ``signature_algorithms`` usable in TLS 1.3. None when the probe did not
+    see the request's signature algorithms.
+    """
+    if not hs.signature_algorithms:
+        return None
+    tls13 = hs.tls_version == "TLSv1.3"
+    keys = set()
+    for code in hs.signature_algorithms:
+        name = signature_scheme(code)
+        for prefix, key, in13 in _SCHEME_KEYS:
+            if name.startswith(prefix):
+                if in13 or not tls13:
+                    keys.add(key)
+                break
+    if not tls13:
+        allowed = {
+            _CERTIFICATE_TYPE_KEYS[t] for t in hs.certificate_types if t in _CERTIFICATE_TYPE_KEYS
+        }
+        if "RSA" in allowed:
+            allowed.add("RSASSA-PSS")
+        keys &= allowed
+    return frozenset(keys)
 
 
 def match_depth(chain: tuple[CertSummary, ...], ca_names: tuple[str, ...]) -> Optional[int]:
@@ -135,7 +199,9 @@ def match_depth(chain: tuple[CertSummary, ...], ca_names: tuple[str, ...]) -> Op
 
 def http_rejection(answer: Optional[HttpAnswer]) -> Optional[str]:
     """``"certificate"`` for an HTTP answer that rejects the client certificate (nginx),
-    ``"http"`` for another refusal (401, 403, ...), None for an answer that lets the call in."""
+    ``"sni"`` for 421 Misdirected Request (the SNI name, or its absence, does not fit the
+    request), ``"http"`` for another refusal (401, 403, ...), None for an answer that lets the
+    call in."""
     if answer is None:
         return None
     title = (answer.title or "").lower()
@@ -143,6 +209,8 @@ def http_rejection(answer: Optional[HttpAnswer]) -> Optional[str]:
         answer.status == 400 and any(t in title for t in CERTIFICATE_TITLES)
     ):
         return "certificate"
+    if answer.status == 421:
+        return "sni"
     if answer.status in REJECTING_STATUSES:
         return "http"
     return None
@@ -156,6 +224,8 @@ def describe_answer(hs: Handshake) -> str:
         return f"failed ({hs.error or 'no answer'})"
     if hs.alert:
         return f"rejected after the handshake (alert {hs.alert})"
+    if hs.closed_after_handshake or hs.reset_after_handshake:
+        return "rejected after the handshake (closed without an alert or answer: no reason given)"
     if hs.http is not None:
         answer = f"HTTP {hs.http.status} {hs.http.reason}".rstrip()
         if hs.http.title and hs.http.title.lower() not in answer.lower():
@@ -177,6 +247,8 @@ class Evaluation:
     """The facts the cause is decided from; the report and ``--json`` show exactly these."""
 
     java_sends: Optional[bool] = None  # None: no client certificate to send, or no handshake
+    key_types: Optional[tuple[str, ...]] = None  # the key types the request lets Java choose
+    key_type_fits: Optional[bool] = None  # the leaf's key is one of them (None: not known)
     matched_depth: Optional[int] = None  # chain index whose issuer the backend names
     matched_ca: Optional[str] = None
     mp_attempt: str = "none"  # "without_certificate", "with_certificate", "not_tried", "none"
@@ -259,7 +331,10 @@ def evaluate(result: ProbeResult, identity: Optional[ClientIdentity], now: float
     problems, details = _client_problems(identity, now)
     names = anon.acceptable_ca_names
     depth = match_depth(identity.certificates, names) if anon.certificate_requested else 0
-    sends = depth is not None and anon.certificate_requested
+    kinds = requested_key_types(anon) if anon.certificate_requested else None
+    key_type = identity.certificates[0].key_type
+    fits = None if kinds is None or key_type is None else key_type in kinds
+    sends = depth is not None and anon.certificate_requested and fits is not False
     matched = None
     if depth is not None and names:
         issuer = dn_key(identity.certificates[depth].issuer)
@@ -273,6 +348,8 @@ def evaluate(result: ProbeResult, identity: Optional[ClientIdentity], now: float
         attempt, mp = "not_tried", None
     return Evaluation(
         java_sends=sends if anon.certificate_requested else None,
+        key_types=tuple(sorted(kinds)) if kinds is not None else None,
+        key_type_fits=fits,
         matched_depth=depth if sends else None,
         matched_ca=matched,
         mp_attempt=attempt,
@@ -293,6 +370,12 @@ def _negotiation(result: ProbeResult) -> str:
     attempts = (anon, *result.retries)
     if any(a.alert == "unrecognized_name" for a in attempts):
         return "sni_required"
+    if not result.settings.servername and any(
+        r.servername and r.server_hello for r in result.retries
+    ):
+        return "sni_required"  # the same ClientHello with an SNI name gets an answer
+    if closes_whatever_is_sent(result):
+        return "unreachable"
     offered = result.settings.effective_protocols
     working = [r.protocols[0] for r in result.retries if r.server_hello and r.protocols]
     if result.settings.ciphers and any(v in offered for v in working):
@@ -302,6 +385,16 @@ def _negotiation(result: ProbeResult) -> str:
     if not offered:
         return "protocol_mismatch" if result.settings.protocols else "cipher_mismatch"
     return "unknown"
+
+
+def closes_whatever_is_sent(result: ProbeResult) -> bool:
+    """The backend accepted TCP and closed before a ServerHello, with no alert, whatever the
+    ClientHello offered (TLS 1.2, 1.3, with and without SNI): nothing answers TLS behind it."""
+    anon = result.without_certificate
+    if anon is None or anon.server_hello or not result.retries:
+        return False
+    attempts = (anon, *result.retries)
+    return not any(a.server_hello or a.alert or a.timed_out or a.not_tls for a in attempts)
 
 
 def decide(
@@ -326,6 +419,14 @@ def decide(
     if server and result.server_chain_checked:
         return server[0], server[1:]
     if not anon.certificate_requested:
+        post = result.post_handshake
+        if post is not None and post.post_handshake_request:
+            return "post_handshake_auth", server
+        refusal = http_rejection(anon.http)
+        if refusal == "sni":
+            return "sni_required", server
+        if refusal is not None:
+            return "rejected_at_http", server
         return (server[0], server[1:]) if server else ("no_client_certificate_requested", ())
     if identity is None:
         return "unknown", ()
@@ -335,9 +436,10 @@ def decide(
         return "missing_client_certificate", ()
     static = ev.client_problems
     if not ev.java_sends:
+        unsent = _why_not_sent(identity, anon, ev)
         if ev.rejection is None:  # the backend lets the MP in without a certificate
-            return "accepted", ("ca_mismatch", *static, *server)
-        return "ca_mismatch", static
+            return "accepted", (*unsent, *static, *server)
+        return unsent[0], (*unsent[1:], *static)
     if ev.mp_attempt == "not_tried":
         return (static[0], static[1:]) if static else ("unknown", ())
     if ev.rejection is None:  # let in: the dates (by the given clock) and names still count
@@ -350,6 +452,10 @@ def decide(
         return static[0], static[1:]
     with_cert = result.with_certificate
     assert with_cert is not None
+    if ev.rejection == "sni":
+        return "sni_required", ()
+    if with_cert.closed_after_handshake:
+        return "rejected_without_reason", ()
     chain_error = ev.rejection == "certificate" or (
         ev.rejection == "tls" and (with_cert.alert in CHAIN_ALERTS or with_cert.alert is None)
     )
@@ -358,6 +464,16 @@ def decide(
     if ev.rejection == "http":
         return "rejected_at_http", ()
     return "unknown", ()
+
+
+def _why_not_sent(identity: ClientIdentity, anon: Handshake, ev: Evaluation) -> tuple[str, ...]:
+    """Why Java's key manager picks no alias: the issuers, the key type, or both."""
+    found = []
+    if match_depth(identity.certificates, anon.acceptable_ca_names) is None:
+        found.append("ca_mismatch")
+    if ev.key_type_fits is False:
+        found.append("key_type_not_requested")
+    return tuple(found) or ("ca_mismatch",)
 
 
 def _chain_cause(
@@ -413,6 +529,34 @@ def advice(
                 "the chain with that intermediate (leaf first): Java then finds the alias."
             )
         return text
+    if cause == "key_type_not_requested":
+        wanted = ", ".join(ev.key_types or ()) or "none Java can use"
+        key = leaf.key_type if leaf else "?"
+        return (
+            f"The MP sends no certificate: the backend asks for client keys of type {wanted} "
+            f"(its CertificateRequest's certificate types and signature algorithms), the keystore "
+            f"alias holds a {key} key, so Java's key manager picks no alias and sends an empty "
+            "Certificate message. Issue the client certificate with a key of an accepted type "
+            "and upload it to the keystore alias, or allow that key type's signature "
+            "algorithms on the backend."
+        )
+    if cause == "post_handshake_auth":
+        return (
+            "The backend asks for no client certificate in the TLS handshake: it asks only after "
+            "it (TLS 1.3 post-handshake authentication), which Java never offers nor answers, "
+            f"and refuses the request without one ({answer}). Configure the backend to request "
+            "the certificate in the handshake (e.g. verify the client at the TLS layer for this "
+            "host), or limit the TargetServer to TLSv1.2 in <SSLInfo><Protocols> where the "
+            "backend then renegotiates or asks in the handshake."
+        )
+    if cause == "rejected_without_reason":
+        return (
+            "Java sends the certificate and the TLS 1.3 handshake completes, then the backend "
+            "closes the connection without an alert or an HTTP answer: it refuses this "
+            "certificate but gives no reason. Its own log says why; usual reasons are an "
+            f"issuer it does not trust ({issuer}), a chain it cannot complete, or access rules "
+            "on the certificate's subject."
+        )
     if cause == "issuer_not_trusted_by_backend":
         text = (
             f"Java sends the certificate but the backend cannot verify it ({answer}): it does "
@@ -512,6 +656,22 @@ def advice(
             "does not validate the backend's certificate is not stopped by this.)"
         )
     if cause == "sni_required":
+        if mp is not None and http_rejection(mp.http) == "sni":
+            sent = f"the SNI name {settings.servername}" if settings.servername else "no SNI name"
+            return (
+                f"The backend answers {answer.split(': ', 1)[-1]} to a request made with "
+                f"{sent}: it routes or authorises by the TLS server name. Use the host name the "
+                "backend serves in the TargetServer (the MP sends SNI for a host name), or make "
+                "the backend serve this name; run diagnose with --servername NAME to check it."
+            )
+        if not settings.servername and not any(a.alert for a in (anon, *result.retries) if a):
+            name = next((r.servername for r in result.retries if r.servername), "")
+            return (
+                "The backend closes the connection before its ServerHello when no SNI name is "
+                f"sent, and answers with the name {name}: it (or a TCP proxy in front of it) "
+                "routes on the TLS server name. Use the host name in the TargetServer (the MP "
+                "sends SNI for a host name), not an IP address."
+            )
         if settings.servername:
             return (
                 f"The backend does not know the SNI name {settings.servername} "
@@ -546,6 +706,13 @@ def advice(
             "The port does not speak TLS (the backend answered the ClientHello with something "
             "else, e.g. plain HTTP): check the TargetServer port and that <SSLInfo> is meant "
             "for it."
+        )
+    if cause == "unreachable" and closes_whatever_is_sent(result):
+        return (
+            "The port accepts TCP connections but closes every ClientHello before a ServerHello, "
+            "whatever it offers (TLS 1.2, TLS 1.3, with and without an SNI name), without an "
+            "alert: nothing answers TLS behind it. Typically a TCP proxy or load balancer whose "
+            "backend servers are down or refuse it: check the proxy's backends and health checks."
         )
     if cause == "unreachable":
         return (
@@ -679,6 +846,8 @@ class Diagnosis:
         if self.cause not in ("unreachable", "unknown", "not_tls", *NEGOTIATION):
             return None
         anon = self.result.without_certificate
+        if self.cause == "unreachable" and closes_whatever_is_sent(self.result):
+            return "closed before the ServerHello whatever the ClientHello offered"
         return self.result.connect_error or (anon.error if anon else None)
 
     def to_json(self) -> dict[str, Any]:
@@ -704,6 +873,8 @@ class Diagnosis:
             "identity_source": ident.source if ident else None,
             "identity": ident.description if ident else None,
             "java_sends_certificate": ev.java_sends,
+            "requested_key_types": list(ev.key_types) if ev.key_types is not None else None,
+            "key_type_fits": ev.key_type_fits,
             "matched_ca": ev.matched_ca,
             "matched_chain_index": ev.matched_depth,
             "mp_attempt": ev.mp_attempt,
@@ -721,6 +892,7 @@ class Diagnosis:
             "handshake_with_certificate": self.handshake_with_certificate,
             "with_certificate": cert.to_json() if cert else None,
             "retries": [h.to_json() for h in r.retries],
+            "post_handshake": r.post_handshake.to_json() if r.post_handshake else None,
             "error": self.error,
             "other_problems": list(self.other_problems),
             "notes": list(self.notes),

@@ -93,10 +93,19 @@ def _found(d: Diagnosis) -> list[str]:
         why = f"{where} issuer is acceptable" if names else "no CA names restrict it"
         lines.append(f"  Java's key manager: sends this chain ({why})")
     elif ev.java_sends is False:
+        reasons: list[str] = []
+        if ev.matched_ca is None and names:
+            reasons.append("no issuer in the chain is among the CA names")
+        if ev.key_type_fits is False and ident is not None and ident.leaf is not None:
+            kinds = ", ".join(ev.key_types or ()) or "none it can use"
+            reasons.append(f"the key is {ident.leaf.key_type}, the backend asks for {kinds}")
         lines.append(
-            "  Java's key manager: sends an empty Certificate message (no issuer in the chain is "
-            "among the CA names)"
+            "  Java's key manager: sends an empty Certificate message ("
+            + ("; ".join(reasons) or "no issuer in the chain is among the CA names")
+            + ")"
         )
+    if ev.key_types is not None and ev.java_sends is not False:
+        lines.append(f"  Client key types the backend asks for: {', '.join(ev.key_types)}")
     for detail in (*ev.client_details, *ev.server_details):
         lines.append(_wrap("  Problem: ", detail))
     for i, cert in enumerate(d.server_chain):
