@@ -153,7 +153,8 @@ _SCHEME_KEYS = (
     ("ed448", "EdDSA", True),
     ("dsa_", "DSA", False),
 )
-_CERTIFICATE_TYPE_KEYS = {1: "RSA", 2: "DSA", 64: "EC"}
+# ClientCertificateType.java: ecdsa_sign covers EdDSA keys too (RFC 8422).
+_CERTIFICATE_TYPE_KEYS = {1: ("RSA",), 2: ("DSA",), 64: ("EC", "EdDSA")}
 
 
 def requested_key_types(hs: Handshake) -> Optional[frozenset[str]]:
@@ -177,9 +178,7 @@ def requested_key_types(hs: Handshake) -> Optional[frozenset[str]]:
                     keys.add(key)
                 break
     if not tls13:
-        allowed = {
-            _CERTIFICATE_TYPE_KEYS[t] for t in hs.certificate_types if t in _CERTIFICATE_TYPE_KEYS
-        }
+        allowed = {k for t in hs.certificate_types for k in _CERTIFICATE_TYPE_KEYS.get(t, ())}
         if "RSA" in allowed:
             allowed.add("RSASSA-PSS")
         keys &= allowed

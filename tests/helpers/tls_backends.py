@@ -831,6 +831,7 @@ class Lighttpd(_ServerProcess):
             f'server.errorlog = "{self.error_log}"',
             f'server.pid-file = "{self.dir / "lighttpd.pid"}"',
             'server.modules = ("mod_openssl")',
+            'index-file.names = ("index.html")',
             'ssl.engine = "enable"',
             f'ssl.pemfile = "{cert}"',
             f'ssl.privkey = "{key}"',
