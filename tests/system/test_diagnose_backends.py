@@ -247,9 +247,10 @@ def test_421_without_sni_is_sni_required(pki: Pki) -> None:
 
 @pytest.fixture(scope="module")
 def tcp_proxy(pki: Pki, tmp_path_factory: Any) -> Iterator[HaproxyTcp]:
-    with PythonHttpsBackend(pki, "misdirected") as upstream:
-        with HaproxyTcp(tmp_path_factory.mktemp("haproxy-tcp"), upstream.port, free_port()) as p:
-            yield p
+    directory = tmp_path_factory.mktemp("haproxy-tcp")
+    with PythonHttpsBackend(pki, "misdirected") as upstream:  # noqa: SIM117 (3.9: no parens)
+        with HaproxyTcp(directory, upstream.port, free_port()) as proxy:
+            yield proxy
 
 
 def test_proxy_routing_on_sni_closes_without_it(tcp_proxy: HaproxyTcp) -> None:
