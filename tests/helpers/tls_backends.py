@@ -41,6 +41,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from helpers import jsse
@@ -883,6 +884,106 @@ class Stunnel(_ServerProcess):
 
     def argv(self) -> list[str]:
         return [STUNNEL, str(self.conf)]
+
+
+TOMCAT_HOME = Path("/usr/share/tomcat10")
+_SERVLET = """
+import java.io.IOException;
+import jakarta.servlet.http.HttpServlet;
+import jakarta.servlet.http.HttpServletRequest;
+import jakarta.servlet.http.HttpServletResponse;
+
+/** 403 unless the connection carried a verified client certificate, else "ok". */
+public class CertOr403 extends HttpServlet {
+    @Override
+    protected void doGet(HttpServletRequest req, HttpServletResponse resp) throws IOException {
+        if (req.getAttribute("jakarta.servlet.request.X509Certificate") == null) {
+            resp.sendError(403, "client certificate required");
+            return;
+        }
+        resp.setContentType("text/plain");
+        resp.getWriter().write("ok");
+    }
+}
+"""
+_WEB_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<web-app xmlns="https://jakarta.ee/xml/ns/jakartaee" version="6.0">
+  <servlet><servlet-name>app</servlet-name><servlet-class>CertOr403</servlet-class></servlet>
+  <servlet-mapping><servlet-name>app</servlet-name><url-pattern>/*</url-pattern></servlet-mapping>
+</web-app>
+"""
+
+
+class Tomcat(_ServerProcess):
+    """Apache Tomcat 10 (Debian's ``tomcat10``) run with ``catalina.sh run`` in its own
+    CATALINA_BASE: one NIO HTTPS connector per verification mode (``required``: the JSSE
+    handshake refuses a missing or unacceptable certificate; ``optional``: the handshake lets
+    it in and the application answers 403 without a certificate). The CA names sent are the
+    CAs of ``ca_file``."""
+
+    name = "tomcat"
+
+    def __init__(self, directory: Path, cert: str, key: str, ca_file: str) -> None:
+        self.by_mode = {"required": free_port(), "optional": free_port()}
+        super().__init__(directory, list(self.by_mode.values()))
+        for sub in ("conf", "logs", "temp", "work", "webapps/ROOT/WEB-INF/classes"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy("/etc/tomcat10/web.xml", self.dir / "conf" / "web.xml")
+        app = self.dir / "webapps" / "ROOT" / "WEB-INF"
+        (app / "web.xml").write_text(_WEB_XML)
+        source = self.dir / "CertOr403.java"
+        source.write_text(_SERVLET)
+        javac = shutil.which("javac") or "javac"
+        subprocess.run(
+            [javac, "--release", "11", "-cp", str(TOMCAT_HOME / "lib" / "servlet-api.jar"),
+             "-d", str(app / "classes"), str(source)],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        truststore = self.dir / "conf" / "trust.p12"
+        cas = x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
+        truststore.write_bytes(
+            pkcs12.serialize_java_truststore(
+                [pkcs12.PKCS12Certificate(c, None) for c in cas],
+                serialization.BestAvailableEncryption(jsse.PASSWORD.encode()),
+            )
+        )
+        connectors = "".join(
+            f"""
+    <Connector port="{port}" address="127.0.0.1" SSLEnabled="true" scheme="https" secure="true"
+               protocol="org.apache.coyote.http11.Http11NioProtocol">
+      <SSLHostConfig certificateVerification="{mode}" truststoreFile="{truststore}"
+                     truststoreType="PKCS12" truststorePassword="{jsse.PASSWORD}"
+                     protocols="TLSv1.2+TLSv1.3">
+        <Certificate certificateFile="{cert}" certificateKeyFile="{key}"/>
+      </SSLHostConfig>
+    </Connector>"""
+            for mode, port in self.by_mode.items()
+        )
+        (self.dir / "conf" / "server.xml").write_text(
+            f"""<?xml version="1.0" encoding="UTF-8"?>
+<Server port="-1" shutdown="SHUTDOWN">
+  <Service name="Catalina">{connectors}
+    <Engine name="Catalina" defaultHost="localhost">
+      <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false"/>
+    </Engine>
+  </Service>
+</Server>
+"""
+        )
+
+    def target(self, mode: str) -> str:
+        return f"127.0.0.1:{self.by_mode[mode]}"
+
+    def ready(self) -> bool:
+        return "Server startup in" in self.startup_output()
+
+    def argv(self) -> list[str]:
+        flags = " ".join(jsse.JVM_FLAGS)
+        return [
+            "env", f"CATALINA_HOME={TOMCAT_HOME}", f"CATALINA_BASE={self.dir}",
+            f"CATALINA_TMPDIR={self.dir / 'temp'}", f"JAVA_OPTS={flags}",
+            str(TOMCAT_HOME / "bin" / "catalina.sh"), "run",
+        ]  # fmt: skip
 
 
 # -- every backend of a test module, each started once --------------------------------------------

@@ -20,7 +20,12 @@ from typing import Any, Optional
 
 import pytest
 from apigee_tls_exporter.cli import main
-from apigee_tls_exporter.diagnosis import Diagnosis, load_pem_identity, run_diagnosis
+from apigee_tls_exporter.diagnosis import (
+    ClientIdentity,
+    Diagnosis,
+    load_pem_identity,
+    run_diagnosis,
+)
 from helpers import jsse
 from helpers.jsse import JsseResult, RawServer
 from helpers.tls_backends import (
@@ -30,6 +35,7 @@ from helpers.tls_backends import (
     Pki,
     PythonHttpsBackend,
     Stunnel,
+    Tomcat,
     free_port,
     write_pem,
 )
@@ -286,3 +292,50 @@ def test_ecdsa_only_backend_with_an_identity_from_files(
     d = run_diagnosis(server.target, identity=ident, timeout=TIMEOUT, protocols=(f"TLSv{version}",))
     assert d.cause == "key_type_not_requested"
     assert d.evaluation.key_types == ("EC",)
+
+
+# -- Apache Tomcat: the JSSE connector, required and optional with a 403 -------------------------
+
+
+@pytest.fixture(scope="module")
+def tomcat(pki: Pki, tmp_path_factory: Any) -> Iterator[Tomcat]:
+    jsse.require_java()
+    ca = pki.ca_file(pki.accepted_ca, name="tomcat-ca.pem")
+    with Tomcat(tmp_path_factory.mktemp("tomcat"), pki.server_cert, pki.server_key, ca) as server:
+        yield server
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(
+    ("mode", "who", "cause"),
+    [
+        ("required", "ec", "accepted"),
+        ("required", "other", "ca_mismatch"),
+        ("required", None, "missing_client_certificate"),
+        ("optional", "ec", "accepted"),
+        ("optional", "other", "ca_mismatch"),
+    ],
+)
+def test_tomcat(
+    tomcat: Tomcat,
+    clients: dict[str, Client],
+    mode: str,
+    who: Optional[str],
+    cause: str,
+    version: str,
+) -> None:
+    target = tomcat.target(mode)
+    client = clients[who] if who else None
+    truth = ground_truth(target, client, protocol=version)
+    status = truth.http_status.split()[1] if truth.http_status else None
+    assert (status == "200") == (cause == "accepted"), truth
+    if mode == "optional" and cause != "accepted":
+        assert status == "403", truth
+    if client is None:
+        empty = ClientIdentity("management_api", "keystore ks in org/env: no certificates")
+        d = run_diagnosis(target, identity=empty, timeout=TIMEOUT, protocols=(f"TLSv{version}",))
+        report = d.to_json()
+    else:
+        report = diagnose(target, client, protocol=version)
+        agree_on_the_key_manager(report, truth)
+    assert report["cause"] == cause, report["advice"]
