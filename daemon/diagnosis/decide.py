@@ -131,11 +131,13 @@ def would_send(
 
     Java (SunX509, the default key manager) is asked for an alias once per key type the backend
     accepts (``key_types``, see ``requested_key_types``; None: not known, any) and picks one only
-    when the leaf's key is of that type and, when CA names were sent, the issuer of a certificate
-    in its chain (the leaf's issuer, as the playbook checks, or an intermediate's) is among
-    them; else it sends an empty Certificate message.
+    when the leaf's key is of that type (not checked when the leaf's key type is not known) and,
+    when CA names were sent, the issuer of a certificate in its chain (the leaf's issuer, as the
+    playbook checks, or an intermediate's) is among them; else it sends an empty Certificate
+    message.
     """
-    if chain and key_types is not None and chain[0].key_type not in key_types:
+    key_type = chain[0].key_type if chain else None
+    if key_types is not None and key_type is not None and key_type not in key_types:
         return False
     return match_depth(chain, ca_names) is not None
 

@@ -25,6 +25,7 @@ import errno
 import ipaddress
 import selectors
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -88,6 +89,7 @@ def signature_scheme(code: int) -> str:
 # Texts OpenSSL gives when the peer answers a ClientHello with something that is not TLS.
 _NOT_TLS = ("wrong version number", "packet length too long", "http request", "unknown protocol")
 MAX_HTTP_BYTES = 16384
+RETRY_AFTER = 0.5  # seconds without a ServerHello before the retries start alongside
 VERDICT_FLOOR = 0.05  # seconds to wait for a TLS 1.3 server's verdict, plus twice the handshake
 
 
@@ -323,6 +325,7 @@ class _Recorder:
         self.sent_certificate: Optional[bool] = None  # None: no Certificate message written
         self.handshake_done = False
         self.post_handshake_request = False
+        self.answered = threading.Event()  # a ServerHello came, or the attempt ended
         self._callback: Any = None
 
     def watch(self, ctx: SSL.Context) -> None:
@@ -359,6 +362,7 @@ class _Recorder:
             state = conn.get_state_string().decode("ascii", "replace").lower()
             if "read server hello" in state:
                 self.server_hello = True
+                self.answered.set()
             elif "read server certificate request" in state:
                 self.certificate_requested = True
             elif "read server session ticket" in state:
@@ -519,9 +523,12 @@ def _handshake(
     timeout: float,
     http_wait: float,
     offer_post_handshake: bool = False,
+    answered: Optional[threading.Event] = None,
 ) -> Handshake:
     deadline = time.monotonic() + timeout
     rec = _Recorder()
+    if answered is not None:
+        rec.answered = answered
     ctx = _context(settings)
     rec.watch(ctx)
     if ca_file:
@@ -540,11 +547,13 @@ def _handshake(
         remaining = max(deadline - time.monotonic(), 0.001)
         sock = socket.create_connection((host, port), timeout=remaining)
     except socket.timeout:
+        rec.answered.set()
         return Handshake(
             completed=False, error="TCP connect timed out", timed_out=True,
             protocols=protocols, ciphers=ciphers, servername=sni,
         )  # fmt: skip
     except OSError as exc:
+        rec.answered.set()
         return Handshake(
             completed=False, error=f"TCP connect failed: {exc.strerror or exc}",
             protocols=protocols, ciphers=ciphers, servername=sni,
@@ -593,6 +602,7 @@ def _handshake(
     except OSError as exc:
         error = f"connection failed: {exc.strerror or exc}"
     finally:
+        rec.answered.set()
         ca_names = _client_ca_names(conn)
         peer = _peer_chain(conn)
         if version is None and rec.server_hello:
@@ -746,6 +756,17 @@ def _host_name(host: str, wait: float) -> Optional[str]:
     return None
 
 
+def _variants(host: str, settings: TlsSettings, timeout: float) -> list[TlsSettings]:
+    """The ClientHellos tried after a close before the ServerHello: TLS 1.3 only and TLS 1.2
+    only with the default cipher suites, and, when the MP sends no SNI, its own with the
+    target's host name."""
+    variants = [replace(settings, protocols=(v,), ciphers=()) for v in ("TLSv1.3", "TLSv1.2")]
+    name = None if settings.servername else _host_name(host, min(timeout, 1.0))
+    if name:
+        variants.append(replace(settings, servername=name))
+    return variants
+
+
 def _rejects_after_tls13(hs: Handshake) -> bool:
     """A TLS 1.3 handshake that asked for no certificate, and the backend refused or closed."""
     if not hs.completed or hs.tls_version != "TLSv1.3" or hs.certificate_requested:
@@ -768,9 +789,12 @@ def probe(
     ``ca_file`` (the CAs of the MP truststore, PEM) turns on the check of the server chain.
     The handshake with the certificate only runs when the identity has a private key.
 
-    When the backend closes before its ServerHello, the retries run side by side (each bounded
-    by ``timeout``): TLS 1.3 only and TLS 1.2 only with the default cipher suites, and, when the
-    MP sends no SNI, the same ClientHello with the target's host name as SNI. When a TLS 1.3
+    When the backend closes before its ServerHello, retries tell why (``_variants``): TLS 1.3
+    only and TLS 1.2 only with the default cipher suites, and, when the MP sends no SNI, the
+    same ClientHello with the target's host name as SNI. They run side by side, and start
+    alongside the first attempt when it has no ServerHello after ``RETRY_AFTER`` seconds, so
+    that a proxy that closes late is diagnosed in the time it takes to close once, and a silent
+    port within ``timeout``. When a TLS 1.3
     backend asks for no certificate in the handshake but refuses the request, one more
     handshake offers post-handshake authentication (which Java never does) to see whether the
     backend asks for the certificate that way.
@@ -783,21 +807,41 @@ def probe(
     ) -> Handshake:
         return _handshake(host, port, s, ca_file, ident, timeout, http_wait, post)
 
-    anonymous = attempt(settings)
-    if (anonymous.error and anonymous.error.startswith("TCP connect")) or (
-        anonymous.timed_out and not anonymous.server_hello
-    ):
+    patience = min(RETRY_AFTER, timeout / 2)
+
+    def alongside(s: TlsSettings) -> Handshake:  # ends with the first attempt's deadline
+        return _handshake(host, port, s, ca_file, None, timeout - patience, http_wait)
+
+    # The retries start when no ServerHello came within RETRY_AFTER (a backend that answers
+    # does so in milliseconds): side by side with the first attempt, so that a proxy that
+    # closes late, or a silent port, is diagnosed within the timeout.
+    answered = threading.Event()
+    pool = ThreadPoolExecutor(4)
+    try:
+        first = pool.submit(_handshake, host, port, settings, ca_file, None, timeout, http_wait,
+                            False, answered)  # fmt: skip
+        retries_running = []
+        if not answered.wait(patience):
+            variants = _variants(host, settings, timeout)
+            retries_running = [pool.submit(alongside, v) for v in variants]
+        anonymous = first.result()
+        unreachable = (anonymous.error or "").startswith("TCP connect") or (
+            anonymous.timed_out and not anonymous.server_hello
+        )
+        if anonymous.server_hello or anonymous.not_tls or unreachable:
+            retries: tuple[Handshake, ...] = ()
+        elif retries_running:
+            retries = tuple(f.result() for f in retries_running)
+        else:
+            retries = tuple(pool.map(attempt, _variants(host, settings, timeout)))
+    finally:
+        pool.shutdown(wait=False)  # retries no longer needed finish at their own deadline
+    if unreachable:
         return ProbeResult(
             target, settings, reachable=False, connect_error=anonymous.error,
             server_chain_checked=checked, without_certificate=anonymous,
         )  # fmt: skip
     if not anonymous.server_hello and not anonymous.not_tls:
-        variants = [replace(settings, protocols=(v,), ciphers=()) for v in ("TLSv1.3", "TLSv1.2")]
-        name = None if settings.servername else _host_name(host, min(timeout, 1.0))
-        if name:
-            variants.append(replace(settings, servername=name))
-        with ThreadPoolExecutor(len(variants)) as pool:
-            retries = tuple(pool.map(attempt, variants))
         return ProbeResult(
             target, settings, reachable=True, server_chain_checked=checked,
             without_certificate=anonymous, retries=retries,
