@@ -496,6 +496,328 @@ def _chain_cause(
 # -- advice -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What the advice texts are made of."""
+
+    result: ProbeResult
+    identity: Optional[ClientIdentity]
+    ev: Evaluation
+    received: Optional[str]
+
+    @property
+    def anon(self) -> Optional[Handshake]:
+        return self.result.without_certificate
+
+    @property
+    def leaf(self) -> Optional[CertSummary]:
+        return self.identity.leaf if self.identity else None
+
+    @property
+    def issuer(self) -> str:
+        return self.leaf.issuer if self.leaf else "?"
+
+    @property
+    def mp(self) -> Optional[Handshake]:
+        """The attempt that is the MP's handshake."""
+        with_cert = self.ev.mp_attempt == "with_certificate"
+        return self.result.with_certificate if with_cert else self.anon
+
+    @property
+    def answer(self) -> str:
+        return describe_answer(self.mp) if self.mp is not None else ""
+
+    @property
+    def chain_len(self) -> int:
+        return len(self.identity.certificates) if self.identity else 0
+
+    @property
+    def settings(self) -> TlsSettings:
+        return self.result.settings
+
+
+def _advice_missing_client_certificate(f: _Facts) -> str:
+    return (
+        "The keystore holds no client certificate for this key alias. Upload the client "
+        "certificate with its complete chain and private key to the keystore the "
+        "TargetEndpoint/TargetServer <SSLInfo> uses, under the configured KeyAlias."
+    )
+
+
+def _advice_ca_mismatch(f: _Facts) -> str:
+    text = (
+        "The MP sends no certificate: no issuer in the keystore chain is among the CA names "
+        "the backend accepts, so Java's key manager picks no alias and sends an empty "
+        f"Certificate message. Leaf issuer: {f.issuer}. Use a client certificate issued by "
+        "one of the acceptable CAs, or add the issuer to the backend's client CA list."
+    )
+    if f.leaf is not None and not f.leaf.self_issued and f.chain_len == 1:
+        text += (
+            " If the leaf's issuer is an intermediate below one of the acceptable CAs, upload "
+            "the chain with that intermediate (leaf first): Java then finds the alias."
+        )
+    return text
+
+
+def _advice_key_type_not_requested(f: _Facts) -> str:
+    wanted = ", ".join(f.ev.key_types or ()) or "none Java can use"
+    key = f.leaf.key_type if f.leaf else "?"
+    return (
+        f"The MP sends no certificate: the backend asks for client keys of type {wanted} "
+        f"(its CertificateRequest's certificate types and signature algorithms), the keystore "
+        f"alias holds a {key} key, so Java's key manager picks no alias and sends an empty "
+        "Certificate message. Issue the client certificate with a key of an accepted type "
+        "and upload it to the keystore alias, or allow that key type's signature "
+        "algorithms on the backend."
+    )
+
+
+def _advice_post_handshake_auth(f: _Facts) -> str:
+    return (
+        "The backend asks for no client certificate in the TLS handshake: it asks only after "
+        "it (TLS 1.3 post-handshake authentication), which Java never offers nor answers, "
+        f"and refuses the request without one ({f.answer}). Configure the backend to request "
+        "the certificate in the handshake (e.g. verify the client at the TLS layer for this "
+        "host), or limit the TargetServer to TLSv1.2 in <SSLInfo><Protocols> where the "
+        "backend then renegotiates or asks in the handshake."
+    )
+
+
+def _advice_rejected_without_reason(f: _Facts) -> str:
+    return (
+        "Java sends the certificate and the TLS 1.3 handshake completes, then the backend "
+        "closes the connection without an alert or an HTTP answer: it refuses this "
+        "certificate but gives no reason. Its own log says why; usual reasons are an "
+        f"issuer it does not trust ({f.issuer}), a chain it cannot complete, or access rules "
+        "on the certificate's subject."
+    )
+
+
+def _advice_issuer_not_trusted_by_backend(f: _Facts) -> str:
+    text = (
+        f"Java sends the certificate but the backend cannot verify it ({f.answer}): it does "
+        f"not trust the issuer {f.issuer}. Add that CA (and its root) to the backend's trusted "
+        "client CAs, or use a client certificate from a CA the backend trusts."
+    )
+    if f.chain_len == 1 and f.leaf is not None and not f.leaf.self_issued:
+        text += (
+            " If that issuer is an intermediate CA, upload the chain with it to the keystore "
+            "alias (leaf first)."
+        )
+    return text
+
+
+def _advice_client_certificate_expired(f: _Facts) -> str:
+    return (
+        "Renew the client certificate and upload the new one (with its chain) to the "
+        "keystore alias: " + "; ".join(f.ev.client_details) + "."
+    )
+
+
+def _advice_client_certificate_not_yet_valid(f: _Facts) -> str:
+    return (
+        "The client certificate is not valid yet: check the node's clock, or upload a "
+        "certificate whose validity has started: " + "; ".join(f.ev.client_details) + "."
+    )
+
+
+def _advice_client_certificate_wrong_usage(f: _Facts) -> str:
+    return (
+        "The backend refuses the certificate for client authentication: "
+        + "; ".join(d for d in f.ev.client_details if "usage" in d)
+        + ". Issue a client certificate with the extended key usage clientAuth (TLS Web "
+        "Client Authentication) and digitalSignature, and upload it to the keystore alias."
+    )
+
+
+def _advice_incomplete_chain(f: _Facts) -> str:
+    return (
+        f"The backend names the leaf's issuer {f.issuer} among its CAs but cannot build a path "
+        f"from it ({f.answer}). Upload the complete chain (leaf first, then every "
+        "intermediate) to the keystore alias; if the backend still refuses, its CA file "
+        "lacks the root that issued that CA."
+    )
+
+
+def _advice_chain_too_long(f: _Facts) -> str:
+    depth = (f.ev.matched_depth or 0) + 1
+    return (
+        f"The backend names {f.ev.matched_ca} and Java sends the chain that leads to it (a "
+        f"path of {depth + 1} certificates with that CA), but the backend refuses it "
+        f"({f.answer}): its verify depth is too small for this path. Raise it on the backend "
+        f"to at least {depth} (nginx ssl_verify_depth, Apache SSLVerifyDepth; both default "
+        "to 1), or add the intermediate CAs to the backend's client CA file."
+    )
+
+
+def _advice_rejected_at_http(f: _Facts) -> str:
+    http = f.answer.split(": ", 1)[-1]
+    return (
+        f"The TLS handshake succeeds but the backend refuses the request: {http}. The "
+        "backend's HTTP configuration rejects this client (certificate not verified or not "
+        "allowed): check its access rules for the client certificate's subject and issuer."
+    )
+
+
+def _advice_no_client_certificate_requested(f: _Facts) -> str:
+    return (
+        "The backend does not ask for a client certificate, so a certificate rejection does "
+        "not come from this backend's client authentication: check which backend the MP "
+        "really reaches (load balancer members, TargetServer host/port, SNI)."
+    )
+
+
+def _advice_accepted(f: _Facts) -> str:
+    if f.leaf is None:
+        return (
+            "The keystore holds no client certificate, and the backend lets the call in "
+            "without one: this backend does not fail the MP's handshake. Check which backend "
+            "the MP really reaches and the keystore/KeyAlias in <SSLInfo>."
+        )
+    if f.ev.java_sends is False:
+        return (
+            "Java would send no certificate for these CA names, and the backend lets the "
+            "call in without one: this backend does not fail the MP's handshake. Check which "
+            "backend the MP really reaches and the keystore/KeyAlias in <SSLInfo>."
+        )
+    return (
+        "The backend accepts this client certificate with the MP's protocols and SNI, so "
+        "the MP must be using another one: check the KeyStore reference and KeyAlias in "
+        "<SSLInfo> and that every MP has the current keystore."
+    )
+
+
+def _advice_server_certificate_untrusted(f: _Facts) -> str:
+    error = f.anon.server_verify_error if f.anon else None
+    return (
+        f"The backend's chain does not verify against the given truststore ({error}): "
+        "import the backend's CA (and intermediates) into the MP truststore, or have the "
+        "backend serve its full chain."
+    )
+
+
+def _advice_server_certificate_expired(f: _Facts) -> str:
+    return (
+        "The backend serves a certificate outside its validity ("
+        + "; ".join(d for d in f.ev.server_details if "valid" in d or "expired" in d)
+        + "): renew it on the backend. (An MP that does not validate the backend's "
+        "certificate, without a TrustStore in <SSLInfo>, is not stopped by this.)"
+    )
+
+
+def _advice_hostname_mismatch(f: _Facts) -> str:
+    return (
+        "The MP checks the backend's certificate against the host it connects to: "
+        + "; ".join(d for d in f.ev.server_details if "does not name" in d)
+        + ". Use the host name the certificate names in the TargetServer, or have the "
+        "backend's certificate name this host (an IP target needs an IP SAN). (An MP that "
+        "does not validate the backend's certificate is not stopped by this.)"
+    )
+
+
+def _advice_sni_required(f: _Facts) -> str:
+    if f.mp is not None and http_rejection(f.mp.http) == "sni":
+        sent = f"the SNI name {f.settings.servername}" if f.settings.servername else "no SNI name"
+        return (
+            f"The backend answers {f.answer.split(': ', 1)[-1]} to a request made with "
+            f"{sent}: it routes or authorises by the TLS server name. Use the host name the "
+            "backend serves in the TargetServer (the MP sends SNI for a host name), or make "
+            "the backend serve this name; run diagnose with --servername NAME to check it."
+        )
+    if not f.settings.servername and not any(a.alert for a in (f.anon, *f.result.retries) if a):
+        name = next((r.servername for r in f.result.retries if r.servername), "")
+        return (
+            "The backend closes the connection before its ServerHello when no SNI name is "
+            f"sent, and answers with the name {name}: it (or a TCP proxy in front of it) "
+            "routes on the TLS server name. Use the host name in the TargetServer (the MP "
+            "sends SNI for a host name), not an IP address."
+        )
+    if f.settings.servername:
+        return (
+            f"The backend does not know the SNI name {f.settings.servername} "
+            "(unrecognized_name): configure the host name the backend serves in the "
+            "TargetServer, or add this name to the backend."
+        )
+    return (
+        "The backend needs an SNI name (unrecognized_name without one) and the MP sends none "
+        f"for the IP target {f.result.host}: use the host name in the TargetServer (the MP "
+        "sends SNI for a host name when jsse.enableSNIExtension is on), and run diagnose "
+        "with --servername NAME to check that name."
+    )
+
+
+def _advice_protocol_mismatch(f: _Facts) -> str:
+    offered = ", ".join(f.settings.effective_protocols) or "none usable"
+    works = [r.protocols[0] for r in f.result.retries if r.server_hello and r.protocols]
+    text = f"No TLS version in common: the MP offers {offered}"
+    text += f", the backend answers {', '.join(works)}" if works else ""
+    return (
+        text + ". Add the backend's version to the TargetServer's <SSLInfo><Protocols> (or "
+        "remove the list to use the JVM's defaults), or enable the MP's version on the "
+        "backend."
+    )
+
+
+def _advice_cipher_mismatch(f: _Facts) -> str:
+    return (
+        "No cipher suite in common: the backend completes the handshake with the default "
+        "suites but not with the TargetServer's <SSLInfo><Ciphers> ("
+        + (", ".join(f.settings.ciphers) or "none usable")
+        + "). Add a suite the backend supports to <Ciphers>, or remove the list."
+    )
+
+
+def _advice_not_tls(f: _Facts) -> str:
+    return (
+        "The port does not speak TLS (the backend answered the ClientHello with something "
+        "else, e.g. plain HTTP): check the TargetServer port and that <SSLInfo> is meant "
+        "for it."
+    )
+
+
+def _advice_unreachable_closed(f: _Facts) -> str:
+    return (
+        "The port accepts TCP connections but closes every ClientHello before a ServerHello, "
+        "whatever it offers (TLS 1.2, TLS 1.3, with and without an SNI name), without an "
+        "alert: nothing answers TLS behind it. Typically a TCP proxy or load balancer whose "
+        "backend servers are down or refuse it: check the proxy's backends and health checks."
+    )
+
+
+def _advice_unreachable(f: _Facts) -> str:
+    return (
+        "No TLS answer from the backend: check the host and port, DNS, firewalls and that "
+        "the port speaks TLS."
+    )
+
+
+# What to change, per cause (``unknown`` and any other: ``_unknown_advice``).
+ADVICE: dict[str, Callable[[_Facts], str]] = {
+    "missing_client_certificate": _advice_missing_client_certificate,
+    "ca_mismatch": _advice_ca_mismatch,
+    "key_type_not_requested": _advice_key_type_not_requested,
+    "post_handshake_auth": _advice_post_handshake_auth,
+    "rejected_without_reason": _advice_rejected_without_reason,
+    "issuer_not_trusted_by_backend": _advice_issuer_not_trusted_by_backend,
+    "client_certificate_expired": _advice_client_certificate_expired,
+    "client_certificate_not_yet_valid": _advice_client_certificate_not_yet_valid,
+    "client_certificate_wrong_usage": _advice_client_certificate_wrong_usage,
+    "incomplete_chain": _advice_incomplete_chain,
+    "chain_too_long": _advice_chain_too_long,
+    "rejected_at_http": _advice_rejected_at_http,
+    "no_client_certificate_requested": _advice_no_client_certificate_requested,
+    "accepted": _advice_accepted,
+    "server_certificate_untrusted": _advice_server_certificate_untrusted,
+    "server_certificate_expired": _advice_server_certificate_expired,
+    "hostname_mismatch": _advice_hostname_mismatch,
+    "sni_required": _advice_sni_required,
+    "protocol_mismatch": _advice_protocol_mismatch,
+    "cipher_mismatch": _advice_cipher_mismatch,
+    "not_tls": _advice_not_tls,
+    "unreachable": _advice_unreachable,
+}
+
+
 def advice(
     cause: str,
     result: ProbeResult,
@@ -504,223 +826,11 @@ def advice(
     received: Optional[str],
 ) -> str:
     """What to change, in words a paged engineer can act on, with the facts that matter."""
-    anon = result.without_certificate
-    leaf = identity.leaf if identity else None
-    issuer = leaf.issuer if leaf else "?"
-    mp = result.with_certificate if ev.mp_attempt == "with_certificate" else anon
-    answer = describe_answer(mp) if mp is not None else ""
-    chain_len = len(identity.certificates) if identity else 0
-    settings = result.settings
-    if cause == "missing_client_certificate":
-        return (
-            "The keystore holds no client certificate for this key alias. Upload the client "
-            "certificate with its complete chain and private key to the keystore the "
-            "TargetEndpoint/TargetServer <SSLInfo> uses, under the configured KeyAlias."
-        )
-    if cause == "ca_mismatch":
-        text = (
-            "The MP sends no certificate: no issuer in the keystore chain is among the CA names "
-            "the backend accepts, so Java's key manager picks no alias and sends an empty "
-            f"Certificate message. Leaf issuer: {issuer}. Use a client certificate issued by "
-            "one of the acceptable CAs, or add the issuer to the backend's client CA list."
-        )
-        if leaf is not None and not leaf.self_issued and chain_len == 1:
-            text += (
-                " If the leaf's issuer is an intermediate below one of the acceptable CAs, upload "
-                "the chain with that intermediate (leaf first): Java then finds the alias."
-            )
-        return text
-    if cause == "key_type_not_requested":
-        wanted = ", ".join(ev.key_types or ()) or "none Java can use"
-        key = leaf.key_type if leaf else "?"
-        return (
-            f"The MP sends no certificate: the backend asks for client keys of type {wanted} "
-            f"(its CertificateRequest's certificate types and signature algorithms), the keystore "
-            f"alias holds a {key} key, so Java's key manager picks no alias and sends an empty "
-            "Certificate message. Issue the client certificate with a key of an accepted type "
-            "and upload it to the keystore alias, or allow that key type's signature "
-            "algorithms on the backend."
-        )
-    if cause == "post_handshake_auth":
-        return (
-            "The backend asks for no client certificate in the TLS handshake: it asks only after "
-            "it (TLS 1.3 post-handshake authentication), which Java never offers nor answers, "
-            f"and refuses the request without one ({answer}). Configure the backend to request "
-            "the certificate in the handshake (e.g. verify the client at the TLS layer for this "
-            "host), or limit the TargetServer to TLSv1.2 in <SSLInfo><Protocols> where the "
-            "backend then renegotiates or asks in the handshake."
-        )
-    if cause == "rejected_without_reason":
-        return (
-            "Java sends the certificate and the TLS 1.3 handshake completes, then the backend "
-            "closes the connection without an alert or an HTTP answer: it refuses this "
-            "certificate but gives no reason. Its own log says why; usual reasons are an "
-            f"issuer it does not trust ({issuer}), a chain it cannot complete, or access rules "
-            "on the certificate's subject."
-        )
-    if cause == "issuer_not_trusted_by_backend":
-        text = (
-            f"Java sends the certificate but the backend cannot verify it ({answer}): it does "
-            f"not trust the issuer {issuer}. Add that CA (and its root) to the backend's trusted "
-            "client CAs, or use a client certificate from a CA the backend trusts."
-        )
-        if chain_len == 1 and leaf is not None and not leaf.self_issued:
-            text += (
-                " If that issuer is an intermediate CA, upload the chain with it to the keystore "
-                "alias (leaf first)."
-            )
-        return text
-    if cause == "client_certificate_expired":
-        return (
-            "Renew the client certificate and upload the new one (with its chain) to the "
-            "keystore alias: " + "; ".join(ev.client_details) + "."
-        )
-    if cause == "client_certificate_not_yet_valid":
-        return (
-            "The client certificate is not valid yet: check the node's clock, or upload a "
-            "certificate whose validity has started: " + "; ".join(ev.client_details) + "."
-        )
-    if cause == "client_certificate_wrong_usage":
-        return (
-            "The backend refuses the certificate for client authentication: "
-            + "; ".join(d for d in ev.client_details if "usage" in d)
-            + ". Issue a client certificate with the extended key usage clientAuth (TLS Web "
-            "Client Authentication) and digitalSignature, and upload it to the keystore alias."
-        )
-    if cause == "incomplete_chain":
-        return (
-            f"The backend names the leaf's issuer {issuer} among its CAs but cannot build a path "
-            f"from it ({answer}). Upload the complete chain (leaf first, then every "
-            "intermediate) to the keystore alias; if the backend still refuses, its CA file "
-            "lacks the root that issued that CA."
-        )
-    if cause == "chain_too_long":
-        depth = (ev.matched_depth or 0) + 1
-        return (
-            f"The backend names {ev.matched_ca} and Java sends the chain that leads to it (a "
-            f"path of {depth + 1} certificates with that CA), but the backend refuses it "
-            f"({answer}): its verify depth is too small for this path. Raise it on the backend "
-            f"to at least {depth} (nginx ssl_verify_depth, Apache SSLVerifyDepth; both default "
-            "to 1), or add the intermediate CAs to the backend's client CA file."
-        )
-    if cause == "rejected_at_http":
-        http = answer.split(": ", 1)[-1]
-        return (
-            f"The TLS handshake succeeds but the backend refuses the request: {http}. The "
-            "backend's HTTP configuration rejects this client (certificate not verified or not "
-            "allowed): check its access rules for the client certificate's subject and issuer."
-        )
-    if cause == "no_client_certificate_requested":
-        return (
-            "The backend does not ask for a client certificate, so a certificate rejection does "
-            "not come from this backend's client authentication: check which backend the MP "
-            "really reaches (load balancer members, TargetServer host/port, SNI)."
-        )
-    if cause == "accepted":
-        if leaf is None:
-            return (
-                "The keystore holds no client certificate, and the backend lets the call in "
-                "without one: this backend does not fail the MP's handshake. Check which backend "
-                "the MP really reaches and the keystore/KeyAlias in <SSLInfo>."
-            )
-        if ev.java_sends is False:
-            return (
-                "Java would send no certificate for these CA names, and the backend lets the "
-                "call in without one: this backend does not fail the MP's handshake. Check which "
-                "backend the MP really reaches and the keystore/KeyAlias in <SSLInfo>."
-            )
-        return (
-            "The backend accepts this client certificate with the MP's protocols and SNI, so "
-            "the MP must be using another one: check the KeyStore reference and KeyAlias in "
-            "<SSLInfo> and that every MP has the current keystore."
-        )
-    if cause == "server_certificate_untrusted":
-        error = anon.server_verify_error if anon else None
-        return (
-            f"The backend's chain does not verify against the given truststore ({error}): "
-            "import the backend's CA (and intermediates) into the MP truststore, or have the "
-            "backend serve its full chain."
-        )
-    if cause == "server_certificate_expired":
-        return (
-            "The backend serves a certificate outside its validity ("
-            + "; ".join(d for d in ev.server_details if "valid" in d or "expired" in d)
-            + "): renew it on the backend. (An MP that does not validate the backend's "
-            "certificate, without a TrustStore in <SSLInfo>, is not stopped by this.)"
-        )
-    if cause == "hostname_mismatch":
-        return (
-            "The MP checks the backend's certificate against the host it connects to: "
-            + "; ".join(d for d in ev.server_details if "does not name" in d)
-            + ". Use the host name the certificate names in the TargetServer, or have the "
-            "backend's certificate name this host (an IP target needs an IP SAN). (An MP that "
-            "does not validate the backend's certificate is not stopped by this.)"
-        )
-    if cause == "sni_required":
-        if mp is not None and http_rejection(mp.http) == "sni":
-            sent = f"the SNI name {settings.servername}" if settings.servername else "no SNI name"
-            return (
-                f"The backend answers {answer.split(': ', 1)[-1]} to a request made with "
-                f"{sent}: it routes or authorises by the TLS server name. Use the host name the "
-                "backend serves in the TargetServer (the MP sends SNI for a host name), or make "
-                "the backend serve this name; run diagnose with --servername NAME to check it."
-            )
-        if not settings.servername and not any(a.alert for a in (anon, *result.retries) if a):
-            name = next((r.servername for r in result.retries if r.servername), "")
-            return (
-                "The backend closes the connection before its ServerHello when no SNI name is "
-                f"sent, and answers with the name {name}: it (or a TCP proxy in front of it) "
-                "routes on the TLS server name. Use the host name in the TargetServer (the MP "
-                "sends SNI for a host name), not an IP address."
-            )
-        if settings.servername:
-            return (
-                f"The backend does not know the SNI name {settings.servername} "
-                "(unrecognized_name): configure the host name the backend serves in the "
-                "TargetServer, or add this name to the backend."
-            )
-        return (
-            "The backend needs an SNI name (unrecognized_name without one) and the MP sends none "
-            f"for the IP target {result.host}: use the host name in the TargetServer (the MP "
-            "sends SNI for a host name when jsse.enableSNIExtension is on), and run diagnose "
-            "with --servername NAME to check that name."
-        )
-    if cause == "protocol_mismatch":
-        offered = ", ".join(settings.effective_protocols) or "none usable"
-        works = [r.protocols[0] for r in result.retries if r.server_hello and r.protocols]
-        text = f"No TLS version in common: the MP offers {offered}"
-        text += f", the backend answers {', '.join(works)}" if works else ""
-        return (
-            text + ". Add the backend's version to the TargetServer's <SSLInfo><Protocols> (or "
-            "remove the list to use the JVM's defaults), or enable the MP's version on the "
-            "backend."
-        )
-    if cause == "cipher_mismatch":
-        return (
-            "No cipher suite in common: the backend completes the handshake with the default "
-            "suites but not with the TargetServer's <SSLInfo><Ciphers> ("
-            + (", ".join(settings.ciphers) or "none usable")
-            + "). Add a suite the backend supports to <Ciphers>, or remove the list."
-        )
-    if cause == "not_tls":
-        return (
-            "The port does not speak TLS (the backend answered the ClientHello with something "
-            "else, e.g. plain HTTP): check the TargetServer port and that <SSLInfo> is meant "
-            "for it."
-        )
-    if cause == "unreachable" and closes_whatever_is_sent(result):
-        return (
-            "The port accepts TCP connections but closes every ClientHello before a ServerHello, "
-            "whatever it offers (TLS 1.2, TLS 1.3, with and without an SNI name), without an "
-            "alert: nothing answers TLS behind it. Typically a TCP proxy or load balancer whose "
-            "backend servers are down or refuse it: check the proxy's backends and health checks."
-        )
-    if cause == "unreachable":
-        return (
-            "No TLS answer from the backend: check the host and port, DNS, firewalls and that "
-            "the port speaks TLS."
-        )
-    return _unknown_advice(result, identity, ev, received)
+    f = _Facts(result, identity, ev, received)
+    if cause == "unreachable" and closes_whatever_is_sent(f.result):
+        return _advice_unreachable_closed(f)
+    chosen = ADVICE.get(cause)
+    return chosen(f) if chosen is not None else _unknown_advice(result, identity, ev, received)
 
 
 def _unknown_advice(
