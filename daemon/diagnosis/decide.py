@@ -354,7 +354,12 @@ def evaluate(result: ProbeResult, identity: Optional[ClientIdentity], now: float
         matched_depth=depth if sends else None,
         matched_ca=matched,
         mp_attempt=attempt,
-        probe_sent_unlike_java=with_cert is not None and not sends and anon.certificate_requested,
+        probe_sent_unlike_java=(
+            with_cert is not None
+            and with_cert.sent_certificate
+            and not sends
+            and anon.certificate_requested
+        ),
         rejection=_rejection(mp) if mp is not None else None,
         client_problems=problems,
         client_details=details,

@@ -58,7 +58,10 @@ def _checked(d: Diagnosis) -> list[str]:
     if cert is not None:
         line = f"  - TLS handshake with the client certificate: {describe_answer(cert)}"
         if ev.probe_sent_unlike_java:
-            line += " (the probe sent it; Java sends none for these CA names)"
+            why = "this key type" if ev.key_type_fits is False else "these CA names"
+            line += f" (the probe sent it; Java sends none for {why})"
+        elif cert.certificate_requested and not cert.sent_certificate:
+            line += " (its Certificate message was empty: OpenSSL found the key unfit too)"
         lines.append(line)
     elif ev.mp_attempt == "not_tried":
         lines.append("  - TLS handshake with the client certificate: not tried (no private key)")
@@ -126,7 +129,7 @@ def _client_chain(d: Diagnosis) -> list[str]:
     def mark(i: int) -> str:
         if ev.java_sends and d.acceptable_ca_names and ev.matched_depth == i:
             return "   <- among the acceptable CAs"
-        if ev.java_sends is False and i == 0:
+        if ev.java_sends is False and i == 0 and d.acceptable_ca_names and ev.matched_ca is None:
             more = ", nor is any other issuer of the chain" if len(chain) > 1 else ""
             return f"   <- NOT among them{more}"
         return ""

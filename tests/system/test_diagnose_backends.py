@@ -24,6 +24,7 @@ from apigee_tls_exporter.diagnosis import (
     ClientIdentity,
     Diagnosis,
     load_pem_identity,
+    render_report,
     run_diagnosis,
 )
 from helpers import jsse
@@ -292,6 +293,11 @@ def test_ecdsa_only_backend_with_an_identity_from_files(
     d = run_diagnosis(server.target, identity=ident, timeout=TIMEOUT, protocols=(f"TLSv{version}",))
     assert d.cause == "key_type_not_requested"
     assert d.evaluation.key_types == ("EC",)
+    report = render_report(d)
+    assert "sends an empty Certificate message (the key is RSA, the backend asks for EC)" in report
+    assert "NOT among them" not in report  # the issuer is not the reason
+    with_cert = d.result.with_certificate
+    assert with_cert is not None and not with_cert.sent_certificate  # what the probe sent
 
 
 # -- Apache Tomcat: the JSSE connector, required and optional with a 403 -------------------------
