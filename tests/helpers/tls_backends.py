@@ -986,6 +986,48 @@ class Tomcat(_ServerProcess):
         ]  # fmt: skip
 
 
+NODE = shutil.which("node") or shutil.which("nodejs") or "/usr/bin/node"
+_NODE_SERVER = """
+const fs = require("fs");
+const https = require("https");
+const [port, cert, key, ca, reject] = process.argv.slice(2);
+https.createServer({
+  cert: fs.readFileSync(cert), key: fs.readFileSync(key), ca: fs.readFileSync(ca),
+  requestCert: true, rejectUnauthorized: reject === "reject",
+}, (req, res) => {
+  if (!req.socket.authorized) {
+    res.writeHead(401, {"Content-Type": "text/plain"});
+    res.end("client certificate: " + req.socket.authorizationError + "\\n");
+    return;
+  }
+  res.writeHead(200, {"Content-Type": "text/plain"});
+  res.end("ok\\n");
+}).listen(Number(port), "127.0.0.1", () => console.log("listening"));
+"""
+
+
+class NodeHttps(_ServerProcess):
+    """A Node.js ``https`` server asking for a client certificate (the CA names of ``ca_file``):
+    ``reject`` refuses an unverified one in TLS (``rejectUnauthorized``); otherwise the
+    handshake lets anything in and the application answers 401 unless ``socket.authorized``."""
+
+    name = "node"
+
+    def __init__(self, directory: Path, cert: str, key: str, ca_file: str, reject: bool) -> None:
+        self.port = free_port()
+        super().__init__(directory, [self.port])
+        self.script = self.dir / "server.js"
+        self.script.write_text(_NODE_SERVER)
+        self._args = [str(self.port), cert, key, ca_file, "reject" if reject else "app"]
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [NODE, str(self.script), *self._args]
+
+
 # -- every backend of a test module, each started once --------------------------------------------
 
 SCENARIOS = (

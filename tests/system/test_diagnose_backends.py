@@ -1,7 +1,7 @@
 """diagnose on the backends of issue 20, each started here on 127.0.0.1 with certificates made
 here: lighttpd asking for ECDSA keys only, stunnel (``verify = 2``), Python ``ssl`` servers (TLS 1.3
 post-handshake authentication; a silent close after the handshake; 421 without SNI) and HAProxy
-in ``mode tcp`` (routing on SNI; in front of a dead server).
+in ``mode tcp`` (routing on SNI; in front of a dead server), Apache Tomcat and Node.js ``https``.
 
 For every scenario the JSSE client (``tests/helpers/jsse.py``, the default SunX509 key manager
 watched) is the ground truth: whether its key manager was asked for an alias, for which key
@@ -33,6 +33,7 @@ from helpers.tls_backends import (
     VERSIONS,
     HaproxyTcp,
     Lighttpd,
+    NodeHttps,
     Pki,
     PythonHttpsBackend,
     Stunnel,
@@ -345,3 +346,31 @@ def test_tomcat(
         report = diagnose(target, client, protocol=version)
         agree_on_the_key_manager(report, truth)
     assert report["cause"] == cause, report["advice"]
+
+
+# -- Node.js https: requestCert, in TLS (rejectUnauthorized) or in the application (401) --------
+
+
+@pytest.fixture(scope="module", params=["reject", "app"])
+def node(pki: Pki, request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[NodeHttps]:
+    ca = pki.ca_file(pki.accepted_ca, name="node-ca.pem")
+    directory = tmp_path_factory.mktemp(f"node-{request.param}")
+    reject = request.param == "reject"
+    with NodeHttps(directory, pki.server_cert, pki.server_key, ca, reject) as server:
+        yield server
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(("who", "cause"), [("ec", "accepted"), ("other", "ca_mismatch")])
+def test_node_https(
+    node: NodeHttps, clients: dict[str, Client], who: str, cause: str, version: str
+) -> None:
+    truth = ground_truth(node.target, clients[who], protocol=version)
+    status = truth.http_status.split()[1] if truth.http_status else None
+    assert (status == "200") == (cause == "accepted"), truth
+    assert (truth.chosen_alias is not None) == (cause == "accepted"), truth
+    report = diagnose(node.target, clients[who], protocol=version)
+    agree_on_the_key_manager(report, truth)
+    assert report["cause"] == cause, report["advice"]
+    if status == "401":  # the application's refusal is what the MP sees
+        assert report["handshake_without_certificate"]["http"]["status"] == 401
