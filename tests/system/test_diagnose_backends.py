@@ -11,6 +11,7 @@ types, which alias it chose, how the connection ended; ``diagnose --json`` must 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -118,13 +119,21 @@ def _json_of(argv: list[str]) -> dict[str, Any]:
 
 
 def agree_on_the_key_manager(report: dict[str, Any], truth: JsseResult) -> None:
-    """diagnose's model of Java's choice is what Java's key manager did."""
+    """diagnose's model of Java's choice is what Java's key manager did, and the attempt it
+    calls the MP's got the answer the JVM got: the same alert, the same HTTP status."""
     assert report["certificate_requested"] == truth.asked, (report, truth)
     if truth.asked:
         assert report["java_sends_certificate"] == (truth.chosen_alias is not None), truth
         if report["requested_key_types"] is not None:
             asked = set(truth.key_types) - {"RSASSA-PSS"}  # a kind of key PKCS#12 cannot hold
             assert set(report["requested_key_types"]) - {"RSASSA-PSS"} == asked, truth
+    mp = report["with_certificate"] if report["mp_attempt"] == "with_certificate" else None
+    mp = mp or report["handshake_without_certificate"]
+    received = re.match(r"\(([a-z_]+)\) Received fatal alert", truth.message or "")
+    if received:
+        assert mp["alert"] == received.group(1), (mp, truth)
+    if truth.http_status:
+        assert mp["http"] and mp["http"]["status"] == int(truth.http_status.split()[1]), mp
 
 
 # -- lighttpd: a client key of a type the backend does not ask for ------------------------------
