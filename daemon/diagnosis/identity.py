@@ -118,7 +118,8 @@ def format_name(name: x509.Name) -> str:
 # -- certificates and identities ----------------------------------------------------------------
 
 
-def _iso(epoch: Optional[float]) -> Optional[str]:
+def iso(epoch: Optional[float]) -> Optional[str]:
+    """Seconds since the epoch as ISO 8601 UTC (``2026-01-02T03:04:05Z``); None stays None."""
     if epoch is None:
         return None
     moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
@@ -154,6 +155,19 @@ def _signs(cert: x509.Certificate) -> Optional[bool]:
     return bool(usage.digital_signature)
 
 
+def java_key_type(key: Any) -> Optional[str]:
+    """The key algorithm as Java names it (``Key.getAlgorithm()``), None for another kind."""
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        return "RSA"
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        return "EC"
+    if isinstance(key, (dsa.DSAPublicKey, dsa.DSAPrivateKey)):
+        return "DSA"
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        return "EdDSA"
+    return None
+
+
 def _host_matches(pattern: str, host: str) -> bool:
     """RFC 6125 matching of a DNS name with at most one leftmost ``*`` label."""
     pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
@@ -178,6 +192,7 @@ class CertSummary:
     subject_alternative_names: tuple[str, ...] = ()
     extended_key_usage: Optional[tuple[str, ...]] = None
     digital_signature: Optional[bool] = None
+    key_type: Optional[str] = None  # Java's name of the public key's algorithm: RSA, EC, ...
 
     @classmethod
     def from_x509(cls, cert: x509.Certificate) -> CertSummary:
@@ -200,6 +215,7 @@ class CertSummary:
             subject_alternative_names=tuple(sans),
             extended_key_usage=_usages(cert),
             digital_signature=_signs(cert),
+            key_type=java_key_type(cert.public_key()),
         )
 
     @classmethod
@@ -256,12 +272,13 @@ class CertSummary:
         return {
             "subject": self.subject,
             "issuer": self.issuer,
-            "not_before": _iso(self.not_before),
-            "not_after": _iso(self.not_after),
+            "not_before": iso(self.not_before),
+            "not_after": iso(self.not_after),
             "subject_alternative_names": list(self.subject_alternative_names),
             "extended_key_usage": (
                 None if self.extended_key_usage is None else list(self.extended_key_usage)
             ),
+            "key_type": self.key_type,
         }
 
 

@@ -22,14 +22,20 @@ Every connection is bounded by ``timeout``; the request's answer by ``http_wait`
 from __future__ import annotations
 
 import errno
+import ipaddress
 import selectors
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, TypeVar
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from ..records.parse import ALERT_NUMBERS
 from .identity import CertSummary, ClientIdentity, SigningKey, format_name
@@ -61,9 +67,29 @@ TLS13_SUITES = (
     "TLS_AES_128_CCM_SHA256",
     "TLS_AES_128_CCM_8_SHA256",
 )
+# TLS 1.2 CertificateRequest certificate types, and the key type Java reads each as.
+CERTIFICATE_TYPES = {1: "rsa_sign", 2: "dss_sign", 64: "ecdsa_sign"}
+_SIGNATURE_SCHEMES = {
+    0x0401: "rsa_pkcs1_sha256", 0x0501: "rsa_pkcs1_sha384", 0x0601: "rsa_pkcs1_sha512",
+    0x0201: "rsa_pkcs1_sha1", 0x0403: "ecdsa_secp256r1_sha256", 0x0503: "ecdsa_secp384r1_sha384",
+    0x0603: "ecdsa_secp521r1_sha512", 0x0203: "ecdsa_sha1", 0x0804: "rsa_pss_rsae_sha256",
+    0x0805: "rsa_pss_rsae_sha384", 0x0806: "rsa_pss_rsae_sha512", 0x0807: "ed25519",
+    0x0808: "ed448", 0x0809: "rsa_pss_pss_sha256", 0x080A: "rsa_pss_pss_sha384",
+    0x080B: "rsa_pss_pss_sha512", 0x0402: "dsa_sha256", 0x0502: "dsa_sha384",
+    0x0602: "dsa_sha512", 0x0202: "dsa_sha1", 0x0301: "rsa_sha224", 0x0303: "ecdsa_sha224",
+    0x0302: "dsa_sha224",
+}  # fmt: skip
+
+
+def signature_scheme(code: int) -> str:
+    """The IANA name of a signature scheme (``0x0403`` -> ``ecdsa_secp256r1_sha256``)."""
+    return _SIGNATURE_SCHEMES.get(code, f"0x{code:04x}")
+
+
 # Texts OpenSSL gives when the peer answers a ClientHello with something that is not TLS.
 _NOT_TLS = ("wrong version number", "packet length too long", "http request", "unknown protocol")
 MAX_HTTP_BYTES = 16384
+RETRY_AFTER = 0.5  # seconds without a ServerHello before the retries start alongside
 VERDICT_FLOOR = 0.05  # seconds to wait for a TLS 1.3 server's verdict, plus twice the handshake
 
 
@@ -178,15 +204,25 @@ class Handshake:
     error: Optional[str] = None
     timed_out: bool = False
     not_tls: bool = False
-    sent_certificate: bool = False  # the probe presented a client certificate
+    sent_certificate: bool = False  # the probe's Certificate message held a certificate
     http: Optional[HttpAnswer] = None
     protocols: tuple[str, ...] = ()  # what this attempt offered
     ciphers: tuple[str, ...] = ()
+    servername: Optional[str] = None  # the SNI name this attempt sent
+    certificate_types: tuple[int, ...] = ()  # of the CertificateRequest (TLS 1.2)
+    signature_algorithms: tuple[int, ...] = ()  # of the CertificateRequest
+    closed_after_handshake: bool = False  # TLS 1.3: closed, no alert, no answer, cert requested
+    post_handshake_request: bool = False  # a CertificateRequest after the handshake (TLS 1.3)
 
     @property
     def tls_rejected(self) -> bool:
-        """The handshake failed, or a fatal alert (or a reset) came right after it."""
-        return not self.completed or self.alert is not None or self.reset_after_handshake
+        """The handshake failed, or a fatal alert (a reset, a close) came right after it."""
+        return (
+            not self.completed
+            or self.alert is not None
+            or self.reset_after_handshake
+            or self.closed_after_handshake
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,9 +233,14 @@ class Handshake:
             "alert": self.alert,
             "alert_after_handshake": self.alert_after_handshake,
             "error": self.error,
+            "closed_after_handshake": self.closed_after_handshake,
+            "post_handshake_certificate_request": self.post_handshake_request,
+            "certificate_types": [CERTIFICATE_TYPES.get(t, str(t)) for t in self.certificate_types],
+            "signature_algorithms": [signature_scheme(a) for a in self.signature_algorithms],
             "http": self.http.to_json() if self.http else None,
             "protocols": list(self.protocols),
             "ciphers": list(self.ciphers),
+            "servername": self.servername,
         }
 
 
@@ -214,7 +255,8 @@ class ProbeResult:
     server_chain_checked: bool = False
     without_certificate: Optional[Handshake] = None
     with_certificate: Optional[Handshake] = None
-    retries: tuple[Handshake, ...] = ()  # one TLS version each, default ciphers
+    retries: tuple[Handshake, ...] = ()  # after a close before the ServerHello
+    post_handshake: Optional[Handshake] = None  # offering post-handshake authentication
 
     @property
     def servername(self) -> Optional[str]:
@@ -264,7 +306,13 @@ def _drive(sock: socket.socket, op: Callable[[], T], deadline: float) -> T:
 
 
 class _Recorder:
-    """Collects what OpenSSL's callbacks report during one handshake."""
+    """Collects what OpenSSL's callbacks report during one handshake.
+
+    The message callback sees every handshake message in clear (TLS 1.3's encrypted ones too):
+    the server's CertificateRequest (certificate types, signature algorithms), the client's own
+    Certificate message (was a certificate in it, or was it empty) and a CertificateRequest that
+    comes after the handshake (TLS 1.3 post-handshake authentication).
+    """
 
     def __init__(self) -> None:
         self.certificate_requested = False
@@ -272,12 +320,49 @@ class _Recorder:
         self.ticket = False
         self.alert: Optional[str] = None
         self.verify_error: Optional[str] = None
+        self.certificate_types: tuple[int, ...] = ()
+        self.signature_algorithms: tuple[int, ...] = ()
+        self.sent_certificate: Optional[bool] = None  # None: no Certificate message written
+        self.handshake_done = False
+        self.post_handshake_request = False
+        self.answered = threading.Event()  # a ServerHello came, or the attempt ended
+        self._callback: Any = None
+
+    def watch(self, ctx: SSL.Context) -> None:
+        """Install the message callback on ``ctx`` (kept alive by this recorder)."""
+        self._callback = _ffi.callback(
+            "void(int, int, int, void *, size_t, SSL *, void *)", self._message
+        )
+        _lib.SSL_CTX_set_msg_callback(ctx._context, self._callback)
+
+    def _message(
+        self, write_p: int, version: int, content_type: int, buf: Any, size: int, ssl: Any,
+        arg: Any,
+    ) -> None:  # fmt: skip
+        if content_type != _HANDSHAKE or size < 4:
+            return
+        try:
+            data = bytes(_ffi.buffer(buf, size))
+            kind, body = data[0], data[4:]
+            tls13 = version == SSL.TLS1_3_VERSION
+            if kind == _CERTIFICATE_REQUEST and not write_p:
+                if self.handshake_done:
+                    self.post_handshake_request = True
+                else:
+                    self.certificate_requested = True
+                    types, algorithms = parse_certificate_request(body, tls13)
+                    self.certificate_types, self.signature_algorithms = types, algorithms
+            elif kind == _CERTIFICATE and write_p:
+                self.sent_certificate = _certificate_count(body, tls13) > 0
+        except (IndexError, ValueError):  # a message too short to parse: record nothing of it
+            pass
 
     def info(self, conn: SSL.Connection, where: int, ret: int) -> None:
         if where & SSL.SSL_CB_LOOP:
             state = conn.get_state_string().decode("ascii", "replace").lower()
             if "read server hello" in state:
                 self.server_hello = True
+                self.answered.set()
             elif "read server certificate request" in state:
                 self.certificate_requested = True
             elif "read server session ticket" in state:
@@ -292,6 +377,53 @@ class _Recorder:
             text = VERIFY_ERRORS.get(errno, f"verify error {errno}")
             self.verify_error = f"{text} (depth {depth})"
         return True  # keep going: the CA list and the alert are what we came for
+
+
+_HANDSHAKE = 22
+_CERTIFICATE = 11
+_CERTIFICATE_REQUEST = 13
+_SIGNATURE_ALGORITHMS = 13  # the TLS 1.3 CertificateRequest extension
+
+
+def _vector(data: bytes, at: int, width: int) -> tuple[bytes, int]:
+    """A length-prefixed vector at ``at``: its bytes and the offset after it."""
+    size = int.from_bytes(data[at : at + width], "big")
+    end = at + width + size
+    if len(data) < end:
+        raise ValueError("truncated")
+    return data[at + width : end], end
+
+
+def parse_certificate_request(body: bytes, tls13: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A CertificateRequest's certificate types (TLS 1.2 only) and signature algorithms.
+
+    TLS 1.2: ``certificate_types<1..255>``, ``supported_signature_algorithms<2..2^16-2>``, the
+    CA names. TLS 1.3: ``certificate_request_context<0..255>`` and extensions, of which
+    ``signature_algorithms`` (13) is the one Java chooses the key by.
+    """
+    if not tls13:
+        types, at = _vector(body, 0, 1)
+        algorithms, _ = _vector(body, at, 2)
+        return tuple(types), _pairs(algorithms)
+    _, at = _vector(body, 0, 1)
+    extensions, _ = _vector(body, at, 2)
+    at = 0
+    while at + 4 <= len(extensions):
+        kind = int.from_bytes(extensions[at : at + 2], "big")
+        value, at = _vector(extensions, at + 2, 2)
+        if kind == _SIGNATURE_ALGORITHMS:
+            return (), _pairs(_vector(value, 0, 2)[0])
+    return (), ()
+
+
+def _pairs(data: bytes) -> tuple[int, ...]:
+    return tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data) - 1, 2))
+
+
+def _certificate_count(body: bytes, tls13: bool) -> int:
+    """How many bytes of certificates a Certificate message carries (0: an empty one)."""
+    at = _vector(body, 0, 1)[1] if tls13 else 0
+    return int.from_bytes(body[at : at + 3], "big")
 
 
 def _alert_from_error(exc: Exception) -> Optional[str]:
@@ -390,39 +522,48 @@ def _handshake(
     identity: Optional[ClientIdentity],
     timeout: float,
     http_wait: float,
+    offer_post_handshake: bool = False,
+    answered: Optional[threading.Event] = None,
 ) -> Handshake:
     deadline = time.monotonic() + timeout
     rec = _Recorder()
+    if answered is not None:
+        rec.answered = answered
     ctx = _context(settings)
+    rec.watch(ctx)
     if ca_file:
         ctx.load_verify_locations(ca_file)
         ctx.set_verify(SSL.VERIFY_PEER, rec.verify)
     else:
         ctx.set_verify(SSL.VERIFY_NONE, rec.verify)
     ctx.set_info_callback(rec.info)
-    presents = identity is not None and identity.private_key is not None and bool(identity.chain)
     if identity is not None and identity.private_key is not None and identity.chain:
         _use_identity(ctx, identity.chain, identity.private_key)
+    if offer_post_handshake:
+        _lib.SSL_CTX_set_post_handshake_auth(ctx._context, 1)
     protocols, ciphers = settings.effective_protocols, settings.ciphers
+    sni = settings.servername
     try:
         remaining = max(deadline - time.monotonic(), 0.001)
         sock = socket.create_connection((host, port), timeout=remaining)
     except socket.timeout:
+        rec.answered.set()
         return Handshake(
             completed=False, error="TCP connect timed out", timed_out=True,
-            protocols=protocols, ciphers=ciphers,
+            protocols=protocols, ciphers=ciphers, servername=sni,
         )  # fmt: skip
     except OSError as exc:
+        rec.answered.set()
         return Handshake(
             completed=False, error=f"TCP connect failed: {exc.strerror or exc}",
-            protocols=protocols, ciphers=ciphers,
+            protocols=protocols, ciphers=ciphers, servername=sni,
         )  # fmt: skip
     sock.setblocking(False)
     conn = SSL.Connection(ctx, sock)
     conn.set_connect_state()
     if settings.servername:
         conn.set_tlsext_host_name(settings.servername.encode("idna"))
-    completed, timed_out, after, was_reset = False, False, False, False
+    completed, timed_out, after, was_reset, closed = False, False, False, False, False
     error: Optional[str] = None
     alert: Optional[str] = None
     version: Optional[str] = None
@@ -431,21 +572,26 @@ def _handshake(
         started = time.monotonic()
         _drive(sock, conn.do_handshake, deadline)
         took = time.monotonic() - started
+        rec.handshake_done = True
         version = conn.get_protocol_version_name()
         completed = True
         http_host = settings.servername or (f"[{host}]" if ":" in host else host)
         # The server's verdict on our certificate (TLS 1.3) takes about one more round trip.
         verdict = min(http_wait, VERDICT_FLOOR + 2 * took)
-        http, after_error, reset = _exchange(
+        http, after_error, ended = _exchange(
             sock, conn, rec, http_host, port, min(deadline, time.monotonic() + http_wait), verdict
         )
+        judged = http is None and rec.certificate_requested and version == "TLSv1.3"
         if rec.alert is not None or after_error is not None:
             after = True
             alert = _alert_from_error(after_error) if after_error else None
             error = _error_text(after_error) if after_error else None
-        elif reset and http is None and rec.certificate_requested and version == "TLSv1.3":
+        elif ended == "reset" and judged:
             was_reset = True
             error = "connection reset by the backend right after the handshake"
+        elif ended == "closed" and judged:
+            closed = True
+            error = "connection closed by the backend right after the handshake, without an alert"
     except _Timeout:
         timed_out, error = True, f"no TLS answer within {timeout:g}s"
     except SSL.SysCallError as exc:
@@ -456,6 +602,7 @@ def _handshake(
     except OSError as exc:
         error = f"connection failed: {exc.strerror or exc}"
     finally:
+        rec.answered.set()
         ca_names = _client_ca_names(conn)
         peer = _peer_chain(conn)
         if version is None and rec.server_hello:
@@ -476,10 +623,15 @@ def _handshake(
         error=error,
         timed_out=timed_out,
         not_tls=not_tls,
-        sent_certificate=presents and (rec.certificate_requested or bool(ca_names)),
+        sent_certificate=bool(rec.sent_certificate),
         http=http,
+        certificate_types=rec.certificate_types,
+        signature_algorithms=rec.signature_algorithms,
+        closed_after_handshake=closed,
+        post_handshake_request=rec.post_handshake_request,
         protocols=protocols,
         ciphers=ciphers,
+        servername=sni,
     )
 
 
@@ -491,15 +643,16 @@ def _exchange(
     port: int,
     until: float,
     verdict: float,
-) -> tuple[Optional[HttpAnswer], Optional[SSL.Error], bool]:
-    """Send ``GET /`` and read the answer's head (and the start of its body) until ``until``.
+) -> tuple[Optional[HttpAnswer], Optional[SSL.Error], Optional[str]]:
+    """Send ``GET /`` and read until something happens: an answer, an alert, a close, ``until``.
 
     In TLS 1.3 the server judges our certificate after our handshake is done: first wait for
-    its verdict (a session ticket or data: accepted; an alert: rejected) for up to ``verdict``
-    seconds, since a request sent to a server that has just closed makes the kernel reset the
-    connection and drop the alert. Returns the answer (None when the backend sent none: not
-    HTTP, or it closed), the TLS error that ended the read, if any, and whether the connection
-    was reset.
+    its verdict (a session ticket or data: accepted; an alert or a close: rejected) for up to
+    ``verdict`` seconds, since a request sent to a server that has just closed makes the kernel
+    reset the connection and drop the alert. Returns the answer (None when the backend sent
+    none: not HTTP, or it closed), the TLS error that ended the read, if any, and how the
+    connection ended before any answer: ``"reset"``, ``"closed"`` (an end of stream or a
+    close_notify) or None.
     """
     request = (
         f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: apigee-tls-exporter-diagnose\r\n"
@@ -516,11 +669,6 @@ def _exchange(
                     _wait(sock, False, first)
                 except _Timeout:
                     break
-    except SSL.Error as exc:
-        return _parse_http(data), exc, False
-    except OSError:
-        return _parse_http(data), None, True
-    try:
         sent = 0
         while sent < len(request):
             try:
@@ -536,16 +684,18 @@ def _exchange(
                 _wait(sock, False, until)
             except SSL.WantWriteError:
                 _wait(sock, True, until)
+    except SSL.ZeroReturnError:
+        return _parse_http(data), None, None if data else "closed"
     except SSL.SysCallError as exc:
         reset = bool(exc.args) and exc.args[0] in (errno.ECONNRESET, errno.EPIPE)
-        return _parse_http(data), None, reset
+        return _parse_http(data), None, "reset" if reset else (None if data else "closed")
     except (ConnectionResetError, BrokenPipeError):
-        return _parse_http(data), None, True
-    except (_Timeout, SSL.ZeroReturnError, OSError):
+        return _parse_http(data), None, "reset"
+    except (_Timeout, OSError):
         pass
     except SSL.Error as exc:
-        return _parse_http(data), exc, False
-    return _parse_http(data), None, False
+        return _parse_http(data), exc, None
+    return _parse_http(data), None, None
 
 
 def _complete(data: bytes) -> bool:
@@ -585,6 +735,45 @@ def _parse_http(data: bytes) -> Optional[HttpAnswer]:
     return HttpAnswer(int(parts[1]), reason[:200], title, server[:100] if server else None)
 
 
+def _host_name(host: str, wait: float) -> Optional[str]:
+    """The host name of a target: itself when it is one, else its reverse DNS name (within
+    ``wait`` seconds), else None."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(socket.gethostbyaddr, host)
+    pool.shutdown(wait=False)  # a resolver that hangs is left behind, not waited for
+    try:
+        name = future.result(timeout=wait)[0]
+    except (FutureTimeout, OSError):
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    return None
+
+
+def _variants(host: str, settings: TlsSettings, timeout: float) -> list[TlsSettings]:
+    """The ClientHellos tried after a close before the ServerHello: TLS 1.3 only and TLS 1.2
+    only with the default cipher suites, and, when the MP sends no SNI, its own with the
+    target's host name."""
+    variants = [replace(settings, protocols=(v,), ciphers=()) for v in ("TLSv1.3", "TLSv1.2")]
+    name = None if settings.servername else _host_name(host, min(timeout, 1.0))
+    if name:
+        variants.append(replace(settings, servername=name))
+    return variants
+
+
+def _rejects_after_tls13(hs: Handshake) -> bool:
+    """A TLS 1.3 handshake that asked for no certificate, and the backend refused or closed."""
+    if not hs.completed or hs.tls_version != "TLSv1.3" or hs.certificate_requested:
+        return False
+    return hs.http is None or hs.http.status in (401, 403)
+
+
 def probe(
     target: str,
     settings: TlsSettings,
@@ -599,37 +788,70 @@ def probe(
     ``timeout`` bounds each connection (TCP connect, handshake and request).
     ``ca_file`` (the CAs of the MP truststore, PEM) turns on the check of the server chain.
     The handshake with the certificate only runs when the identity has a private key.
+
+    When the backend closes before its ServerHello, retries tell why (``_variants``): TLS 1.3
+    only and TLS 1.2 only with the default cipher suites, and, when the MP sends no SNI, the
+    same ClientHello with the target's host name as SNI. They run side by side, and start
+    alongside the first attempt when it has no ServerHello after ``RETRY_AFTER`` seconds, so
+    that a proxy that closes late is diagnosed in the time it takes to close once, and a silent
+    port within ``timeout``. When a TLS 1.3
+    backend asks for no certificate in the handshake but refuses the request, one more
+    handshake offers post-handshake authentication (which Java never does) to see whether the
+    backend asks for the certificate that way.
     """
     host, port = parse_target(target)
     checked = bool(ca_file)
-    anonymous = _handshake(host, port, settings, ca_file, None, timeout, http_wait)
-    if (anonymous.error and anonymous.error.startswith("TCP connect")) or (
-        anonymous.timed_out and not anonymous.server_hello
-    ):
+
+    def attempt(
+        s: TlsSettings, ident: Optional[ClientIdentity] = None, post: bool = False
+    ) -> Handshake:
+        return _handshake(host, port, s, ca_file, ident, timeout, http_wait, post)
+
+    patience = min(RETRY_AFTER, timeout / 2)
+
+    def alongside(s: TlsSettings) -> Handshake:  # ends with the first attempt's deadline
+        return _handshake(host, port, s, ca_file, None, timeout - patience, http_wait)
+
+    # The retries start when no ServerHello came within RETRY_AFTER (a backend that answers
+    # does so in milliseconds): side by side with the first attempt, so that a proxy that
+    # closes late, or a silent port, is diagnosed within the timeout.
+    answered = threading.Event()
+    pool = ThreadPoolExecutor(4)
+    try:
+        first = pool.submit(_handshake, host, port, settings, ca_file, None, timeout, http_wait,
+                            False, answered)  # fmt: skip
+        retries_running = []
+        if not answered.wait(patience):
+            variants = _variants(host, settings, timeout)
+            retries_running = [pool.submit(alongside, v) for v in variants]
+        anonymous = first.result()
+        unreachable = (anonymous.error or "").startswith("TCP connect") or (
+            anonymous.timed_out and not anonymous.server_hello
+        )
+        if anonymous.server_hello or anonymous.not_tls or unreachable:
+            retries: tuple[Handshake, ...] = ()
+        elif retries_running:
+            retries = tuple(f.result() for f in retries_running)
+        else:
+            retries = tuple(pool.map(attempt, _variants(host, settings, timeout)))
+    finally:
+        pool.shutdown(wait=False)  # retries no longer needed finish at their own deadline
+    if unreachable:
         return ProbeResult(
             target, settings, reachable=False, connect_error=anonymous.error,
             server_chain_checked=checked, without_certificate=anonymous,
         )  # fmt: skip
     if not anonymous.server_hello and not anonymous.not_tls:
-        retries = tuple(
-            _handshake(
-                host,
-                port,
-                replace(settings, protocols=(v,), ciphers=()),
-                ca_file,
-                None,
-                timeout,
-                http_wait,
-            )
-            for v in ("TLSv1.3", "TLSv1.2")
-        )
         return ProbeResult(
             target, settings, reachable=True, server_chain_checked=checked,
             without_certificate=anonymous, retries=retries,
         )  # fmt: skip
     with_cert = None
     if identity is not None and identity.can_handshake and anonymous.server_hello:
-        with_cert = _handshake(host, port, settings, ca_file, identity, timeout, http_wait)
+        with_cert = attempt(settings, identity)
+    post = None
+    if _rejects_after_tls13(anonymous):
+        post = attempt(settings, identity if identity and identity.can_handshake else None, True)
     return ProbeResult(
         target,
         settings,
@@ -637,4 +859,5 @@ def probe(
         server_chain_checked=checked,
         without_certificate=anonymous,
         with_certificate=with_cert,
+        post_handshake=post,
     )

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import textwrap
 
-from .decide import RECEIVED, Diagnosis, _iso, describe_answer
-from .identity import CertSummary
+from .decide import RECEIVED, Diagnosis, describe_answer
+from .identity import CertSummary, iso
 
 
 def _dates(cert: CertSummary) -> str:
-    return f"{_iso(cert.not_before) or '?'} .. {_iso(cert.not_after) or '?'}"
+    return f"{iso(cert.not_before) or '?'} .. {iso(cert.not_after) or '?'}"
 
 
 def _wrap(head: str, text: str) -> str:
@@ -58,7 +58,10 @@ def _checked(d: Diagnosis) -> list[str]:
     if cert is not None:
         line = f"  - TLS handshake with the client certificate: {describe_answer(cert)}"
         if ev.probe_sent_unlike_java:
-            line += " (the probe sent it; Java sends none for these CA names)"
+            why = "this key type" if ev.key_type_fits is False else "these CA names"
+            line += f" (the probe sent it; Java sends none for {why})"
+        elif cert.certificate_requested and not cert.sent_certificate:
+            line += " (its Certificate message was empty: OpenSSL found the key unfit too)"
         lines.append(line)
     elif ev.mp_attempt == "not_tried":
         lines.append("  - TLS handshake with the client certificate: not tried (no private key)")
@@ -93,10 +96,19 @@ def _found(d: Diagnosis) -> list[str]:
         why = f"{where} issuer is acceptable" if names else "no CA names restrict it"
         lines.append(f"  Java's key manager: sends this chain ({why})")
     elif ev.java_sends is False:
+        reasons: list[str] = []
+        if ev.matched_ca is None and names:
+            reasons.append("no issuer in the chain is among the CA names")
+        if ev.key_type_fits is False and ident is not None and ident.leaf is not None:
+            kinds = ", ".join(ev.key_types or ()) or "none it can use"
+            reasons.append(f"the key is {ident.leaf.key_type}, the backend asks for {kinds}")
         lines.append(
-            "  Java's key manager: sends an empty Certificate message (no issuer in the chain is "
-            "among the CA names)"
+            "  Java's key manager: sends an empty Certificate message ("
+            + ("; ".join(reasons) or "no issuer in the chain is among the CA names")
+            + ")"
         )
+    if ev.key_types is not None and ev.java_sends is not False:
+        lines.append(f"  Client key types the backend asks for: {', '.join(ev.key_types)}")
     for detail in (*ev.client_details, *ev.server_details):
         lines.append(_wrap("  Problem: ", detail))
     for i, cert in enumerate(d.server_chain):
@@ -117,7 +129,7 @@ def _client_chain(d: Diagnosis) -> list[str]:
     def mark(i: int) -> str:
         if ev.java_sends and d.acceptable_ca_names and ev.matched_depth == i:
             return "   <- among the acceptable CAs"
-        if ev.java_sends is False and i == 0:
+        if ev.java_sends is False and i == 0 and d.acceptable_ca_names and ev.matched_ca is None:
             more = ", nor is any other issuer of the chain" if len(chain) > 1 else ""
             return f"   <- NOT among them{more}"
         return ""

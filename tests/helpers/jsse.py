@@ -93,6 +93,9 @@ class JsseResult:
     issuers: tuple[str, ...]  # the acceptable CA names the server sent (RFC 2253)
     protocol: Optional[str]  # negotiated protocol, or None
     http_status: Optional[str]  # the reply's status line, or None
+    asked: bool = False  # the KeyManager was asked for a client alias (a CertificateRequest)
+    key_types: tuple[str, ...] = ()  # the key types it was asked for (chooseClientAlias)
+    chosen_alias: Optional[str] = None  # what it chose; None: an empty Certificate message
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JsseResult:
@@ -104,6 +107,9 @@ class JsseResult:
             issuers=tuple(data.get("issuers") or ()),
             protocol=data.get("protocol"),
             http_status=data.get("http_status"),
+            asked=bool(data.get("asked")),
+            key_types=tuple(data.get("key_types") or ()),
+            chosen_alias=data.get("chosen_alias"),
         )
 
 

@@ -40,7 +40,8 @@ from typing import ClassVar, Optional, Union
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from helpers import jsse
@@ -92,16 +93,22 @@ def issue_leaf(
     usages: Optional[tuple[x509.ObjectIdentifier, ...]] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
     dns: tuple[str, ...] = (),
     ips: tuple[str, ...] = (),
+    key_type: str = "EC",
 ) -> tuple[bytes, bytes]:
     """A leaf certificate from ``issuer``: ``(cert PEM, key PEM)``.
 
     ``days`` is the validity relative to now; ``usages`` the extended key usages (None: no
-    extension); ``dns``/``ips`` the subject alternative names.
+    extension); ``dns``/``ips`` the subject alternative names; ``key_type`` "EC" (P-256) or
+    "RSA" (2048 bits).
     """
     import ipaddress
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey] = (
+        rsa.generate_private_key(65537, 2048)
+        if key_type == "RSA"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     ca_cert = _ca_cert(issuer)
     builder = (
         x509.CertificateBuilder()
@@ -185,13 +192,16 @@ class Pki:
         chain: Optional[int] = None,
         with_root: Optional[trustme.CA] = None,
         usages: Optional[tuple[x509.ObjectIdentifier, ...]] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+        key_type: str = "EC",
     ) -> tuple[str, str]:
         """Issue a client certificate; return ``(cert_file, key_file)``.
 
         The PEM chain is the leaf then the issuer's intermediates (not the root), cut to ``chain``
         certificates when given (1: the leaf only); ``with_root`` appends a root at the end.
         """
-        cert, key = issue_leaf(issuer, f"{name}.client.test", days=days, usages=usages)
+        cert, key = issue_leaf(
+            issuer, f"{name}.client.test", days=days, usages=usages, key_type=key_type
+        )
         pems = [cert, *_intermediates(issuer)]
         if chain is not None:
             pems = pems[:chain]
@@ -671,6 +681,351 @@ Backend = Union[PythonBackend, OpenSSLBackend, SilentBackend, PlainHttpBackend]
 def haproxy_pem(tmp: Path, cert: str, key: str, name: str) -> str:
     """HAProxy's ``crt``: the certificate and its key in one file."""
     return write_pem(tmp / f"{name}.pem", Path(cert).read_bytes(), Path(key).read_bytes())
+
+
+# -- the backends of issue 20: what they say after the handshake ----------------------------------
+
+
+def _read_head(tls: socket.socket) -> bytes:
+    """An HTTP request's head (or what came before the peer stopped sending)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _http(status: str, body: str = "") -> bytes:
+    text = body or status
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(text)}\r\n"
+        f"Connection: close\r\n\r\n{text}"
+    ).encode()
+
+
+class PythonHttpsBackend(RawServer):
+    """A Python ``ssl`` HTTPS server on 127.0.0.1 whose answer after the handshake is the test:
+
+    * ``post_handshake``: TLS 1.3, no CertificateRequest in the handshake; on a request it asks
+      for the certificate with post-handshake authentication (``verify_client_post_handshake``,
+      which fails when the client did not offer it: Java never does) and answers 403.
+    * ``silent``: TLS 1.3, requires a certificate (sends no CA names, trusts ``trust``), then
+      reads the request and closes without an alert or answer unless the certificate's CN is
+      ``allowed_cn`` (200).
+    * ``misdirected``: no client authentication; 421 Misdirected Request to a connection
+      without an SNI name, 200 with one.
+    """
+
+    def __init__(
+        self, pki: Pki, mode: str, *, trust: Optional[str] = None, allowed_cn: str = ""
+    ) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        pki.server.configure_cert(ctx)
+        if mode in ("post_handshake", "silent"):
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        if mode == "post_handshake":
+            ctx.post_handshake_auth = True
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            ctx.load_verify_locations(trust)
+        if mode == "silent":
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(trust)
+        self.names: dict[int, str] = {}
+        if mode == "misdirected":
+            ctx.sni_callback = self._sni
+        self.context, self.mode, self.allowed_cn = ctx, mode, allowed_cn
+        self.errors: list[str] = []
+        super().__init__(self._answer)
+
+    def _sni(self, conn: object, name: Optional[str], ctx: ssl.SSLContext) -> None:
+        if name:
+            self.names[id(conn)] = name
+
+    def _answer(self, raw: socket.socket) -> None:
+        try:
+            with self.context.wrap_socket(raw, server_side=True) as tls:
+                _read_head(tls)
+                if self.mode == "post_handshake":
+                    try:
+                        tls.verify_client_post_handshake()
+                    except ssl.SSLError as exc:
+                        self.errors.append(str(exc))
+                    tls.sendall(_http("403 Forbidden", "client certificate required"))
+                elif self.mode == "silent":
+                    cert = tls.getpeercert() or {}
+                    cns = [
+                        v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"
+                    ]
+                    if self.allowed_cn in cns:
+                        tls.sendall(_http("200 OK", "ok"))
+                    # else: close the socket, no close_notify, no answer
+                elif self.names.pop(id(tls), None):
+                    tls.sendall(_http("200 OK", "ok"))
+                else:
+                    tls.sendall(_http("421 Misdirected Request", "no server name (SNI)"))
+        except (ssl.SSLError, OSError) as exc:
+            self.errors.append(str(exc))
+
+
+class HaproxyTcp(_ServerProcess):
+    """Debian's haproxy in ``mode tcp``: ``sni_port`` passes a ClientHello with an SNI name to
+    ``upstream`` and closes one without; ``dead_port`` passes everything to ``dead`` (a port
+    nothing listens on)."""
+
+    name = "haproxy-tcp"
+
+    def __init__(self, directory: Path, upstream: int, dead: int) -> None:
+        self.sni_port, self.dead_port = free_port(), free_port()
+        super().__init__(directory, [self.sni_port, self.dead_port])
+        conf = [
+            "global",
+            f"  pidfile {self.dir / 'haproxy.pid'}",
+            "defaults",
+            "  mode tcp",
+            "  timeout connect 1s",
+            "  timeout client 10s",
+            "  timeout server 10s",
+            "frontend by_sni",
+            f"  bind 127.0.0.1:{self.sni_port}",
+            "  tcp-request inspect-delay 2s",
+            "  tcp-request content accept if { req.ssl_hello_type 1 }",
+            "  use_backend upstream if { req.ssl_sni -m found }",
+            "frontend to_dead",
+            f"  bind 127.0.0.1:{self.dead_port}",
+            "  default_backend dead",
+            "backend upstream",
+            f"  server up 127.0.0.1:{upstream}",
+            "backend dead",
+            f"  server down 127.0.0.1:{dead}",
+        ]
+        self.conf = self.dir / "haproxy.cfg"
+        self.conf.write_text("\n".join(conf) + "\n")
+
+    def argv(self) -> list[str]:
+        return [HAPROXY, "-db", "-f", str(self.conf)]
+
+
+LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
+STUNNEL = shutil.which("stunnel4") or shutil.which("stunnel") or "/usr/bin/stunnel4"
+
+
+class Lighttpd(_ServerProcess):
+    """lighttpd (mod_openssl) requiring a client certificate from ``ca_file`` and accepting
+    only ECDSA signatures from the client (``ClientSignatureAlgorithms``): the backend that
+    asks for EC keys."""
+
+    name = "lighttpd"
+
+    def __init__(self, directory: Path, cert: str, key: str, ca_file: str, version: str) -> None:
+        self.port = free_port()
+        super().__init__(directory, [self.port])
+        root = self.dir / "www"
+        root.mkdir(exist_ok=True)
+        (root / "index.html").write_text("ok\n")
+        protocol = "TLSv1.3" if version == "1.3" else "TLSv1.2"
+        conf = [
+            f'server.document-root = "{root}"',
+            'server.bind = "127.0.0.1"',
+            f"server.port = {self.port}",
+            f'server.errorlog = "{self.error_log}"',
+            f'server.pid-file = "{self.dir / "lighttpd.pid"}"',
+            'server.modules = ("mod_openssl")',
+            'index-file.names = ("index.html")',
+            'ssl.engine = "enable"',
+            f'ssl.pemfile = "{cert}"',
+            f'ssl.privkey = "{key}"',
+            f'ssl.ca-file = "{ca_file}"',
+            'ssl.verifyclient.activate = "enable"',
+            'ssl.verifyclient.enforce = "enable"',
+            "ssl.openssl.ssl-conf-cmd = ("
+            f'"MinProtocol" => "{protocol}", "MaxProtocol" => "{protocol}", '
+            '"ClientSignatureAlgorithms" => "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512")',
+        ]
+        self.conf = self.dir / "lighttpd.conf"
+        self.conf.write_text("\n".join(conf) + "\n")
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [LIGHTTPD, "-D", "-f", str(self.conf)]
+
+
+class Stunnel(_ServerProcess):
+    """stunnel in server mode (``verify = 2``: a client certificate from ``ca_file`` required)
+    in front of ``upstream`` (a plain HTTP server)."""
+
+    name = "stunnel"
+
+    def __init__(self, directory: Path, cert: str, key: str, ca_file: str, upstream: int) -> None:
+        self.port = free_port()
+        super().__init__(directory, [self.port])
+        conf = [
+            "foreground = yes",
+            f"pid = {self.dir / 'stunnel.pid'}",
+            f"output = {self.error_log}",
+            "[tls]",
+            f"accept = 127.0.0.1:{self.port}",
+            f"connect = 127.0.0.1:{upstream}",
+            f"cert = {cert}",
+            f"key = {key}",
+            f"CAfile = {ca_file}",
+            "verify = 2",
+        ]
+        self.conf = self.dir / "stunnel.conf"
+        self.conf.write_text("\n".join(conf) + "\n")
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [STUNNEL, str(self.conf)]
+
+
+TOMCAT_HOME = Path("/usr/share/tomcat10")
+_SERVLET = """
+import java.io.IOException;
+import jakarta.servlet.http.HttpServlet;
+import jakarta.servlet.http.HttpServletRequest;
+import jakarta.servlet.http.HttpServletResponse;
+
+/** 403 unless the connection carried a verified client certificate, else "ok". */
+public class CertOr403 extends HttpServlet {
+    @Override
+    protected void doGet(HttpServletRequest req, HttpServletResponse resp) throws IOException {
+        if (req.getAttribute("jakarta.servlet.request.X509Certificate") == null) {
+            resp.sendError(403, "client certificate required");
+            return;
+        }
+        resp.setContentType("text/plain");
+        resp.getWriter().write("ok");
+    }
+}
+"""
+_WEB_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<web-app xmlns="https://jakarta.ee/xml/ns/jakartaee" version="6.0">
+  <servlet><servlet-name>app</servlet-name><servlet-class>CertOr403</servlet-class></servlet>
+  <servlet-mapping><servlet-name>app</servlet-name><url-pattern>/*</url-pattern></servlet-mapping>
+</web-app>
+"""
+
+
+class Tomcat(_ServerProcess):
+    """Apache Tomcat 10 (Debian's ``tomcat10``) run with ``catalina.sh run`` in its own
+    CATALINA_BASE: one NIO HTTPS connector per verification mode (``required``: the JSSE
+    handshake refuses a missing or unacceptable certificate; ``optional``: the handshake lets
+    it in and the application answers 403 without a certificate). The CA names sent are the
+    CAs of ``ca_file``."""
+
+    name = "tomcat"
+
+    def __init__(self, directory: Path, cert: str, key: str, ca_file: str) -> None:
+        self.by_mode = {"required": free_port(), "optional": free_port()}
+        super().__init__(directory, list(self.by_mode.values()))
+        for sub in ("conf", "logs", "temp", "work", "webapps/ROOT/WEB-INF/classes"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy("/etc/tomcat10/web.xml", self.dir / "conf" / "web.xml")
+        app = self.dir / "webapps" / "ROOT" / "WEB-INF"
+        (app / "web.xml").write_text(_WEB_XML)
+        source = self.dir / "CertOr403.java"
+        source.write_text(_SERVLET)
+        javac = shutil.which("javac") or "javac"
+        subprocess.run(
+            [javac, "--release", "11", "-cp", str(TOMCAT_HOME / "lib" / "servlet-api.jar"),
+             "-d", str(app / "classes"), str(source)],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        truststore = self.dir / "conf" / "trust.p12"
+        cas = x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
+        truststore.write_bytes(
+            pkcs12.serialize_java_truststore(
+                [pkcs12.PKCS12Certificate(c, None) for c in cas],
+                serialization.BestAvailableEncryption(jsse.PASSWORD.encode()),
+            )
+        )
+        connectors = "".join(
+            f"""
+    <Connector port="{port}" address="127.0.0.1" SSLEnabled="true" scheme="https" secure="true"
+               protocol="org.apache.coyote.http11.Http11NioProtocol">
+      <SSLHostConfig certificateVerification="{mode}" truststoreFile="{truststore}"
+                     truststoreType="PKCS12" truststorePassword="{jsse.PASSWORD}"
+                     protocols="TLSv1.2+TLSv1.3">
+        <Certificate certificateFile="{cert}" certificateKeyFile="{key}"/>
+      </SSLHostConfig>
+    </Connector>"""
+            for mode, port in self.by_mode.items()
+        )
+        (self.dir / "conf" / "server.xml").write_text(
+            f"""<?xml version="1.0" encoding="UTF-8"?>
+<Server port="-1" shutdown="SHUTDOWN">
+  <Service name="Catalina">{connectors}
+    <Engine name="Catalina" defaultHost="localhost">
+      <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false"/>
+    </Engine>
+  </Service>
+</Server>
+"""
+        )
+
+    def target(self, mode: str) -> str:
+        return f"127.0.0.1:{self.by_mode[mode]}"
+
+    def ready(self) -> bool:
+        return "Server startup in" in self.startup_output()
+
+    def argv(self) -> list[str]:
+        flags = " ".join(jsse.JVM_FLAGS)
+        return [
+            "env", f"CATALINA_HOME={TOMCAT_HOME}", f"CATALINA_BASE={self.dir}",
+            f"CATALINA_TMPDIR={self.dir / 'temp'}", f"JAVA_OPTS={flags}",
+            str(TOMCAT_HOME / "bin" / "catalina.sh"), "run",
+        ]  # fmt: skip
+
+
+NODE = shutil.which("node") or shutil.which("nodejs") or "/usr/bin/node"
+_NODE_SERVER = """
+const fs = require("fs");
+const https = require("https");
+const [port, cert, key, ca, reject] = process.argv.slice(2);
+https.createServer({
+  cert: fs.readFileSync(cert), key: fs.readFileSync(key), ca: fs.readFileSync(ca),
+  requestCert: true, rejectUnauthorized: reject === "reject",
+}, (req, res) => {
+  if (!req.socket.authorized) {
+    res.writeHead(401, {"Content-Type": "text/plain"});
+    res.end("client certificate: " + req.socket.authorizationError + "\\n");
+    return;
+  }
+  res.writeHead(200, {"Content-Type": "text/plain"});
+  res.end("ok\\n");
+}).listen(Number(port), "127.0.0.1", () => console.log("listening"));
+"""
+
+
+class NodeHttps(_ServerProcess):
+    """A Node.js ``https`` server asking for a client certificate (the CA names of ``ca_file``):
+    ``reject`` refuses an unverified one in TLS (``rejectUnauthorized``); otherwise the
+    handshake lets anything in and the application answers 401 unless ``socket.authorized``."""
+
+    name = "node"
+
+    def __init__(self, directory: Path, cert: str, key: str, ca_file: str, reject: bool) -> None:
+        self.port = free_port()
+        super().__init__(directory, [self.port])
+        self.script = self.dir / "server.js"
+        self.script.write_text(_NODE_SERVER)
+        self._args = [str(self.port), cert, key, ca_file, "reject" if reject else "app"]
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [NODE, str(self.script), *self._args]
 
 
 # -- every backend of a test module, each started once --------------------------------------------

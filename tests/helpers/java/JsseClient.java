@@ -9,6 +9,8 @@
 //
 // Output: {"outcome": "ok"|"handshake_failed"|"read_failed"|"connect_failed", "exception": class,
 //          "message": getMessage(), "sent_certificate": bool, "issuers": [RFC 2253 names],
+//          "asked": the key manager was asked for a client alias, "key_types": [what it was asked
+//          for], "chosen_alias": its answer or null,
 //          "protocol": negotiated or null, "http_status": status line or null}
 
 import java.io.ByteArrayInputStream;
@@ -66,11 +68,33 @@ public final class JsseClient {
         }
     }
 
-    /** The KeyManager the MP would use, watched: which CA names came, and whether it chose. */
+    /**
+     * The KeyManager the MP would use, watched: whether it was asked for a client alias at all,
+     * for which key types and CA names, and which alias it chose (null: none, an empty
+     * Certificate message).
+     */
     static final class WatchingKeyManager extends X509ExtendedKeyManager {
         final X509KeyManager inner;
         final Set<String> issuers = new LinkedHashSet<>();
+        final Set<String> keyTypes = new LinkedHashSet<>();
+        boolean asked;
         boolean chose;
+        String alias;
+
+        private void noteTypes(String[] types) {
+            asked = true;
+            if (types != null) {
+                keyTypes.addAll(Arrays.asList(types));
+            }
+        }
+
+        private String chosen(String picked) {
+            if (picked != null) {
+                chose = true;
+                alias = picked;
+            }
+            return picked;
+        }
 
         WatchingKeyManager(X509KeyManager inner) {
             this.inner = inner;
@@ -92,23 +116,17 @@ public final class JsseClient {
         @Override
         public String chooseEngineClientAlias(String[] keyType, Principal[] issuers, SSLEngine e) {
             note(issuers);
-            String alias = inner instanceof X509ExtendedKeyManager
+            noteTypes(keyType);
+            return chosen(inner instanceof X509ExtendedKeyManager
                     ? ((X509ExtendedKeyManager) inner).chooseEngineClientAlias(keyType, issuers, e)
-                    : inner.chooseClientAlias(keyType, issuers, null);
-            if (alias != null) {
-                chose = true;
-            }
-            return alias;
+                    : inner.chooseClientAlias(keyType, issuers, null));
         }
 
         @Override
         public String chooseClientAlias(String[] keyType, Principal[] issuers, Socket socket) {
             note(issuers);
-            String alias = inner.chooseClientAlias(keyType, issuers, socket);
-            if (alias != null) {
-                chose = true;
-            }
-            return alias;
+            noteTypes(keyType);
+            return chosen(inner.chooseClientAlias(keyType, issuers, socket));
         }
 
         @Override
@@ -592,11 +610,23 @@ public final class JsseClient {
             }
         }
         issuers.append("]");
+        StringBuilder types = new StringBuilder("[");
+        if (keyManager != null) {
+            String sep = "";
+            for (String type : keyManager.keyTypes) {
+                types.append(sep).append(quote(type));
+                sep = ", ";
+            }
+        }
+        types.append("]");
         return "{\"outcome\": " + quote(outcome)
                 + ", \"exception\": " + quote(error == null ? null : error.getClass().getName())
                 + ", \"message\": " + quote(error == null ? null : error.getMessage())
                 + ", \"sent_certificate\": " + (keyManager != null && keyManager.chose)
                 + ", \"issuers\": " + issuers
+                + ", \"asked\": " + (keyManager != null && keyManager.asked)
+                + ", \"key_types\": " + types
+                + ", \"chosen_alias\": " + quote(keyManager == null ? null : keyManager.alias)
                 + ", \"protocol\": " + quote(protocol)
                 + ", \"http_status\": " + quote(httpStatus) + "}";
     }
