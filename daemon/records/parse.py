@@ -20,10 +20,11 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Callable, Optional, TypeVar, Union
 
 from .events import AlertException, Context, Event, HandshakeFailure, SSLInfo
+from .head import DEFAULT, BadTime, Clock, RecordHead
 from .search import LineFinder
 
 # What makes a line a candidate. The handshake markers: a line with one in its body is ours or
@@ -34,20 +35,6 @@ ALERT_MARKERS = (b"Received fatal alert", b"Unknown alert description")
 MARKERS = HANDSHAKE_MARKERS + ALERT_MARKERS
 _MARKER_TEXT = tuple(m.decode() for m in HANDSHAKE_MARKERS)
 
-# A record line's head: the body is the rest of the line after the match (not matched itself:
-# running over it costs a third of the match).
-_RECORD = re.compile(
-    r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
-    r"(?P<ctx>(?:(?:org|env|api|rev|messageid):\S* +)*)"
-    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +"
-)
-# The usual shape, context keys in their usual order: one match gives every field.
-_RECORD_FAST = re.compile(
-    r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
-    r"(?:org:(\S*) +env:(\S*) +api:(\S*) +rev:(\S*) +messageid:(\S*) +)?"
-    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +"
-)
-_STAMP = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3} ")
 # The channel block; an address in it may be bracketed (an IPv6 literal, JDK 14+). Written as
 # an unrolled loop (runs of plain characters between bracketed parts): twice as fast in `re`.
 _CHAN = re.compile(r"SSLClientChannel\[(?P<chan>[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*)\]")
@@ -332,25 +319,10 @@ def _label(value: str) -> str:
     return value[:MAX_LABEL_CHARS]
 
 
-def parse_context(block: str) -> Context:
-    """``org:a env:b api:c rev:1 messageid:x`` -> Context; missing keys are ``""``.
-
-    The label values are cut to ``MAX_LABEL_CHARS``; the message id (never a label) is kept whole.
-    """
-    fields = dict(token.split(":", 1) for token in block.split())
-    return Context(
-        org=_label(fields.get("org", "")),
-        env=_label(fields.get("env", "")),
-        api=_label(fields.get("api", "")),
-        rev=_label(fields.get("rev", "")),
-        message_id=fields.get("messageid", ""),
-    )
-
-
-def needs_record(raw: bytes) -> bool:
+def needs_record(raw: bytes, head: RecordHead = DEFAULT) -> bool:
     """Whether the candidate ``raw`` is a continuation line carrying a received alert: its
     meaning depends on the record it continues (see ``record_above``)."""
-    return not raw[:1].isdigit() and any(marker in raw for marker in ALERT_MARKERS)
+    return any(marker in raw for marker in ALERT_MARKERS) and not head.is_record(raw)
 
 
 RECORD_LINES = 256
@@ -359,7 +331,7 @@ many lines up; further up, to none."""
 
 
 def record_above(
-    buf: Union[bytes, bytearray], start: int, begin: int
+    buf: Union[bytes, bytearray], start: int, begin: int, head: RecordHead = DEFAULT
 ) -> tuple[Optional[bytes], int]:
     """The nearest record line above the line starting at ``begin``, looked for in
     ``buf[start:begin]`` at most ``RECORD_LINES`` lines up, and how many lines up it is; or
@@ -371,8 +343,9 @@ def record_above(
             return None, up - 1
         newline = buf.rfind(b"\n", start, end)
         line_start = newline + 1 if newline >= 0 else start
-        if _STAMP.match(buf, line_start, end):
-            return bytes(buf[line_start:end]), up
+        line = bytes(buf[line_start:end])
+        if head.is_record(line):
+            return line, up
         end = line_start - 1
     return None, RECORD_LINES
 
@@ -394,13 +367,14 @@ def candidate_lines(
 
 
 class Parser:
-    """Turns one candidate line into an event. ``tz`` None reads timestamps in local time."""
+    """Turns one candidate line into an event. ``tz`` None reads timestamps without a zone in
+    local time; ``head`` reads the record heads (a site's own pattern, or the built-in one)."""
 
-    def __init__(self, tz: Optional[tzinfo] = None) -> None:
-        self._tz = tz
-        self._minute = ""  # "yyyy-mm-dd hh:mm" of the last timestamp read, and its epoch
-        self._minute_epoch = 0.0
+    def __init__(self, tz: Optional[tzinfo] = None, head: RecordHead = DEFAULT) -> None:
+        self.head = head
+        self._clock = Clock(tz)
         self._context = Context()
+        self._context_fields: Optional[tuple[str, str, str, str, str]] = None
 
     def parse(self, raw: bytes, record: Optional[bytes] = None) -> Optional[Event]:
         """The event of the candidate line ``raw``, None, or ``UnrecognisedLine``.
@@ -443,30 +417,21 @@ class Parser:
                 )
         return None  # a marker only in the context block or thread name: not a handshake line
 
-    def _fields(self, line: str) -> Optional[tuple[str, Context, str, str]]:
-        """(timestamp text, context, thread, body) of a record line, or None."""
-        record = _RECORD_FAST.match(line)
-        if record is not None:
-            ts, org, env, api, rev, message_id, thread = record.groups()
-            body = line[record.end() :]
-            context = self._context
-            if org is None:
-                context = Context()
-            elif message_id != context.message_id or (org, env, api, rev) != (
-                context.org,
-                context.env,
-                context.api,
-                context.rev,
-            ):
-                context = Context(_label(org), _label(env), _label(api), _label(rev), message_id)
-                self._context = context
-            return ts, context, thread, body
-        record = _RECORD.match(line)
-        if record is None:
+    def _fields(self, line: str) -> Optional[tuple[tuple[str, str], Context, str, str]]:
+        """((time, zone), context, thread, body) of a record line, or None."""
+        head = self.head.read(line)
+        if head is None:
             return None
-        ts, thread = record.group("ts", "thread")
-        body = line[record.end() :]
-        return ts, parse_context(record.group("ctx")), thread, body
+        fields = head.context
+        if fields is None:
+            context = Context()
+        elif fields == self._context_fields:  # the context of the record before: most often
+            context = self._context
+        else:
+            org, env, api, rev, message_id = fields
+            context = Context(_label(org), _label(env), _label(api), _label(rev), message_id)
+            self._context, self._context_fields = context, fields
+        return (head.ts, head.zone), context, head.thread, head.body
 
     def _exception_line(self, line: str, record: bytes) -> Optional[AlertException]:
         """The exception line (or ``Caused by:`` line) of an SSL exception carrying a received
@@ -486,31 +451,14 @@ class Parser:
             target = target_of(line)
         return AlertException(self._timestamp(ts, header), context, thread, target, alert)
 
-    def _timestamp(self, text: str, line: str) -> float:
-        """``yyyy-mm-dd hh:mm:ss,SSS`` -> epoch seconds; the minute's epoch is cached.
-
-        A time that does not exist (February 30, month 13, hour 24, second 60, year 0) is an
-        ``UnrecognisedLine``: never an exception out of the parser.
-        """
-        minute = text[:16]
-        if minute != self._minute:
-            try:
-                moment = datetime(
-                    int(text[0:4]),
-                    int(text[5:7]),
-                    int(text[8:10]),
-                    int(text[11:13]),
-                    int(text[14:16]),
-                    tzinfo=self._tz,
-                )
-                epoch = moment.timestamp()
-            except (ValueError, OverflowError, OSError):
-                raise UnrecognisedLine(line[:200]) from None
-            self._minute, self._minute_epoch = minute, epoch
-        seconds = int(text[17:19])
-        if seconds > 59:
-            raise UnrecognisedLine(line[:200])
-        return self._minute_epoch + seconds + int(text[20:23]) / 1000
+    def _timestamp(self, ts: tuple[str, str], line: str) -> float:
+        """The head's time (and zone) -> epoch seconds. A time that does not exist (February 30,
+        month 13, hour 24, second 60, year 0) is an ``UnrecognisedLine``: never an exception out
+        of the parser."""
+        try:
+            return self._clock.epoch(*ts)
+        except BadTime:
+            raise UnrecognisedLine(line[:200]) from None
 
 
 def unreadable_target(event: Optional[Event]) -> bool:

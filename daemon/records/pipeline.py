@@ -60,7 +60,8 @@ class LogPipeline:
         for begin, raw in candidate_lines(buf, start, end):
             line += buf.count(b"\n", at, begin)
             at = begin
-            record = self._record_of(buf, start, begin, line) if needs_record(raw) else None
+            head = self.parser.head
+            record = self._record_of(buf, start, begin, line) if needs_record(raw, head) else None
             try:
                 event = self.parser.parse(raw, record)
             except UnrecognisedLine:
@@ -71,7 +72,9 @@ class LogPipeline:
             if event is not None:
                 self._emit(self.correlator.feed(event, line))
         self.stats.lines = line - 1 + buf.count(b"\n", at, end)
-        found, up = record_above(buf, start, end)  # for the lines of the next blocks
+        found, up = record_above(
+            buf, start, end, self.parser.head
+        )  # for the lines of the next blocks
         if found is not None:
             self.record, self.record_number = found, self.stats.lines + 1 - up
         self._emit(self.correlator.advance(self.stats.lines))
@@ -80,7 +83,7 @@ class LogPipeline:
         """The record line that the continuation line ``line`` (at ``begin``) belongs to: the
         nearest above it within ``RECORD_LINES`` lines, in this block or in one before, so that
         where the reads end does not matter."""
-        found, _ = record_above(buf, start, begin)
+        found, _ = record_above(buf, start, begin, self.parser.head)
         if found is None and self.record is not None and line - self.record_number <= RECORD_LINES:
             return self.record
         return found

@@ -684,7 +684,7 @@ def test_ssl_info_line_in_a_new_format_is_unrecognised() -> None:
 
 def test_handshake_line_with_a_new_timestamp_format_is_unrecognised() -> None:
     """A failure line whose timestamp changed shape is unrecognised, not silently dropped."""
-    line = failed(stamp="2017-10-23T05:28:57.500Z")
+    line = failed(stamp="23/10/2017 05:28:57.500")
     with pytest.raises(UnrecognisedLine):
         parse(line)
 
