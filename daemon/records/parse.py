@@ -23,7 +23,15 @@ from collections.abc import Iterator
 from datetime import tzinfo
 from typing import Callable, Optional, TypeVar, Union
 
-from .events import AlertException, Context, Event, HandshakeFailure, SSLInfo
+from .events import (
+    GENERAL_SSLENGINE_PROBLEM,
+    AlertException,
+    Cause,
+    Context,
+    Event,
+    HandshakeFailure,
+    SSLInfo,
+)
 from .head import DEFAULT, BadTime, Clock, RecordHead
 from .search import LineFinder
 
@@ -32,7 +40,9 @@ from .search import LineFinder
 # of a failure (TLS 1.3 rejects a client certificate on the first read).
 HANDSHAKE_MARKERS = (b"handshakeFailed", b"handshakeTimeout", b"SSLInfo")
 ALERT_MARKERS = (b"Received fatal alert", b"Unknown alert description")
-MARKERS = HANDSHAKE_MARKERS + ALERT_MARKERS
+# The exception line of the old JDK 8 SSLEngine's wrapper: its ``Caused by:`` lines name the cause.
+GENERAL_PROBLEM = b"General SSLEngine problem"
+MARKERS = HANDSHAKE_MARKERS + ALERT_MARKERS + (GENERAL_PROBLEM,)
 _MARKER_TEXT = tuple(m.decode() for m in HANDSHAKE_MARKERS)
 
 # The channel block; an address in it may be bracketed (an IPv6 literal, JDK 14+). Written as
@@ -366,6 +376,31 @@ def candidate_lines(
     return _FINDER(buf, start, end)
 
 
+class Trace:
+    """The exception trace of a ``General SSLEngine problem`` being read, line by line: the
+    first of its ``Caused by:`` lines (outermost first) whose message names a reason other than
+    ``general_sslengine_problem`` or ``other`` gives its cause."""
+
+    def __init__(self, context: Context, thread: str, line: int) -> None:
+        self.context = context
+        self.thread = thread
+        self.line = line  # the number of the exception line
+        self.looked = 0  # the lines read of it
+        self.reason: Optional[str] = None
+
+    def take(self, raw: bytes) -> None:
+        """One more line of the trace."""
+        self.looked += 1
+        if self.reason is None and raw.startswith(b"Caused by: "):
+            text = raw[len(b"Caused by: ") :].decode("utf-8", errors="replace").rstrip("\r")
+            reason = classify_message(text)
+            if reason not in (GENERAL_SSLENGINE_PROBLEM, "other"):
+                self.reason = reason
+
+    def cause(self) -> Optional[Cause]:
+        return None if self.reason is None else Cause(self.context, self.thread, self.reason)
+
+
 class Parser:
     """Turns one candidate line into an event. ``tz`` None reads timestamps without a zone in
     local time; ``head`` reads the record heads (a site's own pattern, or the built-in one)."""
@@ -375,6 +410,25 @@ class Parser:
         self._clock = Clock(tz)
         self._context = Context()
         self._context_fields: Optional[tuple[str, str, str, str, str]] = None
+        # the General SSLEngine problem trace being read (it may go on in the next block)
+        self.trace: Optional[Trace] = None
+
+    def open_trace(self, raw: bytes, record: Optional[bytes], line: int) -> bool:
+        """Whether the continuation line ``raw`` (number ``line``) starts the trace of a General
+        SSLEngine problem whose cause is worth reading (then ``trace`` is set): its exception
+        line, in an exception record of a thread and message id (``record``)."""
+        if (
+            record is None
+            or GENERAL_PROBLEM not in raw
+            or not _CONTINUATION.match(raw.decode("utf-8", "replace"))
+        ):
+            return False
+        fields = self._fields(record.decode("utf-8", errors="replace").rstrip("\r"))
+        if fields is None:
+            return False
+        _, context, thread, _ = fields
+        self.trace = Trace(context, thread, line)
+        return True
 
     def parse(self, raw: bytes, record: Optional[bytes] = None) -> Optional[Event]:
         """The event of the candidate line ``raw``, None, or ``UnrecognisedLine``.
