@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, TypeVar
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
-from ..records.parse import ALERT_NUMBERS
+from ..records.reasons import ALERT_NUMBERS
 from .identity import CertSummary, ClientIdentity, SigningKey, format_name
 
 # OpenSSL verify error codes worth naming in a report.

@@ -10,7 +10,8 @@ finds the few lines of a block that mention a marker, so that the other 99 % of 
 reach a regex.
 
 The ``reason`` of a failure comes from the JDK's own message (``classify_message``): the alert
-the backend sent (``ALERT_NAMES``) or one of the fixed reasons (``REASONS``), for every wording of
+the backend sent (``reasons.TLS_ALERTS``) or one of the fixed reasons (``reasons.REASONS``), for
+every wording of
 the old JDK 8 JSSE stack (before 8u261), of the JDK 11+ stack, and with the ``(alert_name)``
 prefix of JDK 17+.
 """
@@ -33,6 +34,7 @@ from .events import (
     SSLInfo,
 )
 from .head import DEFAULT, BadTime, Clock, RecordHead
+from .reasons import ALERT_NUMBERS, TLS_ALERTS
 from .search import LineFinder
 
 # What makes a line a candidate. The handshake markers: a line with one in its body is ours or
@@ -70,48 +72,6 @@ _SSL_EXCEPTION = re.compile(r"\bSSL\w*Exception\b")
 UNKNOWN_TARGET = "unknown"
 MAX_TARGET_CHARS = 260
 MAX_LABEL_CHARS = 260  # org, env, api, rev and key alias as read from the log: cut like target
-
-# RFC 8446 section 6, with the numbers of its registry (an old JDK prints an alert it has no name
-# for by number). The names RFC 8446 marks ``_RESERVED`` (TLS 1.2 and older only) are listed as
-# the JDK prints them, without the suffix.
-ALERT_NUMBERS: dict[int, str] = {
-    0: "close_notify",
-    10: "unexpected_message",
-    20: "bad_record_mac",
-    21: "decryption_failed",
-    22: "record_overflow",
-    30: "decompression_failure",
-    40: "handshake_failure",
-    41: "no_certificate",
-    42: "bad_certificate",
-    43: "unsupported_certificate",
-    44: "certificate_revoked",
-    45: "certificate_expired",
-    46: "certificate_unknown",
-    47: "illegal_parameter",
-    48: "unknown_ca",
-    49: "access_denied",
-    50: "decode_error",
-    51: "decrypt_error",
-    60: "export_restriction",
-    70: "protocol_version",
-    71: "insufficient_security",
-    80: "internal_error",
-    86: "inappropriate_fallback",
-    90: "user_canceled",
-    100: "no_renegotiation",
-    109: "missing_extension",
-    110: "unsupported_extension",
-    111: "certificate_unobtainable",
-    112: "unrecognized_name",
-    113: "bad_certificate_status_response",
-    114: "bad_certificate_hash_value",
-    115: "unknown_psk_identity",
-    116: "certificate_required",
-    120: "no_application_protocol",
-}
-ALERT_NAMES: tuple[str, ...] = tuple(ALERT_NUMBERS.values())
-"""The alert reasons: a TLS alert the backend sent, by its RFC 8446 section 6 name."""
 
 # The fixed reasons, each with the JDK wordings that mean it (old JDK 8 stack and JDK 11+ stack;
 # the JDK 17+ ``(alert_name) `` prefix in front changes nothing). The first rule that matches
@@ -176,47 +136,6 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
     ("general_sslengine_problem", r"General SSLEngine problem"),
 )
 _FIXED = tuple((reason, re.compile(text, re.IGNORECASE)) for reason, text in _FIXED_RULES)
-# (text, reason) pairs, the shape older callers read.
-FIXED_REASONS = tuple((text, reason) for reason, text in _FIXED_RULES)
-
-REASONS: tuple[str, ...] = (
-    "pkix_path_building_failed",
-    "pkix_path_validation_failed",
-    "hostname_mismatch",
-    "remote_closed",
-    "no_appropriate_protocol",
-    "no_appropriate_cipher_suite",
-    "protocol_version",
-    "unrecognized_name",
-    "not_tls",
-    "empty_server_certificate",
-    "algorithm_constraints",
-    "handshake_timeout",
-    "general_sslengine_problem",
-    "other",
-)
-"""The fixed (non-alert) reasons; with ``ALERT_NAMES``, the whole ``reason`` vocabulary.
-
-Two names are in both: ``protocol_version`` and ``unrecognized_name``, one reason each.
-
-- ``protocol_version``: the backend's ``protocol_version`` alert (``Received fatal alert:
-  protocol_version``: it refused the versions we offered) **or** the client's own refusal of the
-  version the server chose (JDK 8: ``Server chose TLSv1, but that protocol version is not
-  enabled or not supported by the client.``; JDK 11+: ``The server selected protocol version
-  TLS10 is not accepted by client preferences [TLS13, TLS12]``). Either way the two sides'
-  protocol lists do not meet; which side said so is in the message.
-- ``unrecognized_name``: the backend's ``unrecognized_name`` alert, fatal (``Received fatal
-  alert: unrecognized_name``) **or** as a warning, which the JDK makes fatal during the handshake
-  (JDK 8: ``handshake alert:  unrecognized_name``; JDK 11+: ``received handshake warning:
-  unrecognized_name``): the backend does not serve the SNI name we sent.
-
-Every other alert reason counts only an alert the backend *sent*. The ``(certificate_unknown)``
-prefix of JDK 17+ names the alert the *client* sent or received, so it never is the reason by
-itself: ``(certificate_unknown) PKIX path building failed: …`` is ``pkix_path_building_failed``.
-``general_sslengine_problem`` is the old JDK 8 SSLEngine's wording for a failure the client
-itself detected (most often the backend's certificate, PKIX or host name): the cause is only in
-the ``Caused by:`` lines of the exception record that follows.
-"""
 
 # A received alert as each JDK words it: a name, or a number when the JDK has none for it
 # (JDK 8 ``<UNKNOWN ALERT: 116>``, JDK 11+ ``Unknown alert description (116)``). A warning made
@@ -227,7 +146,13 @@ _ALERT_TEXT = re.compile(
     r"(?:<?(?i:unknown alert)(?::|\s*\()\s*(?P<number>\d{1,5})|(?P<name>[A-Za-z_]+))"
     r"|(?i:unknown alert description) *\((?P<described>\d{1,5})\)"
 )
-_ALERT_SET = frozenset(ALERT_NAMES)
+_ALERT_SET = frozenset(TLS_ALERTS)
+
+
+def is_continuation(line: str) -> bool:
+    """Whether ``line`` continues the record above (a stack frame, ``Caused by:``, an exception
+    class line) rather than starting one."""
+    return _CONTINUATION.match(line) is not None
 
 
 class UnrecognisedLine(ValueError):
@@ -266,7 +191,7 @@ def _remembered(function: Callable[[str], _T]) -> Callable[[str], _T]:
 
 @_remembered
 def classify_message(message: str) -> str:
-    """The ``reason`` label for the JDK's message of a failed handshake: one of ``ALERT_NAMES``
+    """The ``reason`` label for the JDK's message of a failed handshake: one of ``TLS_ALERTS``
     or ``REASONS``. An alert the backend sent wins over any other text in the message."""
     alert = alert_reason(message)
     if alert is not None:
