@@ -82,11 +82,43 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HEAD_GROUPS = ("ts", "thread")  # required in a site's record head pattern
+CONTEXT_GROUPS = ("org", "env", "api", "rev", "messageid")  # optional ones, and ``zone``
+
+
+def check_head_pattern(pattern: str) -> re.Pattern[str]:
+    """A site's record head pattern, compiled; ValueError saying what is wrong with it."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"not a regular expression: {err}") from None
+    if any(group not in compiled.groupindex for group in HEAD_GROUPS):
+        raise ValueError("needs the named groups (?P<ts>...) and (?P<thread>...)")
+    unknown = set(compiled.groupindex) - {*HEAD_GROUPS, *CONTEXT_GROUPS, "zone"}
+    if unknown:
+        raise ValueError(
+            f"unknown named group {sorted(unknown)[0]!r}: use ts, zone, thread, "
+            + ", ".join(CONTEXT_GROUPS)
+        )
+    return compiled
+
+
 class LogConfig(Model):
     path: str
     # More places of rotated files, beside the default names (see tail.rotated_globs): globs, or
     # directories (logrotate's olddir). One string is taken as a list of one.
     rotated: list[str] = []
+    # The site's own record head, when its logback pattern writes one the built-in reader cannot
+    # read: a regular expression matching from the line's start to the message (see
+    # docs/reasons.md, "Which logs it reads"); `check-config` tries it on the log's first lines.
+    record_head: Optional[str] = None
+
+    @field_validator("record_head")
+    @classmethod
+    def _head(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            check_head_pattern(value)
+        return value
 
     @field_validator("rotated", mode="before")
     @classmethod

@@ -24,6 +24,8 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import NamedTuple, Optional, Union
 
+from ..config import check_head_pattern
+
 Buffer = Union[bytes, bytearray]
 
 LEVELS = r"(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL)"
@@ -76,7 +78,7 @@ class RecordHead:
             self._any = re.compile(_ANY_ORDER)
         else:
             self._fast = None
-            self._any = compile_head(pattern)
+            self._any = check_head_pattern(pattern)
 
     def is_record(self, line: Buffer) -> bool:
         """Whether ``line`` (bytes, a line without its newline) starts a record."""
@@ -96,9 +98,9 @@ class RecordHead:
         if found is None:
             return None
         groups = found.groupdict()
-        if "ctx" in groups:
+        if "ctx" in groups:  # the built-in pattern's context block, keys in any order
             fields = dict(t.split(":", 1) for t in (groups["ctx"] or "").split())
-        else:
+        else:  # a site's pattern: a group per key
             fields = {k: groups[k] for k in _CONTEXT_KEYS if groups.get(k) is not None}
         context = None
         if fields:
@@ -110,20 +112,6 @@ class RecordHead:
             if split is not None and split.group("zone"):
                 ts, zone = split.group("ts"), split.group("zone")
         return Head(ts, zone, context, groups["thread"], line[found.end() :])
-
-
-def compile_head(pattern: str) -> re.Pattern[str]:
-    """A site's head pattern, compiled; ValueError saying what is wrong with it."""
-    try:
-        compiled = re.compile(pattern)
-    except re.error as err:
-        raise ValueError(f"not a regular expression: {err}") from None
-    missing = [g for g in ("ts", "thread") if g not in compiled.groupindex]
-    if missing:
-        raise ValueError("needs the named groups (?P<ts>…) and (?P<thread>…)")
-    if "ctx" in compiled.groupindex:
-        raise ValueError("name the context groups org, env, api, rev, messageid (not ctx)")
-    return compiled
 
 
 DEFAULT = RecordHead()

@@ -7,9 +7,10 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from apigee_tls_exporter.config import check_head_pattern
 from apigee_tls_exporter.records.correlate import Correlator
 from apigee_tls_exporter.records.events import Failure
-from apigee_tls_exporter.records.head import RecordHead, compile_head, is_record_line
+from apigee_tls_exporter.records.head import RecordHead, is_record_line
 from apigee_tls_exporter.records.lines import LineSplitter
 from apigee_tls_exporter.records.parse import Parser
 from apigee_tls_exporter.records.pipeline import LogPipeline
@@ -157,11 +158,15 @@ def test_a_site_head_pattern_reads_its_records_and_their_traces() -> None:
 
 @pytest.mark.parametrize(
     ("pattern", "problem"),
-    [("(?P<ts>", "not a regular expression"), (r"(?P<ts>\S+) ", "named groups")],
+    [
+        ("(?P<ts>", "not a regular expression"),
+        (r"(?P<ts>\S+) ", "named groups"),
+        (r"(?P<ts>\S+) (?P<thread>\S+) (?P<ctx>\S+)", "unknown named group 'ctx'"),
+    ],
 )
 def test_a_bad_head_pattern_says_what_is_wrong(pattern: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
-        compile_head(pattern)
+        check_head_pattern(pattern)
 
 
 @pytest.mark.parametrize(
