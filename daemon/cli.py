@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -232,22 +231,18 @@ def _write_scan(
             out.write("\n".join(lines) + "\n")
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([smhdw]))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_time(text: str, tz: Optional[tzinfo], now: float, option: str) -> float:
     """``--since``/``--until``: an ISO time (naive: in the log's zone ``tz``, None for local time)
     or a duration before ``now`` such as ``90m``, ``2h``, ``1d12h``; epoch seconds."""
     value = text.strip()
-    if _DURATION.fullmatch(value):
-        return now - sum(
-            float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value)
-        )
     try:
         moment = datetime.fromisoformat(value.replace(",", ".").replace("Z", "+00:00"))
     except ValueError:
+        from .config import duration_seconds  # the one duration grammar (imported when needed)
+
+        seconds = duration_seconds(value)
+        if seconds is not None:
+            return now - seconds
         raise UsageError(
             f"{option}: cannot read {text!r}: give an ISO time such as 2026-11-27T10:00 "
             "(in the log's time zone) or a duration before now such as 90m, 2h, 1d"

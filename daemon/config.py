@@ -29,21 +29,33 @@ MP_LOGS = (
 DEFAULT_LISTEN = ":9847"
 DEFAULT_STATE_DIR = "/var/lib/apigee-tls-exporter"
 
-_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The one duration grammar (the config's durations, `scan --since 90m`): parts of a number and a
+# unit, largest first or not: 250ms, 30s, 5m, 1h, 1d12h, 2w.
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)"
+_DURATION = re.compile(rf"(?:{_DURATION_PART})+")
+_PARTS = re.compile(_DURATION_PART)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def duration_seconds(text: str) -> Optional[float]:
+    """``"250ms"``, ``"90m"``, ``"1d12h"``, ``"2w"`` -> seconds; None when ``text`` is not one."""
+    value = text.strip()
+    if _DURATION.fullmatch(value) is None:
+        return None
+    return sum(float(n) * _UNITS[unit] for n, unit in _PARTS.findall(value))
 
 
 def parse_duration(value: Any) -> float:
-    """``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"`` or a number of seconds -> seconds."""
+    """A duration (``duration_seconds``) or a number of seconds -> seconds, positive."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m or 1h")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
-        match = _DURATION.fullmatch(str(value).strip())
-        if match is None:
+        found = duration_seconds(str(value))
+        if found is None:
             raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
-        seconds = float(match["n"]) * _UNITS[match["unit"]]
+        seconds = found
     if not math.isfinite(seconds):  # .nan, .inf in YAML: NaN passes every comparison
         raise ValueError("a duration must be a finite number of seconds")
     if seconds <= 0:

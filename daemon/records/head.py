@@ -24,8 +24,6 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import NamedTuple, Optional, Union
 
-from ..config import check_head_pattern
-
 Buffer = Union[bytes, bytearray]
 
 LEVELS = r"(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL)"
@@ -78,7 +76,7 @@ class RecordHead:
             self._any = re.compile(_ANY_ORDER)
         else:
             self._fast = None
-            self._any = check_head_pattern(pattern)
+            self._any = re.compile(pattern)  # checked by config.check_head_pattern
 
     def is_record(self, line: Buffer) -> bool:
         """Whether ``line`` (bytes, a line without its newline) starts a record."""
