@@ -84,8 +84,7 @@ def test_the_configs_record_head_reads_the_sites_log(
     the config the same log is not read."""
     log = tmp_path / "system.log"
     lines = [
-        site(line.replace(records.CTX, "")) if line[:1].isdigit() else line
-        for line in playbook()
+        site(line.replace(records.CTX, "")) if line[:1].isdigit() else line for line in playbook()
     ]
     log.write_text(text(lines))
     config = tmp_path / "config.yml"
