@@ -448,7 +448,7 @@ def _check_log(path: str, config_path: Optional[str]) -> int:
     from .records.head import RecordHead
     from .records.survey import BUILT_IN, survey
 
-    head, tz = RecordHead(), None
+    head, tz, options = RecordHead(), None, {}
     if config_path is not None:
         try:
             config = load_config(config_path)
@@ -458,12 +458,17 @@ def _check_log(path: str, config_path: Optional[str]) -> int:
                 print(f"  {problem}", file=sys.stderr)
             return 1
         tz = timezone_of(config.timezone)
+        options = {
+            "max_line_bytes": config.max_line_bytes,
+            "window_lines": config.pairing.window_lines,
+        }
         for log in config.log_paths():
             if os.path.abspath(log.path) == os.path.abspath(path) and log.record_head:
                 head = RecordHead(log.record_head)
     try:
         with open(path, "rb") as handle:
-            found = survey(iter(lambda: handle.read(1 << 20), b""), head=head, tz=tz)
+            blocks = iter(lambda: handle.read(1 << 20), b"")
+            found = survey(blocks, head=head, tz=tz, **options)
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
     print(

@@ -51,6 +51,7 @@ def survey(
     head: Optional[RecordHead] = None,
     tz: Optional[tzinfo] = None,
     max_line_bytes: int = 1 << 20,
+    window_lines: int = 1000,
 ) -> Survey:
     """Read ``blocks`` (the log's bytes, in order) as the daemon does, and count."""
     head = head or RecordHead()
@@ -59,10 +60,11 @@ def survey(
     failures: list[Failure] = []
     splitter = LineSplitter(max_line_bytes, stats)
     pipeline = LogPipeline(
-        stats, splitter, Parser(tz, head), Correlator(1000, None), [failures.append]
+        stats, splitter, Parser(tz, head), Correlator(window_lines, None), [failures.append]
     )
     number = 0
-    for block in blocks:
+    pieces = (b[i : i + max_line_bytes] for b in blocks for i in range(0, len(b), max_line_bytes))
+    for block in pieces:  # the splitter takes at most max_line_bytes at a time
         for buf, start, end in splitter.feed(block):
             for raw in bytes(buf[start:end]).split(b"\n")[:-1]:
                 number += 1
