@@ -21,7 +21,7 @@ from apigee_tls_exporter.records.lines import LineSplitter
 from apigee_tls_exporter.records.parse import Parser
 from apigee_tls_exporter.records.pipeline import LogPipeline
 from apigee_tls_exporter.records.stats import FileStats
-from apigee_tls_exporter.scan.plan import scan
+from apigee_tls_exporter.scan.plan import plan, scan
 from helpers import records
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -246,7 +246,7 @@ def scan_counts(path: Path, jobs: int, piece_bytes: Optional[int] = None) -> Cou
     return counts
 
 
-@pytest.mark.parametrize("piece_bytes", [3_000, 11_000])
+@pytest.mark.parametrize("piece_bytes", [1_500, 3_000, 7_000, 11_000])
 def test_scan_serial_and_parallel_count_each_failure_once_with_its_cause(
     tmp_path: Path, piece_bytes: int
 ) -> None:
@@ -267,6 +267,8 @@ def test_scan_serial_and_parallel_count_each_failure_once_with_its_cause(
         lines += noise(i % 5)
     path = tmp_path / "system.log"
     path.write_text(records.text(lines))
+    pieces = plan([str(path)], [True], [False], [path.stat().st_size], 2, piece_bytes, 40)
+    assert len(pieces) >= 10  # the precondition: cut in many places
     serial = scan_counts(path, 1)
     parallel = scan_counts(path, 2, piece_bytes)
     assert (serial, parallel) == (expected, expected)
