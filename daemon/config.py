@@ -29,21 +29,33 @@ MP_LOGS = (
 DEFAULT_LISTEN = ":9847"
 DEFAULT_STATE_DIR = "/var/lib/apigee-tls-exporter"
 
-_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The one duration grammar (the config's durations, `scan --since 90m`): parts of a number and a
+# unit, largest first or not: 250ms, 30s, 5m, 1h, 1d12h, 2w.
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)"
+_DURATION = re.compile(rf"(?:{_DURATION_PART})+")
+_PARTS = re.compile(_DURATION_PART)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def duration_seconds(text: str) -> Optional[float]:
+    """``"250ms"``, ``"90m"``, ``"1d12h"``, ``"2w"`` -> seconds; None when ``text`` is not one."""
+    value = text.strip()
+    if _DURATION.fullmatch(value) is None:
+        return None
+    return sum(float(n) * _UNITS[unit] for n, unit in _PARTS.findall(value))
 
 
 def parse_duration(value: Any) -> float:
-    """``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"`` or a number of seconds -> seconds."""
+    """A duration (``duration_seconds``) or a number of seconds -> seconds, positive."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m or 1h")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
-        match = _DURATION.fullmatch(str(value).strip())
-        if match is None:
+        found = duration_seconds(str(value))
+        if found is None:
             raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
-        seconds = float(match["n"]) * _UNITS[match["unit"]]
+        seconds = found
     if not math.isfinite(seconds):  # .nan, .inf in YAML: NaN passes every comparison
         raise ValueError("a duration must be a finite number of seconds")
     if seconds <= 0:
@@ -82,11 +94,43 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HEAD_GROUPS = ("ts", "thread")  # required in a site's record head pattern
+CONTEXT_GROUPS = ("org", "env", "api", "rev", "messageid")  # optional ones, and ``zone``
+
+
+def check_head_pattern(pattern: str) -> re.Pattern[str]:
+    """A site's record head pattern, compiled; ValueError saying what is wrong with it."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"not a regular expression: {err}") from None
+    if any(group not in compiled.groupindex for group in HEAD_GROUPS):
+        raise ValueError("needs the named groups (?P<ts>...) and (?P<thread>...)")
+    unknown = set(compiled.groupindex) - {*HEAD_GROUPS, *CONTEXT_GROUPS, "zone"}
+    if unknown:
+        raise ValueError(
+            f"unknown named group {sorted(unknown)[0]!r}: use ts, zone, thread, "
+            + ", ".join(CONTEXT_GROUPS)
+        )
+    return compiled
+
+
 class LogConfig(Model):
     path: str
     # More places of rotated files, beside the default names (see tail.rotated_globs): globs, or
     # directories (logrotate's olddir). One string is taken as a list of one.
     rotated: list[str] = []
+    # The site's own record head, when its logback pattern writes one the built-in reader cannot
+    # read: a regular expression matching from the line's start to the message (see
+    # docs/reasons.md, "Which logs it reads"); `check-config` tries it on the log's first lines.
+    record_head: Optional[str] = None
+
+    @field_validator("record_head")
+    @classmethod
+    def _head(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            check_head_pattern(value)
+        return value
 
     @field_validator("rotated", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ The README, the topic pages under docs/ and the files under config/ name reposit
 into the runbook. Each must land on something that exists: a file of this repository, or a
 heading as GitHub renders its anchor. Every page of docs/ is reachable from the README, which
 stays under 10 KB. The runbook has a plain heading for every reason of the exporter's vocabulary
-(``parse.REASONS`` and ``parse.ALERT_NAMES``), because every failure alert links to
+(``reasons.VOCABULARY``), because every failure alert links to
 ``runbook.md#<reason>``. The architecture page shows the package import graph as
 ``helpers.stage_graph`` reads it from the source, and that graph runs one way.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apigee_tls_exporter.records import parse
+from apigee_tls_exporter.records import reasons
 from helpers import stage_graph
 from helpers.markdown import github_slug, heading_anchors, prose
 
@@ -214,7 +214,7 @@ def test_runbook_has_a_plain_heading_for_every_reason() -> None:
     can report, each a plain Markdown heading (no raw HTML anchors)."""
     text = RUNBOOK.read_text(encoding="utf-8")
     anchors = anchors_of(RUNBOOK)
-    vocabulary = {*parse.REASONS, *parse.ALERT_NAMES}
+    vocabulary = set(reasons.VOCABULARY)
     assert len(vocabulary) > 30
     assert sorted(vocabulary - anchors) == []
     assert re.findall(r"<a\s+(?:id|name)=", text) == []
@@ -226,7 +226,7 @@ def test_every_reason_section_says_what_it_means_what_to_check_and_what_to_do() 
     sections = re.split(r"(?m)^#{2,3} ", prose(RUNBOOK.read_text(encoding="utf-8")))
     by_name = {s.split("\n", 1)[0].strip(): s for s in sections}
     thin = []
-    for reason in sorted({*parse.REASONS, *parse.ALERT_NAMES}):
+    for reason in sorted(set(reasons.VOCABULARY)):
         body = by_name[reason]
         explained = "**What it means:**" in body
         acts = re.search(r"\*\*(Check|Confirm)[^*]*:\*\*", body) and re.search(

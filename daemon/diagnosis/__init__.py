@@ -27,7 +27,6 @@ from . import probe
 from .command import command, configure_parser, identity_from_args
 from .decide import (
     CAUSES,
-    RECEIVED,
     Diagnosis,
     Evaluation,
     decide,
@@ -54,7 +53,6 @@ from .report import render_report
 
 __all__ = [
     "CAUSES",
-    "RECEIVED",
     "CertSummary",
     "ClientIdentity",
     "Diagnosis",

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..records.reasons import MEANINGS
 from .identity import CertSummary, ClientIdentity, dn_key, is_ip_literal, iso
 from .probe import (
     Handshake,
@@ -56,53 +57,6 @@ CAUSES = (
     "unreachable",
     "unknown",
 )
-
-# What a failure reason (the daemon's ``reason`` label: the alert the MP received, or the fixed
-# reasons of parse.FIXED_REASONS) usually means, for when no cause is certain.
-RECEIVED = {
-    "bad_certificate": "the backend rejected the client certificate, or the empty Certificate "
-    "message Java sends when no keystore certificate fits the backend's CA names (Java/Tomcat "
-    "backends answer a missing certificate with bad_certificate)",
-    "certificate_required": "a TLS 1.3 backend wanted a client certificate and got none: Java "
-    "found no keystore certificate for the backend's CA names, or the keystore has none",
-    "handshake_failure": "no common protocol or cipher suite, or (OpenSSL-based backends on "
-    "TLS 1.2) no acceptable client certificate",
-    "unknown_ca": "the backend does not trust the issuer of the client certificate chain "
-    "(or the chain lacks an intermediate)",
-    "certificate_unknown": "the backend could not verify the client certificate chain",
-    "certificate_expired": "the client certificate (or a certificate of its chain) has expired "
-    "by the backend's clock",
-    "unsupported_certificate": "the backend refuses the client certificate's type or usage "
-    "(usually an extended key usage without clientAuth)",
-    "certificate_revoked": "the backend found the client certificate revoked",
-    "access_denied": "the backend verified the client certificate but its access rules refuse it",
-    "decrypt_error": "the backend could not check the signature of the client certificate chain "
-    "or of the handshake",
-    "protocol_version": "no TLS version in common with the backend (TargetServer protocols), or "
-    "a backend refusing a handshake without the SNI name it needs",
-    "insufficient_security": "the backend wants stronger cipher suites than the MP offers",
-    "unrecognized_name": "the backend does not know the SNI name sent, or needs one: the MP "
-    "sends none for an IP target",
-    "illegal_parameter": "a handshake field the backend did not accept",
-    "internal_error": "the backend failed on its side: see its log",
-    "no_application_protocol": "no ALPN protocol in common",
-    "pkix_path_building_failed": "the MP does not trust the backend's certificate chain (its "
-    "truststore lacks the backend's CA, or the backend serves an incomplete chain)",
-    "hostname_mismatch": "the backend's certificate does not name the host the MP connects to",
-    "remote_closed": "the backend closed the connection during the handshake: it needs SNI, "
-    "does not speak TLS on that port, or a load balancer refused the connection",
-    "no_appropriate_protocol": "the MP's protocols and cipher suites leave nothing usable",
-    "handshake_timeout": "no answer to the ClientHello: a firewall or load balancer drops it",
-    "pkix_path_validation_failed": "the MP found the backend's chain invalid (expired, revoked, "
-    "wrong key usage or path constraints)",
-    "algorithm_constraints": "the backend's certificate or handshake uses an algorithm the MP's "
-    "JVM disables (jdk.certpath/jdk.tls.disabledAlgorithms)",
-    "no_appropriate_cipher_suite": "none of the MP's cipher suites can be used with its "
-    "protocols or with the backend's certificate",
-    "not_tls": "the backend's port does not speak TLS (plain HTTP, or another protocol)",
-    "empty_server_certificate": "the backend sent no certificate",
-    "general_sslengine_problem": "the MP's TLS engine failed on something it could not name",
-}
 
 # Alerts a server sends when it cannot build or check a path from the client's certificate
 # (Apache's mod_ssl answers a chain longer than SSLVerifyDepth with internal_error).
@@ -851,8 +805,8 @@ def _unknown_advice(
         seen = mp.alert if mp is not None else None
     parts = ["No cause is certain from what the backend and the client identity show."]
     for what, alert in (("The MP received", received), ("The probe received", seen)):
-        if alert and alert in RECEIVED:
-            parts.append(f"{what} {alert}, which usually means: {RECEIVED[alert]}.")
+        if alert and alert in MEANINGS:
+            parts.append(f"{what} {alert}, which usually means: {MEANINGS[alert]}.")
         elif alert:
             parts.append(f"{what} {alert}.")
     if identity is None:
@@ -980,7 +934,7 @@ class Diagnosis:
             "advice": self.advice,
             "checked_at": iso(self.checked_at),
             "received": self.received,
-            "received_meaning": RECEIVED.get(self.received or ""),
+            "received_meaning": MEANINGS.get(self.received or ""),
             "tls_version": self.tls_version,
             "certificate_requested": self.certificate_requested,
             "acceptable_ca_names": list(self.acceptable_ca_names),

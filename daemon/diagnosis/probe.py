@@ -37,7 +37,7 @@ from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
 
-from ..records.parse import ALERT_NUMBERS
+from ..records.reasons import ALERT_NUMBERS
 from .identity import CertSummary, ClientIdentity, SigningKey, format_name
 
 # OpenSSL verify error codes worth naming in a report.

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import textwrap
 
-from .decide import RECEIVED, Diagnosis, describe_answer
+from ..records.reasons import MEANINGS
+from .decide import Diagnosis, describe_answer
 from .identity import CertSummary, iso
 
 
@@ -151,7 +152,7 @@ def render_report(d: Diagnosis) -> str:
     """A report a person can act on: what was checked, what was found, the cause and the fix."""
     lines = [f"Diagnosis of {d.target}", _mp_side(d)]
     if d.received:
-        meaning = RECEIVED.get(d.received)
+        meaning = MEANINGS.get(d.received)
         lines.append(
             _wrap("Alert received by the MP: ", d.received + (f" ({meaning})" if meaning else ""))
         )

@@ -24,6 +24,13 @@ handshake, and the MP may log only the exception. It is not counted as ``unpaire
 line is expected for it). Whether a record is a repeat is decided by lines only: it never
 depends on how fast the log was written or read.
 
+A ``General SSLEngine problem`` failure takes the reason of the ``Cause`` (the ``Caused by:`` chain
+of the exception record of its thread and message id) that comes within ``window_lines`` lines
+after the failure's own line, or before it: once paired with its SSLInfo line it waits for the
+cause until its window passes (then it keeps ``general_sslengine_problem``), and a cause waits for
+its failure as long. So it is counted once, with the same reason, whichever order the lines come
+in.
+
 Whether a record counts depends only on the records of the window before it and after it, never
 on what was decided for a record further back (a burst of exception records, each within the
 window of the one before, is one failure however long it lasts). So what waits at any line
@@ -38,7 +45,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from .events import AlertException, Context, Event, Failure, HandshakeFailure
+from .events import (
+    GENERAL_SSLENGINE_PROBLEM,
+    AlertException,
+    Cause,
+    Context,
+    Event,
+    Failure,
+    HandshakeFailure,
+)
 
 Key = tuple[str, str]  # (thread, message id)
 
@@ -49,6 +64,7 @@ class _Pending:
     line: int
     # wall clock (monotonic) of the first idle() after the failure was read: None until then
     since: Optional[float] = None
+    key_alias: Optional[str] = None  # the SSLInfo line's alias, once paired
 
 
 class Correlator:
@@ -69,18 +85,24 @@ class Correlator:
         # the line of the last failure record (handshakeFailed line or exception record) of each
         # key in the window: an exception record of the key is its repeat, no failure of its own
         self._seen: OrderedDict[Key, int] = OrderedDict()
+        # General SSLEngine problem failures, paired, waiting for their cause
+        self._awaiting: OrderedDict[Key, _Pending] = OrderedDict()
+        # causes waiting for their General SSLEngine problem failure: (reason, line)
+        self._causes: OrderedDict[Key, tuple[str, int]] = OrderedDict()
         self.unpaired = 0
         self.orphans = 0
         self.exception_only = 0  # failures known only from an exception record
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + len(self._exceptions)
+        return len(self._pending) + len(self._exceptions) + len(self._awaiting)
 
     def feed(self, event: Event, line: int) -> list[Failure]:
         """Take the event read at ``line``; return the failures it closes."""
         closed = self.advance(line - 1)
         key = (event.thread, event.context.message_id)
+        if isinstance(event, Cause):
+            return closed + self._cause(key, event.reason, line)
         if isinstance(event, AlertException):
             if key not in self._pending and key not in self._seen and key not in self._exceptions:
                 self._exceptions[key] = _Pending(event, line)
@@ -91,13 +113,34 @@ class Correlator:
             if waiting is not None:
                 closed.append(self._unpaired(waiting))
             self._exceptions.pop(key, None)  # the exception came first: this line counts it
+            if event.reason == GENERAL_SSLENGINE_PROBLEM and key in self._causes:
+                event = event._replace(reason=self._causes.pop(key)[0])
             self._pending[key] = _Pending(event, line)
             self._saw(key, line)
         elif waiting is not None:
-            closed.append(Failure.from_event(waiting.failure, event.key_alias))
+            if waiting.failure.reason == GENERAL_SSLENGINE_PROBLEM:
+                waiting.key_alias = event.key_alias  # its cause may still come
+                self._awaiting.pop(key, None)
+                self._awaiting[key] = waiting
+            else:
+                closed.append(Failure.from_event(waiting.failure, event.key_alias))
         else:
             self.orphans += 1
         return closed
+
+    def _cause(self, key: Key, reason: str, line: int) -> list[Failure]:
+        """The cause of a General SSLEngine problem failure of ``key``, read at ``line``."""
+        awaiting = self._awaiting.pop(key, None)
+        if awaiting is not None:
+            failure = awaiting.failure._replace(reason=reason)
+            return [Failure.from_event(failure, awaiting.key_alias)]
+        pending = self._pending.get(key)
+        if pending is not None and pending.failure.reason == GENERAL_SSLENGINE_PROBLEM:
+            pending.failure = pending.failure._replace(reason=reason)
+        else:
+            self._causes.pop(key, None)
+            self._causes[key] = (reason, line)
+        return []
 
     def _saw(self, key: Key, line: int) -> None:
         """A failure record of ``key`` (a handshakeFailed line or an exception record) at ``line``:
@@ -116,8 +159,23 @@ class Correlator:
             self._pending.popitem(last=False)
             closed.append(self._unpaired(first))
         closed += self._exception_only(lambda p: p.line <= oldest)
+        closed += self._uncaused(lambda p: p.line <= oldest)
         while self._seen and next(iter(self._seen.values())) <= oldest:
             self._seen.popitem(last=False)
+        while self._causes and next(iter(self._causes.values()))[1] <= oldest:
+            self._causes.popitem(last=False)
+        return closed
+
+    def _uncaused(self, passed: Callable[[_Pending], bool]) -> list[Failure]:
+        """The paired General SSLEngine problem failures, oldest first, as long as ``passed``
+        says so: counted without a cause."""
+        closed: list[Failure] = []
+        while self._awaiting:
+            first = next(iter(self._awaiting.values()))
+            if not passed(first):
+                break
+            self._awaiting.popitem(last=False)
+            closed.append(Failure.from_event(first.failure, first.key_alias))
         return closed
 
     def idle(self) -> list[Failure]:
@@ -126,7 +184,7 @@ class Correlator:
         if self.window_seconds is None or self._clock is None:
             return []
         now = self._clock()
-        for waiting in (self._pending, self._exceptions):
+        for waiting in (self._pending, self._exceptions, self._awaiting):
             for p in reversed(waiting.values()):  # the newest are last: stop at a started one
                 if p.since is not None:
                     break
@@ -139,7 +197,8 @@ class Correlator:
                 break
             self._pending.popitem(last=False)
             closed.append(self._unpaired(first))
-        return closed + self._exception_only(lambda p: p.since is not None and p.since <= passed)
+        closed += self._exception_only(lambda p: p.since is not None and p.since <= passed)
+        return closed + self._uncaused(lambda p: p.since is not None and p.since <= passed)
 
     def _exception_only(self, passed: Callable[[_Pending], bool]) -> list[Failure]:
         """The waiting exception records, oldest first, as long as ``passed`` says so: counted."""
@@ -161,7 +220,9 @@ class Correlator:
             self.exception_only += 1
             closed.append(Failure.from_event(waiting.failure, None))
         self._exceptions.clear()
+        closed += self._uncaused(lambda p: True)
         self._seen.clear()
+        self._causes.clear()
         return closed
 
     def _unpaired(self, pending: _Pending) -> Failure:
@@ -173,7 +234,12 @@ class Correlator:
 
         def rows(pending: OrderedDict[Key, _Pending]) -> list[dict[str, Any]]:
             return [
-                {"line": p.line, **p.failure._asdict(), "context": p.failure.context._asdict()}
+                {
+                    "line": p.line,
+                    **p.failure._asdict(),
+                    "context": p.failure.context._asdict(),
+                    **({} if p.key_alias is None else {"key_alias": p.key_alias}),
+                }
                 for p in pending.values()
             ]
 
@@ -184,6 +250,8 @@ class Correlator:
             "pending": rows(self._pending),
             "exceptions": rows(self._exceptions),
             "seen": [[thread, mid, line] for (thread, mid), line in self._seen.items()],
+            "awaiting": rows(self._awaiting),
+            "causes": [[t, mid, reason, line] for (t, mid), (reason, line) in self._causes.items()],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -195,8 +263,13 @@ class Correlator:
         self._pending.clear()
         self._exceptions.clear()
         self._seen.clear()
-        for kind, into in ((HandshakeFailure, self._pending), (AlertException, self._exceptions)):
-            name = "pending" if kind is HandshakeFailure else "exceptions"
+        self._awaiting.clear()
+        self._causes.clear()
+        for kind, into, name in (
+            (HandshakeFailure, self._pending, "pending"),
+            (AlertException, self._exceptions, "exceptions"),
+            (HandshakeFailure, self._awaiting, "awaiting"),
+        ):
             for item in state.get(name, []):
                 failure = kind(
                     timestamp=float(item["timestamp"]),
@@ -206,6 +279,9 @@ class Correlator:
                     reason=str(item["reason"]),
                 )
                 key = (failure.thread, failure.context.message_id)
-                into[key] = _Pending(failure, int(item["line"]))
+                alias = item.get("key_alias")
+                into[key] = _Pending(failure, int(item["line"]), None, alias)
         for thread, message_id, line in state.get("seen", []):
             self._seen[(str(thread), str(message_id))] = int(line)
+        for thread, message_id, reason, line in state.get("causes", []):
+            self._causes[(str(thread), str(message_id))] = (str(reason), int(line))

@@ -48,10 +48,22 @@ class AlertException(NamedTuple):
     context: Context
     thread: str
     target: str  # "unknown" unless the record names the backend
-    reason: str  # an alert name, see parse.ALERT_NAMES
+    reason: str  # an alert name, see parse.TLS_ALERTS
 
 
-Event = Union[HandshakeFailure, SSLInfo, AlertException]
+class Cause(NamedTuple):
+    """The reason the ``Caused by:`` chain of a ``General SSLEngine problem`` exception record
+    gives (the first cause, outermost first, that names one), for the failure of its thread and
+    message id."""
+
+    context: Context
+    thread: str
+    reason: str
+
+
+GENERAL_SSLENGINE_PROBLEM = "general_sslengine_problem"
+
+Event = Union[HandshakeFailure, SSLInfo, AlertException, Cause]
 
 
 class Failure(NamedTuple):

@@ -10,7 +10,8 @@ finds the few lines of a block that mention a marker, so that the other 99 % of 
 reach a regex.
 
 The ``reason`` of a failure comes from the JDK's own message (``classify_message``): the alert
-the backend sent (``ALERT_NAMES``) or one of the fixed reasons (``REASONS``), for every wording of
+the backend sent (``reasons.TLS_ALERTS``) or one of the fixed reasons (``reasons.REASONS``), for
+every wording of
 the old JDK 8 JSSE stack (before 8u261), of the JDK 11+ stack, and with the ``(alert_name)``
 prefix of JDK 17+.
 """
@@ -20,10 +21,20 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Callable, Optional, TypeVar, Union
 
-from .events import AlertException, Context, Event, HandshakeFailure, SSLInfo
+from .events import (
+    GENERAL_SSLENGINE_PROBLEM,
+    AlertException,
+    Cause,
+    Context,
+    Event,
+    HandshakeFailure,
+    SSLInfo,
+)
+from .head import DEFAULT, BadTime, Clock, RecordHead
+from .reasons import ALERT_NUMBERS, TLS_ALERTS
 from .search import LineFinder
 
 # What makes a line a candidate. The handshake markers: a line with one in its body is ours or
@@ -31,23 +42,11 @@ from .search import LineFinder
 # of a failure (TLS 1.3 rejects a client certificate on the first read).
 HANDSHAKE_MARKERS = (b"handshakeFailed", b"handshakeTimeout", b"SSLInfo")
 ALERT_MARKERS = (b"Received fatal alert", b"Unknown alert description")
-MARKERS = HANDSHAKE_MARKERS + ALERT_MARKERS
+# The exception line of the old JDK 8 SSLEngine's wrapper: its ``Caused by:`` lines name the cause.
+GENERAL_PROBLEM = b"General SSLEngine problem"
+MARKERS = HANDSHAKE_MARKERS + ALERT_MARKERS + (GENERAL_PROBLEM,)
 _MARKER_TEXT = tuple(m.decode() for m in HANDSHAKE_MARKERS)
 
-# A record line's head: the body is the rest of the line after the match (not matched itself:
-# running over it costs a third of the match).
-_RECORD = re.compile(
-    r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
-    r"(?P<ctx>(?:(?:org|env|api|rev|messageid):\S* +)*)"
-    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +"
-)
-# The usual shape, context keys in their usual order: one match gives every field.
-_RECORD_FAST = re.compile(
-    r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3}) +"
-    r"(?:org:(\S*) +env:(\S*) +api:(\S*) +rev:(\S*) +messageid:(\S*) +)?"
-    r"(?P<thread>\S+) +(?:TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL) +\S+ +- +"
-)
-_STAMP = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d{3} ")
 # The channel block; an address in it may be bracketed (an IPv6 literal, JDK 14+). Written as
 # an unrolled loop (runs of plain characters between bracketed parts): twice as fast in `re`.
 _CHAN = re.compile(r"SSLClientChannel\[(?P<chan>[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*)\]")
@@ -73,48 +72,6 @@ _SSL_EXCEPTION = re.compile(r"\bSSL\w*Exception\b")
 UNKNOWN_TARGET = "unknown"
 MAX_TARGET_CHARS = 260
 MAX_LABEL_CHARS = 260  # org, env, api, rev and key alias as read from the log: cut like target
-
-# RFC 8446 section 6, with the numbers of its registry (an old JDK prints an alert it has no name
-# for by number). The names RFC 8446 marks ``_RESERVED`` (TLS 1.2 and older only) are listed as
-# the JDK prints them, without the suffix.
-ALERT_NUMBERS: dict[int, str] = {
-    0: "close_notify",
-    10: "unexpected_message",
-    20: "bad_record_mac",
-    21: "decryption_failed",
-    22: "record_overflow",
-    30: "decompression_failure",
-    40: "handshake_failure",
-    41: "no_certificate",
-    42: "bad_certificate",
-    43: "unsupported_certificate",
-    44: "certificate_revoked",
-    45: "certificate_expired",
-    46: "certificate_unknown",
-    47: "illegal_parameter",
-    48: "unknown_ca",
-    49: "access_denied",
-    50: "decode_error",
-    51: "decrypt_error",
-    60: "export_restriction",
-    70: "protocol_version",
-    71: "insufficient_security",
-    80: "internal_error",
-    86: "inappropriate_fallback",
-    90: "user_canceled",
-    100: "no_renegotiation",
-    109: "missing_extension",
-    110: "unsupported_extension",
-    111: "certificate_unobtainable",
-    112: "unrecognized_name",
-    113: "bad_certificate_status_response",
-    114: "bad_certificate_hash_value",
-    115: "unknown_psk_identity",
-    116: "certificate_required",
-    120: "no_application_protocol",
-}
-ALERT_NAMES: tuple[str, ...] = tuple(ALERT_NUMBERS.values())
-"""The alert reasons: a TLS alert the backend sent, by its RFC 8446 section 6 name."""
 
 # The fixed reasons, each with the JDK wordings that mean it (old JDK 8 stack and JDK 11+ stack;
 # the JDK 17+ ``(alert_name) `` prefix in front changes nothing). The first rule that matches
@@ -179,47 +136,6 @@ _FIXED_RULES: tuple[tuple[str, str], ...] = (
     ("general_sslengine_problem", r"General SSLEngine problem"),
 )
 _FIXED = tuple((reason, re.compile(text, re.IGNORECASE)) for reason, text in _FIXED_RULES)
-# (text, reason) pairs, the shape older callers read.
-FIXED_REASONS = tuple((text, reason) for reason, text in _FIXED_RULES)
-
-REASONS: tuple[str, ...] = (
-    "pkix_path_building_failed",
-    "pkix_path_validation_failed",
-    "hostname_mismatch",
-    "remote_closed",
-    "no_appropriate_protocol",
-    "no_appropriate_cipher_suite",
-    "protocol_version",
-    "unrecognized_name",
-    "not_tls",
-    "empty_server_certificate",
-    "algorithm_constraints",
-    "handshake_timeout",
-    "general_sslengine_problem",
-    "other",
-)
-"""The fixed (non-alert) reasons; with ``ALERT_NAMES``, the whole ``reason`` vocabulary.
-
-Two names are in both: ``protocol_version`` and ``unrecognized_name``, one reason each.
-
-- ``protocol_version``: the backend's ``protocol_version`` alert (``Received fatal alert:
-  protocol_version``: it refused the versions we offered) **or** the client's own refusal of the
-  version the server chose (JDK 8: ``Server chose TLSv1, but that protocol version is not
-  enabled or not supported by the client.``; JDK 11+: ``The server selected protocol version
-  TLS10 is not accepted by client preferences [TLS13, TLS12]``). Either way the two sides'
-  protocol lists do not meet; which side said so is in the message.
-- ``unrecognized_name``: the backend's ``unrecognized_name`` alert, fatal (``Received fatal
-  alert: unrecognized_name``) **or** as a warning, which the JDK makes fatal during the handshake
-  (JDK 8: ``handshake alert:  unrecognized_name``; JDK 11+: ``received handshake warning:
-  unrecognized_name``): the backend does not serve the SNI name we sent.
-
-Every other alert reason counts only an alert the backend *sent*. The ``(certificate_unknown)``
-prefix of JDK 17+ names the alert the *client* sent or received, so it never is the reason by
-itself: ``(certificate_unknown) PKIX path building failed: …`` is ``pkix_path_building_failed``.
-``general_sslengine_problem`` is the old JDK 8 SSLEngine's wording for a failure the client
-itself detected (most often the backend's certificate, PKIX or host name): the cause is only in
-the ``Caused by:`` lines of the exception record that follows.
-"""
 
 # A received alert as each JDK words it: a name, or a number when the JDK has none for it
 # (JDK 8 ``<UNKNOWN ALERT: 116>``, JDK 11+ ``Unknown alert description (116)``). A warning made
@@ -230,7 +146,13 @@ _ALERT_TEXT = re.compile(
     r"(?:<?(?i:unknown alert)(?::|\s*\()\s*(?P<number>\d{1,5})|(?P<name>[A-Za-z_]+))"
     r"|(?i:unknown alert description) *\((?P<described>\d{1,5})\)"
 )
-_ALERT_SET = frozenset(ALERT_NAMES)
+_ALERT_SET = frozenset(TLS_ALERTS)
+
+
+def is_continuation(line: str) -> bool:
+    """Whether ``line`` continues the record above (a stack frame, ``Caused by:``, an exception
+    class line) rather than starting one."""
+    return _CONTINUATION.match(line) is not None
 
 
 class UnrecognisedLine(ValueError):
@@ -269,7 +191,7 @@ def _remembered(function: Callable[[str], _T]) -> Callable[[str], _T]:
 
 @_remembered
 def classify_message(message: str) -> str:
-    """The ``reason`` label for the JDK's message of a failed handshake: one of ``ALERT_NAMES``
+    """The ``reason`` label for the JDK's message of a failed handshake: one of ``TLS_ALERTS``
     or ``REASONS``. An alert the backend sent wins over any other text in the message."""
     alert = alert_reason(message)
     if alert is not None:
@@ -332,25 +254,10 @@ def _label(value: str) -> str:
     return value[:MAX_LABEL_CHARS]
 
 
-def parse_context(block: str) -> Context:
-    """``org:a env:b api:c rev:1 messageid:x`` -> Context; missing keys are ``""``.
-
-    The label values are cut to ``MAX_LABEL_CHARS``; the message id (never a label) is kept whole.
-    """
-    fields = dict(token.split(":", 1) for token in block.split())
-    return Context(
-        org=_label(fields.get("org", "")),
-        env=_label(fields.get("env", "")),
-        api=_label(fields.get("api", "")),
-        rev=_label(fields.get("rev", "")),
-        message_id=fields.get("messageid", ""),
-    )
-
-
-def needs_record(raw: bytes) -> bool:
+def needs_record(raw: bytes, head: RecordHead = DEFAULT) -> bool:
     """Whether the candidate ``raw`` is a continuation line carrying a received alert: its
     meaning depends on the record it continues (see ``record_above``)."""
-    return not raw[:1].isdigit() and any(marker in raw for marker in ALERT_MARKERS)
+    return any(marker in raw for marker in ALERT_MARKERS) and not head.is_record(raw)
 
 
 RECORD_LINES = 256
@@ -359,7 +266,7 @@ many lines up; further up, to none."""
 
 
 def record_above(
-    buf: Union[bytes, bytearray], start: int, begin: int
+    buf: Union[bytes, bytearray], start: int, begin: int, head: RecordHead = DEFAULT
 ) -> tuple[Optional[bytes], int]:
     """The nearest record line above the line starting at ``begin``, looked for in
     ``buf[start:begin]`` at most ``RECORD_LINES`` lines up, and how many lines up it is; or
@@ -371,8 +278,9 @@ def record_above(
             return None, up - 1
         newline = buf.rfind(b"\n", start, end)
         line_start = newline + 1 if newline >= 0 else start
-        if _STAMP.match(buf, line_start, end):
-            return bytes(buf[line_start:end]), up
+        line = bytes(buf[line_start:end])
+        if head.is_record(line):
+            return line, up
         end = line_start - 1
     return None, RECORD_LINES
 
@@ -393,14 +301,59 @@ def candidate_lines(
     return _FINDER(buf, start, end)
 
 
-class Parser:
-    """Turns one candidate line into an event. ``tz`` None reads timestamps in local time."""
+class Trace:
+    """The exception trace of a ``General SSLEngine problem`` being read, line by line: the
+    first of its ``Caused by:`` lines (outermost first) whose message names a reason other than
+    ``general_sslengine_problem`` or ``other`` gives its cause."""
 
-    def __init__(self, tz: Optional[tzinfo] = None) -> None:
-        self._tz = tz
-        self._minute = ""  # "yyyy-mm-dd hh:mm" of the last timestamp read, and its epoch
-        self._minute_epoch = 0.0
+    def __init__(self, context: Context, thread: str, line: int) -> None:
+        self.context = context
+        self.thread = thread
+        self.line = line  # the number of the exception line
+        self.looked = 0  # the lines read of it
+        self.reason: Optional[str] = None
+
+    def take(self, raw: bytes) -> None:
+        """One more line of the trace."""
+        self.looked += 1
+        if self.reason is None and raw.startswith(b"Caused by: "):
+            text = raw[len(b"Caused by: ") :].decode("utf-8", errors="replace").rstrip("\r")
+            reason = classify_message(text)
+            if reason not in (GENERAL_SSLENGINE_PROBLEM, "other"):
+                self.reason = reason
+
+    def cause(self) -> Optional[Cause]:
+        return None if self.reason is None else Cause(self.context, self.thread, self.reason)
+
+
+class Parser:
+    """Turns one candidate line into an event. ``tz`` None reads timestamps without a zone in
+    local time; ``head`` reads the record heads (a site's own pattern, or the built-in one)."""
+
+    def __init__(self, tz: Optional[tzinfo] = None, head: RecordHead = DEFAULT) -> None:
+        self.head = head
+        self._clock = Clock(tz)
         self._context = Context()
+        self._context_fields: Optional[tuple[str, str, str, str, str]] = None
+        # the General SSLEngine problem trace being read (it may go on in the next block)
+        self.trace: Optional[Trace] = None
+
+    def open_trace(self, raw: bytes, record: Optional[bytes], line: int) -> bool:
+        """Whether the continuation line ``raw`` (number ``line``) starts the trace of a General
+        SSLEngine problem whose cause is worth reading (then ``trace`` is set): its exception
+        line, in an exception record of a thread and message id (``record``)."""
+        if (
+            record is None
+            or GENERAL_PROBLEM not in raw
+            or not _CONTINUATION.match(raw.decode("utf-8", "replace"))
+        ):
+            return False
+        fields = self._fields(record.decode("utf-8", errors="replace").rstrip("\r"))
+        if fields is None:
+            return False
+        _, context, thread, _ = fields
+        self.trace = Trace(context, thread, line)
+        return True
 
     def parse(self, raw: bytes, record: Optional[bytes] = None) -> Optional[Event]:
         """The event of the candidate line ``raw``, None, or ``UnrecognisedLine``.
@@ -443,30 +396,21 @@ class Parser:
                 )
         return None  # a marker only in the context block or thread name: not a handshake line
 
-    def _fields(self, line: str) -> Optional[tuple[str, Context, str, str]]:
-        """(timestamp text, context, thread, body) of a record line, or None."""
-        record = _RECORD_FAST.match(line)
-        if record is not None:
-            ts, org, env, api, rev, message_id, thread = record.groups()
-            body = line[record.end() :]
-            context = self._context
-            if org is None:
-                context = Context()
-            elif message_id != context.message_id or (org, env, api, rev) != (
-                context.org,
-                context.env,
-                context.api,
-                context.rev,
-            ):
-                context = Context(_label(org), _label(env), _label(api), _label(rev), message_id)
-                self._context = context
-            return ts, context, thread, body
-        record = _RECORD.match(line)
-        if record is None:
+    def _fields(self, line: str) -> Optional[tuple[tuple[str, str], Context, str, str]]:
+        """((time, zone), context, thread, body) of a record line, or None."""
+        head = self.head.read(line)
+        if head is None:
             return None
-        ts, thread = record.group("ts", "thread")
-        body = line[record.end() :]
-        return ts, parse_context(record.group("ctx")), thread, body
+        fields = head.context
+        if fields is None:
+            context = Context()
+        elif fields == self._context_fields:  # the context of the record before: most often
+            context = self._context
+        else:
+            org, env, api, rev, message_id = fields
+            context = Context(_label(org), _label(env), _label(api), _label(rev), message_id)
+            self._context, self._context_fields = context, fields
+        return (head.ts, head.zone), context, head.thread, head.body
 
     def _exception_line(self, line: str, record: bytes) -> Optional[AlertException]:
         """The exception line (or ``Caused by:`` line) of an SSL exception carrying a received
@@ -486,31 +430,14 @@ class Parser:
             target = target_of(line)
         return AlertException(self._timestamp(ts, header), context, thread, target, alert)
 
-    def _timestamp(self, text: str, line: str) -> float:
-        """``yyyy-mm-dd hh:mm:ss,SSS`` -> epoch seconds; the minute's epoch is cached.
-
-        A time that does not exist (February 30, month 13, hour 24, second 60, year 0) is an
-        ``UnrecognisedLine``: never an exception out of the parser.
-        """
-        minute = text[:16]
-        if minute != self._minute:
-            try:
-                moment = datetime(
-                    int(text[0:4]),
-                    int(text[5:7]),
-                    int(text[8:10]),
-                    int(text[11:13]),
-                    int(text[14:16]),
-                    tzinfo=self._tz,
-                )
-                epoch = moment.timestamp()
-            except (ValueError, OverflowError, OSError):
-                raise UnrecognisedLine(line[:200]) from None
-            self._minute, self._minute_epoch = minute, epoch
-        seconds = int(text[17:19])
-        if seconds > 59:
-            raise UnrecognisedLine(line[:200])
-        return self._minute_epoch + seconds + int(text[20:23]) / 1000
+    def _timestamp(self, ts: tuple[str, str], line: str) -> float:
+        """The head's time (and zone) -> epoch seconds. A time that does not exist (February 30,
+        month 13, hour 24, second 60, year 0) is an ``UnrecognisedLine``: never an exception out
+        of the parser."""
+        try:
+            return self._clock.epoch(*ts)
+        except BadTime:
+            raise UnrecognisedLine(line[:200]) from None
 
 
 def unreadable_target(event: Optional[Event]) -> bool:

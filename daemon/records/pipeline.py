@@ -10,6 +10,7 @@ from .correlate import Correlator
 from .events import Failure
 from .lines import Buffer, LineSplitter
 from .parse import (
+    GENERAL_PROBLEM,
     RECORD_LINES,
     Parser,
     UnrecognisedLine,
@@ -57,10 +58,19 @@ class LogPipeline:
         end = len(buf) if end is None else end
         line = self.stats.lines + 1  # the number of the line at `at`
         at = start
+        traced = self._read_trace(buf, start, end) if self.parser.trace else start
         for begin, raw in candidate_lines(buf, start, end):
             line += buf.count(b"\n", at, begin)
             at = begin
-            record = self._record_of(buf, start, begin, line) if needs_record(raw) else None
+            head = self.parser.head
+            if (
+                begin >= traced
+                and GENERAL_PROBLEM in raw
+                and not head.is_record(raw)
+                and self.parser.open_trace(raw, self._record_of(buf, start, begin, line), line)
+            ):
+                traced = self._read_trace(buf, begin, end)
+            record = self._record_of(buf, start, begin, line) if needs_record(raw, head) else None
             try:
                 event = self.parser.parse(raw, record)
             except UnrecognisedLine:
@@ -71,27 +81,57 @@ class LogPipeline:
             if event is not None:
                 self._emit(self.correlator.feed(event, line))
         self.stats.lines = line - 1 + buf.count(b"\n", at, end)
-        found, up = record_above(buf, start, end)  # for the lines of the next blocks
+        found, up = record_above(
+            buf, start, end, self.parser.head
+        )  # for the lines of the next blocks
         if found is not None:
             self.record, self.record_number = found, self.stats.lines + 1 - up
         self._emit(self.correlator.advance(self.stats.lines))
+
+    def _read_trace(self, buf: Buffer, at: int, end: int) -> int:
+        """Read the open General SSLEngine problem trace from ``at`` on, to its end (the next
+        record line, or ``RECORD_LINES`` lines) or to ``end``; where it stopped. At its end its
+        cause, if it names one, goes to the correlator."""
+        trace = self.parser.trace
+        assert trace is not None
+        head = self.parser.head
+        while at < end:
+            newline = buf.find(b"\n", at, end)
+            line_end = newline if newline >= 0 else end
+            raw = bytes(buf[at:line_end])
+            if (trace.looked and head.is_record(raw)) or trace.looked >= RECORD_LINES:
+                self._end_trace()
+                return at
+            trace.take(raw)
+            at = line_end + 1
+        return end
 
     def _record_of(self, buf: Buffer, start: int, begin: int, line: int) -> Optional[bytes]:
         """The record line that the continuation line ``line`` (at ``begin``) belongs to: the
         nearest above it within ``RECORD_LINES`` lines, in this block or in one before, so that
         where the reads end does not matter."""
-        found, _ = record_above(buf, start, begin)
+        found, _ = record_above(buf, start, begin, self.parser.head)
         if found is None and self.record is not None and line - self.record_number <= RECORD_LINES:
             return self.record
         return found
 
+    def _end_trace(self) -> None:
+        """The open General SSLEngine problem trace is whole: its cause to the correlator."""
+        trace, self.parser.trace = self.parser.trace, None
+        cause = trace.cause() if trace is not None else None
+        if trace is not None and cause is not None:
+            self._emit(self.correlator.feed(cause, trace.line))
+
     def idle(self) -> None:
         """The log has been read to its end: the pairing windows' wall time runs; close those
-        whose wall time has passed."""
+        whose wall time has passed. An open trace is whole (the MP writes a record and its stack
+        trace together)."""
+        self._end_trace()
         self._emit(self.correlator.idle())
 
     def finish(self) -> None:
-        """End of input: close every window."""
+        """End of input: close every window (a trace read to the end gives its cause first)."""
+        self._end_trace()
         self._emit(self.correlator.close_all())
 
     def _emit(self, failures: list[Failure]) -> None:

