@@ -208,8 +208,8 @@ def test_every_schema_problem_is_listed(tmp_path: Path) -> None:
         p.startswith("tls_server_config.client_auth_type: input should be") for p in problems
     )
     assert (
-        "tls_server_config.cipher_suites: not supported by apigee-tls-exporter"
-        " (Python's ssl module chooses the cipher suites)"
+        "tls_server_config.cipher_suites: TLS_AES_128_GCM_SHA256 is not a TLS 1.2 cipher suite"
+        " Go offers (TLS 1.3 suites cannot be chosen, as in Go)"
     ) in problems
     assert "basic_auth_users.alice: input should be a valid string" in problems
     assert "listen: unknown key" in problems
