@@ -312,7 +312,6 @@ class Connection(asyncio.Protocol):
     async def _send(self, response: Response, method: str, keep_alive: bool) -> None:
         if self.state == "closed" or self.transport is None:
             return
-        keep_alive = keep_alive and not self._eof
         try:
             head = self._h11.send(_h11_response(response, keep_alive, self.server.extra_headers))
         except (h11.LocalProtocolError, ValueError) as err:  # a header we will not write
@@ -353,6 +352,8 @@ class Connection(asyncio.Protocol):
         self._await_request(IDLE_TIMEOUT, "idle")
         if self.state == "idle" and self._head:
             self._await_request(HEADER_TIMEOUT, "head")  # a pipelined request: read it now
+        if self._eof and self.state in ("idle", "head"):  # half-closed: no more will come
+            self.close()
         if self.state != "closed":
             self.transport.resume_reading()
 

@@ -6,10 +6,11 @@ failing is never refused unchecked, because the right password may come from the
 as the guesses (a scraper beside a guesser, after a restart or a SIGHUP, with no cached login).
 What a failing source gets instead:
 
-- its checks queue behind those of sources with fewer failures (``PrioritySlots``), so that a
-  flood of wrong passwords from many addresses does not stand in front of a clean login;
-- at most ``PER_SOURCE_PENDING`` of its checks wait or run at a time (more are refused at once,
-  cheaply, ``auth_busy``);
+- its checks queue behind those of sources with fewer failures (``PrioritySlots``; a check
+  refused for want of room counts as a failure), so that a flood of wrong passwords from many
+  addresses does not stand in front of a clean login;
+- at most ``PER_SOURCE_PENDING`` of its checks wait or run at a time (more are refused without
+  bcrypt, ``auth_busy``, after ``BUSY_DELAY``);
 - its 401 answers are delayed (``SourceLimiter.delay``: after ``threshold`` consecutive failures,
   1 s doubling up to 8 s), which slows a guesser that waits for each answer; a connection waiting
   so is evictable like an idle one.
@@ -17,7 +18,8 @@ What a failing source gets instead:
 The bcrypt work is bounded: ``BCRYPT_WORKERS`` threads, and no more checks wait than these
 threads can finish within ``AUTH_WAIT`` (from the measured cost of one check): when the queue is
 full, a newcomer with fewer failures takes the place of the waiting check with the most, which is
-answered 401 (``auth_busy``); a check that waited ``AUTH_WAIT`` anyway gives up the same way.
+answered 401 (``auth_busy``, after ``BUSY_DELAY``, so that a flood does not spin); a check that
+waited ``AUTH_WAIT`` anyway gives up the same way.
 So a right login from a clean address is answered within ``AUTH_WAIT`` plus one check, under
 Prometheus's default 10 s scrape timeout, whatever the number of guessing addresses.
 """
@@ -48,6 +50,7 @@ __all__ = [
 AUTH_WAIT = 7.0  # seconds a login may wait for bcrypt: under Prometheus's 10 s scrape timeout
 BCRYPT_WORKERS = 2  # bcrypt checks at once: a flood of wrong passwords takes at most 2 CPUs
 PER_SOURCE_PENDING = 4  # bcrypt checks of one source address waiting or running
+BUSY_DELAY = 1.0  # seconds before a 401 for want of room in the queue: a flood slows itself
 
 
 def source_of(peer: Any) -> str:
@@ -65,7 +68,7 @@ def source_of(peer: Any) -> str:
 
 @dataclass
 class _Source:
-    failures: int = 0  # consecutive failed logins
+    failures: int = 0  # consecutive failed or refused logins
     pending: int = 0  # checks waiting or running
 
 
@@ -125,6 +128,11 @@ class SourceLimiter:
             entry.failures = 0
         elif ok is False:
             entry.failures += 1
+
+    def refused(self, source: str) -> None:
+        """A check of this source was refused for want of room: it counts as a failure, so
+        that a source that keeps the queue full goes behind those that do not."""
+        self._entry(source).failures += 1
 
     def _entry(self, source: str) -> _Source:
         entry = self._sources.get(source)
@@ -218,7 +226,8 @@ class Guard:
         if cached is False:
             return Verdict("auth_failed", self.limiter.delay(source))
         if not self.limiter.begin(source):
-            return Verdict("auth_busy")
+            self.limiter.refused(source)
+            return Verdict("auth_busy", BUSY_DELAY)
         # As many waiting checks as the threads can finish within AUTH_WAIT.
         self.slots.max_waiting = max(1, int(AUTH_WAIT * self.workers / auth.check_seconds))
         ok: Optional[bool] = None
@@ -230,7 +239,8 @@ class Guard:
             except asyncio.TimeoutError:
                 granted = False
             if not granted:
-                return Verdict("auth_busy")
+                self.limiter.refused(source)
+                return Verdict("auth_busy", BUSY_DELAY)
             try:
                 assert self._pool is not None
                 loop = asyncio.get_running_loop()
