@@ -55,7 +55,7 @@ HEADER_TIMEOUT = 5.0  # seconds for a whole request head
 IDLE_TIMEOUT = 120.0  # seconds a kept-alive connection may wait for its next request
 WRITE_TIMEOUT = 30.0  # seconds for a client to take a whole answer
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers
-CHUNK = 16 * 1024  # bytes of an answer handed to the transport at a time
+CHUNK = 64 * 1024  # bytes of an answer handed to the transport at a time
 SEND_BUFFER = 128 * 1024  # the kernel's send buffer per connection (SO_SNDBUF)
 REALM = "apigee-tls-exporter"
 

@@ -18,8 +18,8 @@ block (connect elsewhere): they run on ``ROUTE_WORKERS`` threads, never on the e
 built-in paths cannot be replaced.
 
 ``/metrics``: concurrent scrapes share one collection (a snapshot of the registry), whatever their
-``name[]`` filters, and one encoding per format and filter; the answer goes out as the client
-takes it, and the unsent bytes of all connections stay within ``SEND_BUDGET`` (beyond it the
+``name[]`` filters, and one answer per format, compression and filter; the answer goes out as the
+client takes it, and the unsent bytes of all connections stay within ``SEND_BUDGET`` (beyond it the
 connection that has been taking its answer longest is closed, ``slow_reader``).
 
 Repeated events of one kind (refused connections, failed logins, TLS errors) are logged once per
@@ -38,7 +38,7 @@ import resource
 import socket
 import ssl
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -72,7 +72,7 @@ __all__ = ["Handler", "MetricsServer", "serve"]
 _log = structlog.get_logger(__name__)
 
 MAX_CONNECTIONS = 1000  # lowered to fit RLIMIT_NOFILE
-RENDER_WORKERS = 4  # threads that collect and encode /metrics and render the status page
+RENDER_WORKERS = 4  # threads that encode /metrics and render the status page (one collects)
 ROUTE_WORKERS = 4  # threads that run the added routes' handlers
 SEND_BUDGET = 32 * 1024 * 1024  # bytes of answers not yet taken by clients, all connections
 
@@ -139,26 +139,70 @@ class _HttpStats(Collector):
 
 
 class _Snapshot:
-    """The registry's metrics as collected once; ``collect`` as a registry's, for the encoders,
-    restricted to some sample names when asked."""
+    """The registry's metrics as collected once, and their expositions: each family is encoded
+    once per format and the pieces reused by every answer built from this snapshot, whatever
+    its ``name[]`` filter (a family all of whose samples are asked for is a piece; one asked for
+    in part is encoded for that answer alone), and by the next snapshot for a family that has
+    not changed (its help, type and samples equal: the bytes would be the same)."""
 
-    def __init__(self, metrics: list[Metric], names: Iterable[str] = ()) -> None:
+    def __init__(self, metrics: list[Metric], previous: Optional[_Snapshot] = None) -> None:
         self._metrics = metrics
-        self._names = frozenset(names)
+        self._sample_names = [frozenset(s.name for s in m.samples) for m in metrics]
+        self._pieces: dict[tuple[bool, int], bytes] = {}
+        self._lock = threading.Lock()  # one thread encodes a piece, the others wait for it
+        # The previous collection's pieces, reused for families that have not changed since.
+        self._reusable: dict[tuple[bool, str], tuple[Metric, bytes]] = {}
+        if previous is not None:
+            with previous._lock:
+                for (openmetrics, index), piece in previous._pieces.items():
+                    metric = previous._metrics[index]
+                    self._reusable[(openmetrics, metric.name)] = (metric, piece)
 
-    def restricted(self, names: Iterable[str]) -> _Snapshot:
-        return _Snapshot(self._metrics, names)
+    def exposition(self, openmetrics: bool, names: frozenset[str]) -> bytes:
+        parts = []
+        for index, metric in enumerate(self._metrics):
+            present = self._sample_names[index]
+            if not names or present <= names:
+                parts.append(self._piece(openmetrics, index))
+            elif not present.isdisjoint(names):
+                part = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+                part.samples = [s for s in metric.samples if s.name in names]
+                parts.append(_encode_family(part, openmetrics))
+        if openmetrics:
+            parts.append(b"# EOF\n")
+        return b"".join(parts)
+
+    def _piece(self, openmetrics: bool, index: int) -> bytes:
+        key = (openmetrics, index)
+        with self._lock:
+            piece = self._pieces.get(key)
+            if piece is None:
+                metric = self._metrics[index]
+                earlier, earlier_piece = self._reusable.get((openmetrics, metric.name), (None, b""))
+                if earlier is not None and earlier == metric:  # same help, type and samples
+                    piece = earlier_piece
+                else:
+                    piece = _encode_family(metric, openmetrics)
+                self._pieces[key] = piece
+        return piece
+
+
+class _OneFamily:
+    """A registry of one family, for the encoders."""
+
+    def __init__(self, metric: Metric) -> None:
+        self._metric = metric
 
     def collect(self) -> Iterator[Metric]:
-        if not self._names:
-            yield from self._metrics
-            return
-        for metric in self._metrics:
-            samples = [s for s in metric.samples if s.name in self._names]
-            if samples:
-                restricted = Metric(metric.name, metric.documentation, metric.type, metric.unit)
-                restricted.samples = samples
-                yield restricted
+        yield self._metric
+
+
+def _encode_family(metric: Metric, openmetrics: bool) -> bytes:
+    """One family in the text format or in OpenMetrics (without its ``# EOF``)."""
+    if openmetrics:
+        body = openmetrics_format.generate_latest(_OneFamily(metric))  # type: ignore[no-untyped-call]
+        return bytes(body[: -len(b"# EOF\n")])
+    return text_format.generate_latest(_OneFamily(metric))
 
 
 class _WebState(NamedTuple):
@@ -212,9 +256,11 @@ class MetricsServer:
         self._serving = threading.Event()
         self._done = threading.Event()
         self._collecting: Optional[asyncio.Future[tuple[Optional[_Snapshot], str]]] = None
-        self._encoding: dict[Any, asyncio.Future[bytes]] = {}
+        self._answers: dict[Any, asyncio.Future[tuple[bytes, str]]] = {}
         self._summary_timer: Optional[asyncio.TimerHandle] = None
         self._render_pool: Optional[ThreadPoolExecutor] = None
+        self._collect_pool: Optional[ThreadPoolExecutor] = None
+        self._last_snapshot: Optional[_Snapshot] = None  # read and written by the collect thread
         self._route_pool: Optional[ThreadPoolExecutor] = None
         family, address = _bind_address(host, port)
         self.socket = socket.socket(family, socket.SOCK_STREAM)
@@ -296,6 +342,7 @@ class MetricsServer:
         loop = asyncio.new_event_loop()
         loop.set_exception_handler(self._loop_error)
         self._render_pool = ThreadPoolExecutor(RENDER_WORKERS, thread_name_prefix="http-render")
+        self._collect_pool = ThreadPoolExecutor(1, thread_name_prefix="http-collect")
         self._route_pool = ThreadPoolExecutor(ROUTE_WORKERS, thread_name_prefix="http-route")
         self.guard.start()
         try:
@@ -306,6 +353,7 @@ class MetricsServer:
             finally:
                 loop.close()
                 self._render_pool.shutdown(wait=False, cancel_futures=True)
+                self._collect_pool.shutdown(wait=False, cancel_futures=True)
                 self._route_pool.shutdown(wait=False, cancel_futures=True)
                 self.guard.stop()
                 self._done.set()
@@ -450,40 +498,50 @@ class MetricsServer:
             return text(500, "Internal Server Error\n")
 
     async def _metrics(self, request: Request) -> Response:
-        """The exposition. Concurrent scrapes share one collection whatever their filters, and
-        one encoding per format, compression and filter."""
+        """The exposition. Concurrent scrapes asking for the same format and filter share one
+        answer; all concurrent scrapes share one collection, whatever their filters."""
         names = tuple(sorted(set(request.query.get("name[]", ()))))
         openmetrics = _wants_openmetrics(request.headers.get("accept", ""))
         compress = gzip_accepted(request.headers.get("accept-encoding", ""))
-        snapshot, error = await self._snapshot()
-        if snapshot is None:
+        key = (openmetrics, compress, names)
+        task = self._answers.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._exposition(openmetrics, compress, names))
+            self._answers[key] = task
+
+            def done(finished: asyncio.Future[tuple[bytes, str]], key: Any = key) -> None:
+                if self._answers.get(key) is finished:
+                    del self._answers[key]
+
+            task.add_done_callback(done)
+        body, error = await asyncio.shield(task)
+        if error:
             self.summary.event("collect_failed", error=error)
             return text(500, "metrics collection failed\n")
-        key = (snapshot, openmetrics, compress, names)
-        future = self._encoding.get(key)
-        if future is None:
-            assert self._render_pool is not None
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(
-                self._render_pool, _encode, snapshot.restricted(names), openmetrics, compress
-            )
-            self._encoding[key] = future
-
-            def done(_: asyncio.Future[bytes], key: Any = key) -> None:
-                self._encoding.pop(key, None)
-
-            future.add_done_callback(done)
-        body = await asyncio.shield(future)
         extra = (("Content-Encoding", "gzip"),) if compress else ()
         return Response(200, body, OPENMETRICS if openmetrics else PROMETHEUS_TEXT, extra)
 
+    async def _exposition(
+        self, openmetrics: bool, compress: bool, names: tuple[str, ...]
+    ) -> tuple[bytes, str]:
+        """(body, "") or (b"", what went wrong)."""
+        snapshot, error = await self._snapshot()
+        if snapshot is None:
+            return b"", error
+        assert self._render_pool is not None
+        body = await asyncio.get_running_loop().run_in_executor(
+            self._render_pool, _encode, snapshot, openmetrics, compress, names
+        )
+        return body, ""
+
     async def _snapshot(self) -> tuple[Optional[_Snapshot], str]:
-        """One collection of the registry, shared by the scrapes that arrive while it runs."""
+        """One collection of the registry, shared by the scrapes that arrive while it runs; on
+        a thread of its own, never queued behind encodings."""
         future = self._collecting
         if future is None:
-            assert self._render_pool is not None
+            assert self._collect_pool is not None
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._render_pool, self._collect)
+            future = loop.run_in_executor(self._collect_pool, self._collect)
             self._collecting = future
 
             def done(finished: asyncio.Future[Any]) -> None:
@@ -494,11 +552,13 @@ class MetricsServer:
         return await asyncio.shield(future)
 
     def _collect(self) -> tuple[Optional[_Snapshot], str]:
-        """(snapshot, "") or (None, what went wrong); runs in a render thread."""
+        """(snapshot, "") or (None, what went wrong); runs in the collect thread."""
         try:
-            return _Snapshot(list(self.registry.collect())), ""
+            snapshot = _Snapshot(list(self.registry.collect()), self._last_snapshot)
         except Exception as err:  # a collector raised: answer 500 and keep serving
             return None, f"{type(err).__name__}: {err}"
+        self._last_snapshot = snapshot
+        return snapshot, ""
 
     def _status_page(self) -> Response:
         report = self.status() if self.status is not None else None
@@ -552,12 +612,11 @@ def serve(
     return server, thread
 
 
-def _encode(snapshot: _Snapshot, openmetrics: bool, compress: bool) -> bytes:
-    """The exposition of a snapshot; runs in a render thread."""
-    if openmetrics:
-        body = openmetrics_format.generate_latest(snapshot)  # type: ignore[no-untyped-call]
-    else:
-        body = text_format.generate_latest(snapshot)
+def _encode(
+    snapshot: _Snapshot, openmetrics: bool, compress: bool, names: tuple[str, ...]
+) -> bytes:
+    """An answer's body from a snapshot; runs in a render thread."""
+    body = snapshot.exposition(openmetrics, frozenset(names))
     return gzip.compress(body, compresslevel=6) if compress else body
 
 

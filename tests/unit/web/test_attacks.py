@@ -561,3 +561,52 @@ def test_scrapers_with_distinct_filters_share_one_collection(start_server: Start
         [(status, _, body)] = list(responses(data))
         names = set(re.findall(rb"^(apigee_tls_big_\d+)\{", body, re.MULTILINE))
         assert (status, names) == (200, {f"apigee_tls_big_{i}".encode()})
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+def test_answers_built_from_pieces_are_what_prometheus_client_writes(
+    start_server: Start, accept: str
+) -> None:
+    """Whole, filtered, and after a change: each answer is byte for byte what prometheus_client
+    itself writes for the registry at that moment (a family's encoding is reused only while it
+    is unchanged)."""
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+
+    registry = CollectorRegistry()
+    counter = Counter("apigee_tls_a", "A.", ["target"], registry=registry)
+    counter.labels("x").inc()
+    Counter("apigee_tls_b", "B.", registry=registry).inc(2)
+    server = start_server(registry)
+    own = openmetrics_latest if accept else generate_latest
+
+    def scrape(query: str = "") -> bytes:
+        [(_, _, body)] = list(
+            responses(
+                exchange(
+                    server,
+                    f"GET /metrics{query} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n".encode(),
+                )
+            )
+        )
+        return body
+
+    def expected(names: Optional[list[str]] = None) -> bytes:
+        source = registry.restricted_registry(names) if names else registry
+        return own(source)
+
+    def mine(body: bytes) -> bytes:  # without the server's own counters, which a scrape moves
+        return b"".join(
+            line for line in body.splitlines(keepends=True) if b"apigee_tls_http_" not in line
+        )
+
+    first = (mine(scrape()), mine(expected()))
+    counter.labels("y").inc(5)
+    second = (mine(scrape()), mine(expected()))
+    names = ["apigee_tls_a_total", "apigee_tls_b_created"]
+    filtered = (scrape("?name[]=apigee_tls_a_total&name[]=apigee_tls_b_created"), expected(names))
+
+    assert first[0] == first[1]
+    assert second[0] == second[1] and second[0] != first[0]
+    # prometheus_client's restricted registry walks a set: the same lines, its own order
+    assert sorted(filtered[0].splitlines()) == sorted(filtered[1].splitlines())
