@@ -7,21 +7,23 @@ as the guesses (a scraper beside a guesser, after a restart or a SIGHUP, with no
 What a failing source gets instead:
 
 - its checks queue behind those of sources with fewer failures (``PrioritySlots``; a check
-  refused for want of room counts as a failure), so that a flood of wrong passwords from many
-  addresses does not stand in front of a clean login;
+  refused for want of room counts as a failure; among equals the latest goes first), so that a
+  flood of wrong passwords from many addresses does not stand in front of a clean login;
 - at most ``PER_SOURCE_PENDING`` of its checks wait or run at a time (more are refused without
   bcrypt, ``auth_busy``, after ``BUSY_DELAY``);
 - its 401 answers are delayed (``SourceLimiter.delay``: after ``threshold`` consecutive failures,
   1 s doubling up to 8 s), which slows a guesser that waits for each answer; a connection waiting
   so is evictable like an idle one.
 
-The bcrypt work is bounded: ``BCRYPT_WORKERS`` threads, and no more checks wait than these
-threads can finish within ``AUTH_WAIT`` (from the measured cost of one check): when the queue is
-full, a newcomer with fewer failures takes the place of the waiting check with the most, which is
-answered 401 (``auth_busy``, after ``BUSY_DELAY``, so that a flood does not spin); a check that
-waited ``AUTH_WAIT`` anyway gives up the same way.
-So a right login from a clean address is answered within ``AUTH_WAIT`` plus one check, under
-Prometheus's default 10 s scrape timeout, whatever the number of guessing addresses.
+The bcrypt work is bounded: ``BCRYPT_WORKERS`` threads for sources that have failed, and one
+more (``CLEAN_WORKERS``) kept for sources that have not, so that a clean login never waits for a
+flood's check to finish. In each lane no more checks wait than its threads can finish within
+``AUTH_WAIT`` (from the measured cost of one check): when the queue is full, a newcomer takes the
+place of the waiting check with the most failures (the oldest among equals) unless all have
+fewer than its own; the one left out is answered 401 (``auth_busy``, after ``BUSY_DELAY``, so
+that a flood does not spin); a check that waited ``AUTH_WAIT`` anyway gives up the same way. So
+a right login from a clean address is answered within ``AUTH_WAIT`` plus one check, under
+Prometheus's default 10 s scrape timeout, however many addresses guess.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ __all__ = [
 ]
 
 AUTH_WAIT = 7.0  # seconds a login may wait for bcrypt: under Prometheus's 10 s scrape timeout
-BCRYPT_WORKERS = 2  # bcrypt checks at once: a flood of wrong passwords takes at most 2 CPUs
+BCRYPT_WORKERS = 2  # bcrypt checks at once of failing sources: a flood takes at most 2 CPUs
+CLEAN_WORKERS = 1  # and of sources without a failure (a new address counts once)
 PER_SOURCE_PENDING = 4  # bcrypt checks of one source address waiting or running
 BUSY_DELAY = 1.0  # seconds before a 401 for want of room in the queue: a flood slows itself
 
@@ -146,16 +149,18 @@ class SourceLimiter:
 
 
 class PrioritySlots:
-    """``size`` slots handed out lowest priority first (then first come), for bcrypt.
+    """``size`` slots handed out lowest priority first, the latest first among equals (a login
+    arriving during a flood's first burst is not queued behind all of it; a check left waiting
+    gives up at ``AUTH_WAIT``), for bcrypt.
 
     At most ``max_waiting`` wait: a newcomer to a full queue takes the place of the waiting one
-    with the highest priority (the latest among equals) when that one is worse than itself, else
-    it is refused. ``acquire`` says whether the slot was given."""
+    with the highest priority (the oldest among equals) unless all of them have a lower
+    priority than its own, when it is refused. ``acquire`` says whether the slot was given."""
 
     def __init__(self, size: int, max_waiting: int = 64) -> None:
         self.max_waiting = max_waiting
         self._free = size
-        self._waiting: list[tuple[int, int, asyncio.Future[bool]]] = []
+        self._waiting: list[tuple[int, int, asyncio.Future[bool]]] = []  # (priority, -order, ..)
         self._order = itertools.count()
 
     @property
@@ -167,10 +172,10 @@ class PrioritySlots:
             self._free -= 1
             return True
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        entry = (priority, next(self._order), future)
+        entry = (priority, -next(self._order), future)
         if len(self._waiting) >= self.max_waiting:
-            worst = max(self._waiting, key=lambda e: (e[0], e[1]))
-            if (worst[0], worst[1]) < (entry[0], entry[1]):
+            worst = max(self._waiting, key=lambda e: (e[0], -e[1]))
+            if worst[0] < priority:
                 return False
             self._waiting.remove(worst)
             heapq.heapify(self._waiting)
@@ -206,14 +211,17 @@ class Verdict(NamedTuple):
 class Guard:
     """The bcrypt queue, its threads and the failures per source; one per server."""
 
-    def __init__(self, limiter: Optional[SourceLimiter] = None, workers: int = BCRYPT_WORKERS):
+    def __init__(self, limiter: Optional[SourceLimiter] = None) -> None:
         self.limiter = limiter or SourceLimiter()
-        self.workers = workers
-        self.slots = PrioritySlots(workers)
+        # lanes: (slots, threads) for sources that failed, and for sources that have not
+        self.failing = (PrioritySlots(BCRYPT_WORKERS), BCRYPT_WORKERS)
+        self.clean = (PrioritySlots(CLEAN_WORKERS), CLEAN_WORKERS)
         self._pool: Optional[ThreadPoolExecutor] = None
 
     def start(self) -> None:
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="http-bcrypt")
+        self._pool = ThreadPoolExecutor(
+            BCRYPT_WORKERS + CLEAN_WORKERS, thread_name_prefix="http-bcrypt"
+        )
 
     def stop(self) -> None:
         if self._pool is not None:
@@ -228,14 +236,14 @@ class Guard:
         if not self.limiter.begin(source):
             self.limiter.refused(source)
             return Verdict("auth_busy", BUSY_DELAY)
-        # As many waiting checks as the threads can finish within AUTH_WAIT.
-        self.slots.max_waiting = max(1, int(AUTH_WAIT * self.workers / auth.check_seconds))
+        priority = self.limiter.priority(source)
+        slots, threads = self.clean if priority == 0 else self.failing
+        # As many waiting checks as the lane's threads can finish within AUTH_WAIT.
+        slots.max_waiting = max(1, int(AUTH_WAIT * threads / auth.check_seconds))
         ok: Optional[bool] = None
         try:
             try:
-                granted = await asyncio.wait_for(
-                    self.slots.acquire(self.limiter.priority(source)), AUTH_WAIT
-                )
+                granted = await asyncio.wait_for(slots.acquire(priority), AUTH_WAIT)
             except asyncio.TimeoutError:
                 granted = False
             if not granted:
@@ -246,7 +254,7 @@ class Guard:
                 loop = asyncio.get_running_loop()
                 ok = await loop.run_in_executor(self._pool, auth.verify, header)
             finally:
-                self.slots.release()
+                slots.release()
         finally:
             self.limiter.end(source, ok)
         if ok:

@@ -18,10 +18,10 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_full_queue_gives_a_newcomer_with_fewer_failures_the_place_of_the_worst() -> None:
-    """With the slot taken and the queue full, a newcomer with fewer failures takes the place
-    of the waiting one with the most (which is told False); a newcomer no better than the worst
-    is refused; the others get the slot lowest priority first."""
+def test_full_queue_gives_a_newcomer_the_place_of_the_worst() -> None:
+    """With the slot taken and the queue full, a newcomer takes the place of the waiting one
+    with the most failures (told False); at equal failures, of the oldest; a newcomer with more
+    failures than every waiting one is refused; the slot goes lowest priority first."""
     outcome: dict[str, bool] = {}
 
     async def main() -> None:
@@ -33,16 +33,22 @@ def test_full_queue_gives_a_newcomer_with_fewer_failures_the_place_of_the_worst(
             if outcome[name]:
                 slots.release()
 
-        first = [asyncio.ensure_future(waiter(n, p)) for n, p in (("flood", 5), ("second", 1))]
-        await asyncio.sleep(0)
-        later = [asyncio.ensure_future(waiter(n, p)) for n, p in (("fresh", 0), ("worse", 9))]
-        await asyncio.sleep(0)
+        tasks = []
+        for name, priority in (("flood", 5), ("early", 1), ("fresh", 0), ("late", 1), ("worse", 9)):
+            tasks.append(asyncio.ensure_future(waiter(name, priority)))
+            await asyncio.sleep(0)
         slots.release()
-        await asyncio.gather(*first, *later)
+        await asyncio.gather(*tasks)
 
     asyncio.run(main())
 
-    assert outcome == {"flood": False, "second": True, "fresh": True, "worse": False}
+    assert outcome == {
+        "flood": False,  # the most failures: out for "fresh"
+        "early": False,  # equal to "late", older: out for it
+        "fresh": True,
+        "late": True,
+        "worse": False,  # more failures than every waiting one
+    }
 
 
 def test_refused_credentials_are_refused_again_without_bcrypt() -> None:
