@@ -109,7 +109,6 @@ class Connection(asyncio.Protocol):
         self.source = ""
         self.state = "new"  # handshake, head, idle (between requests), busy, closed
         self.writing_since: Optional[float] = None  # when its current answer began to go out
-        self.unsent = 0  # bytes of the answer in the transport's buffer (for the send budget)
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._head = bytearray()  # the bytes of the request being read, up to MAX_HEAD_BYTES + 1
         self._early = bytearray()  # bytes received during the TLS handshake
@@ -266,7 +265,7 @@ class Connection(asyncio.Protocol):
             raise _Refused(431, "head_too_large")
         if _BARE_LINE_END.search(self._head, 0, end.end()):
             raise _Refused(400, "bad_request")
-        target = event.target.decode("ascii")  # h11 allows visible ASCII only
+        target = event.target.decode("latin-1")  # h11 lets visible characters only through
         try:
             url = urlsplit(target)
             query = parse_qs(url.query)
@@ -274,7 +273,7 @@ class Connection(asyncio.Protocol):
             raise _Refused(400, "bad_request") from None
         headers: dict[str, str] = {}
         for name, value in event.headers:
-            key = name.decode("ascii")
+            key = name.decode("latin-1")
             text_value = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text_value}" if key in headers else text_value
         # a body follows when the request does not end here: never read, close after
@@ -282,7 +281,8 @@ class Connection(asyncio.Protocol):
             self._h11.next_event()
         keep_alive = self._h11.their_state is h11.DONE
         self._head.clear()
-        return Request(event.method.decode("ascii").upper(), url.path, query, headers), keep_alive
+        method = event.method.decode("latin-1").upper()
+        return Request(method, url.path, query, headers), keep_alive
 
     def _refuse(self, err: _Refused) -> None:
         self.server.reject(err.reason, self.peer)
