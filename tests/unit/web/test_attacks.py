@@ -8,20 +8,23 @@ import asyncio
 import base64
 import logging
 import re
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import bcrypt
 import pytest
+import yaml
 from apigee_tls_exporter.web import serve as serve_module
 from apigee_tls_exporter.web.connection import CONTENT_TYPES, OPENMETRICS, PROMETHEUS_TEXT
 from apigee_tls_exporter.web.serve import MetricsServer
 from apigee_tls_exporter.web.webconfig import WebConfig
 from helpers.http_load import start_load
-from helpers.support import wait_for
+from helpers.support import Daemon, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
@@ -40,8 +43,9 @@ def registry() -> CollectorRegistry:
     return registry
 
 
-def exchange(server: MetricsServer, data: bytes, source: str = "127.0.0.1") -> bytes:
-    """Send raw bytes, half-close, read until the server closes: everything it sent."""
+def exchange(server: Any, data: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send raw bytes to ``server.port``, half-close, read until the server closes: everything
+    it sent."""
     with socket.create_connection(
         ("127.0.0.1", server.port), timeout=10, source_address=(source, 0)
     ) as sock:
@@ -610,3 +614,100 @@ def test_answers_built_from_pieces_are_what_prometheus_client_writes(
     assert second[0] == second[1] and second[0] != first[0]
     # prometheus_client's restricted registry walks a set: the same lines, its own order
     assert sorted(filtered[0].splitlines()) == sorted(filtered[1].splitlines())
+
+
+# ---------------------------------------------------------------------------------------------
+# The same against the real daemon (`run`), with and without a web config
+
+
+def test_the_daemon_answers_the_right_password_beside_a_guesser_across_sighup(
+    tmp_path: Path,
+) -> None:
+    """``run`` with a web config: a guesser (a new wrong password every 0.2 s, not waiting for
+    answers) and a scraper on one address; between scrapes a SIGHUP applies a web config with
+    one more user (nothing cached any more). Each of 6 scrapes is 200 within 10 s."""
+    log = tmp_path / "system.log"
+    log.touch()
+    web = tmp_path / "web.yml"
+    users = {"prometheus": HASH}
+
+    def write_web() -> None:
+        web.write_text(
+            yaml.safe_dump(
+                {
+                    "basic_auth_users": users,
+                    "apigee_tls_exporter": {"health_without_auth": True},
+                }
+            )
+        )
+
+    write_web()
+    daemon = Daemon(
+        "--log", str(log), "--state-file", str(tmp_path / "state.json"), "--web-config", str(web)
+    )
+    good = basic("prometheus", PASSWORD)
+
+    async def main() -> list[tuple[int, float]]:
+        guesses: list[asyncio.Task[tuple[int, float]]] = []
+
+        async def guesser() -> None:
+            for i in range(120):
+                bad = basic("prometheus", f"guess-{i}")
+                guesses.append(asyncio.ensure_future(_get(daemon.port, "127.0.0.5", bad, 15)))
+                await asyncio.sleep(0.2)
+
+        flood = asyncio.ensure_future(guesser())
+        await asyncio.sleep(2.0)
+        scrapes = []
+        for i in range(6):
+            if i % 2 == 1:
+                users[f"other{i}"] = HASH
+                write_web()
+                assert daemon.proc is not None
+                daemon.proc.send_signal(signal.SIGHUP)
+                await asyncio.sleep(0.5)  # the reload is applied between two reads of the loop
+            scrapes.append(await _get(daemon.port, "127.0.0.5", good, 10))
+            await asyncio.sleep(1.0)
+        flood.cancel()
+        await asyncio.gather(*guesses)
+        return scrapes
+
+    with daemon:
+        scrapes = asyncio.run(main())
+        code, out = daemon.stop()
+
+    assert [s for s, _ in scrapes] == [200] * 6, (scrapes, out[-2000:])
+    assert max(t for _, t in scrapes) < 10.0, scrapes
+    assert out.count("config reloaded") == 3 and code == 0
+
+
+def test_the_daemon_without_a_web_config_cannot_be_made_to_split_its_answer(
+    tmp_path: Path,
+) -> None:
+    """``run`` without a web config (no auth in the way): the reported Accept with a bare LF is
+    a 400, and a well-formed Accept asking for another version gets our own Content-Type."""
+    log = tmp_path / "system.log"
+    log.touch()
+    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+        server = _Port(daemon.port)
+        split = exchange(
+            server,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+            b"Accept: application/openmetrics-text; version=2.\nX-Injected: yes\r\n\r\n",
+        )
+        other = exchange(
+            server,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+            b"Accept: application/openmetrics-text; version=abc\r\n\r\n",
+        )
+
+    assert [s for s, _, _ in responses(split)] == [400]
+    [(status, lines, _)] = list(responses(other))
+    assert (status, headers_of(lines)["content-type"]) == (200, OPENMETRICS)
+
+
+class _Port:
+    """Just the port of a server, for ``exchange``."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
