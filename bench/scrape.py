@@ -8,6 +8,12 @@ Prometheus' own ``Accept`` and ``Accept-Encoding: gzip`` headers and reading the
 Reported: p50 and p99 latency (request sent to last byte read), scrapes/s, and each p50 as a ratio
 to the one-client plain-HTTP p50 of the same run (the baseline).
 
+Issue 22 adds two figures on the plain-HTTP server: the latency of a Prometheus scrape (every
+second) while 50 other scrapers, each with its own ``name[]`` filter, scrape as fast as they are
+answered (``filters``); and the server process's peak memory (VmHWM) and the kernel's TCP memory
+while 1,000 clients ask for ``/metrics`` and never read it (``slow_readers``), with a Prometheus
+scrape's latency meanwhile.
+
 ``run(results, quick, output)`` is the hook ``bench/run.py`` calls; ``python bench/scrape.py``
 alone prints the table.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import ssl
 import statistics
 import subprocess
@@ -34,6 +41,8 @@ ACCEPT = (
 # (concurrent clients, scrapes per client): bounded so that the whole takes about a minute.
 PLAN = [(1, 40), (50, 4), (200, 2)]
 QUICK_PLAN = [(1, 15), (50, 2), (200, 1)]
+FILTER_CLIENTS = 50
+SLOW_READERS = 1000
 
 
 def serve_forever(tls_dir: Optional[str]) -> None:
@@ -130,6 +139,111 @@ async def _round(
     }
 
 
+def _answer(head_and_body: bytes) -> int:
+    return int(head_and_body.split(b" ", 2)[1]) if head_and_body else 0
+
+
+async def _prometheus_scrapes(port: int, seconds: float) -> list[float]:
+    """One Prometheus-style scrape a second, each on a new connection: latencies in seconds."""
+    latencies = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {ACCEPT}\r\n"
+            "Accept-Encoding: gzip\r\nConnection: close\r\n\r\n".encode()
+        )
+        status = _answer(await reader.read())
+        writer.close()
+        if status != 200:
+            raise RuntimeError(f"a Prometheus scrape answered {status}")
+        latencies.append(time.perf_counter() - started)
+        await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+    return latencies
+
+
+async def _filtered(port: int, index: int, until: float, counts: list[int]) -> None:
+    """A scraper with a filter of its own, as fast as it is answered."""
+    # The big family, and a name of its own: 50 distinct filters over 5,000 series.
+    target = f"/metrics?name[]=apigee_tls_handshake_failures_total&name[]=apigee_tls_none_{index}"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.monotonic() < until:
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            counts[0] += 1
+    finally:
+        writer.close()
+
+
+async def _filters_round(port: int, seconds: float) -> dict[str, Any]:
+    until = time.monotonic() + seconds
+    counts = [0]
+    flood = asyncio.gather(*(_filtered(port, i, until, counts) for i in range(FILTER_CLIENTS)))
+    await asyncio.sleep(1.0)  # the filtered scrapers are under way
+    latencies = await _prometheus_scrapes(port, seconds - 1.0)
+    await flood
+    ordered = sorted(latencies)
+    return {
+        "clients": FILTER_CLIENTS,
+        "seconds": seconds,
+        "filtered_scrapes_per_s": counts[0] / seconds,
+        "prometheus_scrapes": len(ordered),
+        "prometheus_p50_ms": 1000 * statistics.median(ordered),
+        "prometheus_max_ms": 1000 * ordered[-1],
+    }
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def _tcp_mem_kib() -> int:
+    """The kernel's TCP buffer memory (pages in /proc/net/sockstat), in KiB."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    return 0
+
+
+async def _slow_readers_round(port: int, pid: int, readers: int) -> dict[str, Any]:
+    before = _vm_hwm_kib(pid)
+    tcp_before = _tcp_mem_kib()
+    loop = asyncio.get_running_loop()
+    sockets = []
+    try:
+        for _ in range(readers):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(sock, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sockets.append(sock)
+        await asyncio.sleep(3.0)  # the server writes what it can and waits
+        latencies = await _prometheus_scrapes(port, 5.0)
+        tcp_during = _tcp_mem_kib()
+    finally:
+        for sock in sockets:
+            sock.close()
+    return {
+        "readers": readers,
+        "peak_rss_before_mib": before / 1024,
+        "peak_rss_mib": _vm_hwm_kib(pid) / 1024,
+        "tcp_mem_mib": max(0, tcp_during - tcp_before) / 1024,
+        "prometheus_p50_ms": 1000 * statistics.median(latencies),
+    }
+
+
 def measure(quick: bool = False) -> dict[str, Any]:
     """Both servers, every concurrency of the plan; ratios to the 1-client plain p50."""
     import resource
@@ -140,6 +254,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
     if soft != resource.RLIM_INFINITY and soft < 2048:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
     rows = []
+    extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         ca = trustme.CA()
         leaf = ca.issue_cert("127.0.0.1")
@@ -165,6 +280,12 @@ def measure(quick: bool = False) -> dict[str, Any]:
                 for clients, scrapes in QUICK_PLAN if quick else PLAN:
                     row = asyncio.run(_round(port, context, clients, scrapes))
                     rows.append({"tls": tls, **row})
+                if not tls:  # issue 22, on the plain server
+                    extra["filters"] = asyncio.run(_filters_round(port, 6.0 if quick else 15.0))
+                    readers = SLOW_READERS // 4 if quick else SLOW_READERS
+                    extra["slow_readers"] = asyncio.run(
+                        _slow_readers_round(port, server.pid, readers)
+                    )
             finally:
                 if server.stdin is not None:
                     server.stdin.close()
@@ -172,7 +293,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
     base = next(r["p50_ms"] for r in rows if not r["tls"] and r["clients"] == 1)
     for row in rows:
         row["p50_ratio"] = row["p50_ms"] / base
-    return {"series": SERIES, "rows": rows}
+    return {"series": SERIES, "rows": rows, **extra}
 
 
 def section(scrape: dict[str, Any]) -> list[str]:
@@ -195,6 +316,27 @@ def section(scrape: dict[str, Any]) -> list[str]:
             f" {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['scrapes_per_s']:.1f} |"
             f" {r['p50_ratio']:.2f}x |"
         )
+    filters, slow = scrape.get("filters"), scrape.get("slow_readers")
+    base = next(r["p50_ms"] for r in scrape["rows"] if not r["tls"] and r["clients"] == 1)
+    if filters:
+        lines += [
+            "",
+            f"Issue 22: {filters['clients']} scrapers with distinct `name[]` filters for"
+            f" {filters['seconds']:.0f} s ({filters['filtered_scrapes_per_s']:.0f} filtered"
+            f" scrapes/s answered): a Prometheus scrape took {filters['prometheus_p50_ms']:.0f} ms"
+            f" (median of {filters['prometheus_scrapes']}), {filters['prometheus_max_ms']:.0f} ms"
+            f" at most; {filters['prometheus_p50_ms'] / base:.1f}x the 1-client p50 of this run"
+            " (before issue 22: 7.6 s median).",
+        ]
+    if slow:
+        lines += [
+            "",
+            f"Issue 22: {slow['readers']:,} clients asking for `/metrics` and never reading:"
+            f" server peak memory {slow['peak_rss_before_mib']:.0f} -> {slow['peak_rss_mib']:.0f}"
+            f" MiB, kernel TCP memory +{slow['tcp_mem_mib']:.0f} MiB, a Prometheus scrape"
+            f" meanwhile {slow['prometheus_p50_ms']:.0f} ms (median) (before issue 22: 66 -> 404"
+            " MiB, 1.9 GiB of TCP memory).",
+        ]
     lines.append("")
     return lines
 

@@ -304,11 +304,6 @@ def test_metric_help_texts_say_of_what(tmp_path: Path, capsys: pytest.CaptureFix
 
 # --- the stage map ---------------------------------------------------------------------------
 
-# Arrows that run back up today, each deleted by the change that removes it. Issue 22 removes the
-# status page's TYPE_CHECKING import of the daemon (web -> run); the lead deletes this exception
-# when merging it (the test below fails while an exception names an arrow that is gone).
-KNOWN_UPWARD = {("web.status", "run.app")}
-
 
 def test_the_architecture_page_shows_the_current_import_graph() -> None:
     """docs/architecture.md shows the package graph as the script prints it from the source now
@@ -347,20 +342,15 @@ def test_the_stage_map_names_every_module() -> None:
 def test_no_import_runs_back_up_the_stage_order() -> None:
     """No module imports a package later in the stage order (records < follow < state <
     diagnosis < web < scan < run < demo < cli), and the root leaves import no stage."""
-    arrows = stage_graph.imports()
-    present = {(a.source, a.target) for a in arrows}
-    assert sorted(KNOWN_UPWARD - present) == []  # a known exception that is gone: delete it
     upward = [
-        f"{a.path}:{a.line} imports {a.target}"
-        for a in stage_graph.upward(arrows)
-        if (a.source, a.target) not in KNOWN_UPWARD
+        f"{a.path}:{a.line} imports {a.target}" for a in stage_graph.upward(stage_graph.imports())
     ]
     assert upward == []
 
 
 def test_no_import_circle() -> None:
     """No import circle, between modules or between packages."""
-    arrows = [a for a in stage_graph.imports() if (a.source, a.target) not in KNOWN_UPWARD]
+    arrows = stage_graph.imports()
     assert stage_graph.circles(stage_graph.module_edges(arrows)) == []
     assert stage_graph.circles(stage_graph.stage_edges(arrows)) == []
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Optional
@@ -26,7 +25,13 @@ from .identity import (
     load_pkcs12_identity,
     read_file,
 )
-from .mgmt import Credentials, ManagementAPIError, ManagementClient, TargetServerSSL
+from .mgmt import (
+    Credentials,
+    ManagementAPIError,
+    ManagementClient,
+    TargetServerSSL,
+    read_secret,
+)
 from .probe import PROTOCOLS, parse_target
 from .report import render_report
 
@@ -86,19 +91,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _secret(path: Optional[str], env: Optional[str], what: str) -> Optional[str]:
-    if path and env:
-        raise UsageError(f"give the {what} as a file or an environment variable, not both")
-    if path:
-        value = read_file(path, f"{what} file").decode("utf-8", "replace").rstrip("\r\n")
-        if not value:
-            raise UsageError(f"{what} file {path} is empty")
-        return value
-    if env:
-        from_env = os.environ.get(env)
-        if not from_env:
-            raise UsageError(f"environment variable {env} ({what}) is not set")
-        return from_env
-    return None
+    try:
+        return read_secret(path, env)
+    except ValueError as err:
+        raise UsageError(f"{what}: {err}") from None
 
 
 def _credentials(args: argparse.Namespace) -> Credentials:

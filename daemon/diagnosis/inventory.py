@@ -13,7 +13,6 @@ schedule (``refresh()`` every interval) and calls ``close()`` on shutdown.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ..config import DiagnosisConfig
 from .decide import CAUSES, Diagnosis, run_diagnosis
 from .identity import ClientIdentity, identity_from_management, identity_from_target_server
-from .mgmt import ERROR_KINDS, Credentials, ManagementAPIError, ManagementClient
+from .mgmt import ERROR_KINDS, Credentials, ManagementAPIError, ManagementClient, read_secret
 
 Clock = Callable[[], float]
 log = structlog.get_logger()
@@ -368,19 +367,11 @@ class ApiDiagnoser:
 
 
 def _secret(file: Optional[str], env: Optional[str], what: str) -> Optional[str]:
-    """A secret from a file (its first line) or an environment variable; never from the config."""
-    if file:
-        try:
-            with open(file, encoding="utf-8") as f:
-                return f.readline().strip()
-        except OSError as err:
-            raise ValueError(f"diagnosis.{what}_file: cannot read {file}: {err.strerror}") from None
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ValueError(f"diagnosis.{what}_env: ${env} is not set")
-        return value
-    return None
+    """``read_secret`` for ``diagnosis.<what>_file`` or ``_env``; never from the config itself."""
+    try:
+        return read_secret(file, env)
+    except ValueError as err:
+        raise ValueError(f"diagnosis.{what}_{'file' if file else 'env'}: {err}") from None
 
 
 def from_config(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import ssl
 import urllib.error
@@ -45,6 +46,31 @@ class ManagementAPIError(Exception):
         super().__init__(message)
         self.kind = kind if kind in ERROR_KINDS else "http_error"
         self.status = status
+
+
+def read_secret(file: Optional[str], env: Optional[str]) -> Optional[str]:
+    """A secret (password, token) from a file or an environment variable; None when neither is
+    named. The file's first line without its line end (CR LF or LF; other whitespace is kept, it
+    may belong to the secret). An empty one, from the file or the variable, is an error: a blank
+    secret is never meant (a file truncated, a variable exported empty). ValueError saying what is
+    wrong, for the caller to put its option's name in front of."""
+    if file and env:
+        raise ValueError("give it as a file or an environment variable, not both")
+    if file:
+        try:
+            with open(file, encoding="utf-8", errors="replace") as handle:
+                value = handle.readline().rstrip("\r\n")
+        except OSError as err:
+            raise ValueError(f"cannot read {file}: {err.strerror or 'error'}") from None
+        if not value:
+            raise ValueError(f"{file} is empty")
+        return value
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise ValueError(f"${env} is not set or empty")
+        return value
+    return None
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,16 @@ from ..state import checkpoint
 from ..state.alerts import AlertEngine, known_series
 from ..state.counts import FailureStore
 from ..state.metrics import ExporterCollector
-from ..web.serve import OPENING, READY, RESTORING, BootTimeProcessCollector, serve
-from ..web.status import Recent, RecentFailures, Status, from_daemon
+from ..web.process import BootTimeProcessCollector
+from ..web.serve import OPENING, READY, RESTORING, serve
+from ..web.status import (
+    AlertStatus,
+    DiagnosisStatus,
+    LogStatus,
+    Recent,
+    RecentFailures,
+    Status,
+)
 from ..web.webconfig import WebConfigError, load_web_config
 from .notify import Notifier
 
@@ -298,6 +306,60 @@ class Daemon:
         )
 
 
+def status_of(
+    daemon: Daemon,
+    *,
+    reload_ok: bool,
+    reload_time: Optional[float],
+    reload_error: Optional[str],
+    started: Optional[float],
+) -> Status:
+    """A snapshot of the running daemon for the status page (a plain value: ``web`` never reads
+    the daemon)."""
+    now = daemon.clock()
+    logs = []
+    for path, follower in sorted(list(daemon.followers.items())):
+        stats = follower.stats
+        logs.append(
+            LogStatus(
+                path=path,
+                size=stats.size,
+                offset=stats.offset,
+                last_read_age=max(0.0, now - stats.last_read) if stats.last_read else None,
+                lines=stats.lines,
+                rotations=dict(stats.rotations),
+                errors=dict(stats.read_errors),
+            )
+        )
+    alerts = tuple(
+        AlertStatus(*labels) for labels, _ in daemon.alerts.firing_series() if len(labels) == 8
+    )
+    diagnoses = []
+    if daemon.diagnosis is not None:
+        for key in daemon.diagnosed.items():
+            result = daemon.diagnosis.diagnosis_for(*key)
+            if result is not None:
+                diagnoses.append(
+                    DiagnosisStatus(*key, result.cause, result.advice, result.checked_at)
+                )
+    return Status(
+        now=daemon.wall(),
+        logs=tuple(logs),
+        failures=tuple(daemon.recent.items()),
+        failures_total=daemon.store.total(),
+        alerts=alerts,
+        diagnoses=tuple(diagnoses),
+        diagnosis_enabled=daemon.diagnosis is not None,
+        state_file=daemon.state_file,
+        checkpoint_age=daemon.checkpoint_age(),
+        checkpoint_failing=daemon.checkpoint_failing,
+        reload_ok=reload_ok,
+        reload_time=reload_time,
+        reload_error=reload_error,
+        started=started,
+    )
+
+
 class Service:
     """The ``run`` command: the daemon, its HTTP server, the watcher, signals and systemd.
 
@@ -315,7 +377,7 @@ class Service:
         BootTimeProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.reload_ok = 1
+        self.reload_ok = True
         self.reload_time = time.time()
         self.reload_error: Optional[str] = None
         self.started = time.time()
@@ -399,11 +461,9 @@ class Service:
 
     def status(self) -> Status:
         """The status page's data (called from the HTTP server's threads)."""
-        return from_daemon(
+        return status_of(
             self.daemon,
-            recent=self.daemon.recent,
-            diagnosed=self.daemon.diagnosed,
-            reload_ok=bool(self.reload_ok),
+            reload_ok=self.reload_ok,
             reload_time=self.reload_time,
             reload_error=self.reload_error,
             started=self.started,
@@ -432,7 +492,7 @@ class Service:
             web_config = load_web_config(config.web_config) if config.web_config else None
         except (ConfigError, WebConfigError) as err:
             log.error("reload refused, keeping the running config", error=str(err))
-            self.reload_ok = 0
+            self.reload_ok = False
             self.reload_error = str(err)
         else:
             for key in ("listen", "state_file", "diagnosis"):
@@ -442,7 +502,7 @@ class Service:
             self.server.set_web_config(web_config)
             configure_logging(config.log_level, json_output=JSON_OUTPUT[config.log_format])
             self.config = config
-            self.reload_ok = 1
+            self.reload_ok = True
             self.reload_time = time.time()
             self.reload_error = None
             log.info("config reloaded", logs=list(self.daemon.followers))
@@ -457,7 +517,7 @@ class _ReloadCollector(Collector):
         yield GaugeMetricFamily(
             "apigee_tls_config_last_reload_successful",
             "Whether the last configuration reload succeeded (1) or was refused (0).",
-            value=self._service.reload_ok,
+            value=1.0 if self._service.reload_ok else 0.0,
         )
         yield GaugeMetricFamily(
             "apigee_tls_config_last_reload_success_timestamp_seconds",

@@ -1,9 +1,10 @@
 """The status page at ``/``: what a person on the node wants to see, as plain HTML.
 
-``Status`` is a frozen snapshot of the daemon (built by ``from_daemon`` at each request, in the
-HTTP server's render thread); ``render`` turns it into one self-contained page: every value
-escaped, inline style only, no script, nothing fetched from elsewhere. ``Recent`` keeps the last
-few items of a kind (failures seen, diagnosis keys) for it, bounded.
+``Status`` is a frozen snapshot of the daemon, a plain value built by the daemon's wiring
+(``run.app``) when the HTTP server asks for it in its render thread; ``render`` turns it into one
+self-contained page: every value escaped, inline style only, no script, nothing fetched from
+elsewhere. ``Recent`` keeps the last few items of a kind (failures seen, diagnosis keys) for it,
+bounded.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Optional, TypeVar
+from typing import Generic, Optional, TypeVar
 
 from .. import __version__
 from ..records.events import Failure
-
-if TYPE_CHECKING:  # app imports serve, which imports this module
-    from ..run.app import Daemon
 
 __all__ = [
     "AlertStatus",
@@ -29,7 +27,6 @@ __all__ = [
     "LogStatus",
     "Recent",
     "Status",
-    "from_daemon",
     "render",
 ]
 
@@ -135,61 +132,6 @@ def _alias(key_alias: str) -> str:
     if key_alias:
         return _e(key_alias)
     return '<span class="muted">(none: no client certificate)</span>'
-
-
-def from_daemon(
-    daemon: Daemon,
-    *,
-    recent: Recent[Failure],
-    diagnosed: Recent[tuple[str, str, str, str]],
-    reload_ok: bool,
-    reload_time: Optional[float],
-    reload_error: Optional[str],
-    started: Optional[float],
-) -> Status:
-    """A snapshot of the running daemon for the page."""
-    now = daemon.clock()
-    logs = []
-    for path, follower in sorted(list(daemon.followers.items())):
-        stats = follower.stats
-        logs.append(
-            LogStatus(
-                path=path,
-                size=stats.size,
-                offset=stats.offset,
-                last_read_age=max(0.0, now - stats.last_read) if stats.last_read else None,
-                lines=stats.lines,
-                rotations=dict(stats.rotations),
-                errors=dict(stats.read_errors),
-            )
-        )
-    alerts = tuple(
-        AlertStatus(*labels) for labels, _ in daemon.alerts.firing_series() if len(labels) == 8
-    )
-    diagnoses = []
-    if daemon.diagnosis is not None:
-        for key in diagnosed.items():
-            result = daemon.diagnosis.diagnosis_for(*key)
-            if result is not None:
-                diagnoses.append(
-                    DiagnosisStatus(*key, result.cause, result.advice, result.checked_at)
-                )
-    return Status(
-        now=daemon.wall(),
-        logs=tuple(logs),
-        failures=tuple(recent.items()),
-        failures_total=daemon.store.total(),
-        alerts=alerts,
-        diagnoses=tuple(diagnoses),
-        diagnosis_enabled=daemon.diagnosis is not None,
-        state_file=daemon.state_file,
-        checkpoint_age=daemon.checkpoint_age(),
-        checkpoint_failing=daemon.checkpoint_failing,
-        reload_ok=reload_ok,
-        reload_time=reload_time,
-        reload_error=reload_error,
-        started=started,
-    )
 
 
 # --- rendering ---------------------------------------------------------------------------------

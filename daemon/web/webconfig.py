@@ -13,18 +13,22 @@ The same file other exporters take with ``--web.config.file`` works here unchang
     apigee_tls_exporter:               # our own extension, not in the exporter toolkit
       health_without_auth: true        # /-/healthy and /-/ready answer without basic auth
 
-Differences from the Go toolkit, each refused with a clear message rather than silently ignored:
-``RequestClientCert`` and ``RequireAnyClientCert`` (which accept any client certificate without
-verifying it) cannot be expressed with Python's ssl module; ``cipher_suites``,
-``curve_preferences``, ``client_allowed_sans`` and ``http_server_config`` are not implemented;
-TLS versions below 1.2 are not offered. The ``apigee_tls_exporter`` section is ours; the Go
-toolkit would refuse it.
+Also as in the Go toolkit: ``client_allowed_sans`` (the verified client certificate must carry
+one of these DNS names, IP addresses, e-mail addresses or URIs), ``cipher_suites`` (Go's names,
+mapped to OpenSSL's; TLS 1.2 only, as in Go) and ``http_server_config.headers`` (the same five
+headers, the same allowed values). Differences, each refused with a clear message rather than
+silently ignored: ``RequestClientCert`` and ``RequireAnyClientCert`` (which accept any client
+certificate without verifying it) cannot be expressed with Python's ssl module;
+``curve_preferences`` and ``http_server_config.http2: true`` are not implemented; TLS versions
+below 1.2 are not offered. The ``apigee_tls_exporter`` section is ours; the Go toolkit would
+refuse it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
 import os
@@ -43,8 +47,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from ..config import ConfigError, read_yaml
 
 __all__ = [
+    "ALLOWED_HEADERS",
+    "GO_CIPHER_SUITES",
     "BasicAuth",
     "ExporterHTTPConfig",
+    "HTTPServerConfig",
     "TLSServerConfig",
     "WebConfig",
     "WebConfigError",
@@ -69,15 +76,41 @@ _VERIFY_MODES = {
 }
 # Valid in the exporter-toolkit format but not implemented here: say so instead of "extra input".
 _UNSUPPORTED_KEYS = {
-    "cipher_suites": "Python's ssl module chooses the cipher suites",
     "curve_preferences": "Python's ssl module chooses the curves",
-    "client_allowed_sans": "restrict clients with client_ca_file instead",
-    "http_server_config": (
-        "HTTP/2 and custom headers are not implemented; see the apigee_tls_exporter section"
-    ),
     "cert": "inline certificates are not supported; use cert_file",
     "key": "inline keys are not supported; use key_file",
 }
+# Go's TLS 1.2 cipher suite names (crypto/tls) -> OpenSSL's.
+GO_CIPHER_SUITES = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
+}
+# The response headers the Go toolkit lets a web config set, and their allowed values (None: any).
+ALLOWED_HEADERS: dict[str, Optional[tuple[str, ...]]] = {
+    "Strict-Transport-Security": None,
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": None,
+    "Content-Security-Policy": None,
+}
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e]*$")  # printable ASCII: never a CR, LF or NUL
 _BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 
 
@@ -102,6 +135,50 @@ class TLSServerConfig(BaseModel):
     min_version: TLSVersionName = "TLS12"
     max_version: Optional[TLSVersionName] = None
     prefer_server_cipher_suites: bool = True
+    cipher_suites: Optional[list[str]] = None
+    client_allowed_sans: Optional[list[str]] = None
+
+    @field_validator("cipher_suites")
+    @classmethod
+    def _known_suites(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        for name in value or ():
+            if name not in GO_CIPHER_SUITES:
+                raise ValueError(
+                    f"{name} is not a TLS 1.2 cipher suite Go offers (TLS 1.3 suites cannot be"
+                    " chosen, as in Go)"
+                )
+        return value
+
+
+class HTTPServerConfig(BaseModel):
+    """``http_server_config``: response headers, as the Go toolkit allows them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    http2: bool = False
+    headers: dict[str, str] = {}
+
+    @field_validator("http2")
+    @classmethod
+    def _no_http2(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("HTTP/2 is not implemented; set false or leave it out")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _allowed_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header_value in value.items():
+            if name not in ALLOWED_HEADERS:
+                raise ValueError(
+                    f"{name} cannot be set; allowed: {', '.join(sorted(ALLOWED_HEADERS))}"
+                )
+            allowed = ALLOWED_HEADERS[name]
+            if allowed is not None and header_value not in allowed:
+                raise ValueError(f"{name}: expected one of {', '.join(allowed)}")
+            if not _HEADER_VALUE.match(header_value):
+                raise ValueError(f"{name}: only printable ASCII in a header value")
+        return value
 
 
 class ExporterHTTPConfig(BaseModel):
@@ -120,6 +197,7 @@ class WebConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tls_server_config: Optional[TLSServerConfig] = None
+    http_server_config: HTTPServerConfig = HTTPServerConfig()
     basic_auth_users: dict[str, str] = {}
     apigee_tls_exporter: ExporterHTTPConfig = ExporterHTTPConfig()
 
@@ -128,7 +206,7 @@ class WebConfig(BaseModel):
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
 
-    @field_validator("apigee_tls_exporter", mode="before")
+    @field_validator("apigee_tls_exporter", "http_server_config", mode="before")
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -187,6 +265,11 @@ def check_web_config(config: WebConfig) -> list[str]:
             f"{where}.client_auth_type: client_ca_file is set but client_auth_type is"
             " NoClientCert; set VerifyClientCertIfGiven or RequireAndVerifyClientCert"
         )
+    if tls.client_allowed_sans and tls.client_auth_type == "NoClientCert":
+        problems.append(
+            f"{where}.client_allowed_sans: needs a verified client certificate; set"
+            " client_auth_type RequireAndVerifyClientCert and client_ca_file"
+        )
     for name in ("min_version", "max_version"):
         value = getattr(tls, name)
         if value is not None and value not in _TLS_VERSIONS:
@@ -217,6 +300,13 @@ def build_ssl_context(tls: TLSServerConfig) -> ssl.SSLContext:
     context.minimum_version = _TLS_VERSIONS.get(tls.min_version, ssl.TLSVersion.TLSv1_2)
     if tls.max_version is not None:
         context.maximum_version = _TLS_VERSIONS.get(tls.max_version, ssl.TLSVersion.TLSv1_3)
+    if tls.cipher_suites:
+        try:
+            context.set_ciphers(":".join(GO_CIPHER_SUITES[n] for n in tls.cipher_suites))
+        except ssl.SSLError:
+            raise WebConfigError(
+                "", [f"{where}.cipher_suites: none of them is available in this OpenSSL"]
+            ) from None
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
@@ -253,17 +343,17 @@ def build_ssl_context(tls: TLSServerConfig) -> ssl.SSLContext:
 class BasicAuth:
     """Checks ``Authorization: Basic`` headers against bcrypt hashes.
 
-    A bcrypt check costs tens of milliseconds of CPU on purpose; a successful check is remembered
-    as an HMAC of the credentials under a key made for this process until ``cache_seconds`` after
-    its last use, so a Prometheus scraping every 15 s pays one bcrypt, not one per scrape nor one
-    a minute (when it would have to queue behind a flood of wrong passwords). Cached
-    digests are compared in constant time. At most ``max_concurrent`` bcrypt checks run at once,
-    so a flood of bad passwords cannot take every CPU of the MP node.
+    A bcrypt check costs tens of milliseconds of CPU on purpose. ``cached`` is the fast path, no
+    bcrypt: a credential verified within ``cache_seconds`` of its last use is accepted (an HMAC
+    of it under a key made for this process, compared in constant time), and one refused within
+    ``cache_seconds`` is refused (at most ``max_refused`` remembered), so that neither a scraper
+    every 15 s nor a guesser repeating itself costs a bcrypt each time. ``verify`` is the slow
+    path, queued by the server on its own terms (``guard``); ``check`` is both.
 
     An unknown user name is checked against a stand-in hash made here with the highest cost
     among the configured hashes, so that its 401 takes as long as a wrong password's (a user
-    name cannot be found out by timing). ``cached`` is the fast path (no bcrypt) and ``verify``
-    the slow one, so that a server can queue the slow one on its own terms; ``check`` is both.
+    name cannot be found out by timing). Making it measures what one check costs
+    (``check_seconds``), which sizes the server's bcrypt queue.
     """
 
     def __init__(
@@ -271,17 +361,21 @@ class BasicAuth:
         users: Mapping[str, str],
         cache_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
-        max_concurrent: int = 2,
+        max_refused: int = 4096,
     ) -> None:
+        self.users = dict(users)
         self._users = {user: hashed.encode("ascii") for user, hashed in users.items()}
         self._cache_seconds = cache_seconds
         self._clock = clock
+        self._max_refused = max_refused
         self._key = secrets.token_bytes(32)
         self._cache: dict[str, tuple[bytes, float]] = {}
+        self._refused: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self._lock = threading.Lock()
-        self._bcrypt_slots = threading.BoundedSemaphore(max_concurrent)
         self.cost = max((_cost(h) for h in self._users.values()), default=10)
+        started = time.perf_counter()
         self._stand_in = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=self.cost))
+        self.check_seconds = max(time.perf_counter() - started, 0.001)
 
     @property
     def enabled(self) -> bool:
@@ -294,8 +388,9 @@ class BasicAuth:
         return cached if cached is not None else self.verify(authorization)
 
     def cached(self, authorization: Optional[str]) -> Optional[bool]:
-        """Decided without bcrypt: True for credentials verified within ``cache_seconds``, False
-        for a missing or malformed header; None when only ``verify`` can tell."""
+        """Decided without bcrypt: True for credentials verified within ``cache_seconds`` of
+        their last use, False for a missing or malformed header or credentials refused within
+        ``cache_seconds``; None when only ``verify`` can tell."""
         credentials = _parse_basic(authorization)
         if credentials is None:
             return False
@@ -303,15 +398,19 @@ class BasicAuth:
         now = self._clock()
         with self._lock:
             cached = self._cache.get(user_name)
-        if cached is not None and now < cached[1] and hmac.compare_digest(cached[0], digest):
-            with self._lock:
+            if cached is not None and now < cached[1] and hmac.compare_digest(cached[0], digest):
                 self._cache[user_name] = (digest, now + self._cache_seconds)
-            return True
+                return True
+            refused_until = self._refused.get(digest)
+            if refused_until is not None:
+                if now < refused_until:
+                    return False
+                del self._refused[digest]
         return None
 
     def verify(self, authorization: Optional[str]) -> bool:
-        """The bcrypt check (tens to hundreds of ms, the same for unknown users); a success is
-        cached."""
+        """The bcrypt check (tens to hundreds of ms, the same for unknown users); the answer is
+        remembered for ``cached``."""
         credentials = _parse_basic(authorization)
         if credentials is None:
             return False
@@ -319,15 +418,20 @@ class BasicAuth:
         user_name, digest = self._digest(user, password)
         hashed = self._users.get(user_name)
         # bcrypt looks at the first 72 bytes only (as Go and htpasswd do); bcrypt>=5 refuses more.
-        with self._bcrypt_slots:
-            ok = bcrypt.checkpw(password[:72], hashed or self._stand_in) and hashed is not None
-        if ok:
-            with self._lock:
-                self._cache[user_name] = (digest, self._clock() + self._cache_seconds)
+        ok = bcrypt.checkpw(password[:72], hashed or self._stand_in) and hashed is not None
+        until = self._clock() + self._cache_seconds
+        with self._lock:
+            if ok:
+                self._cache[user_name] = (digest, until)
+            else:
+                self._refused[digest] = until
+                self._refused.move_to_end(digest)
+                while len(self._refused) > self._max_refused:
+                    self._refused.popitem(last=False)
         return ok
 
     def _digest(self, user: bytes, password: bytes) -> tuple[str, bytes]:
-        digest = hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
+        digest = hmac.new(self._key, user + b"\0" + password[:72], hashlib.sha256).digest()
         return user.decode("utf-8", "replace"), digest
 
 
@@ -411,5 +515,7 @@ def _pydantic_problem(error: Mapping[str, Any]) -> str:
         return f"{location}: unknown key"
     if error["type"] == "missing":
         return f"{location}: required"
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        return f"{location}: {error['ctx']['error']}"  # our own validator's words, as they are
     message = str(error["msg"])
     return f"{location}: {message[:1].lower()}{message[1:]}"

@@ -6,8 +6,11 @@ Kinds (loopback only; every client from its own 127.0.0.x source address when ``
   reconnects when the server closes it.
 - ``idle``: each client connects and sends nothing (on a TLS port: never starts the handshake),
   reconnecting when closed.
-- ``wrong-password``: each client sends requests with a wrong password over TLS (``--ca``) or
-  plain HTTP, one after the other on a kept-alive connection, reconnecting when closed.
+- ``wrong-password``: each client guesses: requests with a new wrong password each time, over TLS
+  (``--ca``) or plain HTTP, one after the other on a kept-alive connection, reconnecting when
+  closed.
+- ``slow-reader``: each client asks for ``/metrics`` once (a small receive buffer) and never
+  reads the answer.
 
 Prints one line ``started N`` once every client is connected, then at the end
 ``requests R connections C`` (answers received, connections made). ``start_load`` runs it from a
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import socket
 import ssl
 import subprocess
 import sys
@@ -131,8 +135,14 @@ async def wrong_password(
     counts: Counts,
     context: Optional[ssl.SSLContext],
 ) -> None:
-    token = base64.b64encode(b"prometheus:wrong-password").decode()
-    request = (f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n\r\n").encode()
+    guesses = 0
+
+    def request() -> bytes:
+        nonlocal guesses
+        guesses += 1
+        token = base64.b64encode(f"prometheus:wrong-{index}-{guesses}".encode()).decode()
+        return f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n\r\n".encode()
+
     while time.monotonic() < until:
         try:
             reader, writer = await asyncio.open_connection(
@@ -148,7 +158,7 @@ async def wrong_password(
         counts.connections += 1
         try:
             while time.monotonic() < until:
-                writer.write(request)
+                writer.write(request())
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = 0
                 for line in head.split(b"\r\n"):
@@ -164,6 +174,28 @@ async def wrong_password(
             writer.close()
 
 
+async def slow_reader(port: int, index: int, spread: bool, until: float, counts: Counts) -> None:
+    """Asks once and never reads: the answer stays in the server's buffers (or is cut off)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        if spread:
+            sock.bind(source(index, spread) or ("127.0.0.1", 0))
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        _, writer = await asyncio.open_connection(sock=sock)
+    except OSError:
+        sock.close()
+        return
+    counts.connections += 1
+    writer.transport.pause_reading()  # type: ignore[attr-defined]
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
+    finally:
+        writer.close()
+
+
 async def main(args: argparse.Namespace) -> None:
     until = time.monotonic() + args.seconds
     counts = Counts()
@@ -176,6 +208,8 @@ async def main(args: argparse.Namespace) -> None:
             coro = slowloris(args.port, i, args.spread, until, counts)
         elif args.kind == "idle":
             coro = idle(args.port, i, args.spread, until, counts)
+        elif args.kind == "slow-reader":
+            coro = slow_reader(args.port, i, args.spread, until, counts)
         else:
             coro = wrong_password(args.port, i, args.spread, until, counts, context)
         tasks.append(asyncio.ensure_future(coro))
@@ -188,7 +222,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["slowloris", "idle", "wrong-password"])
+    parser.add_argument("kind", choices=["slowloris", "idle", "wrong-password", "slow-reader"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)

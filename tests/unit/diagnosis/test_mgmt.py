@@ -182,3 +182,42 @@ def test_credentials_repr_hides_secrets() -> None:
     client = ManagementClient("http://127.0.0.1:1/v1", Credentials(token="Tok-Secret"))
     assert "Repr-Secret" not in repr(creds)
     assert "Tok-Secret" not in repr(client)
+
+
+def test_read_secret_one_rule_for_the_command_and_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret is a file's first line without its line end (spaces kept) or a variable's value;
+    an empty one, a missing file and both at once are errors saying so; neither is None."""
+    from apigee_tls_exporter.diagnosis.mgmt import read_secret
+
+    (tmp_path / "crlf").write_bytes(b" pa ss\r\nsecond line\n")
+    (tmp_path / "empty").write_bytes(b"\n")
+    monkeypatch.setenv("SECRET_SET", "tok")
+    monkeypatch.setenv("SECRET_EMPTY", "")
+
+    def outcome(file: Optional[str], env: Optional[str]) -> Optional[str]:
+        try:
+            return read_secret(file, env)
+        except ValueError as err:
+            return f"error: {err}"
+
+    assert [
+        outcome(str(tmp_path / "crlf"), None),
+        outcome(None, "SECRET_SET"),
+        outcome(None, None),
+        outcome(str(tmp_path / "empty"), None),
+        outcome(None, "SECRET_EMPTY"),
+        outcome(None, "SECRET_UNSET"),
+        outcome(str(tmp_path / "nowhere"), None),
+        outcome(str(tmp_path / "crlf"), "SECRET_SET"),
+    ] == [
+        " pa ss",
+        "tok",
+        None,
+        f"error: {tmp_path / 'empty'} is empty",
+        "error: $SECRET_EMPTY is not set or empty",
+        "error: $SECRET_UNSET is not set or empty",
+        f"error: cannot read {tmp_path / 'nowhere'}: No such file or directory",
+        "error: give it as a file or an environment variable, not both",
+    ]

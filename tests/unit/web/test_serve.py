@@ -20,8 +20,11 @@ import pytest
 import structlog
 import structlog.testing
 from apigee_tls_exporter.config import parse_listen
+from apigee_tls_exporter.web import connection, guard
 from apigee_tls_exporter.web import serve as serve_module
-from apigee_tls_exporter.web.serve import BootTimeProcessCollector, MetricsServer, serve
+from apigee_tls_exporter.web import summary as web_summary
+from apigee_tls_exporter.web.process import BootTimeProcessCollector
+from apigee_tls_exporter.web.serve import MetricsServer, serve
 from helpers.http_load import start_load, timed_scrapes
 from helpers.support import Daemon, wait_for
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector
@@ -296,7 +299,8 @@ def raw_exchange(server: MetricsServer, data: bytes, timeout: float = 10.0) -> b
 def test_keep_alive_serves_requests_on_one_connection(
     registry: CollectorRegistry, start_server: Start
 ) -> None:
-    """HTTP/1.1 requests are answered with HTTP/1.1 and keep-alive: three scrapes, one socket."""
+    """HTTP/1.1 requests are answered with HTTP/1.1 on a persistent connection (the default in
+    1.1, no Connection header needed): three scrapes, one socket."""
     server = start_server(registry)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
@@ -311,7 +315,7 @@ def test_keep_alive_serves_requests_on_one_connection(
     finally:
         connection.close()
 
-    assert answers == [(200, 11, "keep-alive")] * 3
+    assert answers == [(200, 11, None)] * 3
     assert sockets[0] is not None and sockets[0] is sockets[1] is sockets[2]
     assert registry.get_sample_value("apigee_tls_http_requests_total", {"code": "200"}) == 3
 
@@ -378,7 +382,7 @@ def test_request_head_has_a_deadline_whatever_the_pace(
 ) -> None:
     """A client sending its head a byte at a time is cut off at the head deadline even though
     it never stops sending (a per-read timeout would never fire)."""
-    monkeypatch.setattr(serve_module, "HEADER_TIMEOUT", 1.0)
+    monkeypatch.setattr(connection, "HEADER_TIMEOUT", 1.0)
     server = start_server(registry)
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
@@ -550,7 +554,7 @@ def test_log_summary_logs_once_per_interval_then_counts() -> None:
     summed up in one line at the flush; the next interval logs its first event again."""
     logger = ListLogger()
     now = [0.0]
-    summary = serve_module.LogSummary(logger, interval=60, clock=lambda: now[0])
+    summary = web_summary.LogSummary(logger, interval=60, clock=lambda: now[0])
 
     for i in range(1000):
         summary.event("auth_failed", client=f"127.0.0.1:{i}")
@@ -567,38 +571,36 @@ def test_log_summary_logs_once_per_interval_then_counts() -> None:
     ]
 
 
-def test_limiter_backs_off_a_failing_source_and_doubles() -> None:
-    """Five failures block the source for the backoff, the next five for twice as long; other
-    sources are not affected; a success clears the source."""
-    now = [0.0]
-    limiter = serve_module.SourceLimiter(threshold=5, backoff=30, clock=lambda: now[0])
+def test_limiter_delays_a_failing_source_and_doubles() -> None:
+    """Below five consecutive failures a 401 goes out at once; from five it waits 1 s, from ten
+    2 s, up to 8 s; other sources are not affected; a success clears the source and its
+    priority."""
+    limiter = guard.SourceLimiter(threshold=5, backoff=1.0, max_backoff=8.0)
 
     def fail(source: str, times: int) -> None:
         for _ in range(times):
             assert limiter.begin(source)
             limiter.end(source, False)
 
-    fail("10.0.0.1", 4)
-    assert not limiter.blocked("10.0.0.1")
-    fail("10.0.0.1", 1)
-    blocked = [limiter.blocked("10.0.0.1"), limiter.blocked("10.0.0.2")]
-    now[0] = 30.0
-    after_backoff = limiter.blocked("10.0.0.1")
-    fail("10.0.0.1", 5)
-    now[0] = 89.0
-    doubled = limiter.blocked("10.0.0.1")
-    now[0] = 91.0
+    delays = []
+    for _ in range(5):
+        fail("10.0.0.1", 4)
+        delays.append(limiter.delay("10.0.0.1"))
+        fail("10.0.0.1", 1)
+        delays.append(limiter.delay("10.0.0.1"))
+    other = limiter.delay("10.0.0.2")
     assert limiter.begin("10.0.0.1")
     limiter.end("10.0.0.1", True)
 
-    assert (blocked, after_backoff, doubled) == ([True, False], False, True)
-    assert (limiter.blocked("10.0.0.1"), limiter.priority("10.0.0.1")) == (False, 0)
+    assert delays == [0.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 8.0, 8.0, 8.0]
+    assert other == 0.0
+    assert (limiter.delay("10.0.0.1"), limiter.priority("10.0.0.1")) == (0.0, 0)
 
 
 def test_limiter_memory_is_bounded_and_pending_capped() -> None:
     """However many addresses fail, at most max_sources are remembered; a source has at most
     max_pending checks waiting."""
-    limiter = serve_module.SourceLimiter(max_sources=100, max_pending=2)
+    limiter = guard.SourceLimiter(max_sources=100, max_pending=2)
     for i in range(10_000):
         limiter.begin(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
 
@@ -618,17 +620,18 @@ def test_limiter_memory_is_bounded_and_pending_capped() -> None:
 def test_source_of_groups_ipv6_by_64(peer: tuple[Any, ...], source: str) -> None:
     """IPv4 sources are limited per address, IPv6 per /64 (one host's share), mapped IPv4 as
     IPv4."""
-    assert serve_module.source_of(peer) == source
+    assert guard.source_of(peer) == source
 
 
 def test_priority_slots_serve_the_lowest_priority_first() -> None:
-    """With the slots taken, waiters get them lowest priority first, then in arrival order."""
+    """With the slots taken, waiters get them lowest priority first, the latest first among
+    equals."""
     import asyncio
 
     order: list[str] = []
 
     async def main() -> None:
-        slots = serve_module._PrioritySlots(1)
+        slots = guard.PrioritySlots(1)
         await slots.acquire(0)
 
         async def waiter(name: str, priority: int) -> None:
@@ -646,7 +649,7 @@ def test_priority_slots_serve_the_lowest_priority_first() -> None:
 
     asyncio.run(main())
 
-    assert order == ["fresh", "second", "flood-a", "flood-b"]
+    assert order == ["fresh", "second", "flood-b", "flood-a"]
 
 
 def test_request_then_half_close_still_gets_its_answer(

@@ -18,7 +18,7 @@ import bcrypt
 import pytest
 from apigee_tls_exporter.config import validate
 from apigee_tls_exporter.records.events import Failure
-from apigee_tls_exporter.run.app import Daemon
+from apigee_tls_exporter.run.app import Daemon, status_of
 from apigee_tls_exporter.web.serve import MetricsServer
 from apigee_tls_exporter.web.status import (
     AlertStatus,
@@ -26,7 +26,6 @@ from apigee_tls_exporter.web.status import (
     LogStatus,
     Recent,
     Status,
-    from_daemon,
     render,
 )
 from apigee_tls_exporter.web.webconfig import WebConfig
@@ -155,9 +154,9 @@ def test_page_escapes_everything_and_fetches_nothing() -> None:
     assert "http://" not in page and "https://" not in page and "src=" not in page
 
 
-def test_from_daemon_reads_the_running_daemon(tmp_path: Path) -> None:
-    """from_daemon on a real daemon that read three failures: its log's size and position, the
-    failures newest first with their labels, the alert they fired."""
+def test_status_of_reads_the_running_daemon(tmp_path: Path) -> None:
+    """run.app's status_of on a real daemon that read three failures: its log's size and
+    position, the failures newest first with their labels, the alert they fired."""
     log = tmp_path / "system.log"
     lines = []
     for i in range(3):
@@ -180,10 +179,8 @@ def test_from_daemon_reads_the_running_daemon(tmp_path: Path) -> None:
     daemon = Daemon(config, CollectorRegistry())
     try:
         daemon.step()
-        status = from_daemon(
+        status = status_of(
             daemon,
-            recent=daemon.recent,
-            diagnosed=daemon.diagnosed,
             reload_ok=True,
             reload_time=NOW,
             reload_error=None,

@@ -208,8 +208,8 @@ def test_every_schema_problem_is_listed(tmp_path: Path) -> None:
         p.startswith("tls_server_config.client_auth_type: input should be") for p in problems
     )
     assert (
-        "tls_server_config.cipher_suites: not supported by apigee-tls-exporter"
-        " (Python's ssl module chooses the cipher suites)"
+        "tls_server_config.cipher_suites: TLS_AES_128_GCM_SHA256 is not a TLS 1.2 cipher suite"
+        " Go offers (TLS 1.3 suites cannot be chosen, as in Go)"
     ) in problems
     assert "basic_auth_users.alice: input should be a valid string" in problems
     assert "listen: unknown key" in problems
@@ -695,7 +695,7 @@ def test_wrong_password_flood_does_not_lock_out_scrapes(pki: PKI, start: Start) 
     assert [s for s, _ in scrapes + logins] == [200] * 16
     assert max(t for _, t in scrapes + logins) < 1.0, (scrapes, logins)
     failed = server.stats.rejected
-    assert failed["auth_failed"] + failed["auth_backoff"] >= 40  # the flood ran
+    assert failed["auth_failed"] + failed["auth_busy"] >= 40  # the flood ran
 
 
 @pytest.mark.slow
@@ -770,3 +770,114 @@ def test_real_prometheus_scrapes_over_mutual_tls_and_basic_auth_on_one_connectio
     assert up[0]["value"][1] == "1"
     assert server.stats.requests["200"] >= 4
     assert server.stats.opened == 1  # keep-alive: Prometheus never had to reconnect
+
+
+# ---------------------------------------------------------------------------------------------
+# exporter-toolkit parity: client_allowed_sans, cipher_suites, http_server_config.headers
+
+
+def test_client_allowed_sans_lets_in_only_certificates_naming_one(pki: PKI, start: Start) -> None:
+    """client_allowed_sans: a verified client certificate naming an allowed SAN gets in; one
+    from the same CA naming another is cut off after the handshake and counted."""
+    text = MUTUAL_TLS + "  client_allowed_sans: [prometheus, 192.0.2.9]\n"
+    server = start(load_web_config(write_config(pki.directory, text)))
+    by_ip = pki.client_ca.issue_cert("192.0.2.9")
+    other = pki.client_ca.issue_cert("grafana")
+
+    assert https_get(server, client_context(pki, pki.client))[0] == 200
+    assert https_get(server, client_context(pki, by_ip))[0] == 200
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https_get(server, client_context(pki, other))
+    assert server.stats.rejected["tls_client_san"] == 1
+
+
+def test_client_allowed_sans_needs_a_verified_certificate(pki: PKI) -> None:
+    """client_allowed_sans without client certificates would allow nobody: said at load."""
+    text = TLS_ONLY + "  client_allowed_sans: [prometheus]\n"
+
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(write_config(pki.directory, text))
+
+    assert info.value.problems == [
+        "tls_server_config.client_allowed_sans: needs a verified client certificate; set"
+        " client_auth_type RequireAndVerifyClientCert and client_ca_file"
+    ]
+
+
+def test_cipher_suites_take_go_names(pki: PKI, start: Start) -> None:
+    """cipher_suites in Go's names limit the TLS 1.2 suites: a client offering one of them
+    gets it (OpenSSL's name for it), a client offering only another one is refused."""
+    text = (
+        TLS_ONLY
+        + "  max_version: TLS12\n"
+        + "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n"
+    )
+    server = start(load_web_config(write_config(pki.directory, text)))
+
+    def handshake(suite: str) -> str:
+        context = client_context(pki)
+        context.set_ciphers(suite)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:  # closes raw too
+            cipher = tls.cipher()
+            assert cipher is not None
+            return cipher[0]
+
+    assert handshake("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256") == (
+        "ECDHE-ECDSA-AES256-GCM-SHA384"
+    )
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        handshake("ECDHE-ECDSA-AES128-GCM-SHA256")
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        (
+            {"Server": "x"},
+            "http_server_config.headers: Server cannot be set; allowed: Content-Security-Policy,"
+            " Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options,"
+            " X-XSS-Protection",
+        ),
+        (
+            {"X-Frame-Options": "allow"},
+            "http_server_config.headers: X-Frame-Options: expected one of deny, sameorigin",
+        ),
+        (
+            {"Strict-Transport-Security": "max-age=1\r\nX-Injected: yes"},
+            "http_server_config.headers: Strict-Transport-Security: only printable ASCII in a"
+            " header value",
+        ),
+    ],
+)
+def test_http_server_config_headers_refused_as_go_refuses_them(
+    tmp_path: Path, headers: dict[str, str], problem: str
+) -> None:
+    """Only the five headers the Go toolkit allows, with its allowed values; no CR or LF."""
+    path = tmp_path / "web.yml"
+    path.write_text(yaml.safe_dump({"http_server_config": {"headers": headers}}))
+
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(path)
+
+    assert info.value.problems == [problem]
+
+
+def test_http_server_config_headers_are_on_every_answer(pki: PKI, start: Start) -> None:
+    """The configured headers go out with every answer, 401s included; http2: false is
+    accepted, true is refused by name."""
+    text = (
+        TLS_AND_AUTH
+        + "http_server_config:\n  http2: false\n  headers:\n"
+        + "    Strict-Transport-Security: max-age=31536000\n"
+        + "    X-Frame-Options: deny\n"
+    )
+    server = start(load_web_config(write_config(pki.directory, text)))
+    context = client_context(pki)
+
+    for authorization in (None, basic("prometheus", PASSWORD)):
+        _, headers, _ = https_get(server, context, authorization)
+        assert headers["strict-transport-security"] == "max-age=31536000"
+        assert headers["x-frame-options"] == "deny"
+    with pytest.raises(WebConfigError, match=r"http_server_config\.http2: HTTP/2 is not"):
+        load_web_config(write_config(pki.directory, "http_server_config:\n  http2: true\n"))
