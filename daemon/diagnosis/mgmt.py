@@ -9,6 +9,7 @@ Only the read-only endpoints the bad_certificate playbook uses (shapes in
     GET {base}/organizations/{org}/environments/{env}/keystores/{ks}/certs/{cert}
     GET {base}/organizations/{org}/environments/{env}/keystores/{ks}/aliases
     GET {base}/organizations/{org}/environments/{env}/keystores/{ks}/aliases/{alias}
+    GET {base}/organizations/{org}/environments/{env}/targetservers
     GET {base}/organizations/{org}/environments/{env}/targetservers/{name}
 
 ``base`` is the URL up to and including ``/v1`` (Private Cloud: ``http://MS_HOST:8080/v1``).
@@ -303,6 +304,10 @@ class ManagementClient:
                 f"GET {self.base_url}{path}: 'certsInfo' is not an object", "bad_response"
             )
         return parse_cert_info(info.get("certInfo", []), f"GET {self.base_url}{path}")
+
+    def list_target_servers(self, org: str, env: str) -> list[str]:
+        """The TargetServer names of an environment."""
+        return self._string_list(f"{self._env(org, env)}/targetservers")
 
     def get_target_server(self, org: str, env: str, name: str) -> TargetServerSSL:
         """A TargetServer with its ``sSLInfo``."""

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
+from apigee_tls_exporter.demo.standin import Standin, chain_info
 from helpers import records
 from helpers.markdown import heading_anchors
-from helpers.mgmt_standin import Standin, chain_info
 from helpers.stack import (
     ALERTMANAGER_YML,
     DASHBOARD,

@@ -1,10 +1,12 @@
-"""A local stand-in for the Apigee Edge management API (read-only keystore endpoints).
+"""A local STAND-IN for the Apigee Edge management API (read-only), for the tests and the demo.
 
 This is NOT Apigee: it answers the endpoints and JSON shapes documented in
 ``shared/reference/mp-log-format.md`` so that the diagnose and inventory code can be tested without
 a Management Server. It checks Basic auth or a bearer token (401 otherwise), answers 404 for unknown
 names and can serve broken JSON on purpose. It listens on 127.0.0.1 only, over HTTP or (with
-``tls_ca``) HTTPS. The shapes, under ``/v1/organizations/{org}/environments/{env}``::
+``tls``, a server ``ssl.SSLContext``) HTTPS. Every answer carries the header
+``X-Stand-In: apigee-tls-exporter (not Apigee)``. The shapes, under
+``/v1/organizations/{org}/environments/{env}``::
 
     GET references/{ref}            {"name", "refers", "resourceType": "KeyStore"}
     GET keystores                   ["name", ...]
@@ -13,6 +15,7 @@ names and can serve broken JSON on purpose. It listens on 127.0.0.1 only, over H
     GET keystores/{ks}/aliases      ["alias", ...]
     GET keystores/{ks}/aliases/{a}  {"alias", "certsInfo": {"certInfo": [...], "certName"},
                                      "keyName"}
+    GET targetservers               ["name", ...]
     GET targetservers/{name}        {"name", "host", "port", "isEnabled",
                                      "sSLInfo": {"enabled", "clientAuthEnabled", "keyStore",
                                                  "keyAlias", "trustStore", "protocols": [...],
@@ -34,8 +37,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import unquote
 
-import trustme
 from cryptography import x509
+
+STAND_IN = "apigee-tls-exporter (not Apigee)"
 
 
 def java_name(name: x509.Name) -> str:
@@ -124,7 +128,7 @@ class Standin:
         username: str = "admin",
         password: str = "pa55-w0rd-Secret",
         token: Optional[str] = None,
-        tls_ca: Optional[trustme.CA] = None,
+        tls: Optional[ssl.SSLContext] = None,
     ) -> None:
         self.username, self.password, self.token = username, password, token
         self.envs: dict[tuple[str, str], Env] = {}
@@ -153,16 +157,15 @@ class Standin:
             def _raw(self, status: int, data: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("X-Stand-In", STAND_IN)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.scheme = "http"
-        if tls_ca is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
             self.scheme = "https"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
@@ -210,6 +213,8 @@ class Standin:
                 "refers": data.references[args[0]],
                 "resourceType": "KeyStore",
             }
+        if kind == "targetservers" and not args:
+            return 200, sorted(data.target_servers)
         if kind == "targetservers" and len(args) == 1 and args[0] in data.target_servers:
             return 200, data.target_servers[args[0]]
         if kind != "keystores":
@@ -224,7 +229,7 @@ class Standin:
         if args[1:] == ["aliases"]:
             return 200, sorted(store)
         if len(args) == 3 and args[1] == "certs":
-            alias = args[2][: -len("-cert")] if args[2].endswith("-cert") else None
+            alias = args[2][: -len("-cert")] if args[2].endswith("-cert") else ""
             if store.get(alias):
                 return 200, {"certName": args[2], "certInfo": store[alias]}
         if len(args) == 3 and args[1] == "aliases" and args[2] in store:
