@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     # A stub for the command list: its options (and pyOpenSSL) are loaded only when it runs.
 
+    p = sub.add_parser("targets", help="write Prometheus file_sd targets for /probe")
+    p.add_argument("--config", required=True, metavar="FILE", help="the daemon's config")
+    p.add_argument("--env", required=True, action="append", dest="envs", metavar="ORG/ENV")
+    p.add_argument("-o", "--output", metavar="FILE", help="file to replace (default: stdout)")
+
     sub.add_parser(
         "demo", help="run the daemon on a built-in demo log (what `make run` does)", add_help=False
     )  # a stub like diagnose's: the demo's generator is loaded only when it runs
@@ -134,6 +139,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _check_config(args.file)
         if args.command == "run":
             return _run(args)
+        if args.command == "targets":
+            from .diagnosis import discovery
+
+            return discovery.command(args)
     except UsageError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -86,6 +86,9 @@ OPENING = "opening the logs"
 READY = "ready"
 
 HEALTH_PATHS = ("/-/healthy", "/-/ready")
+# A route the wiring registers (``/probe``, ``/sd``): (query parameters, lower-cased request
+# headers) -> (status, content type, body); blocking, so it runs in a thread; behind the same auth.
+Handler = Callable[[Mapping[str, list[str]], Mapping[str, str]], tuple[int, str, bytes]]
 REJECT_REASONS = (
     "busy",  # the connection limit was reached and no waiting connection could make room
     "evicted",  # a waiting connection closed to make room for a new one
@@ -418,8 +421,10 @@ class MetricsServer:
         phase: Optional[Callable[[], str]] = None,
         status: Optional[Callable[[], status_page.Status]] = None,
         limiter: Optional[SourceLimiter] = None,
+        routes: Optional[Mapping[str, Handler]] = None,
     ) -> None:
         self.registry = registry
+        self.routes = dict(routes or {})
         self.phase = phase or (lambda: READY)
         self.status = status
         self._web = _WebState(None, None, False)
@@ -611,6 +616,14 @@ class MetricsServer:
             return await self._metrics(parse_qs(url.query), request.headers)
         if path == "/":
             return await self._in_pool(self._status_page)
+        handler = self.routes.get(path)
+        if handler is not None:
+            loop = asyncio.get_running_loop()
+            query = parse_qs(url.query)
+            status, content_type, body = await loop.run_in_executor(
+                None, handler, query, request.headers
+            )
+            return _Response(status, body, content_type)
         return _text(404, "Not Found\n")
 
     async def _authorized(
@@ -913,13 +926,16 @@ def serve(
     *,
     phase: Optional[Callable[[], str]] = None,
     status: Optional[Callable[[], status_page.Status]] = None,
+    routes: Optional[Mapping[str, Handler]] = None,
 ) -> tuple[MetricsServer, threading.Thread]:
     """Serve the registry on host:port in a daemon thread; returns (server, thread).
 
     host "" or "::" listens on all interfaces, IPv4 and IPv6; port 0 picks a free port (read it
     from ``server.port``). OSError (e.g. address in use) and WebConfigError propagate.
     """
-    server = MetricsServer(registry, host, port, web_config, phase=phase, status=status)
+    server = MetricsServer(
+        registry, host, port, web_config, phase=phase, status=status, routes=routes
+    )
     thread = threading.Thread(target=server.serve_forever, name="http-server", daemon=True)
     thread.start()
     _log.info(
