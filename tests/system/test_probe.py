@@ -27,11 +27,13 @@ import yaml
 from apigee_tls_exporter.demo.standin import Standin, chain_info, target_server
 from helpers import jsse
 from helpers.stack import (
+    PREDICTED_ROW,
     PROMETHEUS_YML,
     RULES,
     Server,
     Stack,
     binary,
+    dashboard_rows,
     get_json,
     poll,
     prometheus_config,
@@ -273,6 +275,25 @@ def test_a_backend_certificate_expiring_in_5_days_fires(scenario: Scenario) -> N
 
     alerts = poll(fired, 60, "BackendCertificateExpiresSoon to fire")
     assert [a["target"] for a in alerts] == [expiring.target]
+
+
+def test_the_dashboard_shows_the_predictions(scenario: Scenario) -> None:
+    """Every panel of the dashboard's predicted failures row returns data (All selected) once the
+    prediction alerts fire, and the row reads the probe's success, cause and expiry."""
+    panels = dashboard_rows()[PREDICTED_ROW]
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    for metric in (
+        "apigee_tls_probe_success",
+        "apigee_tls_probe_cause",
+        "apigee_tls_probe_server_certificate_expiry_timestamp_seconds",
+        "BackendWillRejectClientCertificate",
+    ):
+        assert any(metric in e for e in exprs), metric
+    poll(lambda: scenario.firing("BackendWillRejectClientCertificate"), 60, "the prediction")
+    for expr in exprs:
+        query = expr.replace("$org", ".*").replace("$env", ".*")
+        assert "$" not in query, query
+        poll(lambda q=query: scenario.query(q), 20, f"data for {query}")
 
 
 class CountingBackend(PythonBackend):
