@@ -473,7 +473,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(arguments: list[str]) -> int:
     """A demo writer appends realistic MP records to a log; the daemon follows it (demo.py)."""
-    from .demo import generator as demo
+    from .demo import command as demo
 
     _no_created_series()
     parser = argparse.ArgumentParser(

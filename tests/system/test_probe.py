@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import subprocess
+import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -331,3 +334,60 @@ def test_a_scrape_storm_opens_one_connection_to_the_backend(scenario: Scenario) 
         assert len(set(answers)) == 1
         values = {name: value for name, _, value in samples(answers[0].decode())}
         assert values["apigee_tls_probe_success"] == 1
+
+
+def unauthorized_answer(url: str) -> urllib.error.HTTPError:
+    """The HTTP error a GET without credentials gets."""
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(url, timeout=5).close()
+    return caught.value
+
+
+def test_the_demo_shows_a_cause_and_a_prediction_within_a_minute(tmp_path: Path) -> None:
+    """`demo` starts its backend and the management API stand-in (labelled as one): within a
+    minute the first page carries its cause on apigee_tls_alert_firing and the status page, and
+    /probe predicts the rejection of that alias and the acceptance of the other."""
+    proc = subprocess.Popen(
+        [*EXPORTER, "demo", "--listen", "127.0.0.1:0", "--rate", "300", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True).start()
+
+    def printed(prefix: str) -> Optional[str]:
+        return next((line for line in list(lines) if line.startswith(prefix)), None)
+
+    def firing_cause() -> Optional[str]:
+        text = urllib.request.urlopen(metrics, timeout=5).read().decode()
+        causes = [
+            labels["cause"]
+            for name, labels, _ in samples(text)
+            if name == "apigee_tls_alert_firing" and labels.get("cause")
+        ]
+        return causes[0] if causes else None
+
+    try:
+        metrics = poll(lambda: printed("metrics:"), 30, "the metrics URL").split()[1]
+        base = metrics.rsplit("/", 1)[0]
+        mgmt = poll(lambda: printed("mgmt API:"), 10, "the stand-in's URL")
+        assert "STAND-IN" in mgmt and "not Apigee" in mgmt
+        probes = [line.split()[-1] for line in lines if "/probe?" in line]
+        assert len(probes) == 2, lines
+        err = unauthorized_answer(mgmt.split()[2].rstrip(",") + "/organizations/acme")
+        assert err.code == 401 and err.headers["X-Stand-In"] == "apigee-tls-exporter (not Apigee)"
+        assert poll(firing_cause, 60, "the page's cause") == "ca_mismatch"
+        with urllib.request.urlopen(base + "/", timeout=5) as response:
+            assert "ca_mismatch" in response.read().decode()
+        found = []
+        for url in probes:
+            with urllib.request.urlopen(url, timeout=15) as response:
+                text = response.read().decode()
+            success = [v for n, _, v in samples(text) if n == "apigee_tls_probe_success"]
+            causes = [lb["cause"] for n, lb, _ in samples(text) if n == "apigee_tls_probe_cause"]
+            found.append((success, causes))
+        assert found == [([0], ["ca_mismatch"]), ([1], ["accepted"])]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
