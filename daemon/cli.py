@@ -118,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="FILE", help="the daemon's config")
     p.add_argument("--env", required=True, action="append", dest="envs", metavar="ORG/ENV")
     p.add_argument("-o", "--output", metavar="FILE", help="file to replace (default: stdout)")
+    p.add_argument("--target-endpoints", action="store_true", help="also deployed TargetEndpoints")
 
     sub.add_parser(
         "demo", help="run the daemon on a built-in demo log (what `make run` does)", add_help=False

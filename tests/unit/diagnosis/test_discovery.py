@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 import yaml
 from apigee_tls_exporter import cli
-from apigee_tls_exporter.demo.standin import Standin, target_server
+from apigee_tls_exporter.demo.standin import Standin, target_endpoint, target_server
 from apigee_tls_exporter.diagnosis.discovery import SdEndpoint, discover, scope
-from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementClient
+from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementAPIError, ManagementClient
 from helpers.support import free_port
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 PASSWORD = "pa55-w0rd-Secret"
 
@@ -45,13 +47,13 @@ def client_for(standin: Standin, password: str = PASSWORD) -> ManagementClient:
 
 PAYMENTS = {
     "targets": ["payments.internal:443"],
-    "labels": {"org": "acme", "env": "prod", "target_server": "payments", "keystore": "ks",
-               "key_alias": "good", "protocols": "TLSv1.2"},
+    "labels": {"org": "acme", "env": "prod", "target_server": "payments", "target_endpoint": "",
+               "keystore": "ks", "key_alias": "good", "protocols": "TLSv1.2"},
 }  # fmt: skip
 PARTNER = {
     "targets": ["api.partner.example:8443"],
-    "labels": {"org": "acme", "env": "prod", "target_server": "partner", "keystore": "",
-               "key_alias": "", "protocols": ""},
+    "labels": {"org": "acme", "env": "prod", "target_server": "partner", "target_endpoint": "",
+               "keystore": "", "key_alias": "", "protocols": ""},
 }  # fmt: skip
 
 
@@ -151,3 +153,100 @@ def test_targets_fails_in_one_line(
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert "Secret" not in err
     assert out.read_text() == "[]\n"
+
+
+ORDERS = {
+    "targets": ["orders.internal:8443"],
+    "labels": {"org": "acme", "env": "prod", "target_server": "",
+               "target_endpoint": "orders-v2/default", "keystore": "ref://ks-ref",
+               "key_alias": "orders", "protocols": ""},
+}  # fmt: skip
+
+
+def deploy_endpoints(standin: Standin) -> None:
+    """orders-v2 revisions 4 and 5 deployed, both with the same TLS TargetEndpoint; others that
+    give no probe target: a load balancer over TargetServers, plain HTTP, a URL with a variable,
+    and a revision that is not deployed."""
+    orders = target_endpoint(
+        "default", "https://orders.internal:8443/v2", key_store="ref://ks-ref", key_alias="orders"
+    )
+    for rev in ("4", "5"):
+        targets = standin.revision("acme", "orders-v2", rev).targets
+        targets["default"] = orders
+        targets["lb"] = {"name": "lb", "connection": {"connectionType": "httpConnection",
+                         "loadBalancer": {"server": [{"name": "payments"}]}}}  # fmt: skip
+        plain = target_endpoint("plain", "http://plain.internal/x")
+        plain["connection"]["sSLInfo"]["enabled"] = "false"
+        targets["plain"] = plain
+        targets["variable"] = target_endpoint("variable", "https://{backend.host}/x")
+    standin.revision("acme", "orders-v2", "6").targets["default"] = target_endpoint(
+        "default", "https://undeployed.internal/"
+    )
+    standin.env("acme", "prod").deployed["orders-v2"] = ["4", "5"]
+
+
+def test_target_endpoints_with_their_own_tls_url_come_once(standin: Standin) -> None:
+    """With endpoints, a deployed TargetEndpoint with an https URL is one more target, however
+    many revisions hold it; without, only TargetServers."""
+    deploy_endpoints(standin)
+    client = client_for(standin)
+    assert discover(client, [("acme", "prod")]) == [PARTNER, PAYMENTS]
+    assert discover(client, [("acme", "prod")], endpoints=True) == [PARTNER, ORDERS, PAYMENTS]
+
+
+def test_sd_lists_target_endpoints_when_asked(standin: Standin) -> None:
+    """/sd?env=...&target_endpoints=1 adds them."""
+    deploy_endpoints(standin)
+    sd = SdEndpoint(client_for(standin))
+    assert json.loads(sd({"env": ["acme/prod"]}, {})[2]) == [PARTNER, PAYMENTS]
+    found = json.loads(sd({"env": ["acme/prod"], "target_endpoints": ["1"]}, {})[2])
+    assert found == [PARTNER, ORDERS, PAYMENTS]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70000) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+SSL_FIELDS = ("enabled", "clientAuthEnabled", "keyStore", "keyAlias", "protocols")
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "host": JSON, "port": JSON, "sSLInfo": JSON | st.fixed_dictionaries(
+            {}, optional={k: JSON for k in SSL_FIELDS}
+        ),
+    },
+)  # fmt: skip
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(servers=st.lists(FIELDS, max_size=3), urls=st.lists(JSON, max_size=3))
+def test_any_answer_of_the_api_is_a_list_or_a_management_api_error(
+    standin: Standin, servers: list[dict[str, Any]], urls: list[Any]
+) -> None:
+    """Whatever TargetServers and TargetEndpoint connections the API returns, discovery gives
+    well-formed groups (a host and a port in range) or a ManagementAPIError, never a crash."""
+    env = standin.env("acme", "fuzz")
+    env.target_servers = {f"ts{i}": {"name": f"ts{i}", **body} for i, body in enumerate(servers)}
+    targets = standin.revision("acme", "fuzz-api", "1").targets
+    targets.clear()
+    for i, url in enumerate(urls):
+        targets[f"te{i}"] = {
+            "name": f"te{i}",
+            "connection": {"uRL": url, "sSLInfo": {"enabled": "true"}},
+        }
+    env.deployed = {"fuzz-api": ["1"]}
+    try:
+        groups = discover(client_for(standin), [("acme", "fuzz")], endpoints=True)
+    except ManagementAPIError as err:
+        assert err.kind == "bad_response"
+        return
+    for found in groups:
+        [target] = found["targets"]
+        host, port = target.rsplit(":", 1)
+        assert host and 0 < int(port) < 65536
+        assert all(isinstance(v, str) for v in found["labels"].values())
