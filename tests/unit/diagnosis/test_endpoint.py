@@ -3,14 +3,18 @@ management API stand-in (not Apigee)."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import bcrypt
 import pytest
 from apigee_tls_exporter.demo.standin import Standin, chain_info
 from apigee_tls_exporter.diagnosis.decide import CAUSES, Diagnosis
@@ -25,6 +29,7 @@ from apigee_tls_exporter.diagnosis.endpoint import (
     scrape_budget,
 )
 from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementClient
+from apigee_tls_exporter.web.webconfig import WebConfig
 from cryptography import x509
 from helpers.support import samples
 from helpers.tls_backends import Pki, PythonBackend, SilentBackend
@@ -305,3 +310,37 @@ def test_render_reports_every_cause_of_the_vocabulary() -> None:
     body = render(Outcome(None, 1.0, 0.5, "internal"))
     assert value(body, "apigee_tls_probe_success") == 0
     assert value(body, "apigee_tls_probe_error", error="internal") == 1
+
+
+def test_probe_is_served_behind_the_same_auth_as_metrics(
+    start_server: Callable[..., Any], pki: Pki
+) -> None:
+    """Registered as a route of the HTTP server with basic auth: /probe is 401 without
+    credentials, the exposition with them, and 400 for a bad query."""
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    endpoint = ProbeEndpoint(CollectorRegistry(), Prober(None))
+    server = start_server(
+        CollectorRegistry(),
+        web_config=WebConfig(basic_auth_users={"u": hashed}),
+        routes={"/probe": endpoint},
+    )
+
+    def get(path: str, authorization: Optional[str]) -> tuple[int, str, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            headers = {"Authorization": authorization} if authorization else {}
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.getheader("Content-Type") or "", response.read()
+        finally:
+            connection.close()
+
+    good = "Basic " + base64.b64encode(b"u:pw").decode()
+    with PythonBackend(pki, "1.2", require=False) as backend:
+        path = "/probe?" + urllib.parse.urlencode({"target": backend.target})
+        assert get(path, None)[0] == 401
+        status, content_type, body = get(path, good)
+    assert (status, content_type) == (200, "text/plain; version=0.0.4; charset=utf-8")
+    assert value(body, "apigee_tls_probe_success") == 1
+    assert get("/probe?target=nohost", good)[0] == 400
+    endpoint.close()
