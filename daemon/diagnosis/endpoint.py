@@ -46,6 +46,7 @@ log = structlog.get_logger()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_TIMEOUT = 10.0  # seconds, when Prometheus sends no scrape timeout
 TIMEOUT_OFFSET = 0.5  # seconds kept for answering, as blackbox_exporter's timeout_offset
+MAX_RESULTS = 10_000  # results kept at most (each well under a kilobyte)
 OUTCOMES = ("probed", "cached", "joined", "timeout", "busy", "bad_request")
 
 
@@ -374,6 +375,8 @@ class ProbeEndpoint:
             log.error("probe failed", target=request.target, error=type(exc).__name__)
         outcome = Outcome(diagnosis, wall, self._clock() - started, error)
         with self._lock:
+            if len(self._results) >= MAX_RESULTS:  # many distinct requests: forget the oldest
+                del self._results[min(self._results, key=lambda k: self._results[k][0])]
             self._results[request] = (self._clock(), outcome)
             self._running.pop(request, None)
         if diagnosis is not None:

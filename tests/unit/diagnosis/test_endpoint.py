@@ -344,3 +344,23 @@ def test_probe_is_served_behind_the_same_auth_as_metrics(
     assert value(body, "apigee_tls_probe_success") == 1
     assert get("/probe?target=nohost", good)[0] == 400
     endpoint.close()
+
+
+def test_the_cache_keeps_a_bounded_number_of_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_RESULTS distinct requests within the cache period, the oldest result is
+    forgotten (probed again when asked), the newer ones are still answered from the cache."""
+    from apigee_tls_exporter.diagnosis import endpoint as module
+
+    monkeypatch.setattr(module, "MAX_RESULTS", 2)
+    clock, asked = Clock(), []
+
+    def probe(request: ProbeRequest, budget: float) -> Diagnosis:
+        asked.append(request.target)
+        return _unreachable(request)
+
+    endpoint = ProbeEndpoint(CollectorRegistry(), probe, clock=clock)
+    for target in ("a:1", "b:1", "c:1", "b:1", "c:1", "a:1"):
+        clock.now += 1
+        endpoint(probe_params(target), {})
+    assert asked == ["a:1", "b:1", "c:1", "a:1"]
+    endpoint.close()
