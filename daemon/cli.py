@@ -122,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     # A stub for the command list: its options (and pyOpenSSL) are loaded only when it runs.
 
+    p = sub.add_parser("targets", help="write Prometheus file_sd targets for /probe")
+    p.add_argument("--config", required=True, metavar="FILE", help="the daemon's config")
+    p.add_argument("--env", required=True, action="append", dest="envs", metavar="ORG/ENV")
+    p.add_argument("-o", "--output", metavar="FILE", help="file to replace (default: stdout)")
+    p.add_argument("--target-endpoints", action="store_true", help="also deployed TargetEndpoints")
+
     sub.add_parser(
         "demo", help="run the daemon on a built-in demo log (what `make run` does)", add_help=False
     )  # a stub like diagnose's: the demo's generator is loaded only when it runs
@@ -146,6 +152,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _check_config(args.file)
         if args.command == "run":
             return _run(args)
+        if args.command == "targets":
+            from .diagnosis import discovery
+
+            return discovery.command(args)
     except UsageError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
@@ -549,7 +559,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(arguments: list[str]) -> int:
     """A demo writer appends realistic MP records to a log; the daemon follows it (demo.py)."""
-    from .demo import generator as demo
+    from .demo import command as demo
 
     _no_created_series()
     parser = argparse.ArgumentParser(

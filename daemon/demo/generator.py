@@ -1,6 +1,7 @@
 """A realistic Message Processor ``system.log`` generator that knows its own truth.
 
-Used by ``make run`` (the demo writer), by the benchmark and by the tests. The text follows
+Used by the ``demo`` command (``command.py``: the demo writer), by the benchmark and by the tests;
+it imports nothing of the daemon. The text follows
 ``mp-log-format.md``: ordinary traffic of several threads, with and without the
 ``org: env: api: rev: messageid:`` block (two spaces after the timestamp, sometimes, when it is
 absent), stack traces whose lines carry no timestamp, and southbound TLS handshake failures of every
@@ -17,9 +18,7 @@ whenever no failure is open (:attr:`LogGenerator.open_failures` is 0), which :me
 
 from __future__ import annotations
 
-import argparse
 import collections
-import contextlib
 import datetime as dt
 import os
 import random
@@ -902,107 +901,3 @@ class DemoWriter:
         while not self._stopping.is_set():
             self.write_due()
             self._sleep(self._interval)
-
-
-# --- the `demo` command (what `make run` starts) ------------------------------------------------
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """The options of ``apigee-tls-exporter demo``."""
-    parser.add_argument(
-        "--listen",
-        default="127.0.0.1:9847",
-        metavar="HOST:PORT",
-        help="where to serve /metrics (default 127.0.0.1:9847; port 0 picks a free one)",
-    )
-    parser.add_argument("--rate", type=float, default=50.0, help="demo log lines per second")
-    parser.add_argument(
-        "--burst",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="length of each burst of failures, and of the alert windows (default 60)",
-    )
-    parser.add_argument(
-        "--pause",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="time without failures between two bursts (default 120)",
-    )
-    parser.add_argument(
-        "--dir",
-        metavar="DIR",
-        help="where the demo log and state go (default: a new directory under the system's "
-        "temporary directory); kept after exit",
-    )
-
-
-def command(args: argparse.Namespace) -> int:
-    """A writer appends realistic MP records, failures in bursts, to a log in a directory kept
-    after exit; the daemon follows it with alert windows as long as a burst, so each alert fires
-    during its burst and resolves after it. The URL is printed once the daemon listens.
-    Raises ValueError for bad options or an address it cannot listen on."""
-    import tempfile
-
-    from ..config import ConfigError, parse_listen, validate
-    from ..log import configure_logging
-    from ..run.app import Service
-    from ..run.notify import Notifier
-
-    if args.rate <= 0 or args.burst <= 0 or args.pause < 0:
-        raise ValueError("--rate and --burst must be positive, --pause not negative")
-    if args.dir:
-        os.makedirs(args.dir, exist_ok=True)
-    workdir = os.path.abspath(args.dir or tempfile.mkdtemp(prefix="apigee-tls-demo-"))
-    log_path = os.path.join(workdir, "system.log")
-    try:
-        config = validate(
-            {
-                "logs": [{"path": log_path}],
-                "listen": args.listen,
-                "from_beginning": True,
-                "state_file": os.path.join(workdir, "state.json"),
-                "alerts": demo_alerts(args.burst),
-            }
-        )
-    except ConfigError as err:
-        raise ValueError(err.problems[0]) from None
-    host = parse_listen(config.listen)[0] or "127.0.0.1"
-    open(log_path, "a").close()  # the daemon finds it at once, not "waiting for log file"
-    configure_logging("warning")  # start-up is quiet: the URL comes first, then "info" lines
-    bursts = Bursts(args.burst, args.pause, start=time.time())
-    writer = DemoWriter(log_path, rate=args.rate, failure_fraction=0.02, bursts=bursts)
-    service: Optional[Service] = None
-
-    class Announce(Notifier):
-        """Prints where to look once the daemon listens and follows the log (its READY)."""
-
-        announced = False
-
-        def ready(self, status: Optional[str] = None) -> bool:
-            if not self.announced and service is not None:
-                self.announced = True
-                configure_logging("info")  # from now on: alerts firing and resolving
-                server = service.server
-                period = args.burst + args.pause
-                print(f"metrics:   {server.scheme}://{host}:{server.port}/metrics", flush=True)
-                print(
-                    f"alerts:    apigee_tls_alert_firing there: a {args.burst:g} s burst of "
-                    f"failures every {period:g} s, each alert resolves {args.burst:g} s after it",
-                )
-                print(f"demo log:  {log_path} ({args.rate:g} lines/s)")
-                print(f"kept:      {workdir} stays after exit (rm -rf it when done)")
-                print("stop with Ctrl-C", flush=True)
-            return super().ready(status)
-
-    writer.start()
-    try:
-        service = Service(lambda: config, notifier=Announce())
-        return service.run()
-    except OSError as err:
-        raise ValueError(f"cannot listen on {config.listen}: {err.strerror or err}") from None
-    finally:
-        writer.stop()
-        with contextlib.suppress(BrokenPipeError):  # stdout may be gone (a closed pipe)
-            print(f"demo files kept in {workdir}", flush=True)

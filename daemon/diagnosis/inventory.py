@@ -374,23 +374,28 @@ def _secret(file: Optional[str], env: Optional[str], what: str) -> Optional[str]
         raise ValueError(f"diagnosis.{what}_{'file' if file else 'env'}: {err}") from None
 
 
-def from_config(
-    config: DiagnosisConfig, registry: CollectorRegistry, *, clock: Clock = time.time
-) -> tuple[DiagnosisWorker, KeystoreInventory]:
-    """The worker and the inventory ``diagnosis:`` asks for; ValueError when it cannot be met."""
+def client_from_config(config: DiagnosisConfig) -> ManagementClient:
+    """The management API client ``diagnosis:`` describes; ValueError when it cannot be made."""
     assert config.management_url is not None  # the config model requires it when enabled
     credentials = Credentials(
         username=config.username,
         password=_secret(config.password_file, config.password_env, "password"),
         token=_secret(config.token_file, config.token_env, "token"),
     )
-    client = ManagementClient(
+    return ManagementClient(
         config.management_url,
         credentials,
         verify=not config.insecure_skip_verify,
         ca_file=config.ca_file,
         timeout=config.timeout,
     )
+
+
+def from_config(
+    config: DiagnosisConfig, registry: CollectorRegistry, *, clock: Clock = time.time
+) -> tuple[DiagnosisWorker, KeystoreInventory]:
+    """The worker and the inventory ``diagnosis:`` asks for; ValueError when it cannot be met."""
+    client = client_from_config(config)
     diagnoser = ApiDiagnoser(
         client,
         overrides={

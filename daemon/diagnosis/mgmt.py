@@ -9,6 +9,10 @@ Only the read-only endpoints the bad_certificate playbook uses (shapes in
     GET {base}/organizations/{org}/environments/{env}/keystores/{ks}/certs/{cert}
     GET {base}/organizations/{org}/environments/{env}/keystores/{ks}/aliases
     GET {base}/organizations/{org}/environments/{env}/keystores/{ks}/aliases/{alias}
+    GET {base}/organizations/{org}/environments/{env}/deployments
+    GET {base}/organizations/{org}/apis/{api}/revisions/{rev}/targets
+    GET {base}/organizations/{org}/apis/{api}/revisions/{rev}/targets/{name}
+    GET {base}/organizations/{org}/environments/{env}/targetservers
     GET {base}/organizations/{org}/environments/{env}/targetservers/{name}
 
 ``base`` is the URL up to and including ``/v1`` (Private Cloud: ``http://MS_HOST:8080/v1``).
@@ -126,6 +130,22 @@ class TargetServerSSL:
     trust_store: str
     protocols: tuple[str, ...] = ()  # empty: the MP's JVM defaults
     ciphers: tuple[str, ...] = ()  # Java (IANA) cipher suite names; empty: the JVM defaults
+
+
+@dataclass(frozen=True)
+class TargetEndpointSSL:
+    """A TargetEndpoint of a deployed revision with its own ``<URL>`` and ``<SSLInfo>``."""
+
+    api: str
+    revision: str
+    name: str
+    host: str
+    port: int
+    enabled: bool
+    client_auth_enabled: bool
+    key_store: str
+    key_alias: str
+    protocols: tuple[str, ...] = ()
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -330,6 +350,10 @@ class ManagementClient:
             )
         return parse_cert_info(info.get("certInfo", []), f"GET {self.base_url}{path}")
 
+    def list_target_servers(self, org: str, env: str) -> list[str]:
+        """The TargetServer names of an environment."""
+        return self._string_list(f"{self._env(org, env)}/targetservers")
+
     def get_target_server(self, org: str, env: str, name: str) -> TargetServerSSL:
         """A TargetServer with its ``sSLInfo``."""
         path = f"{self._env(org, env)}/targetservers/{urllib.parse.quote(name, safe='')}"
@@ -346,18 +370,75 @@ class ManagementClient:
                 f"GET {self.base_url}{path}: 'port' is not a number", "bad_response"
             ) from None
 
-        def flag(value: Any) -> bool:
-            return str(value).lower() == "true"
-
         return TargetServerSSL(
             name=str(data.get("name", name)),
             host=str(data.get("host", "")),
             port=port,
-            enabled=flag(ssl_info.get("enabled")),
-            client_auth_enabled=flag(ssl_info.get("clientAuthEnabled")),
+            enabled=_flag(ssl_info.get("enabled")),
+            client_auth_enabled=_flag(ssl_info.get("clientAuthEnabled")),
             key_store=str(ssl_info.get("keyStore") or ""),
             key_alias=str(ssl_info.get("keyAlias") or ""),
             trust_store=str(ssl_info.get("trustStore") or ""),
             protocols=_strings(ssl_info.get("protocols")),
             ciphers=_strings(ssl_info.get("ciphers")),
         )
+
+    def deployed_revisions(self, org: str, env: str) -> list[tuple[str, str]]:
+        """``(api, revision)`` of every API proxy revision deployed in the environment."""
+        path = f"{self._env(org, env)}/deployments"
+        proxies = self._object(path).get("aPIProxy") or []
+        if not isinstance(proxies, list):
+            raise ManagementAPIError(
+                f"GET {self.base_url}{path}: 'aPIProxy' is not a list", "bad_response"
+            )
+        found = []
+        for proxy in proxies:
+            if not isinstance(proxy, dict):
+                continue
+            for rev in proxy.get("revision") or []:
+                if isinstance(rev, dict) and rev.get("state", "deployed") == "deployed":
+                    found.append((str(proxy.get("name", "")), str(rev.get("name", ""))))
+        return [f for f in found if all(f)]
+
+    def _rev(self, org: str, api: str, rev: str) -> str:
+        q = urllib.parse.quote
+        org_api = f"/organizations/{q(org, safe='')}/apis/{q(api, safe='')}"
+        return f"{org_api}/revisions/{q(rev, safe='')}"
+
+    def list_target_endpoints(self, org: str, api: str, rev: str) -> list[str]:
+        """The TargetEndpoint names of a proxy revision."""
+        return self._string_list(f"{self._rev(org, api, rev)}/targets")
+
+    def get_target_endpoint(
+        self, org: str, api: str, rev: str, name: str
+    ) -> Optional[TargetEndpointSSL]:
+        """A TargetEndpoint with its URL's host and port, or None when it has no plain
+        ``<URL>`` (it uses TargetServers, a local target or a variable in the URL)."""
+        path = f"{self._rev(org, api, rev)}/targets/{urllib.parse.quote(name, safe='')}"
+        connection = self._object(path).get("connection")
+        if not isinstance(connection, dict) or not isinstance(connection.get("uRL"), str):
+            return None
+        ssl_info = connection.get("sSLInfo") or {}
+        try:
+            url = urllib.parse.urlsplit(connection["uRL"].strip())
+            host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:
+            return None
+        if not host or not isinstance(ssl_info, dict) or "{" in connection["uRL"]:
+            return None
+        return TargetEndpointSSL(
+            api=api,
+            revision=rev,
+            name=name,
+            host=host,
+            port=port,
+            enabled=_flag(ssl_info.get("enabled")) or url.scheme == "https",
+            client_auth_enabled=_flag(ssl_info.get("clientAuthEnabled")),
+            key_store=str(ssl_info.get("keyStore") or ""),
+            key_alias=str(ssl_info.get("keyAlias") or ""),
+            protocols=_strings(ssl_info.get("protocols")),
+        )
+
+
+def _flag(value: Any) -> bool:
+    return str(value).lower() == "true"

@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..config import Config, ConfigError, LogConfig, parse_listen
-from ..diagnosis import inventory
+from ..diagnosis import endpoint, inventory
 from ..diagnosis.inventory import DiagnosisWorker, KeystoreInventory
 from ..follow.follower import Follower
 from ..follow.watch import Watcher
@@ -384,6 +384,10 @@ class Service:
         self.phase = RESTORING  # -> OPENING -> READY: /-/ready and /metrics follow it
         self.registry.register(_ReloadCollector(self))
         self.daemon = Daemon(self.config, self.registry)
+        try:
+            self.probe, self.routes = endpoint.from_config(self.config.diagnosis, self.registry)
+        except ValueError as err:
+            raise ConfigError("diagnosis", [str(err)]) from None
         self.stop = threading.Event()
         self.wake = threading.Event()
         self._reload = threading.Event()
@@ -405,7 +409,13 @@ class Service:
         web_config = load_web_config(self.config.web_config) if self.config.web_config else None
         host, port = parse_listen(self.config.listen)
         server, server_thread = serve(
-            self.registry, host, port, web_config, phase=lambda: self.phase, status=self.status
+            self.registry,
+            host,
+            port,
+            web_config,
+            phase=lambda: self.phase,
+            status=self.status,
+            routes=self.routes,
         )
         self.server = server
         self.daemon.restore()
@@ -453,6 +463,7 @@ class Service:
             watcher.close()
             self.daemon.save_checkpoint()
             self.daemon.close()
+            self.probe.close()
             server.shutdown()
             server.server_close()
             server_thread.join(timeout=5)

@@ -36,6 +36,22 @@ ALERTMANAGER_YML = REPO / "config" / "alertmanager" / "apigee-tls.example.yml"
 DASHBOARD = REPO / "config" / "grafana" / "apigee-tls-dashboard.json"
 
 
+PREDICTED_ROW = "Predicted failures (/probe)"  # its panels need the apigee-tls-probe job's data
+
+
+def dashboard_rows() -> dict[str, list[dict[str, Any]]]:
+    """The dashboard's panels (rows left out) under the title of the row above them."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    title = ""
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        if panel["type"] == "row":
+            title = panel["title"]
+            rows[title] = []
+        else:
+            rows.setdefault(title, []).append(panel)
+    return rows
+
+
 def binary(*names: str) -> str:
     """The first of ``names`` found on PATH or in /usr/bin; fails the test (never skips)."""
     for name in names:

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import pytest
 from apigee_tls_exporter import diagnosis
+from apigee_tls_exporter.demo.standin import Standin, chain_info, target_server
 from apigee_tls_exporter.diagnosis import (
     ClientIdentity,
     Diagnosis,
@@ -27,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from helpers import jsse
-from helpers.mgmt_standin import Standin, chain_info, target_server
 from helpers.tls_backends import (
     SNI_NAME,
     VERSIONS,

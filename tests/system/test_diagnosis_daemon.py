@@ -1,7 +1,7 @@
 """The daemon end to end with diagnosis: an alert for a target makes the daemon diagnose it.
 
-The Edge management API is the local stand-in of ``mgmt_standin`` (the one component that cannot
-run here); the backends are real TLS servers (a Python ssl server, nginx).
+The Edge management API is the local stand-in of ``apigee_tls_exporter.demo.standin`` (the one
+component that cannot run here); the backends are real TLS servers (a Python ssl server, nginx).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from apigee_tls_exporter.demo.standin import Standin, chain_info
 from helpers import records
-from helpers.mgmt_standin import Standin, chain_info
 from helpers.support import Daemon, samples, wait_for
 from helpers.tls_backends import Nginx, NginxSite, Pki, PythonBackend
 

@@ -21,18 +21,20 @@ from typing import Any
 
 import pytest
 import yaml
+from apigee_tls_exporter.demo.standin import Standin, chain_info
 from helpers import records
 from helpers.markdown import heading_anchors
-from helpers.mgmt_standin import Standin, chain_info
 from helpers.stack import (
     ALERTMANAGER_YML,
     DASHBOARD,
+    PREDICTED_ROW,
     PROMETHEUS_YML,
     REPO,
     RULES,
     RULES_TEST,
     Stack,
     binary,
+    dashboard_rows,
     get_json,
     poll,
 )
@@ -502,9 +504,13 @@ def test_a_warning_reaches_the_warning_receiver(scenario: Scenario) -> None:
 
 def test_every_dashboard_expression_returns_data(scenario: Scenario) -> None:
     """Every panel expression (All selected) returns data from the real Prometheus once failures
-    were ingested, and every variable query finds values."""
+    were ingested, and every variable query finds values (the predicted failures' row needs
+    /probe targets: test_probe.py runs it)."""
     stack = scenario.stack
+    predicted = {p["id"] for p in dashboard_rows()[PREDICTED_ROW]}
     for panel in panels():
+        if panel["id"] in predicted:
+            continue
         for target in panel["targets"]:
             expr = substitute(target["expr"])
             poll(lambda e=expr: stack.query(e), 20, f"data for {panel['title']!r}: {expr}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from apigee_tls_exporter.demo.standin import Standin, chain_info, target_server
 from apigee_tls_exporter.diagnosis import Diagnosis, Evaluation, ProbeResult, TlsSettings
 from apigee_tls_exporter.diagnosis.inventory import (
     ApiDiagnoser,
@@ -18,7 +19,6 @@ from apigee_tls_exporter.diagnosis.inventory import (
     TargetOverride,
 )
 from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementClient
-from helpers.mgmt_standin import Standin, chain_info, target_server
 from helpers.tls_backends import Pki, PythonBackend
 from prometheus_client import CollectorRegistry
 

@@ -1,8 +1,9 @@
-"""mgmt: the management API client against the local stand-in (not Apigee; see mgmt_standin)."""
+"""mgmt: the management API client against the local stand-in (not Apigee; see demo/standin.py)."""
 
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Optional
 
 import pytest
 import trustme
+from apigee_tls_exporter.demo.standin import Standin, chain_info, target_server
 from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementAPIError, ManagementClient
-from helpers.mgmt_standin import Standin, chain_info, target_server
 from helpers.tls_backends import Pki, SilentBackend, free_port
 
 PASSWORD = "pa55-w0rd-Secret"
@@ -159,7 +160,9 @@ def test_https_is_verified_by_default(tmp_path: Path) -> None:
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(ca.cert_pem.bytes())
-    with Standin(tls_ca=ca, password=PASSWORD) as s:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(tls)
+    with Standin(tls=tls, password=PASSWORD) as s:
         s.env("acme", "prod").keystores["ks"] = {}
         with pytest.raises(ManagementAPIError) as caught:
             client_for(s).list_keystores("acme", "prod")

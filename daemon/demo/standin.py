@@ -1,10 +1,12 @@
-"""A local stand-in for the Apigee Edge management API (read-only keystore endpoints).
+"""A local STAND-IN for the Apigee Edge management API (read-only), for the tests and the demo.
 
 This is NOT Apigee: it answers the endpoints and JSON shapes documented in
 ``shared/reference/mp-log-format.md`` so that the diagnose and inventory code can be tested without
 a Management Server. It checks Basic auth or a bearer token (401 otherwise), answers 404 for unknown
 names and can serve broken JSON on purpose. It listens on 127.0.0.1 only, over HTTP or (with
-``tls_ca``) HTTPS. The shapes, under ``/v1/organizations/{org}/environments/{env}``::
+``tls``, a server ``ssl.SSLContext``) HTTPS. Every answer carries the header
+``X-Stand-In: apigee-tls-exporter (not Apigee)``. The shapes, under
+``/v1/organizations/{org}/environments/{env}``::
 
     GET references/{ref}            {"name", "refers", "resourceType": "KeyStore"}
     GET keystores                   ["name", ...]
@@ -13,10 +15,19 @@ names and can serve broken JSON on purpose. It listens on 127.0.0.1 only, over H
     GET keystores/{ks}/aliases      ["alias", ...]
     GET keystores/{ks}/aliases/{a}  {"alias", "certsInfo": {"certInfo": [...], "certName"},
                                      "keyName"}
+    GET deployments                 {"name": env, "aPIProxy": [{"name": api, "revision":
+                                     [{"name": rev, "state": "deployed"}]}]}
+    GET targetservers               ["name", ...]
     GET targetservers/{name}        {"name", "host", "port", "isEnabled",
                                      "sSLInfo": {"enabled", "clientAuthEnabled", "keyStore",
                                                  "keyAlias", "trustStore", "protocols": [...],
                                                  "ciphers": [...]}}
+
+and, under ``/v1/organizations/{org}/apis/{api}/revisions/{rev}``, the TargetEndpoints::
+
+    GET targets                     ["name", ...]
+    GET targets/{name}              {"name", "connection": {"connectionType": "httpConnection",
+                                     "uRL", "sSLInfo": {...as a TargetServer's}}}
 
 ``certInfo`` entries are ``cert_info()``'s (Java-style names, dates in epoch milliseconds);
 ``target_server()`` builds the TargetServer object, ``sSLInfo`` strings as Edge writes them
@@ -34,8 +45,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import unquote
 
-import trustme
 from cryptography import x509
+
+STAND_IN = "apigee-tls-exporter (not Apigee)"
 
 
 def java_name(name: x509.Name) -> str:
@@ -76,6 +88,26 @@ def chain_info(pem: bytes) -> list[dict[str, Any]]:
     return [cert_info(c) for c in x509.load_pem_x509_certificates(pem)]
 
 
+def target_endpoint(
+    name: str,
+    url: str,
+    *,
+    key_store: str = "",
+    key_alias: str = "",
+    protocols: Optional[list[str]] = None,
+    client_auth: bool = True,
+) -> dict[str, Any]:
+    """A TargetEndpoint with an inline ``<SSLInfo>`` (``url``: its ``<URL>``)."""
+    ssl_info = target_server(
+        name, "", 0, key_store=key_store, key_alias=key_alias, protocols=protocols,
+        client_auth=client_auth,
+    )["sSLInfo"]  # fmt: skip
+    return {
+        "name": name,
+        "connection": {"connectionType": "httpConnection", "uRL": url, "sSLInfo": ssl_info},
+    }
+
+
 def target_server(
     name: str,
     host: str,
@@ -113,6 +145,14 @@ class Env:
     keystores: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     references: dict[str, str] = field(default_factory=dict)
     target_servers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deployed: dict[str, list[str]] = field(default_factory=dict)  # api -> revisions
+
+
+@dataclass
+class Revision:
+    """One API proxy revision of an org: its TargetEndpoints by name."""
+
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Standin:
@@ -124,10 +164,11 @@ class Standin:
         username: str = "admin",
         password: str = "pa55-w0rd-Secret",
         token: Optional[str] = None,
-        tls_ca: Optional[trustme.CA] = None,
+        tls: Optional[ssl.SSLContext] = None,
     ) -> None:
         self.username, self.password, self.token = username, password, token
         self.envs: dict[tuple[str, str], Env] = {}
+        self.revisions: dict[tuple[str, str, str], Revision] = {}  # (org, api, rev)
         self.broken_json: set[str] = set()  # paths answered with invalid JSON
         self.requests: list[str] = []
         standin = self
@@ -153,16 +194,15 @@ class Standin:
             def _raw(self, status: int, data: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("X-Stand-In", STAND_IN)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.scheme = "http"
-        if tls_ca is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
             self.scheme = "https"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
@@ -174,6 +214,10 @@ class Standin:
     def env(self, org: str, env: str) -> Env:
         """The data of one org/env, created empty on first use."""
         return self.envs.setdefault((org, env), Env())
+
+    def revision(self, org: str, api: str, rev: str) -> Revision:
+        """One API proxy revision, created empty on first use."""
+        return self.revisions.setdefault((org, api, rev), Revision())
 
     def __enter__(self) -> Standin:
         self._thread.start()
@@ -197,6 +241,8 @@ class Standin:
         """Route a GET path to ``(status, JSON body)``."""
         parts = [unquote(p) for p in path.split("?")[0].strip("/").split("/")]
         not_found = (404, {"code": "not found", "message": path})
+        if parts[:2] == ["v1", "organizations"] and len(parts) >= 8 and parts[3] == "apis":
+            return self._proxy_answer(parts[2], parts[4:], not_found)
         if parts[:2] != ["v1", "organizations"] or len(parts) < 5 or parts[3] != "environments":
             return not_found
         org, env_name, rest = parts[2], parts[4], parts[5:]
@@ -210,6 +256,16 @@ class Standin:
                 "refers": data.references[args[0]],
                 "resourceType": "KeyStore",
             }
+        if kind == "deployments" and not args:
+            return 200, {
+                "name": env_name,
+                "aPIProxy": [
+                    {"name": api, "revision": [{"name": r, "state": "deployed"} for r in revs]}
+                    for api, revs in sorted(data.deployed.items())
+                ],
+            }
+        if kind == "targetservers" and not args:
+            return 200, sorted(data.target_servers)
         if kind == "targetservers" and len(args) == 1 and args[0] in data.target_servers:
             return 200, data.target_servers[args[0]]
         if kind != "keystores":
@@ -224,7 +280,7 @@ class Standin:
         if args[1:] == ["aliases"]:
             return 200, sorted(store)
         if len(args) == 3 and args[1] == "certs":
-            alias = args[2][: -len("-cert")] if args[2].endswith("-cert") else None
+            alias = args[2][: -len("-cert")] if args[2].endswith("-cert") else ""
             if store.get(alias):
                 return 200, {"certName": args[2], "certInfo": store[alias]}
         if len(args) == 3 and args[1] == "aliases" and args[2] in store:
@@ -234,4 +290,19 @@ class Standin:
                 "certsInfo": {"certInfo": chain, "certName": f"{args[2]}-cert"},
                 "keyName": f"{args[2]}-key",
             }
+        return not_found
+
+    def _proxy_answer(
+        self, org: str, rest: list[str], not_found: tuple[int, Any]
+    ) -> tuple[int, Any]:
+        """``apis/{api}/revisions/{rev}/targets[/{name}]`` (``rest`` starts at the api)."""
+        if len(rest) < 4 or rest[1] != "revisions" or rest[3] != "targets":
+            return not_found
+        revision = self.revisions.get((org, rest[0], rest[2]))
+        if revision is None:
+            return not_found
+        if len(rest) == 4:
+            return 200, sorted(revision.targets)
+        if len(rest) == 5 and rest[4] in revision.targets:
+            return 200, revision.targets[rest[4]]
         return not_found
