@@ -15,6 +15,7 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from . import __version__
+from .errors import UsageError
 from .records.pipeline import timezone_of
 from .scan.plan import ScanResult, default_jobs, scan
 from .state.counts import FAILURE_LABELS
@@ -26,10 +27,6 @@ if TYPE_CHECKING:
 # so that `scan` starts fast.
 
 PROG = "apigee-tls-exporter"
-
-
-class UsageError(Exception):
-    """Bad arguments or input: one line on stderr, exit 2."""
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ in one call, for every failure the exporter counts, one module per part:
 
 from __future__ import annotations
 
+from ..errors import UsageError
 from . import probe
 from .command import command, configure_parser, identity_from_args
 from .decide import (
@@ -40,7 +41,6 @@ from .decide import (
 from .identity import (
     CertSummary,
     ClientIdentity,
-    UsageError,
     dn_key,
     format_name,
     identity_from_management,

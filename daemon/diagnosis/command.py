@@ -15,10 +15,10 @@ from typing import Optional
 
 from cryptography import x509
 
+from ..errors import UsageError
 from .decide import Clock, run_diagnosis
 from .identity import (
     ClientIdentity,
-    UsageError,
     identity_from_management,
     identity_from_target_server,
     load_pem_identity,

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..errors import UsageError
 from .mgmt import ApiCertificate, ManagementAPIError, ManagementClient, TargetServerSSL, strip_ref
 
 SigningKey = Union[
@@ -27,10 +28,6 @@ SigningKey = Union[
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
 ]
-
-
-class UsageError(ValueError):
-    """Bad arguments or unreadable input files: exit code 2 with a one-line message."""
 
 
 # -- distinguished names ------------------------------------------------------------------------
