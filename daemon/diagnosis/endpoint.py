@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ..config import DiagnosisConfig
+from ..state import families
 from .decide import CAUSES, Diagnosis, run_diagnosis
 from .discovery import SdEndpoint
 from .identity import ClientIdentity, identity_from_management
@@ -203,76 +204,37 @@ class _Exposition(Collector):
         out, diagnosis = self._outcome, self._outcome.diagnosis
         cause = prediction(diagnosis) if diagnosis is not None else None
         ok = diagnosis is not None and cause is not None and succeeded(diagnosis, cause)
-        yield GaugeMetricFamily(
-            "apigee_tls_probe_success",
-            "Whether the MP's handshake with this backend would succeed (see /probe docs).",
-            value=1 if ok and not self._timed_out else 0,
-        )
-        yield GaugeMetricFamily(
-            "apigee_tls_probe_timed_out",
-            "1 when the probe did not finish within the scrape timeout.",
-            value=1 if self._timed_out else 0,
-        )
-        yield GaugeMetricFamily(
-            "apigee_tls_probe_duration_seconds", "How long the probe took.", value=out.duration
-        )
-        yield GaugeMetricFamily(
-            "apigee_tls_probe_checked_timestamp_seconds",
-            "When the probe ran (results are shared by the scrapes of one cache period).",
-            value=out.checked_at,
-        )
-        errors = GaugeMetricFamily(
-            "apigee_tls_probe_error",
-            "1 for what kept the probe from deciding (the management API failed, or a bug).",
-            labels=["error"],
-        )
+        yield families.PROBE_SUCCESS.new(value=1 if ok and (not self._timed_out) else 0)
+        yield families.PROBE_TIMED_OUT.new(value=1 if self._timed_out else 0)
+        yield families.PROBE_DURATION_SECONDS.new(value=out.duration)
+        yield families.PROBE_CHECKED_TIMESTAMP_SECONDS.new(value=out.checked_at)
+        errors = families.PROBE_ERROR.new()
         if out.error:
             errors.add_metric([out.error], 1)
         yield errors
         if diagnosis is None or cause is None or self._timed_out:
             return
-        family = GaugeMetricFamily(
-            "apigee_tls_probe_cause",
-            "The cause diagnose decides (value is always 1).",
-            labels=["cause"],
-        )
+        family = families.PROBE_CAUSE.new()
         family.add_metric([cause if cause in CAUSES else "unknown"], 1)
         yield family
         sends = diagnosis.evaluation.java_sends
         if sends is not None:
-            yield GaugeMetricFamily(
-                "apigee_tls_probe_java_sends_certificate",
-                "Whether Java's key manager would send the client certificate for the CA names "
-                "the backend accepts.",
-                value=1 if sends else 0,
-            )
+            yield families.PROBE_JAVA_SENDS_CERTIFICATE.new(value=1 if sends else 0)
         requested = diagnosis.certificate_requested
         if requested is not None:
-            yield GaugeMetricFamily(
-                "apigee_tls_probe_certificate_requested",
-                "Whether the backend asks for a client certificate.",
-                value=1 if requested else 0,
-            )
+            yield families.PROBE_CERTIFICATE_REQUESTED.new(value=1 if requested else 0)
         server = diagnosis.server_chain
         if server and server[0].not_after is not None:
-            yield GaugeMetricFamily(
-                "apigee_tls_probe_server_certificate_expiry_timestamp_seconds",
-                "Expiry (notAfter) of the backend's certificate.",
-                value=server[0].not_after,
+            yield families.PROBE_SERVER_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS.new(
+                value=server[0].not_after
             )
         leaf = diagnosis.client_certificate
         if leaf is not None and leaf.not_after is not None:
-            yield GaugeMetricFamily(
-                "apigee_tls_probe_client_certificate_expiry_timestamp_seconds",
-                "Expiry (notAfter) of the client certificate of the key alias.",
-                value=leaf.not_after,
+            yield families.PROBE_CLIENT_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS.new(
+                value=leaf.not_after
             )
         if diagnosis.tls_version:
-            version = GaugeMetricFamily(
-                "apigee_tls_probe_tls_version_info",
-                "The TLS version the backend negotiated with the MP's settings (value 1).",
-                labels=["version"],
-            )
+            version = families.PROBE_TLS_VERSION_INFO.new()
             version.add_metric([diagnosis.tls_version], 1)
             yield version
 
@@ -315,12 +277,7 @@ class ProbeEndpoint:
         self._lock = threading.Lock()
         self._results: dict[ProbeRequest, tuple[float, Outcome]] = {}  # (monotonic, outcome)
         self._running: dict[ProbeRequest, Future[Outcome]] = {}
-        self.requests = Counter(
-            "apigee_tls_probe_requests",
-            "/probe requests, by outcome (probed, cached, joined, timeout, busy, bad_request).",
-            ["outcome"],
-            registry=registry,
-        )
+        self.requests = families.PROBE_REQUESTS.counter(registry)
         for outcome in OUTCOMES:
             self.requests.labels(outcome)
 

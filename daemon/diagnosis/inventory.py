@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from ..config import DiagnosisConfig
+from ..state import families
 from .decide import CAUSES, Diagnosis, run_diagnosis
 from .identity import ClientIdentity, identity_from_management, identity_from_target_server
 from .mgmt import ERROR_KINDS, Credentials, ManagementAPIError, ManagementClient, read_secret
@@ -53,26 +54,11 @@ class KeystoreInventory:
         self._clock = clock
         self._series: dict[tuple[str, str, str], set[tuple[str, str, str, str]]] = {}
         self._lock = threading.Lock()
-        self.expiry = Gauge(
-            "apigee_tls_client_certificate_expiry_timestamp_seconds",
-            "Expiry (notAfter) of the leaf certificate of each keystore alias, from the "
-            "management API.",
-            ["org", "env", "keystore", "alias"],
-            registry=registry,
-        )
-        self.errors = Counter(
-            "apigee_tls_inventory_errors",
-            "Keystore inventory refreshes that failed, by kind of error.",
-            ["error"],
-            registry=registry,
-        )
+        self.expiry = families.CLIENT_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS.gauge(registry)
+        self.errors = families.INVENTORY_ERRORS.counter(registry)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
-        self.last_success = Gauge(
-            "apigee_tls_inventory_last_success_timestamp_seconds",
-            "When every configured keystore was last read successfully.",
-            registry=registry,
-        )
+        self.last_success = families.INVENTORY_LAST_SUCCESS_TIMESTAMP_SECONDS.gauge(registry)
 
     def refresh(self) -> bool:
         """Read every keystore once; True when all succeeded. Never raises for API errors."""
@@ -163,24 +149,9 @@ class DiagnosisWorker:
         self._last_start: dict[DiagnosisRequest, float] = {}
         self._results: dict[DiagnosisRequest, Optional[Diagnosis]] = {}
         self._causes: dict[DiagnosisRequest, str] = {}
-        self.info = Gauge(
-            "apigee_tls_diagnosis_info",
-            "Cause decided by the last diagnosis of a failing target (value is always 1).",
-            ["org", "env", "target", "key_alias", "cause"],
-            registry=registry,
-        )
-        self.runs = Counter(
-            "apigee_tls_diagnoses",
-            "Diagnoses run, by result: a cause, or error when the diagnosis itself failed.",
-            ["result"],
-            registry=registry,
-        )
-        self.skipped = Counter(
-            "apigee_tls_diagnoses_skipped",
-            "Diagnosis requests not run, by reason (recent, pending, queue_full, closed).",
-            ["reason"],
-            registry=registry,
-        )
+        self.info = families.DIAGNOSIS_INFO.gauge(registry)
+        self.runs = families.DIAGNOSES.counter(registry)
+        self.skipped = families.DIAGNOSES_SKIPPED.counter(registry)
 
     def request(
         self, org: str, env: str, target: str, key_alias: str, received: Optional[str] = None

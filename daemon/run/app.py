@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ..config import Config, ConfigError, LogConfig, parse_listen
@@ -29,7 +29,7 @@ from ..records.head import RecordHead
 from ..records.parse import Parser
 from ..records.pipeline import LogPipeline, Sink, pairing_stats, timezone_of
 from ..records.stats import FileStats
-from ..state import checkpoint
+from ..state import checkpoint, families
 from ..state.alerts import AlertEngine, known_series
 from ..state.counts import FailureStore
 from ..state.metrics import ExporterCollector
@@ -525,13 +525,9 @@ class _ReloadCollector(Collector):
         self._service = service
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "apigee_tls_config_last_reload_successful",
-            "Whether the last configuration reload succeeded (1) or was refused (0).",
-            value=1.0 if self._service.reload_ok else 0.0,
+        yield families.CONFIG_LAST_RELOAD_SUCCESSFUL.new(
+            value=1.0 if self._service.reload_ok else 0.0
         )
-        yield GaugeMetricFamily(
-            "apigee_tls_config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully.",
-            value=self._service.reload_time,
+        yield families.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS.new(
+            value=self._service.reload_time
         )

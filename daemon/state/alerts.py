@@ -48,12 +48,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ..config import AlertsConfig, ClientCertificateRule, HandshakeFailuresRule
 from ..records.events import Failure
 from ..records.stats import FileStats
+from . import families
+from .families import ALERT_LABELS
 
 __all__ = [
     "ALERT_LABELS",
@@ -75,7 +77,6 @@ FORMAT_DRIFT = "format_drift"
 ALERT_NAMES = (CLIENT_CERTIFICATE_REJECTED, HANDSHAKE_FAILURES, LOG_STALLED, FORMAT_DRIFT)
 FAILURE_ALERTS = (CLIENT_CERTIFICATE_REJECTED, HANDSHAKE_FAILURES)
 STATES = ("firing", "resolved")
-ALERT_LABELS = ("alertname", "severity", "org", "env", "target", "key_alias", "reason", "cause")
 OTHER = "other"
 MAX_AHEAD = 86400.0  # a failure timestamp further ahead of the wall clock does not move log time
 
@@ -467,19 +468,11 @@ class AlertCollector(Collector):
         self._engine = engine
 
     def collect(self) -> Iterator[Metric]:
-        firing = GaugeMetricFamily(
-            "apigee_tls_alert_firing",
-            "1 while the daemon's alert fires (absent once resolved).",
-            labels=ALERT_LABELS,
-        )
+        firing = families.ALERT_FIRING.new()
         for labels, value in self._engine.firing_series():
             firing.add_metric(labels, value)
         yield firing
-        transitions = CounterMetricFamily(
-            "apigee_tls_alert_transitions",
-            "Alerts that started firing or resolved, by rule.",
-            labels=("alertname", "state"),
-        )
+        transitions = families.ALERT_TRANSITIONS.new()
         for (name, state), n in self._engine.transition_counts():
             transitions.add_metric((name, state), n)
         yield transitions

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Callable, Optional
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..records.stats import FileStats, PairingStats
-from .counts import FAILURE_LABELS, LAST_LABELS, FailureStore
+from . import families
+from .counts import FailureStore
 
 
 class ExporterCollector(Collector):
@@ -37,120 +38,47 @@ class ExporterCollector(Collector):
         self._build_info = build_info
 
     def collect(self) -> Iterator[Metric]:
-        failures = CounterMetricFamily(
-            "apigee_tls_handshake_failures",
-            "Southbound TLS handshake failures logged by the Message Processor.",
-            labels=FAILURE_LABELS,
-        )
+        failures = families.HANDSHAKE_FAILURES.new()
         for labels, value in sorted(self._store.items()):
             failures.add_metric(labels, value)
         yield failures
-        last = GaugeMetricFamily(
-            "apigee_tls_last_handshake_failure_timestamp_seconds",
-            "Log timestamp of the latest handshake failure of the series.",
-            labels=LAST_LABELS,
-        )
+        last = families.LAST_HANDSHAKE_FAILURE_TIMESTAMP_SECONDS.new()
         for labels, value in sorted(self._store.last_items()):
             last.add_metric(labels, value)
         yield last
-        yield CounterMetricFamily(
-            "apigee_tls_series_overflow",
-            "Failures counted under the all-'other' series: the label-set bound was reached.",
-            value=self._store.overflow,
-        )
+        yield families.SERIES_OVERFLOW.new(value=self._store.overflow)
         yield from self._file_families(sorted(self._files()))
         pairing = self._pairing()
-        yield GaugeMetricFamily(
-            "apigee_tls_pairing_pending",
-            "Failures waiting for their SSLInfo line.",
-            value=pairing.pending,
-        )
-        yield CounterMetricFamily(
-            "apigee_tls_pairing_unpaired",
-            "Failures whose pairing window closed without an SSLInfo line (key_alias is empty).",
-            value=pairing.unpaired,
-        )
-        yield CounterMetricFamily(
-            "apigee_tls_pairing_orphans",
-            "SSLInfo lines with no failure waiting for them.",
-            value=pairing.orphans,
-        )
+        yield families.PAIRING_PENDING.new(value=pairing.pending)
+        yield families.PAIRING_UNPAIRED.new(value=pairing.unpaired)
+        yield families.PAIRING_ORPHANS.new(value=pairing.orphans)
         if self._checkpoint_age is not None:
             age = self._checkpoint_age()
             if age is not None:
-                yield GaugeMetricFamily(
-                    "apigee_tls_checkpoint_age_seconds",
-                    "Seconds since the state file was last written (since start-up if never).",
-                    value=age,
-                )
+                yield families.CHECKPOINT_AGE_SECONDS.new(value=age)
         if self._checkpoint_errors is not None:
-            yield CounterMetricFamily(
-                "apigee_tls_checkpoint_write_errors",
-                "Writes of the state file that failed (positions and counts not saved).",
-                value=self._checkpoint_errors(),
-            )
+            yield families.CHECKPOINT_WRITE_ERRORS.new(value=self._checkpoint_errors())
         if self._build_info:
-            info = GaugeMetricFamily(
-                "apigee_tls_build_info", "Version of apigee-tls-exporter.", labels=["version"]
-            )
+            info = families.BUILD_INFO.new()
             info.add_metric([__version__], 1)
             yield info
 
     def _file_families(self, files: list[tuple[str, FileStats]]) -> Iterator[Metric]:
         simple = (
-            (
-                "apigee_tls_log_lines",
-                CounterMetricFamily,
-                "Lines read from the followed log file.",
-                "lines",
-            ),
-            (
-                "apigee_tls_log_bytes_read",
-                CounterMetricFamily,
-                "Bytes read from the followed log file.",
-                "bytes_read",
-            ),
-            (
-                "apigee_tls_log_file_size_bytes",
-                GaugeMetricFamily,
-                "Size in bytes of the followed log file.",
-                "size",
-            ),
-            (
-                "apigee_tls_log_offset_bytes",
-                GaugeMetricFamily,
-                "Byte offset read so far in the followed log file.",
-                "offset",
-            ),
-            (
-                "apigee_tls_unrecognised_lines",
-                CounterMetricFamily,
-                "Lines of the followed log file that mention handshakeFailed, handshakeTimeout or "
-                "SSLInfo but match no rule.",
-                "unrecognised",
-            ),
-            (
-                "apigee_tls_log_lines_truncated",
-                CounterMetricFamily,
-                "Lines of the followed log file longer than max_line_bytes, cut to it.",
-                "truncated_lines",
-            ),
+            (families.LOG_LINES, "lines"),
+            (families.LOG_BYTES_READ, "bytes_read"),
+            (families.LOG_FILE_SIZE_BYTES, "size"),
+            (families.LOG_OFFSET_BYTES, "offset"),
+            (families.UNRECOGNISED_LINES, "unrecognised"),
+            (families.LOG_LINES_TRUNCATED, "truncated_lines"),
         )
-        for name, kind, doc, attr in simple:
-            family = kind(name, doc, labels=["path"])
+        for kind, attr in simple:
+            family = kind.new()
             for path, stats in files:
                 family.add_metric([path], getattr(stats, attr))
             yield family
-        rotations = CounterMetricFamily(
-            "apigee_tls_log_rotations",
-            "Rotations of the followed log file seen, by kind.",
-            labels=["path", "kind"],
-        )
-        errors = CounterMetricFamily(
-            "apigee_tls_log_read_errors",
-            "Errors opening or reading the followed log file, by kind.",
-            labels=["path", "error"],
-        )
+        rotations = families.LOG_ROTATIONS.new()
+        errors = families.LOG_READ_ERRORS.new()
         for path, stats in files:
             for rotation, value in sorted(stats.rotations.items()):
                 rotations.add_metric([path, rotation], value)

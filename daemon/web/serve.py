@@ -45,11 +45,12 @@ from typing import Any, Callable, NamedTuple, Optional
 import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.exposition import gzip_accepted
 from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import Collector
 
+from ..state import families
 from . import status as status_page
 from .connection import (
     CONTENT_TYPES,
@@ -114,28 +115,16 @@ class _HttpStats(Collector):
         self.opened = 0
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "apigee_tls_http_requests", "HTTP requests answered, by status code.", labels=["code"]
-        )
+        requests = families.HTTP_REQUESTS.new()
         for code, value in sorted(dict(self.requests).items()):
             requests.add_metric([code], value)
         yield requests
-        rejected = CounterMetricFamily(
-            "apigee_tls_http_rejected",
-            "Connections and requests the HTTP server refused or cut short, by reason.",
-            labels=["reason"],
-        )
+        rejected = families.HTTP_REJECTED.new()
         for reason, value in sorted(dict(self.rejected).items()):
             rejected.add_metric([reason], value)
         yield rejected
-        yield GaugeMetricFamily(
-            "apigee_tls_http_connections", "Open HTTP connections.", value=self.connections
-        )
-        yield CounterMetricFamily(
-            "apigee_tls_http_connections_opened",
-            "HTTP connections accepted (fewer than requests when clients keep them alive).",
-            value=self.opened,
-        )
+        yield families.HTTP_CONNECTIONS.new(value=self.connections)
+        yield families.HTTP_CONNECTIONS_OPENED.new(value=self.opened)
 
 
 class _Snapshot:
