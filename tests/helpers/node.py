@@ -10,17 +10,9 @@ from apigee_tls_exporter.demo.generator import TruthKey
 from apigee_tls_exporter.run.app import Daemon
 from prometheus_client import CollectorRegistry
 
+from helpers.clock import FakeClock
+
 Series = dict[tuple[str, ...], float]
-
-
-class FakeClock:
-    """A clock that only moves when the test says so."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Node:

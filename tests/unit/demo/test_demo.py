@@ -28,6 +28,7 @@ from apigee_tls_exporter.demo.generator import (
     TruthKey,
     write_log,
 )
+from helpers.clock import FakeClock
 from helpers.support import EXPORTER, free_port, samples, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -274,22 +275,9 @@ def test_write_log_without_blocks_generates_every_line(tmp_path: Path) -> None:
     assert result.truth == count_failures(lines)
 
 
-class FakeClock:
-    """A clock that moves only when told to (or when the fake sleep is called)."""
-
-    def __init__(self) -> None:
-        self.now = 1_790_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_demo_writer_writes_at_its_rate_and_ends_between_failures(tmp_path: Path) -> None:
     """write_due appends the lines owed at the rate, whole failures only, and knows their truth."""
-    clock = FakeClock()
+    clock = FakeClock(1_790_000_000.0)
     path = tmp_path / "system.log"
     writer = DemoWriter(path, rate=100.0, seed=1, failure_fraction=0.1, clock=clock)
     assert writer.write_due() == 0
@@ -307,7 +295,7 @@ def test_demo_writer_writes_at_its_rate_and_ends_between_failures(tmp_path: Path
 
 def test_demo_writer_thread_starts_and_stops(tmp_path: Path) -> None:
     """The background thread appends until stop(); the file then matches the truth."""
-    clock = FakeClock()
+    clock = FakeClock(1_790_000_000.0)
     slept = threading.Event()
 
     def fake_sleep(seconds: float) -> None:
@@ -329,7 +317,7 @@ def test_demo_writer_thread_starts_and_stops(tmp_path: Path) -> None:
 
 def test_demo_writer_follows_a_renamed_file(tmp_path: Path) -> None:
     """Each write opens the path again, so after a rename the writer starts a new file."""
-    clock = FakeClock()
+    clock = FakeClock(1_790_000_000.0)
     path = tmp_path / "system.log"
     writer = DemoWriter(path, rate=50.0, clock=clock)
     clock.sleep(2)
@@ -361,7 +349,7 @@ def test_demo_writer_bursts_are_one_incident_each_and_stop(tmp_path: Path) -> No
     """With bursts, failures are written only during a burst, each burst's with the labels of
     its incident (one org, env, target, key alias and reason: one alert), and the truth still
     matches the text."""
-    clock = FakeClock()
+    clock = FakeClock(1_790_000_000.0)
     start = clock.now
     path = tmp_path / "system.log"
     writer = DemoWriter(path, rate=200.0, seed=4, clock=clock, bursts=Bursts(10, 20, start=start))

@@ -19,19 +19,12 @@ from apigee_tls_exporter.diagnosis.inventory import (
     TargetOverride,
 )
 from apigee_tls_exporter.diagnosis.mgmt import Credentials, ManagementClient
+from helpers.clock import FakeClock
 from helpers.tls_backends import Pki, PythonBackend
 from prometheus_client import CollectorRegistry
 
 EXPIRY = "apigee_tls_client_certificate_expiry_timestamp_seconds"
 INFO = "apigee_tls_diagnosis_info"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -67,7 +60,10 @@ def test_refresh_exports_expiry_per_alias(standin: Standin, pki: Pki) -> None:
     }
     registry = CollectorRegistry()
     inventory = KeystoreInventory(
-        registry, client_for(standin), [("acme", "prod", "ref://ksref")], clock=FakeClock()
+        registry,
+        client_for(standin),
+        [("acme", "prod", "ref://ksref")],
+        clock=FakeClock(1_800_000_000.0),
     )
     assert inventory.refresh() is True
     for alias in ("a1", "a2"):
@@ -186,7 +182,7 @@ def test_request_does_not_block_and_result_is_exported() -> None:
 def test_at_most_one_per_key_per_interval() -> None:
     """A second request for a key within min_interval is skipped; another key still runs."""
     registry = CollectorRegistry()
-    clock = FakeClock()
+    clock = FakeClock(1_800_000_000.0)
     diagnose = Scripted("ca_mismatch", "ca_mismatch")
     worker = DiagnosisWorker(registry, diagnose, clock=clock, min_interval=600)
     try:
@@ -205,7 +201,7 @@ def test_at_most_one_per_key_per_interval() -> None:
 def test_interval_elapsed_allows_a_new_diagnosis() -> None:
     """Once min_interval has passed, the same key is diagnosed again."""
     registry = CollectorRegistry()
-    clock = FakeClock()
+    clock = FakeClock(1_800_000_000.0)
     worker = DiagnosisWorker(registry, Scripted("ca_mismatch", "accepted"), clock=clock)
     try:
         worker.request("o", "e", "10.0.0.1:443", "k")
@@ -237,7 +233,7 @@ def test_pending_request_is_not_queued_twice() -> None:
 def test_new_cause_replaces_old_series() -> None:
     """When the cause changes, the old cause's series goes away: one series per key."""
     registry = CollectorRegistry()
-    clock = FakeClock()
+    clock = FakeClock(1_800_000_000.0)
     worker = DiagnosisWorker(registry, Scripted("ca_mismatch", "accepted"), clock=clock)
     try:
         worker.request("o", "e", "10.0.0.1:443", "k")
@@ -253,7 +249,7 @@ def test_new_cause_replaces_old_series() -> None:
 def test_failing_diagnosis_is_unknown_and_counted() -> None:
     """A diagnose function that raises gives cause unknown and result="error"; the worker lives."""
     registry = CollectorRegistry()
-    clock = FakeClock()
+    clock = FakeClock(1_800_000_000.0)
     worker = DiagnosisWorker(registry, Scripted("raise", "ca_mismatch"), clock=clock)
     try:
         worker.request("o", "e", "10.0.0.1:443", "k")

@@ -19,6 +19,7 @@ from apigee_tls_exporter.records.parse import Parser, candidate_lines, needs_rec
 from apigee_tls_exporter.records.pipeline import LogPipeline
 from apigee_tls_exporter.records.stats import FileStats
 from helpers import records
+from helpers.clock import FakeClock
 from helpers.records import context
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,17 +65,9 @@ def make(window_lines: int = 1000) -> Correlator:
     return Correlator(window_lines, None)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def one_failure_waiting() -> tuple[FakeClock, Correlator]:
     """A correlator with a 2 s wall-time window on a fake clock at 0, one failure fed."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     correlator = Correlator(1000, 2.0, clock=clock)
     for number, event in events([failed("NIOThread@0", "m1")]):
         correlator.feed(event, number)
@@ -305,7 +298,7 @@ def test_ssl_info_after_the_wall_time_window_is_an_orphan() -> None:
 
 def test_without_window_seconds_idle_closes_nothing() -> None:
     """``window_seconds=None`` (``scan``): only lines and the end of the input close windows."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     correlator = Correlator(1000, None, clock=clock)
     for number, event in events([failed("NIOThread@0", "m1")]):
         correlator.feed(event, number)
@@ -380,7 +373,7 @@ def test_restored_window_restarts_its_wall_time() -> None:
     before = make()
     for number, event in events([failed("NIOThread@0", "m1")]):
         before.feed(event, number)
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     clock.now = 100.0
     after = Correlator(1000, 2.0, clock=clock)
     after.restore(before.snapshot())
@@ -548,7 +541,7 @@ def test_exception_record_naming_its_backend_gives_the_target() -> None:
 
 def test_exception_window_closes_in_wall_time() -> None:
     """An exception-only failure is counted when the window's wall time passes."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     correlator = Correlator(1000, 2.0, clock)
     for number, event in events(exception("NIOThread@0", "m1")):
         assert correlator.feed(event, number) == []
@@ -561,7 +554,7 @@ def test_exception_window_closes_in_wall_time() -> None:
 def test_repeat_is_told_by_lines_however_much_wall_time_passed() -> None:
     """The onException record of a failure read long after it, everything read meanwhile (a
     quiet log): still its repeat, not a failure of its own."""
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     correlator = Correlator(1000, 2.0, clock)
     lines = [
         failed("NIOThread@0", "m1"),

@@ -8,7 +8,8 @@ from pathlib import Path
 from apigee_tls_exporter.config import validate
 from apigee_tls_exporter.run.app import Daemon
 from helpers import records
-from helpers.node import FakeClock, Node, write
+from helpers.clock import FakeClock
+from helpers.node import Node, write
 from prometheus_client import CollectorRegistry
 
 SITE_HEAD = r"\[(?P<ts>[^\]]+)\] \[(?P<thread>[^\]]+)\] \w+ \S+ - "

@@ -21,22 +21,10 @@ from apigee_tls_exporter.state.alerts import (
     known_series,
 )
 from helpers import records
+from helpers.clock import FakeClock
 from prometheus_client import CollectorRegistry
 
 T0 = 1_795_773_600.0  # 2026-11-27 10:00:00 UTC: log time of the first failure in these tests
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def alerts_config(**sections: Any) -> AlertsConfig:
@@ -88,7 +76,7 @@ def transitions(registry: CollectorRegistry, alertname: str, state: str) -> Opti
 @pytest.fixture
 def clock() -> FakeClock:
     """A fake monotonic clock."""
-    return FakeClock()
+    return FakeClock(T0)
 
 
 def make_engine(
