@@ -28,7 +28,7 @@ from ..records.events import Failure
 from ..records.lines import Buffer, LineSplitter
 from ..records.parse import RECORD_LINES, Parser
 from ..records.pipeline import LogPipeline
-from ..records.search import pure_python
+from ..records.search import compiled_parts
 from ..records.stats import FileStats
 
 Labels = tuple[str, ...]
@@ -392,30 +392,23 @@ Opener = Callable[[BinaryIO], BinaryIO]
 
 @functools.cache
 def inflaters() -> tuple[str, Optional[Opener], Optional[Opener], tuple[type[BaseException], ...]]:
-    """The fastest gzip reader installed: ``isal``, then ``zlib-ng`` (the extras), else zlib.
+    """The gzip reader: ``isal`` when ``compiled_parts`` uses it, else zlib.
 
     (name, plain reader, reader that inflates in a thread of its own, the errors they raise);
     the readers are None for zlib, which ``gzip.GzipFile`` reads.
     """
-    if not pure_python():
-        # imported by name: the extras are optional, and typed differently from one to the other
-        for name, plain, threaded, library in (
-            ("isal", "isal.igzip", "isal.igzip_threaded", "isal.isal_zlib"),
-            ("zlib-ng", "zlib_ng.gzip_ng", "zlib_ng.gzip_ng_threaded", "zlib_ng.zlib_ng"),
-        ):
-            try:
-                single: Any = importlib.import_module(plain)
-                inthread: Any = importlib.import_module(threaded)
-                errors: Any = importlib.import_module(library).error
-            except ImportError:
-                continue
-            return (
-                name,
-                lambda raw, m=single: cast(BinaryIO, m.open(raw, "rb")),
-                lambda raw, m=inthread: cast(BinaryIO, m.open(raw, "rb", threads=1)),
-                (*_GZIP_ERRORS, errors),
-            )
-    return "zlib", None, None, _GZIP_ERRORS
+    if compiled_parts()["isal"] is not None:
+        return "zlib", None, None, _GZIP_ERRORS
+    # imported by name: isal's modules are typed loosely
+    single: Any = importlib.import_module("isal.igzip")
+    inthread: Any = importlib.import_module("isal.igzip_threaded")
+    errors: Any = importlib.import_module("isal.isal_zlib").error
+    return (
+        "isal",
+        lambda raw: cast(BinaryIO, single.open(raw, "rb")),
+        lambda raw: cast(BinaryIO, inthread.open(raw, "rb", threads=1)),
+        (*_GZIP_ERRORS, errors),
+    )
 
 
 @contextlib.contextmanager

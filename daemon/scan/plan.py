@@ -36,6 +36,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
+from ..records.search import compiled_parts
 from ..records.stats import FileStats, PairingStats
 from ..state.counts import OVERFLOW, FailureStore
 from .pieces import (
@@ -133,6 +134,7 @@ def scan(
     options = Options(
         tz, max_line_bytes, window_lines, since, until, timeline, threaded_inflate=jobs > 1
     )
+    compiled_parts()  # decided (and a fallback said) here, once: the workers inherit it
     with contextlib.ExitStack() as files_open:
         handles: list[BinaryIO] = []
         for path in paths:

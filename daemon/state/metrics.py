@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..records.search import accelerated
 from ..records.stats import FileStats, PairingStats
 from .counts import FAILURE_LABELS, LAST_LABELS, FailureStore
 
@@ -91,9 +92,11 @@ class ExporterCollector(Collector):
             )
         if self._build_info:
             info = GaugeMetricFamily(
-                "apigee_tls_build_info", "Version of apigee-tls-exporter.", labels=["version"]
+                "apigee_tls_build_info",
+                "Version of apigee-tls-exporter; compiled: whether its compiled parts are in use.",
+                labels=["version", "compiled"],
             )
-            info.add_metric([__version__], 1)
+            info.add_metric([__version__, str(accelerated()).lower()], 1)
             yield info
 
     def _file_families(self, files: list[tuple[str, FileStats]]) -> Iterator[Metric]:
