@@ -36,9 +36,10 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
+from ..follow.logfile import GZIP_MAGIC
 from ..records.search import compiled_parts
 from ..records.stats import FileStats, PairingStats
-from ..state.counts import OVERFLOW, FailureStore
+from ..state.counts import FailureStore
 from .pieces import (
     LOOKBACK_WINDOWS,
     Labels,
@@ -267,7 +268,7 @@ def _is_gzip(handle: BinaryIO) -> bool:
     """Whether the input starts with gzip's magic bytes (read without consuming them)."""
     if not hasattr(handle, "peek"):
         return False  # read as a stream: _open looks again
-    return bool(handle.peek(2)[:2] == b"\x1f\x8b")
+    return bool(handle.peek(2)[:2] == GZIP_MAGIC)
 
 
 class _Meter:
@@ -354,13 +355,7 @@ def merge(
         pairing.unpaired += part.unpaired
         pairing.orphans += part.orphans
         for labels, (count, last) in part.series.items():
-            key = labels
-            if labels not in store.counts and len(store.counts) >= store.max_series:
-                key = OVERFLOW
-                store.overflow += int(count)
-            store.counts[key] = store.counts.get(key, 0.0) + count
-            short = (key[0], key[1], key[4], key[5], key[6])
-            store.last[short] = max(store.last.get(short, 0.0), last)
+            key = store.add(labels, count, last)
             if timeline:
                 minutes.setdefault(key, Counter()).update(part.minutes.get(labels, {}))
     return ScanResult(store, files, pairing, minutes if timeline else None)
