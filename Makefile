@@ -58,8 +58,10 @@ endif
 
 test: lint typecheck unit unit39
 
+# make bench [BENCH="heldout follow"] [BENCH_ARGS=--quick]: every measurement, or only those named
+# (scan heldout follow latency cpu checkpoint unpaired; see bench/run.py --help)
 bench: venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(foreach b,$(BENCH),--only $(b)) $(BENCH_ARGS)
 
 # The chaos test again and again, each run with its own seed (printed): make soak SEEDS=20
 SEEDS ?= 10
