@@ -121,6 +121,7 @@ def scan(
     until: Optional[float] = None,
     timeline: bool = False,
     piece_bytes: Optional[int] = None,
+    meanwhile: Optional[Callable[[], object]] = None,
 ) -> ScanResult:
     """Read each file from its start to its end (``-`` is standard input) and count.
 
@@ -131,6 +132,7 @@ def scan(
     not depend on how fast it was read. ``jobs`` processes read the pieces (see the module's
     docstring); ``since``/``until`` count only failures logged within [since, until) (pairing and
     the health figures still see every line); ``timeline`` keeps failures by minute too.
+    ``meanwhile`` is called while the workers read (the CLI loads what its output needs then).
     """
     options = Options(
         tz, max_line_bytes, window_lines, since, until, timeline, threaded_inflate=jobs > 1
@@ -160,6 +162,8 @@ def scan(
         else:
             in_process = list(range(len(pieces)))
         try:
+            if futures and meanwhile is not None:
+                meanwhile()
             for i in in_process:
                 piece = pieces[i]
                 raw = handles[piece.file] if piece.stream else None
