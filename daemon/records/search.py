@@ -11,8 +11,8 @@ Two implementations give the same lines, in the same order:
   then a check of what follows).
 
 ``scan`` inflates gzip files with ``isal`` (also a dependency), zlib otherwise. Whether both
-compiled parts are in use is ``accelerated()``: said once in the log when one could not be
-imported, and in ``apigee_tls_build_info``'s ``compiled`` label.
+compiled parts are in use is ``accelerated()``, exported as ``apigee_tls_build_info``'s
+``compiled`` label; one that could not be imported is said once in the log (``say_fallback``).
 
 ``APIGEE_TLS_EXPORTER_PURE_PYTHON=1`` in the environment turns every compiled part off, to compare
 or to rule them out.
@@ -42,12 +42,7 @@ def pure_python() -> bool:
 
 @functools.cache
 def compiled_parts() -> dict[str, Optional[str]]:
-    """Each compiled part -> None when this process uses it, else why not.
-
-    Imported the first time it is asked (``run`` has set up its log by then; ``scan`` asks before
-    it starts its workers, which inherit the answer). An import that fails is said once, as a
-    warning: the output is the same, only slower.
-    """
+    """Each compiled part -> None when this process uses it, else why not (imported once)."""
     parts: dict[str, Optional[str]] = {}
     for name, module in COMPILED.items():
         if pure_python():
@@ -59,10 +54,19 @@ def compiled_parts() -> dict[str, Optional[str]]:
             parts[name] = f"cannot import {module}: {err}"
         else:
             parts[name] = None
-    failed = [f"{name} ({why})" for name, why in parts.items() if why and not pure_python()]
+    return parts
+
+
+@functools.cache
+def say_fallback() -> None:
+    """Says once, as a warning, which compiled parts could not be imported (none when the
+    environment turned them off). Called where the fallback is first used: ``run`` has set up
+    its log by then; ``scan`` calls it before it starts its workers, which inherit the "once"."""
+    if pure_python():
+        return
+    failed = [f"{name} ({why})" for name, why in compiled_parts().items() if why]
     if failed:
         _log.warning("compiled parts unavailable, using pure python: %s", "; ".join(failed))
-    return parts
 
 
 def accelerated() -> bool:
@@ -129,6 +133,7 @@ class LineFinder:
     def _decide(self) -> None:
         if not self._decided:
             self._decided = True
+            say_fallback()
             if compiled_parts()["ahocorasick_rs"] is None:
                 self._fast = _automaton(self.literals)
 

@@ -29,7 +29,7 @@ from ..records.events import Failure
 from ..records.lines import Buffer, LineSplitter
 from ..records.parse import RECORD_LINES, Parser
 from ..records.pipeline import LogPipeline
-from ..records.search import compiled_parts
+from ..records.search import compiled_parts, say_fallback
 from ..records.stats import FileStats
 from ..state.counts import failure_labels
 
@@ -399,6 +399,7 @@ def inflaters() -> tuple[str, Optional[Opener], Optional[Opener], tuple[type[Bas
     (name, plain reader, reader that inflates in a thread of its own, the errors they raise);
     the readers are None for zlib, which ``gzip.GzipFile`` reads.
     """
+    say_fallback()
     if compiled_parts()["isal"] is not None:
         return "zlib", None, None, _GZIP_ERRORS
     # imported by name: isal's modules are typed loosely

@@ -37,7 +37,7 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from ..follow.logfile import GZIP_MAGIC
-from ..records.search import compiled_parts
+from ..records.search import say_fallback
 from ..records.stats import FileStats, PairingStats
 from ..state.counts import FailureStore
 from .pieces import (
@@ -137,7 +137,7 @@ def scan(
     options = Options(
         tz, max_line_bytes, window_lines, since, until, timeline, threaded_inflate=jobs > 1
     )
-    compiled_parts()  # decided (and a fallback said) here, once: the workers inherit it
+    say_fallback()  # here, once: the workers inherit it
     with contextlib.ExitStack() as files_open:
         handles: list[BinaryIO] = []
         for path in paths:

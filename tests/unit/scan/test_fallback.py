@@ -19,26 +19,11 @@ from apigee_tls_exporter.records.parse import MARKERS
 from apigee_tls_exporter.records.search import PURE_ENV, LineFinder
 from apigee_tls_exporter.scan import pieces
 from apigee_tls_exporter.scan.plan import scan
+from helpers.compiled import BLOCKED, WARNING
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[3]
-
-# Runs the CLI with the compiled parts made unimportable, as on a platform without their wheels.
-BLOCKED = """
-import sys
-from importlib.abc import MetaPathFinder
-
-class Block(MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("ahocorasick_rs", "isal"):
-            raise ImportError(f"no module named {name!r} (blocked by the test)")
-        return None
-
-sys.meta_path.insert(0, Block())
-from apigee_tls_exporter.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def environment(extra: dict[str, str]) -> dict[str, str]:
@@ -96,7 +81,7 @@ def test_a_failed_import_gives_the_same_output_and_is_said_once(tmp_path: Path) 
             assert quiet == ""
             warnings = said.splitlines()
             assert len(warnings) == 1, said
-            assert "compiled parts unavailable" in warnings[0]
+            assert WARNING in warnings[0]
             assert "ahocorasick_rs" in warnings[0] and "isal" in warnings[0]
     total = json.loads(cli(["scan", "--format", "json", str(plain)])[0])["total_failures"]
     assert total > 100  # precondition: failures were counted
