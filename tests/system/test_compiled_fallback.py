@@ -34,6 +34,7 @@ def test_run_without_the_compiled_parts_counts_the_same_and_says_so_once(tmp_pat
             compiled = "false" if blocked else "true"
             assert daemon.value("apigee_tls_build_info", compiled=compiled) == 1
             code, out = daemon.stop()
+        assert code == 0, out
         said = [json.loads(line) for line in out.splitlines() if WARNING in line]
         assert len(said) == (1 if blocked else 0), out
         if blocked:
