@@ -57,9 +57,17 @@ class HeldOutLog:
 
 
 def _junk(rng: random.Random, size: int) -> bytes:
-    """Printable text with a few bytes that are not UTF-8 in it, and no newline."""
-    alphabet = b'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/=&%:,{}[]" '
-    data = bytearray(rng.choice(alphabet) for _ in range(size))
+    """A logged payload: JSON-like text (it compresses about as well as a log does), a few bytes
+    that are not UTF-8 in it, and no newline."""
+    words = [b'"id"', b'"name"', b'"amount"', b'"currency"', b'"items"', b'"status"', b'"EUR"']
+    words += [b'"accountNumber"', b'"description"', b"true", b"null", b"{", b"}", b"[", b"]"]
+    parts: list[bytes] = []
+    length = 0
+    while length < size:
+        part = rng.choice(words) + b":" + str(rng.randrange(10 ** rng.randint(1, 9))).encode()
+        parts.append(part + b",")
+        length += len(part) + 1
+    data = bytearray(b"".join(parts)[:size])
     for _ in range(size // 4096):
         data[rng.randrange(size)] = rng.choice((0xFF, 0xFE, 0xC3, 0x80))
     return bytes(data)
