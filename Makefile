@@ -78,8 +78,10 @@ $(JDKS)/%/.installed: | $(STAMP)
 
 test: setup lint typecheck unit unit39
 
+# make bench [BENCH="heldout follow"] [BENCH_ARGS=--quick]: every measurement, or only those named
+# (scan heldout follow latency cpu checkpoint unpaired; see bench/run.py --help)
 bench: venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(foreach b,$(BENCH),--only $(b)) $(BENCH_ARGS)
 
 # The chaos test again and again, each run with its own seed (printed): make soak SEEDS=20
 SEEDS ?= 10
@@ -140,7 +142,7 @@ $(WHEELHOUSE_BUILT): $(PKG_SOURCES) | $(STAMP)
 	rm -rf $(WHEELHOUSE)
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) .
 	$(BIN)/pip download --quiet $(WHEEL_FLAGS) --dest $(WHEELHOUSE) \
-		"$$(ls $(WHEELHOUSE)/apigee_tls_exporter-*.whl)[fast]"
+		"$$(ls $(WHEELHOUSE)/apigee_tls_exporter-*.whl)"
 	touch $@
 
 pyz: $(PYZ)
@@ -150,7 +152,7 @@ pyz: $(PYZ)
 $(PYZ): $(WHEELHOUSE_BUILT) packaging/pyz_main.py
 	rm -rf build/pyz && mkdir -p build/pyz/_native
 	$(BIN)/pip install --quiet --no-compile --no-index --find-links $(WHEELHOUSE) \
-		$(WHEEL_FLAGS) --target build/pyz 'apigee-tls-exporter[fast]'
+		$(WHEEL_FLAGS) --target build/pyz apigee-tls-exporter
 	rm -rf build/pyz/bin
 	cd build/pyz && for entry in *; do \
 		[ "$$entry" = _native ] && continue; \
@@ -180,7 +182,7 @@ install: wheelhouse build/config.yml
 		{ echo "make install: config/apigee-tls-exporter.yml is missing" >&2; exit 1; }
 	$(PYTHON) -m venv $(TARGET)
 	$(TARGET)/bin/python3 -m pip install --quiet --no-index --find-links $(WHEELHOUSE) \
-		--force-reinstall 'apigee-tls-exporter[fast]'
+		--force-reinstall apigee-tls-exporter
 	printf '%s\n' '#!/bin/sh' \
 		'exec "$$(dirname -- "$$(readlink -f -- "$$0")")/python3" -m apigee_tls_exporter "$$@"' \
 		> $(TARGET)/bin/apigee-tls-exporter

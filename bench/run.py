@@ -12,6 +12,12 @@ Measures, on this machine, in one run:
   ``/metrics`` is checked against the writer's truth.
 - issue 3: peak RSS of ``scan`` over 10 million lines with a million distinct message ids whose
   SSLInfo never comes (and over a tenth of that, to show it stays flat).
+- issue 24: ``scan`` on a held-out-like log (``bench/heldout.py``: long lines, invalid UTF-8,
+  dense stack traces, 5 % candidates) beside grep, ``zcat | grep`` and mtail, with the compiled
+  parts and in pure Python, every output checked against the serial pure-Python scan; the floor
+  (read, count lines, the compiled search); ``run`` catching up on a log appended at once (MB/s,
+  CPU-s per 100 MB) beside mtail following the same log. Alone: ``make bench BENCH=follow``
+  (or ``bench/run.py --only follow``), ``BENCH=heldout``.
 
 Writes ``BENCHMARKS.md`` (``--quick``: a smaller input, written to ``bench/out/`` instead) and
 ``bench/out/results.json``. Inputs go to ``bench/out/`` (git-ignored). Linux only (/proc).
@@ -47,6 +53,7 @@ import scrape  # bench/scrape.py
 from apigee_tls_exporter.demo.generator import DemoWriter, LogGenerator, TruthKey, write_log
 from apigee_tls_exporter.records.parse import MARKERS
 from apigee_tls_exporter.records.reasons import REASONS, TLS_ALERTS
+from heldout import write_heldout  # bench/heldout.py
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -643,6 +650,221 @@ def bench_mtail(path: Path, truth: collections.Counter[TruthKey], results: dict[
     }
 
 
+# -- issue 24: the held-out-like log, the pure-Python fallback, following ------------------------
+
+PURE = {"APIGEE_TLS_EXPORTER_PURE_PYTHON": "1"}
+MTAIL_HELDOUT_S = 120  # mtail's limit on the held-out-like log
+
+
+def with_env(env: dict[str, str], cmd: list[str]) -> list[str]:
+    """``cmd`` run with ``env`` added (through env(1): ``measure`` takes no environment)."""
+    return ["env", *(f"{k}={v}" for k, v in env.items()), *cmd]
+
+
+def bench_heldout(size_bytes: int, results: dict[str, Any]) -> None:
+    """Issue 24: scan vs grep, zcat | grep and mtail on a held-out-like log (bench/heldout.py),
+    with the compiled parts (the default install) and in pure Python (the fallback); the floor;
+    the output of every scan checked against the serial pure-Python scan, byte for byte."""
+    path = OUT / "heldout.log"
+    say(f"generating a {size_bytes / MB:.0f} MB held-out-like log")
+    log = write_heldout(path, size_bytes)
+    inp = {
+        "bytes": log.n_bytes,
+        "lines": log.n_lines,
+        "candidates": log.n_candidates,
+        "candidate_share": log.n_candidates / log.n_lines,
+        "long_lines": log.n_long,
+    }
+    out: dict[str, Any] = {"input": inp}
+    results["heldout"] = out
+    say("warming the page cache")
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+    say("grep x3; the floor (read, count lines, the compiled search) on 1 and 2 cores x3")
+    grep = best_of(["grep", "-c", "-F", "handshakeFailed", str(path)], "h_grep")
+    grep.pop("stdout")
+    out["grep"] = grep
+    markers = [m.decode() for m in MARKERS]
+    for name, processes in (("floor_1", 1), ("floor_2", 2)):
+        cmd = [sys.executable, "-c", _PYTHON_FLOOR, str(path), str(processes), "--compiled"]
+        floor = best_of([*cmd, *markers], f"h_{name}")
+        floor.pop("stdout")
+        out[name] = floor
+    reference = best_of(
+        with_env(PURE, [*EXPORTER, "scan", "--jobs", "1", str(path)]), "h_pure_1", runs=1
+    )
+    expected = reference.pop("stdout")
+    out["pure_1"] = reference
+    runs = [
+        ("scan", [], {}),
+        ("scan_1", ["--jobs", "1"], {}),
+        ("pure", [], PURE),
+    ]
+    for name, flags, env in runs:
+        say(f"{name} x3")
+        cmd = with_env(env, [*EXPORTER, "scan", *flags, str(path)])
+        got = best_of(cmd, f"h_{name}")
+        got["identical"] = got.pop("stdout") == expected
+        out[name] = got
+    tiny = OUT / "tiny.log"
+    tiny.write_text(LogGenerator(1).text(1_000))
+    startup = best_of([*EXPORTER, "scan", str(tiny)], "h_tiny")
+    startup.pop("stdout")
+    out["startup"] = startup
+    for name in ("floor_1", "floor_2", "pure_1", "scan", "scan_1", "pure"):
+        out[name]["ratio_to_grep"] = out[name]["best_s"] / grep["best_s"]
+        out[name]["cpu_ratio_to_grep"] = out[name]["cpu_s"] / max(grep["cpu_s"], 1e-3)
+    packed = OUT / "heldout.log.gz"
+    say("gzip of the held-out-like log; zcat | grep x3; scan of the .gz x3, pure x1")
+    gzip_file(path, packed)
+    zcat = best_of(["sh", "-c", f"zcat '{packed}' | grep -c -F handshakeFailed"], "h_zcat")
+    zcat.pop("stdout")
+    gz: dict[str, Any] = {"bytes": packed.stat().st_size, "zcat_grep": zcat}
+    for name, flags, env, times in (
+        ("scan", [], {}, 3),
+        ("scan_1", ["--jobs", "1"], {}, 3),
+        ("pure", [], PURE, 1),
+    ):
+        cmd = with_env(env, [*EXPORTER, "scan", *flags, str(packed)])
+        got = best_of(cmd, f"h_gz_{name}", runs=times)
+        # the same log: the same figures, but for the file's name in the health series
+        got["identical"] = got.pop("stdout").replace(str(packed), str(path)) == expected
+        got["ratio_to_zcat_grep"] = got["best_s"] / zcat["best_s"]
+        gz[name] = got
+    out["gzip"] = gz
+    packed.unlink()
+    if shutil.which("mtail") is not None:
+        say(f"mtail --one_shot x1 on the held-out-like log (at most {MTAIL_HELDOUT_S} s)")
+        try:
+            run = measure(
+                [
+                    "mtail",
+                    "--one_shot",
+                    "--one_shot_format=prometheus",
+                    f"--progs={MTAIL_PROGRAM}",
+                    f"--logs={path}",
+                    "--logtostderr",
+                ],
+                MTAIL_HELDOUT_S,
+                OUT / "h_mtail.prom",
+            )
+        except RuntimeError:  # its regex on lines of 100 KiB: minutes (measured)
+            out["mtail"] = {"timeout_s": MTAIL_HELDOUT_S}
+        else:
+            out["mtail"] = {
+                "wall_s": run.wall,
+                "cpu_s": run.cpu,
+                "max_rss_mb": run.max_rss_mb,
+                "returncode": run.returncode,
+                "ratio_to_grep": run.wall / grep["best_s"],
+                "ratio_to_scan": run.wall / out["scan"]["best_s"],
+            }
+    path.unlink()
+
+
+class _Follower:
+    """A process following a log: its metrics page and how many lines it has read."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, lines_metric: str) -> None:
+        self.proc, self.url, self.lines_metric = proc, url, lines_metric
+
+    def page(self) -> Optional[str]:
+        try:
+            with urllib.request.urlopen(self.url, timeout=5) as response:
+                body: bytes = response.read()
+                return body.decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    def lines(self) -> float:
+        """Lines read so far; -1 while it does not answer."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.proc.args[0]} exited with {self.proc.returncode}")
+        page = self.page()
+        return -1.0 if page is None else (sample_value(page, self.lines_metric) or 0.0)
+
+
+def _catch_up(follower: _Follower, log: Path, source: Path, n_lines: int) -> dict[str, Any]:
+    """Appends ``source`` to the (empty) ``log`` the follower is following, as fast as the disk
+    takes it, and times the follower until it has read every line: MB/s and CPU-s per 100 MB.
+    /metrics is polled every 50 ms (a scrape costs the follower a little CPU too)."""
+    deadline = time.monotonic() + 30
+    while follower.lines() < 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the follower did not answer within 30 s")
+        time.sleep(0.05)
+    pid = follower.proc.pid
+    cpu0, start = proc_cpu(pid), time.perf_counter()
+    with open(source, "rb") as src, open(log, "ab") as dst:
+        shutil.copyfileobj(src, dst, 16 << 20)
+    appended = time.perf_counter() - start
+    deadline = time.monotonic() + 600
+    peak = 0.0
+    while follower.lines() < n_lines:
+        peak = max(peak, proc_rss_mb(pid))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the follower read {follower.lines()} of {n_lines} lines in 600 s")
+        time.sleep(0.05)
+    wall, cpu = time.perf_counter() - start, proc_cpu(pid) - cpu0
+    size = source.stat().st_size
+    return {
+        "bytes": size,
+        "append_s": appended,
+        "wall_s": wall,
+        "mb_per_s": size / MB / wall,
+        "cpu_s": cpu,
+        "cpu_s_per_100mb": cpu * 100 * MB / size,
+        "max_rss_mb": max(peak, proc_rss_mb(pid)),
+    }
+
+
+def bench_follow(size_bytes: int, results: dict[str, Any]) -> None:
+    """Issue 24 (for issue 19): ``run`` catching up on ``size_bytes`` appended at once to the log
+    it follows, beside mtail following the same log in the same way."""
+    source = OUT / "follow.source.log"
+    say(f"generating a {size_bytes / MB:.0f} MB log to follow")
+    generated = write_log(source, size_bytes, seed=24)
+    out: dict[str, Any] = {"bytes": generated.n_bytes, "lines": generated.n_lines}
+    results["follow"] = out
+    log = OUT / "follow.log"
+    log.write_bytes(b"")
+    say("run: catching up")
+    daemon = Daemon("follow", log)
+    try:
+        follower = _Follower(daemon.proc, daemon.url, "apigee_tls_log_lines_total")
+        run = _catch_up(follower, log, source, generated.n_lines)
+        # the last failures wait for their pairing window to close (by wall time) first
+        page = daemon.wait_for("apigee_tls_handshake_failures_total", generated.n_failures, 30)
+        run["truth"] = compare(generated.truth, failure_series(page or daemon.scrape() or ""))
+        out["run"] = run
+    finally:
+        daemon.stop()
+    if shutil.which("mtail") is not None:
+        say("mtail: catching up")
+        log.write_bytes(b"")
+        port = free_port()
+        cmd = [
+            "mtail",
+            f"--progs={MTAIL_PROGRAM}",
+            f"--logs={log}",
+            "--address=127.0.0.1",
+            f"--port={port}",
+            "--logtostderr",
+        ]
+        with open(OUT / "mtail.follow.log", "wb") as said:
+            proc = subprocess.Popen(cmd, stdout=said, stderr=subprocess.STDOUT)
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                follower = _Follower(proc, url, "mtail_log_lines_total")
+                out["mtail"] = _catch_up(follower, log, source, generated.n_lines)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    source.unlink()
+    log.unlink()
+
+
 def bench_latency(appends: int, results: dict[str, Any]) -> None:
     """Time from appending a complete failure record to seeing it counted in /metrics."""
     log = OUT / "latency.log"
@@ -1076,6 +1298,123 @@ def every_core_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _x(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _heldout_runs(h: dict[str, Any]) -> list[dict[str, Any]]:
+    return [h["scan"], h["scan_1"], h["pure"], *(h["gzip"][k] for k in ("scan", "scan_1", "pure"))]
+
+
+def heldout_section(results: dict[str, Any]) -> list[str]:
+    """Issue 24: the held-out-like log, the default install and the pure-Python fallback."""
+    h = results.get("heldout")
+    if not h or "scan" not in h:
+        return []
+    inp, grep = h["input"], h["grep"]
+
+    def row(label: str, r: dict[str, Any], ratio: str = "ratio_to_grep") -> str:
+        same = {True: "identical", False: "DIFFERS", None: ""}[r.get("identical")]
+        runs = ", ".join(f"{t:.2f}" for t in r["times_s"])
+        return (
+            f"| {label} | {r['best_s']:.2f} s ({runs}) | {_x(r[ratio]) if ratio in r else ''} | "
+            f"{r['cpu_s']:.2f} s | "
+            f"{r['max_rss_mb']:.1f} MiB | {same} |"
+        )
+
+    gz = h["gzip"]
+    one, floor = h["scan_1"], h["floor_1"]
+    rest = one["cpu_s"] - floor["cpu_s"] - h["startup"]["cpu_s"]
+    lines = [
+        "",
+        "## `scan` on a held-out-like log (issue 24)",
+        "",
+        f"Input: `bench/heldout.py`, {inp['bytes']:,} bytes, {inp['lines']:,} lines, "
+        f"{inp['candidate_share']:.1%} of them candidates (a marker in the line), "
+        f"{inp['long_lines']:,} lines of 64 to 192 KiB, invalid UTF-8, dense stack traces. "
+        "Page cache warm; best of 3 (all runs in brackets) unless said; CPU is the least "
+        "user+sys of the runs, every process; output checked byte for byte against the serial "
+        "pure-Python scan (`APIGEE_TLS_EXPORTER_PURE_PYTHON=1 scan --jobs 1`).",
+        "",
+        "| run | wall time | ratio | CPU | peak RSS | output |",
+        "|---|---|---|---|---|---|",
+        f"| `grep -c -F handshakeFailed` | {grep['best_s']:.2f} s | 1 | {grep['cpu_s']:.2f} s "
+        "| | |",
+        row("floor, 1 core: read, count lines, the compiled search", h["floor_1"]),
+        row("floor, 2 cores", h["floor_2"]),
+        row(f"`scan` (default install, all {JOBS} cores)", h["scan"]),
+        row("`scan --jobs 1` (default install)", h["scan_1"]),
+        row(f"`scan`, pure-Python fallback, all {JOBS} cores", h["pure"]),
+        row("`scan --jobs 1`, pure-Python fallback (one run)", h["pure_1"]),
+        row("`scan` of a 1,000-line log (start-up)", h["startup"]),
+        "",
+        f"Of the CPU time of `scan --jobs 1` ({one['cpu_s']:.2f} s), the floor takes "
+        f"{floor['cpu_s']:.2f} s, start-up {h['startup']['cpu_s']:.2f} s, and parsing and pairing "
+        f"the {inp['candidates']:,} candidate lines the rest, {rest:.2f} s "
+        f"({rest / max(inp['candidates'], 1) * 1e6:.1f} µs each). grep's CPU time is "
+        f"{grep['cpu_s']:.2f} s; with both cores free, `scan`'s wall time is about half its "
+        "CPU time plus start-up (the wall times above are also those of a shared machine: see "
+        "the load averages).",
+        "",
+        f"The same log gzipped ({gz['bytes'] / MB:.0f} MB), beside `zcat | grep -c -F "
+        "handshakeFailed`:",
+        "",
+        "| run | wall time | ratio | CPU | peak RSS | output |",
+        "|---|---|---|---|---|---|",
+        f"| `zcat \\| grep -c` | {gz['zcat_grep']['best_s']:.2f} s | 1 | "
+        f"{gz['zcat_grep']['cpu_s']:.2f} s | | |",
+        row(f"`scan` (all {JOBS} cores)", gz["scan"], "ratio_to_zcat_grep"),
+        row("`scan --jobs 1`", gz["scan_1"], "ratio_to_zcat_grep"),
+        row("`scan`, pure-Python fallback (one run)", gz["pure"], "ratio_to_zcat_grep"),
+    ]
+    mt = h.get("mtail")
+    if mt and "timeout_s" in mt:
+        lines += [
+            "",
+            f"mtail `--one_shot` on the same log (`bench/apigee.mtail`) did not finish within "
+            f"{mt['timeout_s']} s ({_x(mt['timeout_s'] / grep['best_s'])} grep at least): its "
+            "regex runs slowly over the long lines.",
+        ]
+    elif mt:
+        lines += [
+            "",
+            f"mtail `--one_shot` on the same log (one run, `bench/apigee.mtail`): "
+            f"{mt['wall_s']:.2f} s wall, {mt['cpu_s']:.2f} s CPU, {mt['max_rss_mb']:.1f} MiB; "
+            f"{_x(mt['ratio_to_grep'])} grep, {_x(mt['ratio_to_scan'])} `scan`"
+            + (f" (exit code {mt['returncode']})" if mt["returncode"] else "")
+            + ".",
+        ]
+    return lines
+
+
+def follow_section(results: dict[str, Any]) -> list[str]:
+    """Issue 24 (for issue 19): catching up on a log appended at once, beside mtail."""
+    f = results.get("follow")
+    if not f or "run" not in f:
+        return []
+    lines = [
+        "",
+        "## Following: catching up (issue 24)",
+        "",
+        f"A generated log of {f['bytes']:,} bytes ({f['lines']:,} lines) appended at once (16 MiB "
+        "writes) to an empty file that the follower already follows; timed from the first "
+        "write until its /metrics (polled every 50 ms) counts every line. CPU from "
+        "/proc/PID/stat over the same span. `run --from-beginning`; mtail with "
+        "`bench/apigee.mtail` (its `mtail_log_lines_total`).",
+        "",
+        "| follower | caught up in | MB/s | CPU | CPU-s per 100 MB | peak RSS | output |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("run", "mtail"):
+        r = f.get(name)
+        if r:
+            lines.append(
+                f"| {name} | {r['wall_s']:.2f} s | {r['mb_per_s']:.0f} | {r['cpu_s']:.2f} s | "
+                f"{r['cpu_s_per_100mb']:.2f} | {r['max_rss_mb']:.1f} MiB | {r.get('truth', '')} |"
+            )
+    return lines
+
+
 def report(results: dict[str, Any], quick: bool) -> str:
     """BENCHMARKS.md from the results of this run."""
     m = results["machine"]
@@ -1130,6 +1469,43 @@ def report(results: dict[str, Any], quick: bool) -> str:
                 f"| mtail --one_shot vs `scan` (its wall time / scan's) | "
                 f"{mt['ratio_to_scan']:.1f}x | >= 10x | {verdict(mt['ratio_to_scan'] >= 10)} |"
             )
+    h = results.get("heldout")
+    if h and "scan" in h:
+        scan_h, gz_h = h["scan"], h["gzip"]["scan"]
+        lines += [
+            f"| held-out-like log: `scan` (all {JOBS} cores) vs grep | "
+            f"{_x(scan_h['ratio_to_grep'])} ({scan_h['best_s']:.2f} s vs "
+            f"{h['grep']['best_s']:.2f} s; CPU {_x(scan_h['cpu_ratio_to_grep'])}; the floor "
+            f"{_x(h['floor_2']['ratio_to_grep'])}) | within 2x | "
+            f"{verdict(scan_h['ratio_to_grep'] <= 2)} |",
+            f"| held-out-like log: the same, pure-Python fallback | "
+            f"{_x(h['pure']['ratio_to_grep'])} ({h['pure']['best_s']:.2f} s) | | |",
+            f"| held-out-like log gzipped: `scan` vs `zcat \\| grep -c` | "
+            f"{_x(gz_h['ratio_to_zcat_grep'])} | <= 0.6x | "
+            f"{verdict(gz_h['ratio_to_zcat_grep'] <= 0.6)} |",
+            f"| held-out-like log: peak RSS of any `scan` | "
+            f"{max(h[k]['max_rss_mb'] for k in ('scan', 'scan_1', 'pure')):.1f} MiB | "
+            f"< 100 MB | "
+            f"{verdict(max(h[k]['max_rss_mb'] for k in ('scan', 'scan_1', 'pure')) < 100)} |",
+            "| held-out-like log: every scan's output the serial pure-Python scan's | "
+            + ("identical" if all(r.get("identical") for r in _heldout_runs(h)) else "DIFFERS")
+            + " | identical | "
+            + verdict(all(r.get("identical") for r in _heldout_runs(h)))
+            + " |",
+        ]
+    f = results.get("follow")
+    if f and "run" in f:
+        run_f = f["run"]
+        beside = ""
+        if "mtail" in f:
+            beside = (
+                f"; mtail {f['mtail']['mb_per_s']:.0f} MB/s, "
+                f"{f['mtail']['cpu_s_per_100mb']:.2f} CPU-s"
+            )
+        lines.append(
+            f"| `run` catching up on {f['bytes'] / MB:.0f} MB | {run_f['mb_per_s']:.0f} MB/s, "
+            f"{run_f['cpu_s_per_100mb']:.2f} CPU-s per 100 MB{beside} | | |"
+        )
     lat = results.get("latency")
     if lat:
         lines.append(
@@ -1224,6 +1600,8 @@ def report(results: dict[str, Any], quick: bool) -> str:
         ]
         lines += mtail_section(results)
         lines += every_core_section(results)
+    lines += heldout_section(results)
+    lines += follow_section(results)
     if lat:
         lines += [
             "",
@@ -1357,7 +1735,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["scan", "latency", "cpu", "checkpoint", "unpaired"],
+        choices=["scan", "heldout", "follow", "latency", "cpu", "checkpoint", "unpaired"],
         action="append",
         help="run only these measurements (repeatable)",
     )
@@ -1375,7 +1753,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(output.read_text())
         return 0
     quick: bool = args.quick
-    only = set(args.only or ["scan", "latency", "cpu", "checkpoint", "unpaired"])
+    only = set(
+        args.only or ["scan", "heldout", "follow", "latency", "cpu", "checkpoint", "unpaired"]
+    )
     output = args.output or (OUT / "BENCHMARKS.quick.md" if quick else ROOT / "BENCHMARKS.md")
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -1390,6 +1770,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         seconds = 8.0 if quick else 20.0
         plan = [
             ("scan", lambda: bench_scan(size, results)),
+            ("heldout", lambda: bench_heldout((80 if quick else 800) * MB, results)),
+            ("follow", lambda: bench_follow((40 if quick else 200) * MB, results)),
             ("latency", lambda: bench_latency(100, results)),
             ("cpu", lambda: bench_cpu("cpu_2000", 2_000, seconds, results, per_record=True)),
             (

@@ -192,6 +192,7 @@ def _scan(args: argparse.Namespace) -> int:
             since=since,
             until=until,
             timeline=args.format in ("table", "backfill"),
+            meanwhile=lambda: _load_output(args.format),
         )
     except OSError as err:
         name = err.filename if err.filename is not None else "input"
@@ -209,6 +210,14 @@ def _scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_output(fmt: str) -> None:
+    """Imports what writing ``fmt`` needs (``scan`` calls it while its workers read)."""
+    if fmt == "prometheus":
+        from .state import metrics  # noqa: F401 (with the Prometheus client)
+
+        _no_created_series()
+
+
 def _write_scan(
     result: ScanResult,
     fmt: str,
@@ -217,10 +226,10 @@ def _write_scan(
     labels: dict[str, str],
     until: Optional[float],
 ) -> None:
+    _load_output(fmt)
     if fmt == "prometheus":
         from prometheus_client import generate_latest
 
-        _no_created_series()
         out.write(generate_latest(result.registry()).decode())
     elif fmt == "json":
         json.dump(scan_json(result), out, indent=2, sort_keys=True)

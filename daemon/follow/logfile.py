@@ -25,9 +25,10 @@ TAIL_BYTES = 128
 RAW_CHUNK = 1 << 16  # compressed bytes read at a time from a .gz
 
 Decompressor = Union["zlib._Decompress", lzma.LZMADecompressor, bz2.BZ2Decompressor]
+GZIP_MAGIC = b"\x1f\x8b"
 # The compressed formats read, by their first bytes; and those told but not read.
 DECOMPRESSORS: dict[bytes, Callable[[], Decompressor]] = {
-    b"\x1f\x8b": lambda: zlib.decompressobj(31),
+    GZIP_MAGIC: lambda: zlib.decompressobj(31),
     b"\xfd7zXZ\x00": lzma.LZMADecompressor,
     b"BZh": bz2.BZ2Decompressor,
 }

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 from .correlate import Correlator
 from .events import Failure
-from .lines import Buffer, LineSplitter
+from .lines import Buffer
 from .parse import (
     GENERAL_PROBLEM,
     RECORD_LINES,
@@ -38,13 +38,11 @@ class LogPipeline:
     def __init__(
         self,
         stats: FileStats,
-        splitter: LineSplitter,
         parser: Parser,
         correlator: Correlator,
         sinks: list[Sink],
     ) -> None:
         self.stats = stats
-        self.splitter = splitter
         self.parser = parser
         self.correlator = correlator
         self.sinks = sinks

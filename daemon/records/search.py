@@ -1,40 +1,81 @@
-"""Which lines of a buffer hold one of a few literals: the mechanism of the parser's prefilter.
+"""Which lines of a buffer hold one of a few literals: the mechanism of the parser's prefilter;
+and which compiled parts this process uses.
 
 ``parse`` says *what* a candidate line holds (its markers); this module finds those lines fast.
 Two implementations give the same lines, in the same order:
 
-- ``ahocorasick_rs`` (the optional ``fast`` extra), when installed: one pass over the bytes for
-  every literal at once, in compiled code (SIMD).
-- pure Python otherwise: one ``find`` pass (C speed) per group of literals that share a prefix
-  (``handshakeFailed`` and ``handshakeTimeout`` are one search for ``handshake``, then a check of
-  what follows).
+- ``ahocorasick_rs`` (a dependency, with binary wheels for manylinux x86_64 and aarch64): one pass
+  over the bytes for every literal at once, in compiled code (SIMD).
+- pure Python when it cannot be imported: one ``find`` pass (C speed) per group of literals that
+  share a prefix (``handshakeFailed`` and ``handshakeTimeout`` are one search for ``handshake``,
+  then a check of what follows).
 
-``APIGEE_TLS_EXPORTER_PURE_PYTHON=1`` in the environment turns every accelerator off (this one and
-the gzip inflaters of ``scan``), to compare or to rule them out.
+``scan`` inflates gzip files with ``isal`` (also a dependency), zlib otherwise. Whether both
+compiled parts are in use is ``accelerated()``, exported as ``apigee_tls_build_info``'s
+``compiled`` label; one that could not be imported is said once in the log (``say_fallback``).
+
+``APIGEE_TLS_EXPORTER_PURE_PYTHON=1`` in the environment turns every compiled part off, to compare
+or to rule them out.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional, Union
 
 Buffer = Union[bytes, bytearray]
 PURE_ENV = "APIGEE_TLS_EXPORTER_PURE_PYTHON"
+# The compiled parts: name -> the module imported to use it.
+COMPILED = {"ahocorasick_rs": "ahocorasick_rs", "isal": "isal.isal_zlib"}
 _MIN_SHARED_PREFIX = 4  # shorter shared prefixes find too many false hits to be worth a group
+_log = logging.getLogger("apigee_tls_exporter")  # the CLI's structlog set-up renders it
 
 
 def pure_python() -> bool:
-    """True when the environment asks for no compiled accelerators."""
+    """True when the environment asks for no compiled parts."""
     return os.environ.get(PURE_ENV, "") not in ("", "0")
 
 
-def _accelerator(literals: Sequence[bytes]) -> Optional[Any]:
-    try:
-        library: Any = importlib.import_module("ahocorasick_rs")  # the optional `fast` extra
-    except ImportError:
-        return None
+@functools.cache
+def compiled_parts() -> dict[str, Optional[str]]:
+    """Each compiled part -> None when this process uses it, else why not (imported once)."""
+    parts: dict[str, Optional[str]] = {}
+    for name, module in COMPILED.items():
+        if pure_python():
+            parts[name] = f"{PURE_ENV} is set"
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as err:  # a platform without a wheel, a broken install
+            parts[name] = f"cannot import {module}: {err}"
+        else:
+            parts[name] = None
+    return parts
+
+
+@functools.cache
+def say_fallback() -> None:
+    """Says once, as a warning, which compiled parts could not be imported (none when the
+    environment turned them off). Called where the fallback is first used: ``run`` has set up
+    its log by then; ``scan`` calls it before it starts its workers, which inherit the "once"."""
+    if pure_python():
+        return
+    failed = [f"{name} ({why})" for name, why in compiled_parts().items() if why]
+    if failed:
+        _log.warning("compiled parts unavailable, using pure python: %s", "; ".join(failed))
+
+
+def accelerated() -> bool:
+    """Whether every compiled part is in use."""
+    return not any(compiled_parts().values())
+
+
+def _automaton(literals: Sequence[bytes]) -> Any:
+    library: Any = importlib.import_module("ahocorasick_rs")
     # Leftmost-first: the automaton then runs its SIMD prefilter, which the standard match kind
     # turns off (4x slower with five literals, measured); which literal of a line matched does
     # not matter, only where the first one is.
@@ -69,8 +110,9 @@ def _shared(a: bytes, b: bytes) -> bytes:
 class LineFinder:
     """Finds the lines that hold any of ``literals`` (none may hold a newline).
 
-    ``accelerate``: None uses the compiled search when it is installed and not turned off by the
-    environment; False never; True requires it (ImportError when missing).
+    ``accelerate``: None uses the compiled search when ``compiled_parts`` does (decided at the
+    first search, not when built: the parser builds one at import); False never; True requires it
+    (ImportError when it cannot be imported).
     """
 
     def __init__(self, literals: Sequence[bytes], accelerate: Optional[bool] = None) -> None:
@@ -79,14 +121,21 @@ class LineFinder:
         self.literals = tuple(literals)
         self._needles = _groups(self.literals)
         self._fast: Optional[Any] = None
-        if accelerate or (accelerate is None and not pure_python()):
-            self._fast = _accelerator(self.literals)
-            if self._fast is None and accelerate:
-                raise ImportError("ahocorasick_rs is not installed (the `fast` extra)")
+        self._decided = accelerate is not None
+        if accelerate:
+            self._fast = _automaton(self.literals)
 
     @property
     def accelerated(self) -> bool:
+        self._decide()
         return self._fast is not None
+
+    def _decide(self) -> None:
+        if not self._decided:
+            self._decided = True
+            say_fallback()
+            if compiled_parts()["ahocorasick_rs"] is None:
+                self._fast = _automaton(self.literals)
 
     def __call__(
         self, buf: Buffer, start: int = 0, end: Optional[int] = None
@@ -97,6 +146,8 @@ class LineFinder:
         it holds.
         """
         end = len(buf) if end is None else end
+        if not self._decided:
+            self._decide()
         if self._fast is not None:
             return self._accelerated(buf, start, end)
         return self._pure(buf, start, end)

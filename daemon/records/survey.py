@@ -60,7 +60,7 @@ def survey(
     failures: list[Failure] = []
     splitter = LineSplitter(max_line_bytes, stats)
     pipeline = LogPipeline(
-        stats, splitter, Parser(tz, head), Correlator(window_lines, None), [failures.append]
+        stats, Parser(tz, head), Correlator(window_lines, None), [failures.append]
     )
     number = 0
     pieces = (b[i : i + max_line_bytes] for b in blocks for i in range(0, len(b), max_line_bytes))

@@ -149,7 +149,7 @@ class Daemon:
         )
         parser = Parser(timezone_of(self.config.timezone), RecordHead(log_config.record_head))
         self.followers[path] = follower
-        self.pipelines[path] = LogPipeline(stats, follower.splitter, parser, correlator, self.sinks)
+        self.pipelines[path] = LogPipeline(stats, parser, correlator, self.sinks)
 
     # --- checkpoint ---
     @property

@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, BinaryIO, Callable, Optional, cast
 
+from ..follow.logfile import GZIP_MAGIC
 from ..records.correlate import Correlator
 from ..records.events import Failure
 from ..records.lines import Buffer, LineSplitter
 from ..records.parse import RECORD_LINES, Parser
 from ..records.pipeline import LogPipeline
-from ..records.search import pure_python
+from ..records.search import compiled_parts, say_fallback
 from ..records.stats import FileStats
+from ..state.counts import failure_labels
 
 Labels = tuple[str, ...]
 READ_BYTES = 1 << 20
@@ -94,7 +96,7 @@ class Tally:
             self.until is not None and ts >= self.until
         ):
             return
-        labels = failure[:7]  # org, env, api, rev, target, reason, key_alias
+        labels = failure_labels(failure)
         entry = self.series.get(labels)
         if entry is None:
             self.series[labels] = [1.0, ts]
@@ -133,13 +135,11 @@ def scan_piece(
             progress = share
         base = 0
         splitter = LineSplitter(options.max_line_bytes, stats)
-        pipeline = LogPipeline(stats, splitter, parser, correlator, [tally.record])
+        pipeline = LogPipeline(stats, parser, correlator, [tally.record])
         if lookback < start:
             back = FileStats()
-            muted = LogPipeline(
-                back, LineSplitter(options.max_line_bytes, back), parser, correlator, []
-            )
-            _feed(stream, muted, start - lookback, None)
+            muted = LogPipeline(back, parser, correlator, [])
+            _feed(stream, muted, LineSplitter(options.max_line_bytes, back), start - lookback, None)
             correlator.unpaired = correlator.orphans = 0
             base = stats.lines = back.lines
             # the record line in force where the piece starts
@@ -148,14 +148,14 @@ def scan_piece(
             # Read to just before the end as planned, then on to the record line at or after it
             # (the next piece starts there: it finds the same line), or to the end of the file,
             # which this piece then closes (an inflated size estimated too large).
-            _feed(stream, pipeline, max(0, end - 1 - start), progress)
+            _feed(stream, pipeline, splitter, max(0, end - 1 - start), progress)
             start = stream.tell()
             end = record_at(stream, end)
             size = rewindable.size
             if size is not None and end >= size:
                 end, closes = size, True
             stream.seek(start)
-        _feed(stream, pipeline, None if end is None else end - start, progress)
+        _feed(stream, pipeline, splitter, None if end is None else end - start, progress)
         if closes:
             if splitter.partial:  # the last line has no newline: it is a line all the same
                 for segment in splitter.feed(b"\n"):
@@ -196,12 +196,14 @@ class _Share:
 def _feed(
     stream: BinaryIO,
     pipeline: LogPipeline,
+    splitter: LineSplitter,
     limit: Optional[int],
     on_read: Optional[Callable[[], None]],
 ) -> None:
-    """Reads ``limit`` bytes (None: to the end) into the pipeline. (A read may end inside a
-    stack trace: the pipeline keeps the record line in force for the lines after it.)"""
-    stats, splitter = pipeline.stats, pipeline.splitter
+    """Reads ``limit`` bytes (None: to the end) through ``splitter`` into the pipeline. (A read
+    may end inside a stack trace: the pipeline keeps the record line in force for the lines after
+    it.)"""
+    stats = pipeline.stats
     buffer = bytearray(min(READ_BYTES, splitter.limit))
     view = memoryview(buffer)
     left = -1 if limit is None else limit
@@ -392,30 +394,24 @@ Opener = Callable[[BinaryIO], BinaryIO]
 
 @functools.cache
 def inflaters() -> tuple[str, Optional[Opener], Optional[Opener], tuple[type[BaseException], ...]]:
-    """The fastest gzip reader installed: ``isal``, then ``zlib-ng`` (the extras), else zlib.
+    """The gzip reader: ``isal`` when ``compiled_parts`` uses it, else zlib.
 
     (name, plain reader, reader that inflates in a thread of its own, the errors they raise);
     the readers are None for zlib, which ``gzip.GzipFile`` reads.
     """
-    if not pure_python():
-        # imported by name: the extras are optional, and typed differently from one to the other
-        for name, plain, threaded, library in (
-            ("isal", "isal.igzip", "isal.igzip_threaded", "isal.isal_zlib"),
-            ("zlib-ng", "zlib_ng.gzip_ng", "zlib_ng.gzip_ng_threaded", "zlib_ng.zlib_ng"),
-        ):
-            try:
-                single: Any = importlib.import_module(plain)
-                inthread: Any = importlib.import_module(threaded)
-                errors: Any = importlib.import_module(library).error
-            except ImportError:
-                continue
-            return (
-                name,
-                lambda raw, m=single: cast(BinaryIO, m.open(raw, "rb")),
-                lambda raw, m=inthread: cast(BinaryIO, m.open(raw, "rb", threads=1)),
-                (*_GZIP_ERRORS, errors),
-            )
-    return "zlib", None, None, _GZIP_ERRORS
+    say_fallback()
+    if compiled_parts()["isal"] is not None:
+        return "zlib", None, None, _GZIP_ERRORS
+    # imported by name: isal's modules are typed loosely
+    single: Any = importlib.import_module("isal.igzip")
+    inthread: Any = importlib.import_module("isal.igzip_threaded")
+    errors: Any = importlib.import_module("isal.isal_zlib").error
+    return (
+        "isal",
+        lambda raw: cast(BinaryIO, single.open(raw, "rb")),
+        lambda raw: cast(BinaryIO, inthread.open(raw, "rb", threads=1)),
+        (*_GZIP_ERRORS, errors),
+    )
 
 
 @contextlib.contextmanager
@@ -434,7 +430,7 @@ def _open(
         magic = peek(2)[:2] if piece.stream and peek else os.pread(raw.fileno(), 2, 0)
         stream: BinaryIO = raw
         _, single, threaded, errors = inflaters()
-        if magic == b"\x1f\x8b":
+        if magic == GZIP_MAGIC:
             # a piece of a cut file seeks back: the threaded reader does not
             in_thread = options.threaded_inflate and piece.inflated_size is None
             opener = threaded if in_thread else single
@@ -445,7 +441,7 @@ def _open(
             stack.callback(stream.close)
         elif piece.lookback:
             raw.seek(piece.lookback)
-        seen = [piece.start if magic != b"\x1f\x8b" else 0]
+        seen = [piece.start if magic != GZIP_MAGIC else 0]
 
         def position() -> int:
             at = seen[0]

@@ -36,8 +36,10 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
+from ..follow.logfile import GZIP_MAGIC
+from ..records.search import say_fallback
 from ..records.stats import FileStats, PairingStats
-from ..state.counts import OVERFLOW, FailureStore
+from ..state.counts import FailureStore
 from .pieces import (
     LOOKBACK_WINDOWS,
     Labels,
@@ -119,6 +121,7 @@ def scan(
     until: Optional[float] = None,
     timeline: bool = False,
     piece_bytes: Optional[int] = None,
+    meanwhile: Optional[Callable[[], object]] = None,
 ) -> ScanResult:
     """Read each file from its start to its end (``-`` is standard input) and count.
 
@@ -129,10 +132,12 @@ def scan(
     not depend on how fast it was read. ``jobs`` processes read the pieces (see the module's
     docstring); ``since``/``until`` count only failures logged within [since, until) (pairing and
     the health figures still see every line); ``timeline`` keeps failures by minute too.
+    ``meanwhile`` is called while the workers read (the CLI loads what its output needs then).
     """
     options = Options(
         tz, max_line_bytes, window_lines, since, until, timeline, threaded_inflate=jobs > 1
     )
+    say_fallback()  # here, once: the workers inherit it
     with contextlib.ExitStack() as files_open:
         handles: list[BinaryIO] = []
         for path in paths:
@@ -157,6 +162,8 @@ def scan(
         else:
             in_process = list(range(len(pieces)))
         try:
+            if futures and meanwhile is not None:
+                meanwhile()
             for i in in_process:
                 piece = pieces[i]
                 raw = handles[piece.file] if piece.stream else None
@@ -265,7 +272,7 @@ def _is_gzip(handle: BinaryIO) -> bool:
     """Whether the input starts with gzip's magic bytes (read without consuming them)."""
     if not hasattr(handle, "peek"):
         return False  # read as a stream: _open looks again
-    return bool(handle.peek(2)[:2] == b"\x1f\x8b")
+    return bool(handle.peek(2)[:2] == GZIP_MAGIC)
 
 
 class _Meter:
@@ -352,13 +359,7 @@ def merge(
         pairing.unpaired += part.unpaired
         pairing.orphans += part.orphans
         for labels, (count, last) in part.series.items():
-            key = labels
-            if labels not in store.counts and len(store.counts) >= store.max_series:
-                key = OVERFLOW
-                store.overflow += int(count)
-            store.counts[key] = store.counts.get(key, 0.0) + count
-            short = (key[0], key[1], key[4], key[5], key[6])
-            store.last[short] = max(store.last.get(short, 0.0), last)
+            key = store.add(labels, count, last)
             if timeline:
                 minutes.setdefault(key, Counter()).update(part.minutes.get(labels, {}))
     return ScanResult(store, files, pairing, minutes if timeline else None)

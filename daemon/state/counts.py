@@ -9,13 +9,26 @@ them into metric families at scrape time.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 from ..records.events import Failure
 
 FAILURE_LABELS = ("org", "env", "api", "rev", "target", "reason", "key_alias")
 LAST_LABELS = ("org", "env", "target", "reason", "key_alias")
 OVERFLOW = ("other",) * len(FAILURE_LABELS)
+# Where the last-failure gauge's labels are among the failure labels.
+_LAST_POSITIONS = tuple(FAILURE_LABELS.index(name) for name in LAST_LABELS)
+_N_LABELS = len(FAILURE_LABELS)
+
+
+def failure_labels(failure: Failure) -> tuple[str, ...]:
+    """The values of ``FAILURE_LABELS`` of a failure (its first fields, in that order)."""
+    return cast("tuple[str, ...]", failure[:_N_LABELS])
+
+
+def last_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The values of ``LAST_LABELS`` among the values of ``FAILURE_LABELS``."""
+    return tuple(labels[i] for i in _LAST_POSITIONS)
 
 
 class FailureStore:
@@ -34,22 +47,18 @@ class FailureStore:
 
     def record(self, failure: Failure) -> tuple[str, ...]:
         """Count one failure; return the label values it was counted under."""
-        labels: tuple[str, ...] = (
-            failure.org,
-            failure.env,
-            failure.api,
-            failure.rev,
-            failure.target,
-            failure.reason,
-            failure.key_alias,
-        )
+        return self.add(failure_labels(failure), 1.0, failure.timestamp)
+
+    def add(self, labels: tuple[str, ...], count: float, last: float) -> tuple[str, ...]:
+        """Count ``count`` failures of one label set, the latest logged at ``last``; return the
+        label values they were counted under (``OVERFLOW`` for a new label set past the bound)."""
         with self._lock:
             if labels not in self.counts and len(self.counts) >= self.max_series:
                 labels = OVERFLOW
-                self.overflow += 1
-            self.counts[labels] = self.counts.get(labels, 0.0) + 1
-            short = (labels[0], labels[1], labels[4], labels[5], labels[6])
-            self.last[short] = max(self.last.get(short, 0.0), failure.timestamp)
+                self.overflow += int(count)
+            self.counts[labels] = self.counts.get(labels, 0.0) + count
+            short = last_labels(labels)
+            self.last[short] = max(self.last.get(short, 0.0), last)
         return labels
 
     def precreate(self, labels: tuple[str, ...]) -> None:

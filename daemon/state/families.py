@@ -87,7 +87,10 @@ PAIRING_ORPHANS = Family(
     "apigee_tls_pairing_orphans", "counter", "SSLInfo lines with no failure waiting for them."
 )
 BUILD_INFO = Family(
-    "apigee_tls_build_info", "gauge", "Version of apigee-tls-exporter.", ("version",)
+    "apigee_tls_build_info",
+    "gauge",
+    "Version of apigee-tls-exporter; compiled: whether its compiled parts are in use.",
+    ("version", "compiled"),
 )
 CHECKPOINT_WRITE_ERRORS = Family(
     "apigee_tls_checkpoint_write_errors",

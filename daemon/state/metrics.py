@@ -13,6 +13,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..records.search import accelerated
 from ..records.stats import FileStats, PairingStats
 from . import families
 from .counts import FailureStore
@@ -60,7 +61,7 @@ class ExporterCollector(Collector):
             yield families.CHECKPOINT_WRITE_ERRORS.new(value=self._checkpoint_errors())
         if self._build_info:
             info = families.BUILD_INFO.new()
-            info.add_metric([__version__], 1)
+            info.add_metric([__version__, str(accelerated()).lower()], 1)
             yield info
 
     def _file_families(self, files: list[tuple[str, FileStats]]) -> Iterator[Metric]:

@@ -102,11 +102,13 @@ def scan(
 
 
 def test_installed_scan_matches_the_source_tree(destdir: Path, small_log: Path) -> None:
-    """The installed daemon's `scan` prints the same metrics as the package under test."""
+    """The installed daemon's `scan` prints the same metrics as the package under test, with
+    its compiled parts (dependencies: no pure-Python fallback said)."""
     installed = scan([str(destdir / PREFIX / "bin/apigee-tls-exporter")], small_log)
     source = scan([sys.executable, "-m", "apigee_tls_exporter"], small_log)
 
     assert installed.returncode == 0, installed.stderr
+    assert "compiled parts unavailable" not in installed.stderr
     assert "apigee_tls" in installed.stdout
     assert installed.stdout == source.stdout
 
@@ -208,7 +210,8 @@ def test_reinstall_keeps_an_edited_config(
 
 def test_zipapp_scan_matches_the_source_tree(tmp_path: Path, small_log: Path) -> None:
     """The single-file zipapp runs `scan` with nothing installed, extracting its compiled
-    modules to the cache directory once, and prints the same metrics as the package under test."""
+    modules to the cache directory once (the compiled parts import: no pure-Python fallback
+    said), and prints the same metrics as the package under test."""
     pyz = tmp_path / "apigee-tls-exporter.pyz"
     built = make(
         str(pyz), f"PYZ={pyz}", f"WHEELHOUSE={tmp_path / 'wheelhouse'}", f"PYTHON={sys.executable}"
@@ -224,6 +227,7 @@ def test_zipapp_scan_matches_the_source_tree(tmp_path: Path, small_log: Path) ->
     source = scan([sys.executable, "-m", "apigee_tls_exporter"], small_log)
 
     assert with_pyz.returncode == 0, with_pyz.stderr
+    assert "compiled parts unavailable" not in with_pyz.stderr
     assert with_pyz.stdout == source.stdout == again.stdout
     [extracted] = cache.iterdir()
     assert extracted.name.startswith("native-")

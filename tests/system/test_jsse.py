@@ -28,7 +28,6 @@ import pytest
 import trustme
 from apigee_tls_exporter.records.correlate import Correlator
 from apigee_tls_exporter.records.events import Failure, HandshakeFailure
-from apigee_tls_exporter.records.lines import LineSplitter
 from apigee_tls_exporter.records.parse import Parser
 from apigee_tls_exporter.records.pipeline import LogPipeline
 from apigee_tls_exporter.records.stats import FileStats
@@ -474,9 +473,7 @@ def exception_only(message: str, exception: str) -> list[Failure]:
     ]
     failures: list[Failure] = []
     stats = FileStats()
-    pipeline = LogPipeline(
-        stats, LineSplitter(1 << 20, stats), Parser(), Correlator(1000, None), [failures.append]
-    )
+    pipeline = LogPipeline(stats, Parser(), Correlator(1000, None), [failures.append])
     pipeline.process(records.text(lines).encode())
     pipeline.finish()
     return failures

@@ -132,7 +132,7 @@ def test_pipeline_counts_line_numbers_across_cut_reads(log: Path) -> None:
 
     log.write_bytes(b"")
     follower = make(log, max_line_bytes=4096)
-    pipeline = LogPipeline(follower.stats, follower.splitter, Parser(), Correlator(), [])
+    pipeline = LogPipeline(follower.stats, Parser(), Correlator(), [])
     data = lines("n", 3000)
     for i in range(0, len(data), 777):
         append(log, data[i : i + 777])
@@ -170,7 +170,7 @@ def test_pipeline_gives_each_event_its_line_number_across_cut_reads(log: Path) -
     ]
     log.write_bytes(b"")
     follower = make(log, max_line_bytes=4096)
-    pipeline = LogPipeline(follower.stats, follower.splitter, Parser(), Recording(), [])
+    pipeline = LogPipeline(follower.stats, Parser(), Recording(), [])
     cuts = random.Random(8)
     at = 0
     while at < len(data):

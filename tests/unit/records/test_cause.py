@@ -17,7 +17,6 @@ from typing import Optional
 import pytest
 from apigee_tls_exporter.records.correlate import Correlator
 from apigee_tls_exporter.records.events import Failure
-from apigee_tls_exporter.records.lines import LineSplitter
 from apigee_tls_exporter.records.parse import Parser
 from apigee_tls_exporter.records.pipeline import LogPipeline
 from apigee_tls_exporter.records.stats import FileStats
@@ -108,9 +107,7 @@ def read(
     failures: list[Failure] = []
     stats = FileStats()
     correlator = Correlator(window, None)
-    pipeline = LogPipeline(
-        stats, LineSplitter(1 << 20, stats), Parser(timezone.utc), correlator, [failures.append]
-    )
+    pipeline = LogPipeline(stats, Parser(timezone.utc), correlator, [failures.append])
     at = 0
     for cut in (*sorted(set(cuts)), len(lines)):
         if cut > at:
@@ -188,9 +185,7 @@ def run_pipeline(clock: list[float]) -> tuple[LogPipeline, list[Failure]]:
     failures: list[Failure] = []
     stats = FileStats()
     correlator = Correlator(1000, 2.0, clock=lambda: clock[0])
-    pipeline = LogPipeline(
-        stats, LineSplitter(1 << 20, stats), Parser(timezone.utc), correlator, [failures.append]
-    )
+    pipeline = LogPipeline(stats, Parser(timezone.utc), correlator, [failures.append])
     return pipeline, failures
 
 
@@ -280,9 +275,7 @@ def test_a_failure_waiting_for_its_cause_survives_a_checkpoint() -> None:
     failures: list[Failure] = []
     stats = FileStats()
     first = Correlator(1000, None)
-    pipeline = LogPipeline(
-        stats, LineSplitter(1 << 20, stats), Parser(timezone.utc), first, [failures.append]
-    )
+    pipeline = LogPipeline(stats, Parser(timezone.utc), first, [failures.append])
     pipeline.process(records.text([failure(), info()]).encode())
     saved = json.loads(json.dumps(first.snapshot()))
     second = Correlator(1000, None)

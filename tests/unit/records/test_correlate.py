@@ -733,8 +733,8 @@ def test_no_input_raises_and_the_counts_add_up(
     parser = CountingParser()
     correlator = Correlator(window, None)
     out: list[Failure] = []
-    pipeline = LogPipeline(stats, LineSplitter(1 << 20, stats), parser, correlator, [out.append])
-    splitter = pipeline.splitter
+    pipeline = LogPipeline(stats, parser, correlator, [out.append])
+    splitter = LineSplitter(1 << 20, stats)
     at = 0
     for cut in [*cuts, len(data)]:
         piece = data[at : at + cut] if cut != len(data) else data[at:]
@@ -768,7 +768,7 @@ def test_exception_line_read_in_the_block_after_its_record_line_is_counted() -> 
     first, rest = records.text(lines[:1]).encode(), records.text(lines[1:]).encode()
     stats = FileStats()
     out: list[Failure] = []
-    pipeline = LogPipeline(stats, LineSplitter(1 << 20, stats), Parser(), make(), [out.append])
+    pipeline = LogPipeline(stats, Parser(), make(), [out.append])
     pipeline.process(first)
     pipeline.process(rest)
     pipeline.finish()

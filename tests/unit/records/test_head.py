@@ -11,7 +11,6 @@ from apigee_tls_exporter.config import check_head_pattern
 from apigee_tls_exporter.records.correlate import Correlator
 from apigee_tls_exporter.records.events import Failure
 from apigee_tls_exporter.records.head import RecordHead, is_record_line
-from apigee_tls_exporter.records.lines import LineSplitter
 from apigee_tls_exporter.records.parse import Parser
 from apigee_tls_exporter.records.pipeline import LogPipeline
 from apigee_tls_exporter.records.stats import FileStats
@@ -26,9 +25,7 @@ def run(lines: list[str], head: RecordHead | None = None) -> tuple[list[Failure]
     failures: list[Failure] = []
     stats = FileStats()
     parser = Parser(CONFIGURED) if head is None else Parser(CONFIGURED, head)
-    pipeline = LogPipeline(
-        stats, LineSplitter(1 << 20, stats), parser, Correlator(1000, None), [failures.append]
-    )
+    pipeline = LogPipeline(stats, parser, Correlator(1000, None), [failures.append])
     pipeline.process(records.text(lines).encode())
     pipeline.finish()
     return failures, stats

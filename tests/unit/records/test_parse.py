@@ -15,7 +15,6 @@ from typing import Optional
 import pytest
 from apigee_tls_exporter.records.correlate import Correlator
 from apigee_tls_exporter.records.events import Context, Failure, HandshakeFailure, SSLInfo
-from apigee_tls_exporter.records.lines import LineSplitter
 from apigee_tls_exporter.records.parse import (
     _FIXED_RULES,
     MAX_LABEL_CHARS,
@@ -80,7 +79,6 @@ def run_pipeline(lines: list[str]) -> tuple[FileStats, list[Failure]]:
     stats = FileStats()
     pipeline = LogPipeline(
         stats,
-        LineSplitter(1 << 20, stats),
         Parser(timezone.utc),
         Correlator(1000, None),
         [failures.append],

@@ -466,7 +466,7 @@ def tricky_buffers(seed: int) -> list[bytes]:
 
 
 def test_accelerated_search_finds_the_same_lines_as_pure_python() -> None:
-    """The compiled multi-literal search (``ahocorasick_rs``, the ``fast`` extra) and the
+    """The compiled multi-literal search (``ahocorasick_rs``) and the
     pure-Python ``find`` passes yield the same (offset, line) pairs for any buffer and range."""
     fast, pure = LineFinder(MARKERS, accelerate=True), LineFinder(MARKERS, accelerate=False)
     assert (fast.accelerated, pure.accelerated) == (True, False)
@@ -519,7 +519,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> bytes:
 
 
 def test_output_is_byte_identical_with_and_without_the_accelerators(tmp_path: Path) -> None:
-    """``scan`` prints the same bytes with the compiled search and the isal/zlib-ng inflater as
+    """``scan`` prints the same bytes with the compiled search and the isal inflater as
     with pure Python and zlib (``APIGEE_TLS_EXPORTER_PURE_PYTHON=1``), for a plain and a gzip
     log, serial and parallel, in every format."""
     lines = noisy_log(5, 3000, gap=30)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from apigee_tls_exporter import __version__
 from apigee_tls_exporter.demo.generator import LogGenerator
+from apigee_tls_exporter.records import search
 from apigee_tls_exporter.records.events import Failure
 from apigee_tls_exporter.records.stats import FileStats, PairingStats
 from apigee_tls_exporter.scan.plan import ScanResult, scan
@@ -312,12 +313,18 @@ def test_file_stats_exported_per_path() -> None:
     ]
 
 
-def test_build_info_carries_the_version() -> None:
-    """``apigee_tls_build_info{version}`` is 1 with the package version."""
+@pytest.mark.parametrize("missing", [None, "cannot import isal.isal_zlib: no wheel"])
+def test_build_info_carries_the_version_and_whether_compiled_parts_are_in_use(
+    missing: Optional[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``apigee_tls_build_info{version,compiled}`` is 1 with the package version; ``compiled``
+    is "false" when a compiled part could not be imported (the pure-Python fallback)."""
+    parts = {"ahocorasick_rs": None, "isal": missing}
+    monkeypatch.setattr(search, "compiled_parts", lambda: parts)
     registry = CollectorRegistry()
     registry.register(ExporterCollector(FailureStore(), lambda: [], PairingStats))
-    expected = 1.0
-    assert expected == registry.get_sample_value("apigee_tls_build_info", {"version": __version__})
+    labels = {"version": __version__, "compiled": "false" if missing else "true"}
+    assert registry.get_sample_value("apigee_tls_build_info", labels) == 1.0
 
 
 def test_last_failure_timestamps_match_a_generated_log(tmp_path: Path) -> None:
