@@ -1,1 +1,2 @@
-"""What the tests share: servers they start, log text they write, the Daemon they run."""
+"""What the tests share: servers they start, log text they write, the exporter processes they run,
+one fake clock, one free-port helper."""

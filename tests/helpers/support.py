@@ -90,7 +90,7 @@ def samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
             yield s.name, dict(s.labels), s.value
 
 
-class Daemon:
+class ExporterProcess:
     """``apigee-tls-exporter run`` in a subprocess, on 127.0.0.1 and a free port."""
 
     def __init__(self, *args: str, env: Optional[dict[str, str]] = None) -> None:
@@ -99,7 +99,7 @@ class Daemon:
         self.env = {**os.environ, **(env or {})}
         self.proc: Optional[subprocess.Popen[str]] = None
 
-    def start(self) -> Daemon:
+    def start(self) -> ExporterProcess:
         self.proc = subprocess.Popen(
             self.args,
             stdout=subprocess.PIPE,
@@ -145,7 +145,7 @@ class Daemon:
         out, _ = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, out
 
-    def __enter__(self) -> Daemon:
+    def __enter__(self) -> ExporterProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from apigee_tls_exporter.demo.generator import LogGenerator
 from helpers.compiled import BLOCKED, WARNING
-from helpers.support import Daemon, wait_for
+from helpers.support import ExporterProcess, wait_for
 
 
 def test_run_without_the_compiled_parts_counts_the_same_and_says_so_once(tmp_path: Path) -> None:
@@ -22,7 +22,7 @@ def test_run_without_the_compiled_parts_counts_the_same_and_says_so_once(tmp_pat
         args = ["--log", str(log), "--from-beginning", "--state-file", str(tmp_path / "s.json")]
         args += ["--log-format", "json"]
         (tmp_path / "s.json").unlink(missing_ok=True)
-        daemon = Daemon(*args)
+        daemon = ExporterProcess(*args)
         if blocked:
             daemon.args = [sys.executable, "-c", BLOCKED, *daemon.args[3:]]
         with daemon:

@@ -12,7 +12,7 @@ from typing import Optional
 import pytest
 from apigee_tls_exporter.demo.standin import Standin, chain_info
 from helpers import records
-from helpers.support import Daemon, samples, wait_for
+from helpers.support import ExporterProcess, samples, wait_for
 from helpers.tls_backends import Nginx, NginxSite, Pki, PythonBackend
 
 
@@ -52,7 +52,7 @@ def config_text(tmp_path: Path, standin: Standin, password_file: Path, extra: st
     )
 
 
-def firing_cause(daemon: Daemon, alertname: str, key: dict[str, str]) -> Optional[str]:
+def firing_cause(daemon: ExporterProcess, alertname: str, key: dict[str, str]) -> Optional[str]:
     """The cause label of the firing alert ``alertname`` for ``key``, once it has one."""
     for name, labels, value in samples(daemon.scrape()):
         if (
@@ -82,7 +82,7 @@ def test_firing_alert_is_diagnosed_as_ca_mismatch(tmp_path: Path, version: str) 
             log, config = tmp_path / "system.log", tmp_path / "config.yml"
             log.touch()
             config.write_text(config_text(tmp_path, standin, password_file))
-            with Daemon("--config", str(config)) as daemon:
+            with ExporterProcess("--config", str(config)) as daemon:
                 with log.open("a") as f:
                     f.write(failure(1, backend.target))
                     f.write(failure(2, backend.target))
@@ -116,7 +116,7 @@ def test_warning_alert_is_diagnosed_with_the_targets_protocols(tmp_path: Path) -
         log.touch()
         targets = f"  targets:\n    '{site.target}': {{protocols: [TLSv1.2]}}\n"
         config.write_text(config_text(tmp_path, standin, password_file, targets))
-        with Daemon("--config", str(config)) as daemon:
+        with ExporterProcess("--config", str(config)) as daemon:
             with log.open("a") as f:
                 for n in (1, 2):
                     f.write(failure(n, site.target, "Received fatal alert: protocol_version"))

@@ -41,7 +41,7 @@ from helpers.stack import (
     poll,
     prometheus_config,
 )
-from helpers.support import EXPORTER, Daemon, free_port, samples
+from helpers.support import EXPORTER, ExporterProcess, free_port, samples
 from helpers.tls_backends import Nginx, NginxSite, OpenSSLBackend, Pki, PythonBackend
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ class Scenario:
     backends: dict[str, Backend]
     targets_file: Path
     prometheus_url: str
-    exporter: Daemon
+    exporter: ExporterProcess
     pki: Pki
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -192,7 +192,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             timeout=60,
         )
         assert done.returncode == 0, done.stderr
-        with Daemon("--config", str(config)) as exporter:
+        with ExporterProcess("--config", str(config)) as exporter:
             address = f"127.0.0.1:{exporter.port}"
             prom_config = prometheus_config(address, "127.0.0.1:9", rules=rules_for_test(tmp))
             del prom_config["alerting"]

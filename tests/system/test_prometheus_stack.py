@@ -38,7 +38,7 @@ from helpers.stack import (
     get_json,
     poll,
 )
-from helpers.support import EXPORTER, Daemon, free_port
+from helpers.support import EXPORTER, ExporterProcess, free_port
 from helpers.tls_backends import Pki
 
 pytestmark = pytest.mark.slow
@@ -274,7 +274,7 @@ def substitute(expr: str) -> str:
 # --- end to end -----------------------------------------------------------------------------------
 
 
-class Exporter(Daemon):
+class Exporter(ExporterProcess):
     """``apigee-tls-exporter run`` on the port Prometheus scrapes."""
 
     def __init__(self, port: int, *args: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from apigee_tls_exporter.demo.generator import LogGenerator
 from helpers import records
-from helpers.support import EXPORTER, Daemon, free_port, samples, wait_for
+from helpers.support import EXPORTER, ExporterProcess, free_port, samples, wait_for
 
 
 def failure(n: object) -> str:
@@ -44,7 +44,7 @@ def test_appended_failures_appear_in_metrics(tmp_path: Path) -> None:
     """Failures appended to the followed file are counted, with their labels, in /metrics."""
     log = tmp_path / "system.log"
     log.write_text("2026-11-27 09:59:59,000  main INFO MESSAGING.RUNTIME - started\n")
-    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+    with ExporterProcess("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
         for n in range(3):
             append(log, failure(n))
         counted = wait_for(lambda: daemon.failures().get(KEY) == 3, what="3 failures")
@@ -73,7 +73,7 @@ def test_failure_at_an_impossible_date_neither_stops_run_nor_loses_the_rest(tmp_
             ]
         )
     ]
-    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+    with ExporterProcess("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
         append(log, records.text(impossible) + failure(0) + failure(1))
         counted = wait_for(lambda: daemon.failures().get(KEY) == 2, what="the 2 good failures")
         unrecognised = daemon.value("apigee_tls_unrecognised_lines_total", path=str(log))
@@ -84,7 +84,7 @@ def test_starts_at_the_end_of_an_existing_file(tmp_path: Path) -> None:
     """Without --from-beginning, what the file held before the start is not counted."""
     log = tmp_path / "system.log"
     log.write_text(failure("old"))
-    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+    with ExporterProcess("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
         append(log, failure("new"))
         wait_for(lambda: daemon.failures().get(KEY) == 1, what="the new failure")
 
@@ -96,14 +96,14 @@ def test_from_beginning_reads_the_whole_file(tmp_path: Path) -> None:
     log.write_text(gen.text(5000))
     truth = {tuple(k): float(v) for k, v in gen.truth.items()}
     args = ("--log", str(log), "--state-file", str(tmp_path / "s.json"), "--from-beginning")
-    with Daemon(*args) as daemon:
+    with ExporterProcess(*args) as daemon:
         wait_for(lambda: daemon.failures() == truth, what="the generated truth")
 
 
 def test_waits_for_a_log_that_does_not_exist_yet(tmp_path: Path) -> None:
     """A missing log (and directory) is waited for, then read from its start."""
     log = tmp_path / "later" / "system.log"
-    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+    with ExporterProcess("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
         log.parent.mkdir()
         log.write_text(failure(1))
         wait_for(lambda: daemon.failures().get(KEY) == 1, what="the failure in the new file")
@@ -115,7 +115,7 @@ def test_sigterm_and_sigint_exit_cleanly(tmp_path: Path) -> None:
     log.touch()
     for sig in (signal.SIGTERM, signal.SIGINT):
         state = tmp_path / f"state-{sig.name}.json"
-        with Daemon("--log", str(log), "--state-file", str(state)) as daemon:
+        with ExporterProcess("--log", str(log), "--state-file", str(state)) as daemon:
             code, output = daemon.stop(sig, timeout=5)  # issue 5: exit 0 within 5 s
         assert code == 0, output
         assert state.exists()
@@ -134,14 +134,14 @@ def test_sigterm_during_a_large_backlog_stops_between_reads(tmp_path: Path) -> N
             f.write(block)
     state = tmp_path / "state.json"
     args = ("--log", str(log), "--state-file", str(state), "--from-beginning")
-    with Daemon(*args) as daemon:
+    with ExporterProcess(*args) as daemon:
         code, output = daemon.stop(signal.SIGTERM, timeout=5)
     assert code == 0, output
     saved = json.loads(state.read_text())
     follower = saved["logs"][str(log)]["follower"]
     offset = follower["ledger"][follower["open"]]["offset"]
     assert 0 < offset < log.stat().st_size  # stopped in the middle
-    with Daemon(*args) as again:
+    with ExporterProcess(*args) as again:
         size = log.stat().st_size
         wait_for(lambda: again.value("apigee_tls_log_offset_bytes") == size, timeout=120)
         lines = again.value("apigee_tls_log_lines_total")
@@ -165,7 +165,7 @@ def test_index_page_links_to_metrics(tmp_path: Path) -> None:
     """``/`` is a small page that links to /metrics."""
     log = tmp_path / "system.log"
     log.touch()
-    with Daemon("--log", str(log), "--state-file", str(tmp_path / "s.json")) as daemon:
+    with ExporterProcess("--log", str(log), "--state-file", str(tmp_path / "s.json")) as daemon:
         page = urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/", timeout=5)
         assert 'href="/metrics"' in page.read().decode()
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from apigee_tls_exporter.demo.generator import LogGenerator
-from helpers.support import EXPORTER, Daemon, wait_for
+from helpers.support import EXPORTER, ExporterProcess, wait_for
 
 
 def write_config(path: Path, log: Path, state: Path, extra: str = "") -> None:
@@ -24,7 +24,7 @@ def test_sighup_reload_keeps_every_count(tmp_path: Path) -> None:
     log, state, config = tmp_path / "system.log", tmp_path / "state.json", tmp_path / "c.yml"
     log.write_text(gen.text(2000))
     write_config(config, log, state)
-    with Daemon("--config", str(config)) as daemon:
+    with ExporterProcess("--config", str(config)) as daemon:
         assert daemon.proc is not None
         with log.open("a") as f:
             f.write(gen.text(2000))
@@ -55,7 +55,7 @@ def test_notify_protocol_in_order(tmp_path: Path) -> None:
     log = tmp_path / "system.log"
     log.touch()
     env = {"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": ""}
-    daemon = Daemon("--log", str(log), "--state-file", str(tmp_path / "s.json"), env=env)
+    daemon = ExporterProcess("--log", str(log), "--state-file", str(tmp_path / "s.json"), env=env)
     messages: list[str] = []
 
     def receive_until(field: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from apigee_tls_exporter.state import families
 from helpers import records
-from helpers.support import Daemon
+from helpers.support import ExporterProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 DAEMON = Path(families.__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def test_what_a_running_daemon_exposes_is_the_catalogue(tmp_path: Path) -> None:
     log.write_text(records.text([records.failed(), records.ssl_info()]))
     catalogue = {f.name: (f.kind, f.help) for f in families.ALL}
     state = str(tmp_path / "state.json")
-    with Daemon("--log", str(log), "--state-file", state, "--from-beginning") as daemon:
+    with ExporterProcess("--log", str(log), "--state-file", state, "--from-beginning") as daemon:
         exposed = {
             family.name: (family.type, family.documentation)
             for family in text_string_to_metric_families(daemon.scrape())

@@ -24,7 +24,7 @@ from apigee_tls_exporter.web.connection import CONTENT_TYPES, OPENMETRICS, PROME
 from apigee_tls_exporter.web.serve import MetricsServer
 from apigee_tls_exporter.web.webconfig import WebConfig
 from helpers.http_load import start_load
-from helpers.support import Daemon, wait_for
+from helpers.support import ExporterProcess, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
@@ -642,7 +642,7 @@ def test_the_daemon_answers_the_right_password_beside_a_guesser_across_sighup(
         )
 
     write_web()
-    daemon = Daemon(
+    daemon = ExporterProcess(
         "--log", str(log), "--state-file", str(tmp_path / "state.json"), "--web-config", str(web)
     )
     good = basic("prometheus", PASSWORD)
@@ -688,7 +688,7 @@ def test_the_daemon_without_a_web_config_cannot_be_made_to_split_its_answer(
     a 400, and a well-formed Accept asking for another version gets our own Content-Type."""
     log = tmp_path / "system.log"
     log.touch()
-    with Daemon("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
+    with ExporterProcess("--log", str(log), "--state-file", str(tmp_path / "state.json")) as daemon:
         server = _Port(daemon.port)
         split = exchange(
             server,

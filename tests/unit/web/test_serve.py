@@ -26,7 +26,7 @@ from apigee_tls_exporter.web import summary as web_summary
 from apigee_tls_exporter.web.process import BootTimeProcessCollector
 from apigee_tls_exporter.web.serve import MetricsServer, serve
 from helpers.http_load import start_load, timed_scrapes
-from helpers.support import Daemon, wait_for
+from helpers.support import ExporterProcess, wait_for
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -450,7 +450,7 @@ def test_daemon_with_a_fifo_as_state_file_is_healthy_and_ready(tmp_path: Path) -
     log.touch()
     state = tmp_path / "state.json"
     os.mkfifo(state)
-    daemon = Daemon("--log", str(log), "--state-file", str(state))
+    daemon = ExporterProcess("--log", str(log), "--state-file", str(state))
 
     def status(path: str) -> int:
         url = f"http://127.0.0.1:{daemon.port}{path}"
