@@ -73,6 +73,7 @@ import base64
 import glob
 import os
 import stat as stat_mod
+import zlib
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -85,13 +86,14 @@ from .logfile import (
     DECODE_ERRORS,
     HEAD_BYTES,
     CompressedSource,
+    Look,
     NotRegularFile,
     PlainSource,
-    Probe,
     Source,
     kind_of,
+    look,
     open_source,
-    probe,
+    read_prefix,
 )
 
 DEFAULT_MAX_LINE = 1 << 20
@@ -164,6 +166,8 @@ class Follower:
         self._reported_gz: set[int] = set()  # entries whose .gz ended early, reported once
         self._undecodable: set[tuple[int, int, int]] = set()  # .gz waited for once, in vain
         self._looked_behind: Optional[tuple[int, int]] = None  # the path's file caught up to
+        self._proofs: dict[tuple[int, ...], bool] = {}  # (file, entry) -> the file holds it
+        self._told: set[tuple[int, int]] = set()  # files said (once) to begin like another
         # False while the segments of one read are being handed out: the offset and the held
         # partial line are already past the segments not handed out yet, so a checkpoint taken
         # then would skip them. The caller checkpoints only when this is True.
@@ -258,24 +262,24 @@ class Follower:
     # --- the steps of a poll --------------------------------------------------------------
     def _record_present(self) -> None:
         """First start, from the end: the rotated files present now are recorded as read."""
-        for p in self._probes():
+        for p in sorted(self._looks(), key=lambda p: (p.compressed, p.name)):
             if p.head is None:
                 self._undecodable.add((p.dev, p.ino, p.size))
                 continue
-            if self.ledger.find(p.head) is not None:
+            try:
+                src = open_source(p.name)
+                crc = read_prefix(src)  # all of it: what tells it from a file that begins alike
+            except DECODE_ERRORS:
                 continue
-            entry = Entry(done=p.compressed)  # a .gz cannot grow: passed over to its end
-            tail = b""
-            if not p.compressed:
-                try:
-                    src = open_source(p.name)
-                except OSError:
-                    continue
-                src.seek(p.size)
-                tail = src.tail()
+            try:
+                assert crc is not None
+                if any(e.offset == src.offset and self._holds(p, e) for e in self._alike(p)):
+                    continue  # the same content under two names (a .gz and its original)
+                entry = Entry(done=src.complete)  # a .gz cannot grow: passed over to its end
+                entry.mark(src.head(), src.offset, crc, src.tail(), p.dev, p.ino)
+                self.ledger.add(entry)
+            finally:
                 src.close()
-            entry.mark(p.head, 0 if p.compressed else p.size, tail, p.dev, p.ino)
-            self.ledger.add(entry)
 
     def _intact(self) -> bool:
         """Whether the open file still holds the content read so far (no truncation)."""
@@ -283,7 +287,11 @@ class Follower:
         if not isinstance(src, PlainSource) or entry is None:
             return True
         try:
-            return src.size() >= src.offset and entry.tail_is(src.tail())
+            return (
+                src.size() >= src.offset
+                and entry.tail_is(src.tail())
+                and entry.matches(src.read_at(0, entry.head_len))
+            )
         except OSError:
             return True
 
@@ -302,7 +310,7 @@ class Follower:
         or among the rotated names and read on from its offset; wait ``copy_wait`` for it."""
         entry = self._entry
         assert entry is not None
-        rotated = self._probes()
+        rotated = self._looks()
         found = self._holder(entry, rotated)
         if found is None:
             if not self._waited([(p.name, p.size) for p in rotated]):
@@ -326,21 +334,16 @@ class Follower:
         yield from self._drain()
         return True
 
-    def _holder(self, entry: Entry, rotated: list[Probe]) -> Optional[Source]:
+    def _holder(self, entry: Entry, rotated: list[Look]) -> Optional[Source]:
         """A file that holds ``entry``'s content to its offset, opened there: the path and the
         ``rotated`` files, plain before gzip, the entry's own inode first."""
-        probes = [p for p in [probe(self.path), *rotated] if p is not None]
-        probes.sort(key=lambda p: (p.compressed, (p.dev, p.ino) != (entry.dev, entry.ino)))
-        for p in probes:
-            if p.head is None or not entry.matches(p.head):
-                continue
-            try:
-                src = open_source(p.name)
-                if src.seek(entry.offset) and entry.tail_is(src.tail()):
+        looks = [p for p in [look(self.path), *rotated] if p is not None]
+        looks.sort(key=lambda p: (p.compressed, (p.dev, p.ino) != (entry.dev, entry.ino)))
+        for p in looks:
+            if p.head is not None and entry.matches(p.head):
+                src = self._proof(p, entry)
+                if src is not None:
                     return src
-                src.close()
-            except DECODE_ERRORS:
-                continue
         return None
 
     def _catch_up(self) -> Reading:
@@ -354,28 +357,20 @@ class Follower:
             self._undecodable |= pending  # waited in vain: not again (a compressor that died)
         self._waiting_since = None
         for p, entry in todo:
-            try:
-                new = open_source(p.name)
-            except OSError as err:
-                self._report(err)
-                continue
-            try:
-                known = entry is not None and new.seek(entry.offset) and entry.tail_is(new.tail())
-            except DECODE_ERRORS:
-                known = False
-            if entry is not None and known:
+            held = self._proof(p, entry) if entry is not None else None
+            if entry is not None and held is not None:
                 log.info("reading on in a rotated file", path=self.path, rotated=p.name)
-                self._hold(new, entry)
+                self._hold(held, entry)
+            elif entry is not None:
+                continue  # changed since it was looked at: the next look tells
             else:
-                if entry is not None:  # not the content the ledger knew: read it whole
-                    new.close()
-                    try:
-                        new = open_source(p.name)
-                    except OSError as err:
-                        self._report(err)
-                        continue
+                try:
+                    new = open_source(p.name)
+                except OSError as err:
+                    self._report(err)
+                    continue
                 log.info("reading a rotated file not read before", path=self.path, rotated=p.name)
-                self._take(new, "rename")
+                self._take(new, "rename", alike=bool(self._alike(p)))
             yield from self._drain()
             if self._compressor_writing():
                 return False
@@ -393,27 +388,39 @@ class Follower:
         self._report_incomplete()
         return False
 
-    def _unread(self) -> tuple[list[tuple[Probe, Optional[Entry]]], set[tuple[int, int, int]]]:
+    def _unread(self) -> tuple[list[tuple[Look, Optional[Entry]]], set[tuple[int, int, int]]]:
         """The rotated files with content not read yet, oldest first (by modification time: only
         the order of files that are all read), each content once, plain before its ``.gz``; and
         the compressed files that cannot be told yet (their start not decodable), not waited for
         before."""
         src = self._src
         held = (src.dev, src.ino) if src is not None else None
-        probes = self._probes()
-        self.ledger.prune(probes, self._entry)
-        todo: dict[object, tuple[Probe, Optional[Entry]]] = {}
+        looks = self._looks()
+        self.ledger.prune(looks, self._entry)
+        todo: dict[object, tuple[Look, Optional[Entry]]] = {}
         pending: set[tuple[int, int, int]] = set()
-        for p in sorted(probes, key=lambda p: (p.compressed, p.mtime_ns, p.name)):
+        new: list[Look] = []
+        for p in sorted(looks, key=lambda p: (p.compressed, p.mtime_ns, p.name)):
             if (p.dev, p.ino) == held:
                 continue
             if p.head is None:
                 if (p.dev, p.ino, p.size) not in self._undecodable:
                     pending.add((p.dev, p.ino, p.size))
                 continue
-            entry = self.ledger.find(p.head)
+            alike = self._alike(p)
+            entry = next((e for e in alike if self._holds(p, e)), None)
+            if entry is None and alike:
+                told = self._tell_apart(p, alike, looks)
+                if told is None:  # too short to tell yet: wait while it grows
+                    if (p.dev, p.ino, p.size) not in self._undecodable:
+                        pending.add((p.dev, p.ino, p.size))
+                    continue
+                if told:
+                    continue  # a shorter copy of a content read: nothing in it is new
             if entry is None:
-                todo.setdefault(p.head, (p, None))
+                if not any(self._same(p, q) for q in new):
+                    new.append(p)
+                    todo[(p.dev, p.ino)] = (p, None)
             elif (
                 entry is not self._entry
                 and not entry.done
@@ -423,7 +430,7 @@ class Follower:
                 todo[id(entry)] = (p, entry)
         return sorted(todo.values(), key=lambda t: (t[0].mtime_ns, t[0].name)), pending
 
-    def _has_more(self, p: Probe, entry: Entry) -> bool:
+    def _has_more(self, p: Look, entry: Entry) -> bool:
         """Whether the file of ``p`` holds more of ``entry`` than was read; a complete ``.gz``
         that holds no more makes the entry done."""
         if not p.compressed:
@@ -460,29 +467,32 @@ class Follower:
             recreated = self._saw_missing and old.nlink() == 0
             kind = "recreate" if recreated else "rename"
         self._saw_missing = False
-        head = probe(self.path)
-        entry = self.ledger.find(head.head) if head is not None and head.head else None
-        if entry is not None and entry is not self._entry:
-            if src.seek(entry.offset) and entry.tail_is(src.tail()):
-                self._hold(src, entry)
+        here = look(self.path)
+        alike = self._alike(here) if here is not None else []
+        for entry in alike:
+            held = None if here is None or entry is self._entry else self._proof(here, entry)
+            if held is not None:
+                src.close()
+                self._hold(held, entry)
                 return
-            src.seek(0)
         if self._start_at_end:
             self._start_at_end = False
             self._take(src, None)
-            if isinstance(src, PlainSource):
-                src.seek(src.size())
-            else:
-                src.length()
-            self._entry_mark()
+            crc = read_prefix(src)  # to its end, which is where we start
+            assert self._entry is not None and crc is not None
+            self._entry.mark(src.head(), src.offset, crc, src.tail(), src.dev, src.ino)
+            self.stats.offset = src.offset
             if src.offset and not src.tail().endswith(b"\n"):
                 self.splitter.discarding = True  # we start mid-line: skip to the next line
             return
-        self._take(src, kind)
+        self._take(src, kind, alike=bool(alike))
 
-    def _take(self, src: Source, kind: Optional[str]) -> None:
-        """Read ``src`` as a new content from its start (counted as a rotation of ``kind``)."""
+    def _take(self, src: Source, kind: Optional[str], *, alike: bool = False) -> None:
+        """Read ``src`` as a new content from its start (counted as a rotation of ``kind``);
+        ``alike``: it begins like a content read before (counted in ``equal_heads``)."""
         self._hold(src, self.ledger.add(Entry(dev=src.dev, ino=src.ino)))
+        if alike:
+            self.stats.equal_heads += 1
         self._next_kind = None
         if kind is not None:
             log.info("log rotated", path=self.path, kind=kind)
@@ -494,12 +504,14 @@ class Follower:
         self._src, self._entry = src, entry
         self.stats.offset = src.offset
 
-    def _entry_mark(self) -> None:
+    def _entry_mark(self, size: int) -> None:
+        """The open entry moves past the ``size`` bytes just read into the buffer."""
         src, entry = self._src, self._entry
         if src is None or entry is None:
             return
         head = src.head() if entry.head_len < min(src.offset, HEAD_BYTES) else b""
-        entry.mark(head, src.offset, src.tail(), src.dev, src.ino)
+        crc = None if entry.crc is None else zlib.crc32(memoryview(self._buffer)[:size], entry.crc)
+        entry.mark(head, src.offset, crc, src.tail(), src.dev, src.ino)
         self.stats.offset = src.offset
 
     def _drain(self) -> Iterator[Segment]:
@@ -515,7 +527,7 @@ class Follower:
                 return
             if not size:
                 return
-            self._entry_mark()
+            self._entry_mark(size)
             self.stats.bytes_read += size
             self.stats.last_read = self._clock()
             segments = self.splitter.feed(self._buffer, size)
@@ -524,13 +536,125 @@ class Follower:
                 self.settled = i == last
                 yield segment
 
+    # --- telling contents apart -----------------------------------------------------------
+    def _alike(self, p: Look) -> list[Entry]:
+        """The entries ``p`` may hold: those whose head it begins with. Only candidates."""
+        return self.ledger.candidates(p.head) if p.head else []
+
+    def _proof(self, p: Look, entry: Entry) -> Optional[Source]:
+        """``p``'s file opened at ``entry``'s offset when its first ``offset`` bytes are the
+        entry's (all of them read and compared, ``Entry.proven``); else None. Remembered per
+        file state, so a file that does not change is read for it once."""
+        try:
+            src = open_source(p.name)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(src.fd)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, id(entry), entry.offset)
+            known = self._proofs.get(key)
+            if known is None:
+                crc = read_prefix(src, entry.offset)
+                known = crc is not None and entry.proven(src.head(), crc, src.tail())
+                if len(self._proofs) > 4096:
+                    self._proofs.clear()
+                self._proofs[key] = known
+            elif known:
+                known = src.seek(entry.offset)
+            if known:
+                return src
+        except DECODE_ERRORS:
+            pass
+        src.close()
+        return None
+
+    def _holds(self, p: Look, entry: Entry) -> bool:
+        src = self._proof(p, entry)
+        if src is None:
+            return False
+        src.close()
+        return True
+
+    def _tell_apart(self, p: Look, alike: list[Entry], looks: list[Look]) -> Optional[bool]:
+        """``p`` begins like ``alike`` but holds none of them to its offset. True when it is a
+        shorter copy of one (its whole content the start of a file that holds the entry: a copy
+        taken before our last read, logrotate's copytruncate race); False when it is another
+        content; None when it cannot be told yet (shorter than an entry with no file left that
+        holds the entry to compare with, or not readable now): waited for, and said once."""
+        self._say_alike(p)
+        length = self._length(p)
+        if length is None:
+            return None
+        others = [q for q in looks if q.name != p.name]
+        undecided = False
+        for entry in (e for e in alike if length < e.offset):
+            holder = self._holder(entry, others)
+            if holder is None:
+                undecided = True
+                continue
+            try:
+                mine = open_source(p.name)
+                try:
+                    if read_prefix(mine) == read_prefix(holder, length):
+                        return True
+                finally:
+                    mine.close()
+            except DECODE_ERRORS:
+                return None
+            finally:
+                holder.close()
+        return None if undecided else False
+
+    def _say_alike(self, p: Look) -> None:
+        if (p.dev, p.ino) in self._told:
+            return
+        self._told.add((p.dev, p.ino))
+        log.info("rotated file begins like another content, telling them apart", name=p.name)
+
+    def _length(self, p: Look) -> Optional[int]:
+        """The content length of ``p``'s file now; None when it cannot be read."""
+        try:
+            src = open_source(p.name)
+        except OSError:
+            return None
+        try:
+            return src.size() if isinstance(src, PlainSource) else src.length()
+        except DECODE_ERRORS:
+            return None
+        finally:
+            src.close()
+
+    def _same(self, p: Look, q: Look) -> bool:
+        """Whether two files not read before hold one content (the shorter one's whole content
+        the start of the other: a ``.gz`` being written and its original)."""
+        if p.head is None or q.head is None:
+            return False
+        n = min(len(p.head), len(q.head))
+        if p.head[:n] != q.head[:n]:
+            return False
+        lp, lq = self._length(p), self._length(q)
+        if lp is None or lq is None:
+            return False
+        short, long = (p, q) if lp <= lq else (q, p)
+        try:
+            a, b = open_source(short.name), open_source(long.name)
+        except OSError:
+            return False
+        try:
+            return read_prefix(a) == read_prefix(b, min(lp, lq))
+        except DECODE_ERRORS:
+            return False
+        finally:
+            a.close()
+            b.close()
+
     # --- looking around -------------------------------------------------------------------
-    def _probes(self) -> list[Probe]:
+    def _looks(self) -> list[Look]:
         """A look at each rotated file (not the path itself)."""
         path = os.path.abspath(self.path)
         itself = {path, self.path, os.path.realpath(path)}
         names = {n for g in self.rotated_globs for n in glob.glob(g)} - itself
-        return [p for p in map(probe, sorted(names)) if p is not None]
+        return [p for p in map(look, sorted(names)) if p is not None]
 
     def _waited(self, progress: object) -> bool:
         """Whether ``copy_wait`` has passed since the current wait began (starting it if not) or

@@ -233,6 +233,36 @@ class CompressedSource:
 Source = Union[PlainSource, CompressedSource]
 
 
+def read_prefix(src: Source, n: Optional[int] = None) -> Optional[int]:
+    """Read ``src`` from its start to ``n`` (to its end for now when None): the CRC-32 of those
+    bytes, ``src`` left at ``n`` (its ``head()`` and ``tail()`` then those of the prefix); None
+    when the content is shorter than ``n`` (for now). What tells two contents that begin alike
+    apart: every byte of the prefix counts, not only the first ones."""
+    crc = 0
+    if isinstance(src, PlainSource):
+        size = src.size()
+        end = size if n is None else n
+        if size < end:
+            return None
+        at = 0
+        while at < end:
+            data = src.read_at(at, min(1 << 20, end - at))
+            if not data:
+                return None
+            crc = zlib.crc32(data, crc)
+            at += len(data)
+        src.offset = end
+        return crc
+    buf = bytearray(1 << 20)
+    while n is None or src.offset < n:
+        want = len(buf) if n is None else min(len(buf), n - src.offset)
+        got = src.read(memoryview(buf)[:want])
+        if not got:
+            return crc if n is None else None
+        crc = zlib.crc32(memoryview(buf)[:got], crc)
+    return crc
+
+
 class UnreadableFormat(OSError):
     """A compressed format this reader has no decoder for (zstd, lz4)."""
 
@@ -255,7 +285,7 @@ def open_source(name: str) -> Source:
 
 
 @dataclass(frozen=True)
-class Probe:
+class Look:
     """What a look at a file shows: its identity hint and the first bytes of its content.
 
     ``head`` is None for a compressed file whose first ``HEAD_BYTES`` cannot be decoded yet (a
@@ -271,7 +301,7 @@ class Probe:
     head: Optional[bytes]
 
 
-def probe(name: str) -> Optional[Probe]:
+def look(name: str) -> Optional[Look]:
     """A look at ``name``; None when it is gone, unreadable, empty or not a regular file."""
     try:
         src = open_source(name)
@@ -295,7 +325,7 @@ def probe(name: str) -> Optional[Probe]:
             if not got and src.complete:
                 return None  # an empty content
             head = got if len(got) == HEAD_BYTES or src.complete else None
-        return Probe(name, src.dev, src.ino, src.compressed, size, st.st_mtime_ns, head)
+        return Look(name, src.dev, src.ino, src.compressed, size, st.st_mtime_ns, head)
     except DECODE_ERRORS:
         return None
     finally:

@@ -20,6 +20,7 @@ class FileStats:
     offset: int = 0
     unrecognised: int = 0
     truncated_lines: int = 0
+    equal_heads: int = 0  # files read that begin like another content read before
     rotations: dict[str, int] = field(default_factory=dict)
     read_errors: dict[str, int] = field(default_factory=dict)
     last_read: float = 0.0  # wall clock of the last read that returned data
@@ -30,6 +31,7 @@ class FileStats:
             "bytes_read": self.bytes_read,
             "unrecognised": self.unrecognised,
             "truncated_lines": self.truncated_lines,
+            "equal_heads": self.equal_heads,
             "rotations": dict(self.rotations),
             "read_errors": dict(self.read_errors),
         }
@@ -39,6 +41,7 @@ class FileStats:
         self.bytes_read = int(state.get("bytes_read", 0))
         self.unrecognised = int(state.get("unrecognised", 0))
         self.truncated_lines = int(state.get("truncated_lines", 0))
+        self.equal_heads = int(state.get("equal_heads", 0))
         self.rotations = {str(k): int(v) for k, v in state.get("rotations", {}).items()}
         self.read_errors = {str(k): int(v) for k, v in state.get("read_errors", {}).items()}
 

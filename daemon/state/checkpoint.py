@@ -47,6 +47,7 @@ class EntryState(_Model):
     head_len: Annotated[StrictInt, Field(ge=0, le=HEAD_BYTES)]
     head_sha: Sha
     offset: Offset
+    crc: Optional[Annotated[StrictInt, Field(ge=0, le=0xFFFFFFFF)]] = None
     tail_len: Annotated[StrictInt, Field(ge=0, le=TAIL_BYTES)]
     tail_sha: Sha
     dev: Count
@@ -65,6 +66,7 @@ class StatsState(_Model):
     bytes_read: Count
     unrecognised: Count
     truncated_lines: Count
+    equal_heads: Count = 0
     rotations: dict[str, Count]
     read_errors: dict[str, Count]
 

@@ -135,6 +135,13 @@ class ExporterCollector(Collector):
                 "Lines of the followed log file longer than max_line_bytes, cut to it.",
                 "truncated_lines",
             ),
+            (
+                "apigee_tls_log_equal_heads",
+                CounterMetricFamily,
+                "Files of the followed log read as new content although they begin like one "
+                "read before (the first bytes only find candidates; all the bytes read decide).",
+                "equal_heads",
+            ),
         )
         for name, kind, doc, attr in simple:
             family = kind(name, doc, labels=["path"])

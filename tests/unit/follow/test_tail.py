@@ -991,3 +991,116 @@ def test_a_rotated_file_never_opened_is_finished_before_newer_ones_while_compres
     got = read_while_compressed(follower, clock, gz, whole)
     assert got == lines("b", 30_000) + lines("c", 2)
     assert follower.stats.read_errors == {}
+
+
+# --- files that begin alike (issue 19): the head finds candidates, it never proves identity ----
+
+RUN = b"x"  # a run of one repeated character, longer than the head where a rotation cuts it
+HEADER = b"# MP system.log " + b"=" * 1500 + b"\n"  # a fixed header longer than the head
+
+
+def alike(kind: str, name: str, n: int) -> bytes:
+    """A file's content that begins like every other file of ``kind``: inside a run of one
+    repeated character (the previous file ended inside it), or with the same long header."""
+    if kind == "run":
+        return RUN * 2000 + b"\n" + lines(name, n) + RUN * 700  # ends inside the next run
+    return HEADER + lines(name, n)
+
+
+def whole_lines(data: bytes) -> bytes:
+    return data[: data.rfind(b"\n") + 1]
+
+
+def rotate(log: Path, *, compress: bool) -> None:
+    """logrotate ``create``: ``.1`` -> ``.2``, the path -> ``.1`` (compressed at once with
+    ``compress``), each file written apart in time."""
+    gz = ".gz" if compress else ""
+    if os.path.exists(f"{log}.1{gz}"):
+        os.rename(f"{log}.1{gz}", f"{log}.2{gz}")
+    os.rename(log, f"{log}.1")
+    if compress:
+        gzip_like_logrotate(Path(f"{log}.1"))
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("kind", ["run", "header"])
+def test_files_that_begin_alike_two_rotations_between_polls_each_read_once(
+    log: Path, kind: str, compress: bool
+) -> None:
+    """Two rotations between two polls, each file beginning with the same 2 KiB (a run of one
+    character cut by each rotation, or a fixed header): the middle file is not taken for the
+    one read before it; every line is handed out once, in order."""
+    a, b, c = alike(kind, "a", 5), alike(kind, "b", 7), alike(kind, "c", 3)
+    log.write_bytes(a)
+    follower = make(log)
+    got = read(follower)
+    set_mtime(log, 1_000_000)
+    rotate(log, compress=compress)
+    log.write_bytes(b)
+    set_mtime(log, 1_000_100)
+    rotate(log, compress=compress)
+    log.write_bytes(c)
+    got += read(follower)
+    got += read(follower)
+    assert whole_lines(a + b + c) == got
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("kind", ["run", "header"])
+def test_files_that_begin_alike_rotated_while_down_each_read_once(
+    log: Path, kind: str, compress: bool
+) -> None:
+    """A restart after two rotations while down, every file beginning with the same 2 KiB: the
+    checkpointed file is finished, the file that begins like it is read whole, then the path."""
+    a, b, c = alike(kind, "a", 5), alike(kind, "b", 7), alike(kind, "c", 3)
+    log.write_bytes(a)
+    first = make(log)
+    got = read(first)
+    state = checkpoint(first)
+    first.close()
+    append(log, lines("a", 2, 5))
+    a += lines("a", 2, 5)
+    set_mtime(log, 1_000_000)
+    rotate(log, compress=compress)
+    log.write_bytes(b)
+    set_mtime(log, 1_000_100)
+    rotate(log, compress=compress)
+    log.write_bytes(c)
+    second = make(log)
+    second.restore(state)
+    got += read(second)
+    got += read(second)
+    assert whole_lines(a + b + c) == got
+
+
+@pytest.mark.parametrize("kind", ["run", "header"])
+def test_rotated_files_that_begin_alike_at_first_start_are_all_taken_as_read(
+    log: Path, kind: str
+) -> None:
+    """First start from the end with rotated files that begin alike: each is taken as read, so
+    a rotation later reads only what is new (none of them again, whole or in part)."""
+    Path(f"{log}.2.gz").write_bytes(gzip.compress(alike(kind, "a", 5)))
+    set_mtime(Path(f"{log}.2.gz"), 1_000_000)
+    Path(f"{log}.1").write_bytes(alike(kind, "b", 40))
+    set_mtime(Path(f"{log}.1"), 1_000_100)
+    log.write_bytes(whole_lines(alike(kind, "c", 3)))
+    fresh = make(log, from_beginning=False)
+    assert read(fresh) == b""
+    rotate(log, compress=False)
+    log.write_bytes(lines("d", 1))
+    assert read(fresh) == lines("d", 1)
+
+
+def test_a_copy_of_a_rotated_file_is_not_read_again(log: Path) -> None:
+    """A rotated file copied under another rotated name (an operator's backup) holds the same
+    content: it is not read a second time."""
+    log.write_bytes(HEADER + lines("a", 5))
+    follower = make(log)
+    assert read(follower) == HEADER + lines("a", 5)
+    rotate(log, compress=False)
+    log.write_bytes(HEADER + lines("b", 2))
+    assert read(follower) == HEADER + lines("b", 2)
+    Path(f"{log}.1-copy").write_bytes(Path(f"{log}.1").read_bytes())
+    rotate(log, compress=False)
+    log.write_bytes(lines("c", 1))
+    assert read(follower) == lines("c", 1)
