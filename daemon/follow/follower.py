@@ -75,7 +75,7 @@ import os
 import stat as stat_mod
 import zlib
 from collections.abc import Generator, Iterator, Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional, Union
 
 import structlog
 
@@ -95,6 +95,7 @@ from .logfile import (
     open_source,
     read_prefix,
 )
+from .saved import FollowerState
 
 DEFAULT_MAX_LINE = 1 << 20
 
@@ -180,31 +181,28 @@ class Follower:
         return self._waiting_since is None
 
     # --- checkpoint -----------------------------------------------------------------------
-    def snapshot(self) -> Optional[dict[str, Any]]:
+    def snapshot(self) -> Optional[FollowerState]:
         """Where we are, for the checkpoint; None before the first poll."""
         if self._first_poll:
             return None
         entries = self.ledger.entries
-        return {
-            "ledger": [e.to_json() for e in entries],
-            "open": next((i for i, e in enumerate(entries) if e is self._entry), None),
-            "partial": base64.b64encode(self.splitter.partial).decode("ascii"),
-            "discarding": self.splitter.discarding,
-            "stats": self.stats.snapshot(),
-        }
+        return FollowerState(
+            ledger=[e.saved() for e in entries],
+            open=next((i for i, e in enumerate(entries) if e is self._entry), None),
+            partial=base64.b64encode(self.splitter.partial).decode("ascii"),
+            discarding=self.splitter.discarding,
+            stats=self.stats.snapshot(),
+        )
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Resume from a checkpoint taken by ``snapshot`` (validated by ``checkpoint.load``)."""
-        self.stats.restore(state.get("stats", {}))
-        self.splitter.partial = base64.b64decode(state.get("partial", ""))
-        self.splitter.discarding = bool(state.get("discarding", False))
+    def restore(self, state: FollowerState) -> None:
+        """Resume from a checkpoint taken by ``snapshot`` (checked when it was read back)."""
+        self.stats.restore(state.stats)
+        self.splitter.partial = base64.b64decode(state.partial)
+        self.splitter.discarding = state.discarding
         self._first_poll = False
         self._start_at_end = False
-        self.ledger.entries = [
-            Entry(**{k: v for k, v in e.items() if k != "missing_since"})
-            for e in state.get("ledger", [])
-        ]
-        index = state.get("open")
+        self.ledger.entries = [Entry.from_saved(e) for e in state.ledger]
+        index = state.open
         self._entry = self.ledger.entries[index] if index is not None else None
 
     # --- following ------------------------------------------------------------------------
@@ -290,7 +288,7 @@ class Follower:
             return (
                 src.size() >= src.offset
                 and entry.tail_is(src.tail())
-                and entry.matches(src.read_at(0, entry.head_len))
+                and (not entry.known or entry.matches(src.read_at(0, entry.head_len)))
             )
         except OSError:
             return True
@@ -336,9 +334,10 @@ class Follower:
 
     def _holder(self, entry: Entry, rotated: list[Look]) -> Optional[Source]:
         """A file that holds ``entry``'s content to its offset, opened there: the path and the
-        ``rotated`` files, plain before gzip, the entry's own inode first."""
+        ``rotated`` files, the entry's own file first (a copy holds it only once that file holds
+        it no more), then plain before compressed."""
         looks = [p for p in [look(self.path), *rotated] if p is not None]
-        looks.sort(key=lambda p: (p.compressed, (p.dev, p.ino) != (entry.dev, entry.ino)))
+        looks.sort(key=lambda p: ((p.dev, p.ino) != (entry.dev, entry.ino), p.compressed))
         for p in looks:
             if p.head is not None and entry.matches(p.head):
                 src = self._proof(p, entry)
@@ -408,7 +407,7 @@ class Follower:
                     pending.add((p.dev, p.ino, p.size))
                 continue
             alike = self._alike(p)
-            entry = next((e for e in alike if self._holds(p, e)), None)
+            entry = next((e for e in alike if self._is_its(p, e, looks)), None)
             if entry is None and alike:
                 told = self._tell_apart(p, alike, looks)
                 if told is None:  # too short to tell yet: wait while it grows
@@ -470,7 +469,9 @@ class Follower:
         here = look(self.path)
         alike = self._alike(here) if here is not None else []
         for entry in alike:
-            held = None if here is None or entry is self._entry else self._proof(here, entry)
+            if here is None or entry is self._entry or not self._is_its(here, entry, self._looks()):
+                continue
+            held = self._proof(here, entry)
             if held is not None:
                 src.close()
                 self._hold(held, entry)
@@ -575,12 +576,43 @@ class Follower:
         src.close()
         return True
 
+    def _is_its(self, p: Look, entry: Entry, looks: list[Look]) -> bool:
+        """Whether ``p`` holds ``entry``: all of its first ``offset`` bytes are the entry's, and
+        it is the entry's own file, or a copy of it (its whole content the start of that file),
+        or that file holds the entry no more (truncated, gone: its content lives on in copies)."""
+        if not self._holds(p, entry):
+            return False
+        if (p.dev, p.ino) == (entry.dev, entry.ino):
+            return True
+        for q in [look(self.path), *looks]:
+            if q is None or (q.dev, q.ino) != (entry.dev, entry.ino) or q.name == p.name:
+                continue
+            if self._holds(q, entry):
+                return self._starts(p, q) is True
+        return True
+
+    def _starts(self, p: Look, q: Look) -> Optional[bool]:
+        """Whether all of ``p``'s content is the start of ``q``'s; None when it cannot be read."""
+        try:
+            mine, theirs = open_source(p.name), open_source(q.name)
+        except OSError:
+            return None
+        try:
+            crc = read_prefix(mine)  # to its end now: a compressor may still be writing it
+            return crc is not None and read_prefix(theirs, mine.offset) == crc
+        except DECODE_ERRORS:
+            return None
+        finally:
+            mine.close()
+            theirs.close()
+
     def _tell_apart(self, p: Look, alike: list[Entry], looks: list[Look]) -> Optional[bool]:
-        """``p`` begins like ``alike`` but holds none of them to its offset. True when it is a
-        shorter copy of one (its whole content the start of a file that holds the entry: a copy
-        taken before our last read, logrotate's copytruncate race); False when it is another
-        content; None when it cannot be told yet (shorter than an entry with no file left that
-        holds the entry to compare with, or not readable now): waited for, and said once."""
+        """``p`` begins like ``alike`` but holds none of them. True when it is a shorter copy of
+        one (its whole content the start of a file that holds the entry: a compressor still
+        writing it, or a copy taken before our last read, logrotate's copytruncate race); False
+        when it is another content; None when it cannot be told yet (shorter than an entry with
+        no file left that holds the entry to compare with, or not readable now): waited for.
+        Said once per file."""
         self._say_alike(p)
         length = self._length(p)
         if length is None:
@@ -592,17 +624,14 @@ class Follower:
             if holder is None:
                 undecided = True
                 continue
-            try:
-                mine = open_source(p.name)
-                try:
-                    if read_prefix(mine) == read_prefix(holder, length):
-                        return True
-                finally:
-                    mine.close()
-            except DECODE_ERRORS:
+            name = holder.name
+            holder.close()
+            found = next((q for q in [look(self.path), *others] if q and q.name == name), None)
+            starts = self._starts(p, found) if found is not None else None
+            if starts is None:
                 return None
-            finally:
-                holder.close()
+            if starts:
+                return True
         return None if undecided else False
 
     def _say_alike(self, p: Look) -> None:
@@ -625,9 +654,11 @@ class Follower:
             src.close()
 
     def _same(self, p: Look, q: Look) -> bool:
-        """Whether two files not read before hold one content (the shorter one's whole content
-        the start of the other: a ``.gz`` being written and its original)."""
-        if p.head is None or q.head is None:
+        """Whether two files not read before hold one content: a compressed one and another
+        whose content starts the same (a ``.gz`` and its original, the compressor maybe still
+        writing). Two plain files are two contents: a plain copy is only ever made of a file
+        that is then truncated (copytruncate), and each is read."""
+        if p.head is None or q.head is None or not (p.compressed or q.compressed):
             return False
         n = min(len(p.head), len(q.head))
         if p.head[:n] != q.head[:n]:
@@ -636,17 +667,7 @@ class Follower:
         if lp is None or lq is None:
             return False
         short, long = (p, q) if lp <= lq else (q, p)
-        try:
-            a, b = open_source(short.name), open_source(long.name)
-        except OSError:
-            return False
-        try:
-            return read_prefix(a) == read_prefix(b, min(lp, lq))
-        except DECODE_ERRORS:
-            return False
-        finally:
-            a.close()
-            b.close()
+        return self._starts(short, long) is True
 
     # --- looking around -------------------------------------------------------------------
     def _looks(self) -> list[Look]:

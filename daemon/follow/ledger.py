@@ -18,11 +18,10 @@ ledger stays as small as the set of rotated files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from .logfile import HEAD_BYTES, TAIL_BYTES, Look, sha
-
-MAX_ENTRIES = 1000
+from .saved import MAX_ENTRIES, EntryState
 
 
 @dataclass(eq=False)
@@ -73,18 +72,22 @@ class Entry:
         same = self.crc is None or crc == self.crc  # an entry from an older state file: no CRC
         return self.matches(head) and same and self.tail_is(tail)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "head_len": self.head_len,
-            "head_sha": self.head_sha,
-            "offset": self.offset,
-            "crc": self.crc,
-            "tail_len": self.tail_len,
-            "tail_sha": self.tail_sha,
-            "dev": self.dev,
-            "ino": self.ino,
-            "done": self.done,
-        }
+    def saved(self) -> EntryState:
+        return EntryState(
+            head_len=self.head_len,
+            head_sha=self.head_sha,
+            offset=self.offset,
+            crc=self.crc,
+            tail_len=self.tail_len,
+            tail_sha=self.tail_sha,
+            dev=self.dev,
+            ino=self.ino,
+            done=self.done,
+        )
+
+    @classmethod
+    def from_saved(cls, state: EntryState) -> Entry:
+        return cls(**state.model_dump())
 
 
 class Ledger:

@@ -267,6 +267,11 @@ class UnreadableFormat(OSError):
     """A compressed format this reader has no decoder for (zstd, lz4)."""
 
 
+class NotYetTold(OSError):
+    """All the file holds yet is the start of a compressed format's magic (a compressor wrote
+    its first byte): plain or compressed cannot be told yet."""
+
+
 def open_source(name: str) -> Source:
     """``name`` opened as plain or compressed content, told by its first bytes (not its name)."""
     fd = open_regular(name)
@@ -278,6 +283,9 @@ def open_source(name: str) -> Source:
     for magic in DECOMPRESSORS:
         if start.startswith(magic):
             return CompressedSource(name, fd, magic)
+    if start and any(len(start) < len(m) and m.startswith(start) for m in DECOMPRESSORS):
+        os.close(fd)
+        raise NotYetTold(f"{name} holds only the start of a compressed file yet")
     if start.startswith(UNREADABLE_MAGIC):
         os.close(fd)
         raise UnreadableFormat(f"{name} is compressed in a format that cannot be read here")
@@ -305,6 +313,12 @@ def look(name: str) -> Optional[Look]:
     """A look at ``name``; None when it is gone, unreadable, empty or not a regular file."""
     try:
         src = open_source(name)
+    except NotYetTold:
+        try:
+            st = os.stat(name)
+        except OSError:
+            return None
+        return Look(name, st.st_dev, st.st_ino, True, st.st_size, st.st_mtime_ns, None)
     except OSError:
         return None
     try:

@@ -7,7 +7,6 @@ files the way a writer, logback or logrotate would, then polls.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import random
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any, Optional
 import pytest
 import structlog
 from apigee_tls_exporter.follow.follower import Follower
+from apigee_tls_exporter.follow.saved import FollowerState
 
 
 class FakeClock:
@@ -50,15 +50,14 @@ def make(path: Path, *, clock: Optional[FakeClock] = None, **kwargs: Any) -> Fol
     return Follower(str(path), clock=clock or FakeClock(), **kwargs)
 
 
-def checkpoint(follower: Follower) -> dict[str, Any]:
+def checkpoint(follower: Follower) -> FollowerState:
     """The follower's snapshot as it comes back from the state file."""
     snapshot = follower.snapshot()
     assert snapshot is not None
-    state: dict[str, Any] = json.loads(json.dumps(snapshot))
-    return state
+    return FollowerState.model_validate_json(snapshot.model_dump_json())
 
 
-def stopped_after_three_lines(log: Path) -> dict[str, Any]:
+def stopped_after_three_lines(log: Path) -> FollowerState:
     """A follower read a new log of three lines, was checkpointed and stopped: its state."""
     log.write_bytes(lines("a", 3))
     first = make(log)
@@ -68,10 +67,10 @@ def stopped_after_three_lines(log: Path) -> dict[str, Any]:
     return state
 
 
-def open_offset(state: dict[str, Any]) -> int:
+def open_offset(state: FollowerState) -> int:
     """The offset of the file being read, in a follower's checkpoint."""
-    offset: int = state["ledger"][state["open"]]["offset"]
-    return offset
+    assert state.open is not None
+    return state.ledger[state.open].offset
 
 
 def set_mtime(path: Path, when: float) -> None:
@@ -551,7 +550,7 @@ def test_checkpoint_while_catching_up_two_renames_resumes_exactly(
         assert read(first) == lines("a", 3)
         expected = rotate_twice(log, compress=compress)
         got = b""
-        state: Optional[dict[str, Any]] = None
+        state: Optional[FollowerState] = None
         settled = 0
         for buf, start, end in first.poll():
             got += bytes(buf[start:end])
@@ -821,18 +820,18 @@ def test_entries_of_files_gone_are_forgotten_after_a_while(log: Path) -> None:
         os.rename(log, f"{log}.{n}")
         log.write_bytes(lines(f"r{n}", 2))
         assert read(follower) + read(follower) == lines(f"r{n}", 2)
-    assert len(checkpoint(follower)["ledger"]) == 6
+    assert len(checkpoint(follower).ledger) == 6
     for n in range(4):
         Path(f"{log}.{n}").unlink()
     os.rename(log, f"{log}.9")
     log.write_bytes(lines("z", 1))
     assert read(follower) + read(follower) == lines("z", 1)
-    assert len(checkpoint(follower)["ledger"]) == 7  # missing, not yet for long
+    assert len(checkpoint(follower).ledger) == 7  # missing, not yet for long
     clock.now += 61
     os.rename(log, f"{log}.10")
     log.write_bytes(lines("y", 1))
     assert read(follower) + read(follower) == lines("y", 1)
-    assert len(checkpoint(follower)["ledger"]) == 4  # .4, .9, .10 and the path
+    assert len(checkpoint(follower).ledger) == 4  # .4, .9, .10 and the path
 
 
 def test_gzip_that_never_completes_is_reported_once_and_read_once(log: Path) -> None:
@@ -1104,3 +1103,76 @@ def test_a_copy_of_a_rotated_file_is_not_read_again(log: Path) -> None:
     rotate(log, compress=False)
     log.write_bytes(lines("c", 1))
     assert read(follower) == lines("c", 1)
+
+
+# --- the model's shrunk failures (tests/unit/follow/test_model.py), each a scenario ----------
+
+
+def test_two_tiny_rotated_files_with_the_same_bytes_are_both_read(log: Path) -> None:
+    """Two rotated plain files never read, each holding the same one byte (cut from one line):
+    two files, two contents; both are read, oldest first."""
+    Path(f"{log}.2").write_bytes(b"0")
+    set_mtime(Path(f"{log}.2"), 1_000_000)
+    Path(f"{log}.1").write_bytes(b"0")
+    set_mtime(Path(f"{log}.1"), 1_000_100)
+    log.write_bytes(b" 000002 end\n")
+    assert read(make(log)) == b"00 000002 end\n"
+
+
+def test_a_new_file_that_begins_with_all_of_a_tiny_file_is_not_taken_for_it(log: Path) -> None:
+    """A tiny rotated file ("0") still there, and a new file at the path whose first byte is
+    the same: the path's file is not the tiny file's content read on (its own file still holds
+    that content), it is read from its start."""
+    Path(f"{log}.1").write_bytes(b"0")
+    set_mtime(Path(f"{log}.1"), 1_000_000)
+    log.write_bytes(b" 000002 end\n")
+    first = make(log)
+    assert read(first) == b"0 000002 end\n"
+    state = checkpoint(first)
+    first.close()
+    os.truncate(log, 0)
+    append(log, b"00001 line 0\n")
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    got = read(second)
+    clock.now += 3
+    got += read(second)
+    assert got == b"00001 line 0\n"
+
+
+def test_a_gz_written_while_its_original_is_read_is_not_read_again(log: Path) -> None:
+    """logback's fixed window while the follower catches up: the renamed file is read, and its
+    ``.gz`` (written by the compressor meanwhile, then complete, the original removed) is
+    the same content: never read again."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log, max_line_bytes=64)
+    assert read(follower) == lines("a", 3)
+    append(log, lines("a", 300, 3))
+    os.rename(log, log.with_name("system.1.log"))
+    plain = log.with_name("system.1.log")
+    whole = gzip.compress(plain.read_bytes())
+    out = log.with_name("system.1.log.gz")
+    out.write_bytes(whole[: len(whole) // 2])
+    log.write_bytes(lines("b", 2))
+    got = read(follower)
+    out.write_bytes(whole)
+    plain.unlink()
+    got += read(follower)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(lines("c", 1))
+    got += read(follower)
+    assert got == lines("a", 300, 3) + lines("b", 2) + lines("c", 1)
+
+
+def test_a_compressed_file_of_which_one_byte_is_written_is_waited_for(log: Path) -> None:
+    """A compressor has written only the first byte of its magic (``\\x1f``): the file is not
+    read as text; it is waited for, and read once it can be decoded."""
+    data = lines("a", 2)
+    rotated = Path(f"{log}.200.gz")
+    rotated.write_bytes(gzip.compress(data)[:1])
+    log.write_bytes(lines("b", 1))
+    follower = make(log)
+    assert read(follower) == b""
+    rotated.write_bytes(gzip.compress(data))
+    assert read(follower) == data + lines("b", 1)
