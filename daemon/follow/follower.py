@@ -4,13 +4,18 @@
 and never raises for a file problem; the caller polls it when watchdog reports a change and on a
 short timer, so a lost inotify event (queue overflow, no inotify at all) only delays a read.
 
-The state is small and explicit: the file open (``_src``), the content being read (``_entry``),
-and the ledger (``ledger``): every file seen at the path or among the rotated names, known by a
-hash of its first bytes, with how far it was read. Names, devices, inodes and modification times
-never decide what is read: any file the follower opens is looked up in the ledger first and read
-only from its recorded position. A ``.gz`` holds the same content as its plain original, so the
-two are one entry. An unknown rotated file can only hold lines written while nobody looked (the
-daemon was down, or the log rotated twice between two polls), and is read whole.
+The state: the file open (``_src``), the content being read (``_entry``), where the next new
+content is read from (``read_from``: its beginning, the path's end at a first start, or the
+checkpoint), a wait in progress (``_wait``), and the ledger (``ledger``): every content seen at
+the path or among the rotated names (``discovery`` finds them), with how far it was read. Names,
+devices, inodes and modification times never decide what is read. A file's first bytes only find
+the entries it may be (``Ledger.candidates``); it is taken for one only once all the bytes read of
+that entry are shown to be its first bytes (a CRC-32 over them, ``Entry.proven``), and, when it
+is not the entry's own file, only as a copy of it (``_is_its``): files that begin alike (a run of
+one character cut by a rotation, a long header, a copy) are never taken for one another. A
+``.gz`` holds the same content as its plain original, so the two are one entry. An unknown
+rotated file can only hold lines written while nobody looked (the daemon was down, or the log
+rotated twice between two polls), and is read whole. ``docs/exactly-once.md`` argues the design.
 
 Exactly once: ``snapshot()`` is the position after the last segment handed out only when
 ``settled`` is True (one read gives up to three segments, and the offset and held partial line
@@ -70,17 +75,19 @@ themselves in ``tests/system/test_rotation.py``):
 from __future__ import annotations
 
 import base64
-import glob
 import os
 import stat as stat_mod
 import zlib
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Optional, Union
 
 import structlog
 
 from ..records.lines import LineSplitter, Segment
 from ..records.stats import FileStats
+from .discovery import Discovery
 from .ledger import Entry, Ledger
 from .logfile import (
     DECODE_ERRORS,
@@ -91,7 +98,6 @@ from .logfile import (
     PlainSource,
     Source,
     kind_of,
-    look,
     open_source,
     read_prefix,
 )
@@ -99,35 +105,27 @@ from .saved import FollowerState
 
 DEFAULT_MAX_LINE = 1 << 20
 
+
+class ReadFrom(Enum):
+    """Where the next content the follower takes is read from (Vector's ``ReadFrom``)."""
+
+    BEGINNING = "beginning"  # its start: every file after the first start, or from_beginning
+    END = "end"  # the path's file at the first start: its end (rotated files taken as read)
+    CHECKPOINT = "checkpoint"  # restored: the entry being read, from its offset
+
+
+@dataclass
+class Wait:
+    """A wait for a copy, a compressor or a moved file: since when, and what it last saw of the
+    files waited for (their sizes: a change starts it again)."""
+
+    since: float
+    progress: object
+
+
 log = structlog.get_logger()
 
 Reading = Generator[Segment, None, bool]  # segments, then whether the step could be completed
-
-
-def _beside(directory: str, name: str) -> list[str]:
-    e = glob.escape
-    stem, ext = os.path.splitext(name)
-    found = [os.path.join(e(directory), e(name) + ".*"), os.path.join(e(directory), e(name) + "-*")]
-    if ext:
-        found += [os.path.join(e(directory), f"{e(stem)}{sep}*{e(ext)}*") for sep in (".", "-")]
-    return found
-
-
-def rotated_globs(path: str, extra: Union[str, Sequence[str], None] = None) -> list[str]:
-    """Where the rotated files of ``path`` may be: ``<name>.*`` and ``<name>-*`` (logrotate, also
-    ``dateext``), ``<stem>.*.<ext>*`` and ``<stem>-*.<ext>*`` (logback) beside the log; and
-    ``extra``: more globs, or directories (logrotate ``olddir``) searched for the same names."""
-    directory, name = os.path.split(os.path.abspath(path))
-    globs = _beside(directory, name)
-    real = os.path.realpath(path)
-    if real != os.path.abspath(path):  # a link: its target's rotated files are beside the target
-        globs += _beside(*os.path.split(real))
-    for more in [extra] if isinstance(extra, str) else list(extra or []):
-        if more.endswith("/") or os.path.isdir(more):
-            globs += _beside(os.path.abspath(more), name)
-        else:
-            globs.append(os.path.abspath(os.path.join(directory, more)))
-    return list(dict.fromkeys(globs))
 
 
 class Follower:
@@ -147,7 +145,7 @@ class Follower:
     ) -> None:
         self.path = path
         self.stats = stats if stats is not None else FileStats()
-        self.rotated_globs = rotated_globs(path, rotated)
+        self.files = Discovery(path, rotated)
         self.max_line_bytes = max_line_bytes
         self._buffer = bytearray(min(1 << 20, max_line_bytes))
         self.copy_wait = copy_wait
@@ -158,10 +156,9 @@ class Follower:
         self._entry: Optional[Entry] = None  # the content being read; no _src while looked for
         self._after: Optional[PlainSource] = None  # a truncated file, read once its copy is done
         self._next_kind: Optional[str] = None  # how the next new content is counted
-        self._waiting_since: Optional[float] = None  # for a copy, a compressor, a held .gz
-        self._waiting_on: object = None  # what the wait last saw of it: a change restarts it
-        self._first_poll = True
-        self._start_at_end = not from_beginning  # only for a file present at the first poll
+        self._wait: Optional[Wait] = None  # for a copy, a compressor, a moved file
+        self._started = False  # polled once, or restored
+        self.read_from = ReadFrom.BEGINNING if from_beginning else ReadFrom.END
         self._saw_missing = False
         self._problem: Optional[str] = None  # the error we already reported
         self._reported_gz: set[int] = set()  # entries whose .gz ended early, reported once
@@ -169,6 +166,7 @@ class Follower:
         self._looked_behind: Optional[tuple[int, int]] = None  # the path's file caught up to
         self._proofs: dict[tuple[int, ...], bool] = {}  # (file, entry) -> the file holds it
         self._told: set[tuple[int, int]] = set()  # files said (once) to begin like another
+        self._taken_as_copy: set[tuple[int, int]] = set()  # shorter ones, nothing to compare
         # False while the segments of one read are being handed out: the offset and the held
         # partial line are already past the segments not handed out yet, so a checkpoint taken
         # then would skip them. The caller checkpoints only when this is True.
@@ -178,12 +176,12 @@ class Follower:
     def caught_up(self) -> bool:
         """Whether the last poll read everything the follower knows of: False while it waits for
         a copy, a compressor or a moved file, with content still to come."""
-        return self._waiting_since is None
+        return self._wait is None
 
     # --- checkpoint -----------------------------------------------------------------------
     def snapshot(self) -> Optional[FollowerState]:
         """Where we are, for the checkpoint; None before the first poll."""
-        if self._first_poll:
+        if not self._started:
             return None
         entries = self.ledger.entries
         return FollowerState(
@@ -199,8 +197,8 @@ class Follower:
         self.stats.restore(state.stats)
         self.splitter.partial = base64.b64decode(state.partial)
         self.splitter.discarding = state.discarding
-        self._first_poll = False
-        self._start_at_end = False
+        self._started = True
+        self.read_from = ReadFrom.CHECKPOINT
         self.ledger.entries = [Entry.from_saved(e) for e in state.ledger]
         index = state.open
         self._entry = self.ledger.entries[index] if index is not None else None
@@ -208,11 +206,12 @@ class Follower:
     # --- following ------------------------------------------------------------------------
     def poll(self) -> Iterator[Segment]:
         """Read what is new; yield segments of whole lines (see ``LineSplitter``)."""
-        if self._first_poll:
-            self._first_poll = False
-            if self._start_at_end:
+        if not self._started:
+            self._started = True
+            if self.read_from is ReadFrom.END:
                 self._record_present()
-                self._start_at_end = os.path.exists(self.path)  # one that comes is read whole
+                if not os.path.exists(self.path):  # one that comes is read whole
+                    self.read_from = ReadFrom.BEGINNING
         if self._src is not None and not self._intact():
             self._cut_from_under()
         if self._entry is not None and self._src is None and not (yield from self._find_moved()):
@@ -260,7 +259,7 @@ class Follower:
     # --- the steps of a poll --------------------------------------------------------------
     def _record_present(self) -> None:
         """First start, from the end: the rotated files present now are recorded as read."""
-        for p in sorted(self._looks(), key=lambda p: (p.compressed, p.name)):
+        for p in sorted(self.files.rotated(), key=lambda p: (p.compressed, p.name)):
             if p.head is None:
                 self._undecodable.add((p.dev, p.ino, p.size))
                 continue
@@ -308,10 +307,10 @@ class Follower:
         or among the rotated names and read on from its offset; wait ``copy_wait`` for it."""
         entry = self._entry
         assert entry is not None
-        rotated = self._looks()
+        rotated = self.files.rotated()
         found = self._holder(entry, rotated)
         if found is None:
-            if not self._waited([(p.name, p.size) for p in rotated]):
+            if not self._wait_over([(p.name, p.size) for p in rotated]):
                 return False
             self._entry = None
             self.splitter.reset()
@@ -325,7 +324,7 @@ class Follower:
                 )
                 self._next_kind = "recreate"
             return True
-        self._waiting_since = None
+        self._wait = None
         if found.name != self.path or self._after is not None:
             log.info("finishing the file under another name", path=self.path, name=found.name)
         self._src = found
@@ -336,7 +335,7 @@ class Follower:
         """A file that holds ``entry``'s content to its offset, opened there: the path and the
         ``rotated`` files, the entry's own file first (a copy holds it only once that file holds
         it no more), then plain before compressed."""
-        looks = [p for p in [look(self.path), *rotated] if p is not None]
+        looks = [p for p in [self.files.here(), *rotated] if p is not None]
         looks.sort(key=lambda p: ((p.dev, p.ino) != (entry.dev, entry.ino), p.compressed))
         for p in looks:
             if p.head is not None and entry.matches(p.head):
@@ -351,10 +350,10 @@ class Follower:
             return False
         todo, pending = self._unread()
         if pending:
-            if not self._waited(pending):
+            if not self._wait_over(pending):
                 return False
             self._undecodable |= pending  # waited in vain: not again (a compressor that died)
-        self._waiting_since = None
+        self._wait = None
         for p, entry in todo:
             held = self._proof(p, entry) if entry is not None else None
             if entry is not None and held is not None:
@@ -369,7 +368,7 @@ class Follower:
                     self._report(err)
                     continue
                 log.info("reading a rotated file not read before", path=self.path, rotated=p.name)
-                self._take(new, "rename", alike=bool(self._alike(p)))
+                self._take(new, "rename")
             yield from self._drain()
             if self._compressor_writing():
                 return False
@@ -382,7 +381,7 @@ class Follower:
         src = self._src
         if src is None or not src.compressed or src.complete:
             return False
-        if not self._waited(src.size()):
+        if not self._wait_over(src.size()):
             return True
         self._report_incomplete()
         return False
@@ -394,7 +393,7 @@ class Follower:
         before."""
         src = self._src
         held = (src.dev, src.ino) if src is not None else None
-        looks = self._looks()
+        looks = self.files.rotated()
         self.ledger.prune(looks, self._entry)
         todo: dict[object, tuple[Look, Optional[Entry]]] = {}
         pending: set[tuple[int, int, int]] = set()
@@ -466,18 +465,23 @@ class Follower:
             recreated = self._saw_missing and old.nlink() == 0
             kind = "recreate" if recreated else "rename"
         self._saw_missing = False
-        here = look(self.path)
+        here = self.files.here()
         alike = self._alike(here) if here is not None else []
         for entry in alike:
-            if here is None or entry is self._entry or not self._is_its(here, entry, self._looks()):
+            if (
+                here is None
+                or entry is self._entry
+                or not self._is_its(here, entry, self.files.rotated())
+            ):
                 continue
             held = self._proof(here, entry)
             if held is not None:
                 src.close()
                 self._hold(held, entry)
                 return
-        if self._start_at_end:
-            self._start_at_end = False
+        if alike and here is not None:
+            self._say_alike(here)
+        if self.read_from is ReadFrom.END:
             self._take(src, None)
             crc = read_prefix(src)  # to its end, which is where we start
             assert self._entry is not None and crc is not None
@@ -485,15 +489,13 @@ class Follower:
             self.stats.offset = src.offset
             if src.offset and not src.tail().endswith(b"\n"):
                 self.splitter.discarding = True  # we start mid-line: skip to the next line
+            self.read_from = ReadFrom.BEGINNING
             return
-        self._take(src, kind, alike=bool(alike))
+        self._take(src, kind)
 
-    def _take(self, src: Source, kind: Optional[str], *, alike: bool = False) -> None:
-        """Read ``src`` as a new content from its start (counted as a rotation of ``kind``);
-        ``alike``: it begins like a content read before (counted in ``equal_heads``)."""
+    def _take(self, src: Source, kind: Optional[str]) -> None:
+        """Read ``src`` as a new content from its start (counted as a rotation of ``kind``)."""
         self._hold(src, self.ledger.add(Entry(dev=src.dev, ino=src.ino)))
-        if alike:
-            self.stats.equal_heads += 1
         self._next_kind = None
         if kind is not None:
             log.info("log rotated", path=self.path, kind=kind)
@@ -584,7 +586,10 @@ class Follower:
             return False
         if (p.dev, p.ino) == (entry.dev, entry.ino):
             return True
-        for q in [look(self.path), *looks]:
+        held = self._src
+        if entry is self._entry and isinstance(held, PlainSource):  # its own file, open
+            return self._starts_in(p, held)
+        for q in [self.files.here(), *looks]:
             if q is None or (q.dev, q.ino) != (entry.dev, entry.ino) or q.name == p.name:
                 continue
             if self._holds(q, entry):
@@ -606,48 +611,89 @@ class Follower:
             mine.close()
             theirs.close()
 
+    def _starts_in(self, p: Look, held: PlainSource) -> bool:
+        """Whether all of ``p``'s content is the start of the file ``held`` open."""
+        try:
+            mine = open_source(p.name)
+        except OSError:
+            return False
+        try:
+            crc = read_prefix(mine)
+            n = mine.offset
+        except DECODE_ERRORS:
+            return False
+        finally:
+            mine.close()
+        theirs, at = 0, 0
+        while at < n:
+            data = held.read_at(at, min(1 << 20, n - at))
+            if not data:
+                return False
+            theirs = zlib.crc32(data, theirs)
+            at += len(data)
+        return crc == theirs
+
     def _tell_apart(self, p: Look, alike: list[Entry], looks: list[Look]) -> Optional[bool]:
-        """``p`` begins like ``alike`` but holds none of them. True when it is a shorter copy of
-        one (its whole content the start of a file that holds the entry: a compressor still
-        writing it, or a copy taken before our last read, logrotate's copytruncate race); False
-        when it is another content; None when it cannot be told yet (shorter than an entry with
-        no file left that holds the entry to compare with, or not readable now): waited for.
-        Said once per file."""
+        """``p`` begins like ``alike`` but holds none of them. False when it is another content
+        (at least as long as each, or shorter and its content not the start of a file that holds
+        the entry). True when it is a shorter copy of one: its whole content the start of a file
+        that holds the entry (a compressor still writing, logrotate's copytruncate race), or no
+        file is left that holds the entry to compare with (a ``.gz`` made before the writer's
+        last lines reached its original, which is gone): taken as its copy, as far as it goes,
+        and said. None while it cannot be told yet: a compressor still writing it, or not
+        readable now (waited for)."""
         self._say_alike(p)
         length = self._length(p)
         if length is None:
             return None
+        size, complete = length
         others = [q for q in looks if q.name != p.name]
-        undecided = False
-        for entry in (e for e in alike if length < e.offset):
+        gone = False
+        for entry in (e for e in alike if size < e.offset):
             holder = self._holder(entry, others)
             if holder is None:
-                undecided = True
+                gone = True
                 continue
             name = holder.name
             holder.close()
-            found = next((q for q in [look(self.path), *others] if q and q.name == name), None)
+            found = next((q for q in [self.files.here(), *others] if q and q.name == name), None)
             starts = self._starts(p, found) if found is not None else None
             if starts is None:
                 return None
             if starts:
                 return True
-        return None if undecided else False
+        if not gone:
+            return False
+        if p.compressed and not complete:
+            return None
+        if (p.dev, p.ino) not in self._taken_as_copy:
+            self._taken_as_copy.add((p.dev, p.ino))
+            log.warning(
+                "rotated file shorter than a content it begins like, none left to compare: "
+                "taken as its copy",
+                name=p.name,
+            )
+        return True
 
     def _say_alike(self, p: Look) -> None:
+        """Log and count, once per file, one that begins like a known content but is none."""
         if (p.dev, p.ino) in self._told:
             return
         self._told.add((p.dev, p.ino))
-        log.info("rotated file begins like another content, telling them apart", name=p.name)
+        self.stats.equal_heads += 1
+        log.info("file begins like another content, telling them apart", name=p.name)
 
-    def _length(self, p: Look) -> Optional[int]:
-        """The content length of ``p``'s file now; None when it cannot be read."""
+    def _length(self, p: Look) -> Optional[tuple[int, bool]]:
+        """The content length of ``p``'s file now, and whether it is complete (a compressed
+        file whose end was reached); None when it cannot be read."""
         try:
             src = open_source(p.name)
         except OSError:
             return None
         try:
-            return src.size() if isinstance(src, PlainSource) else src.length()
+            if isinstance(src, PlainSource):
+                return src.size(), False
+            return src.length(), src.complete
         except DECODE_ERRORS:
             return None
         finally:
@@ -666,27 +712,20 @@ class Follower:
         lp, lq = self._length(p), self._length(q)
         if lp is None or lq is None:
             return False
-        short, long = (p, q) if lp <= lq else (q, p)
+        short, long = (p, q) if lp[0] <= lq[0] else (q, p)
         return self._starts(short, long) is True
 
     # --- looking around -------------------------------------------------------------------
-    def _looks(self) -> list[Look]:
-        """A look at each rotated file (not the path itself)."""
-        path = os.path.abspath(self.path)
-        itself = {path, self.path, os.path.realpath(path)}
-        names = {n for g in self.rotated_globs for n in glob.glob(g)} - itself
-        return [p for p in map(look, sorted(names)) if p is not None]
-
-    def _waited(self, progress: object) -> bool:
+    def _wait_over(self, progress: object) -> bool:
         """Whether ``copy_wait`` has passed since the current wait began (starting it if not) or
         since ``progress`` (the sizes of the files waited for) last changed: a copy or a
         compressor that is still writing is waited for as long as it writes."""
         now = self._clock()
-        if self._waiting_since is None or progress != self._waiting_on:
-            self._waiting_since, self._waiting_on = now, progress
-        if now - self._waiting_since < self.copy_wait:
+        if self._wait is None or progress != self._wait.progress:
+            self._wait = Wait(now, progress)
+        if now - self._wait.since < self.copy_wait:
             return False
-        self._waiting_since = self._waiting_on = None
+        self._wait = None
         return True
 
     def _report_incomplete(self) -> None:

@@ -202,6 +202,8 @@ class FollowerModel(RuleBasedStateMachine):
             os.rename(log, d / "old" / "system.log.1")
             log.write_bytes(b"")
         elif style == "copytruncate":
+            if self.follower is not None:  # it has looked (it polls every 50 ms): a file copied
+                self.poll(stop_after=None, save_at=None)  # and emptied before any look is lost
             self._shift([Path(f"{log}.{i}") for i in range(100, 100 + count)])
             shutil.copy2(log, f"{log}.100")
             os.truncate(log, 0)

@@ -1176,3 +1176,26 @@ def test_a_compressed_file_of_which_one_byte_is_written_is_waited_for(log: Path)
     assert read(follower) == b""
     rotated.write_bytes(gzip.compress(data))
     assert read(follower) == data + lines("b", 1)
+
+
+def test_a_rotated_file_that_begins_with_all_of_the_open_file_is_not_taken_for_it(
+    log: Path,
+) -> None:
+    """The file being read holds one byte (``0``), is renamed and compressed (its name gone,
+    the follower still holds it), and the next file, renamed before the follower looked, begins
+    with that byte: it is another content (the open file shows it), read whole after the first."""
+    log.write_bytes(b"")
+    follower = make(log)
+    assert read(follower) == b""
+    with open(log, "ab") as writer:
+        writer.write(b"0")
+    os.rename(log, f"{log}.200")
+    gz = gzip_like_logrotate(Path(f"{log}.200"))
+    set_mtime(gz, 1_000_000)
+    log.write_bytes(b"00001 line 0\nline 1\n")
+    set_mtime(log, 1_000_100)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"")
+    got = read(follower)
+    got += read(follower)
+    assert got == b"000001 line 0\nline 1\n"
