@@ -642,7 +642,6 @@ class Follower:
         last lines reached its original, which is gone): taken as its copy, as far as it goes,
         and said. None while it cannot be told yet: a compressor still writing it, or not
         readable now (waited for)."""
-        self._say_alike(p)
         length = self._length(p)
         if length is None:
             return None
@@ -663,9 +662,11 @@ class Follower:
             if starts:
                 return True
         if not gone:
+            self._say_alike(p)
             return False
         if p.compressed and not complete:
             return None
+        self._say_alike(p)
         if (p.dev, p.ino) not in self._taken_as_copy:
             self._taken_as_copy.add((p.dev, p.ino))
             log.warning(

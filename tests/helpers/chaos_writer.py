@@ -11,8 +11,10 @@ new end by itself. :meth:`paused` holds the writer still while logrotate copies 
 between ticks: it paces a load generator, it does not wait for a result.
 
 With ``runs`` the log also holds long lines of one repeated character (a body dump, padding), a
-few hundred KiB each, a third of the bytes in all: rotations then cut inside them, and the rotated
-files begin alike (issue 19: a file must never be taken for another by its first bytes).
+few hundred KiB each, a third of the bytes in all, written slowly (``RUN_WRITE`` bytes a tick);
+:attr:`in_run` says when the next byte written is inside one, so that a rotation then makes the
+next file begin with a run, like others (issue 19: a file must never be taken for another by its
+first bytes).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from apigee_tls_exporter.demo.generator import LogGenerator, TruthKey
 
 TICK = 0.02  # seconds between writes
 RUN_SHARE = 1 / 3000  # with runs: the share of records followed by a line of one character
+RUN_WRITE = 16 << 10  # bytes of a run written a tick
+RUN_HEAD = 2048  # in_run: at least so many bytes of one character come next
 
 
 class ChaosWriter:
@@ -129,6 +133,12 @@ class ChaosWriter:
         if lines:
             self._pending += "".join(line + "\n" for line in lines).encode()
 
+    @property
+    def in_run(self) -> bool:
+        """Whether the next ``RUN_HEAD`` bytes to be written are one repeated character."""
+        pending = self._pending  # replaced, never changed in place: a consistent look
+        return len(pending) >= RUN_HEAD and pending[:RUN_HEAD].count(pending[:1]) == RUN_HEAD
+
     def _run_line(self, timestamp: str) -> str:
         """A DEBUG line dumping a body of one repeated character (64-512 KiB)."""
         assert self._runs is not None
@@ -145,6 +155,8 @@ class ChaosWriter:
             self.done = last
             return
         cut = len(self._pending) if last else self._rng.randrange(1, len(self._pending) + 1)
+        if self._runs is not None and not last and self.in_run:
+            cut = min(cut, RUN_WRITE)
         with self._lock:
             view = memoryview(self._pending)[:cut]
             while view:

@@ -350,6 +350,10 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
                 stall_at.pop(0)
                 daemon.stall(STALL)
             if log.exists() and log.stat().st_size >= next_rotation and not writer.done:
+                if content == "alike":  # cut inside a run: the next file begins like others
+                    deadline = time.monotonic() + 3
+                    while not writer.in_run and time.monotonic() < deadline:
+                        PACE.wait(0.002)
                 index = len(rotations)
                 rotate(plan[index], index in kill_in)
                 next_rotation = rng.uniform(1.5, 2.5) * MB
