@@ -332,13 +332,14 @@ class Follower:
         return True
 
     def _holder(self, entry: Entry, rotated: list[Look]) -> Optional[Source]:
-        """A file that holds ``entry``'s content to its offset, opened there: the path and the
-        ``rotated`` files, the entry's own file first (a copy holds it only once that file holds
-        it no more), then plain before compressed."""
+        """A file that holds ``entry``'s content to its offset (``_is_its``), opened there: the
+        path and the ``rotated`` files, the entry's own file first, then plain before
+        compressed, older before newer."""
         looks = [p for p in [self.files.here(), *rotated] if p is not None]
-        looks.sort(key=lambda p: ((p.dev, p.ino) != (entry.dev, entry.ino), p.compressed))
+        own = (entry.dev, entry.ino)
+        looks.sort(key=lambda p: ((p.dev, p.ino) != own, p.compressed, p.mtime_ns))
         for p in looks:
-            if p.head is not None and entry.matches(p.head):
+            if p.head is not None and entry.matches(p.head) and self._is_its(p, entry, rotated):
                 src = self._proof(p, entry)
                 if src is not None:
                     return src
@@ -580,21 +581,30 @@ class Follower:
 
     def _is_its(self, p: Look, entry: Entry, looks: list[Look]) -> bool:
         """Whether ``p`` holds ``entry``: all of its first ``offset`` bytes are the entry's, and
-        it is the entry's own file, or a copy of it (its whole content the start of that file),
-        or that file holds the entry no more (truncated, gone: its content lives on in copies)."""
+        it is the entry's own file, or a copy of it: its whole content the start of that file
+        (a compressor writing or done), or that file exists and holds the entry no more
+        (copytruncate's copy), or that file is gone and ``p`` is compressed (a compressor
+        removes the original). A plain file of another inode while the entry's own file is
+        gone is another content that merely begins with all of it (a run cut twice)."""
         if not self._holds(p, entry):
             return False
-        if (p.dev, p.ino) == (entry.dev, entry.ino):
+        own = (entry.dev, entry.ino)
+        if (p.dev, p.ino) == own:
             return True
         held = self._src
-        if entry is self._entry and isinstance(held, PlainSource):  # its own file, open
-            return self._starts_in(p, held)
+        if held is not None and (held.dev, held.ino) == own and isinstance(held, PlainSource):
+            return self._starts_in(p, held)  # its own file, open
         for q in [self.files.here(), *looks]:
-            if q is None or (q.dev, q.ino) != (entry.dev, entry.ino) or q.name == p.name:
+            if q is None or (q.dev, q.ino) != own or q.name == p.name:
                 continue
             if self._holds(q, entry):
                 return self._starts(p, q) is True
-        return True
+            return True  # its own file holds it no more: truncated, the content lives on in p
+        try:
+            st = os.stat(self.path)  # an empty file at the path shows in no look
+        except OSError:
+            return p.compressed
+        return p.compressed or (st.st_dev, st.st_ino) == own
 
     def _starts(self, p: Look, q: Look) -> Optional[bool]:
         """Whether all of ``p``'s content is the start of ``q``'s; None when it cannot be read."""
@@ -662,7 +672,7 @@ class Follower:
             if starts:
                 return True
         if not gone:
-            self._say_alike(p)
+            self._say_alike(p, size=size, alike=[(e.offset, e.ino) for e in alike])
             return False
         if p.compressed and not complete:
             return None
@@ -676,13 +686,18 @@ class Follower:
             )
         return True
 
-    def _say_alike(self, p: Look) -> None:
+    def _say_alike(self, p: Look, **context: object) -> None:
         """Log and count, once per file, one that begins like a known content but is none."""
         if (p.dev, p.ino) in self._told:
             return
         self._told.add((p.dev, p.ino))
         self.stats.equal_heads += 1
-        log.info("file begins like another content, telling them apart", name=p.name)
+        log.info(
+            "file begins like another content, telling them apart",
+            name=p.name,
+            ino=p.ino,
+            **context,
+        )
 
     def _length(self, p: Look) -> Optional[tuple[int, bool]]:
         """The content length of ``p``'s file now, and whether it is complete (a compressed

@@ -1199,3 +1199,27 @@ def test_a_rotated_file_that_begins_with_all_of_the_open_file_is_not_taken_for_i
     got = read(follower)
     got += read(follower)
     assert got == b"000001 line 0\nline 1\n"
+
+
+def test_restart_inside_a_leading_run_finds_its_gz_not_a_newer_file_with_a_longer_run(
+    log: Path,
+) -> None:
+    """The checkpoint was taken while the file was read only inside its leading run of ``=``;
+    while down it was rotated and compressed (its original gone), and the new file begins with
+    a longer run of ``=``: both hold the checkpointed bytes, but a plain file of another inode
+    is not a copy of a file that is gone; the ``.gz`` is, and is read on; the new file whole."""
+    log.write_bytes(b"=" * 3000)
+    first = make(log)
+    assert read(first) == b""  # a partial line, held
+    state = checkpoint(first)
+    first.close()
+    append(log, b"=" * 1000 + b"\n" + lines("a", 3))
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"=" * 5000 + b"\n" + lines("b", 2))  # logrotate create, then compress
+    gzip_like_logrotate(Path(f"{log}.1"))
+    second = make(log)
+    second.restore(state)
+    got = read(second)
+    got += read(second)
+    assert got == b"=" * 4000 + b"\n" + lines("a", 3) + b"=" * 5000 + b"\n" + lines("b", 2)
