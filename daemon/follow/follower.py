@@ -218,7 +218,12 @@ class Follower:
             return
         yield from self._drain()
         if self._after is not None:  # a copy finished: the truncated file from its start
-            self._take(self._after, self._next_kind or "copytruncate")
+            kind = self._next_kind or "copytruncate"
+            # first what no name but a rotated one holds now (another copytruncate while we
+            # waited): written before what the truncated file holds now
+            if not (yield from self._catch_up()):
+                return
+            self._take(self._after, kind)
             self._after = None
             yield from self._drain()
         try:
@@ -393,14 +398,14 @@ class Follower:
         the compressed files that cannot be told yet (their start not decodable), not waited for
         before."""
         src = self._src
-        held = (src.dev, src.ino) if src is not None else None
+        held = {(f.dev, f.ino) for f in (src, self._after) if f is not None}  # read now or next
         looks = self.files.rotated()
         self.ledger.prune(looks, self._entry)
         todo: dict[object, tuple[Look, Optional[Entry]]] = {}
         pending: set[tuple[int, int, int]] = set()
         new: list[Look] = []
         for p in sorted(looks, key=lambda p: (p.compressed, p.mtime_ns, p.name)):
-            if (p.dev, p.ino) == held:
+            if (p.dev, p.ino) in held:
                 continue
             if p.head is None:
                 if (p.dev, p.ino, p.size) not in self._undecodable:
@@ -592,8 +597,14 @@ class Follower:
         if (p.dev, p.ino) == own:
             return True
         held = self._src
-        if held is not None and (held.dev, held.ino) == own and isinstance(held, PlainSource):
-            return self._starts_in(p, held)  # its own file, open
+        if held is not None and (held.dev, held.ino) == own:
+            if entry is not self._entry:
+                return True  # its own file, open, holds another content now (truncated)
+            if isinstance(held, PlainSource):
+                return self._starts_in(p, held)  # its own file, open
+        after = self._after
+        if after is not None and (after.dev, after.ino) == own:
+            return True  # its own file was truncated under us: the content lives on in p
         for q in [self.files.here(), *looks]:
             if q is None or (q.dev, q.ino) != own or q.name == p.name:
                 continue

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -183,11 +184,12 @@ class FollowerModel(RuleBasedStateMachine):
             self.current = bytearray()
 
     def _whole(self) -> bool:
-        """Whether the writer's file is empty or holds the start of a chunk (``#``): never a file
-        whose whole content lies inside one chunk, for such a file (a few bytes of a run, of a
-        stack trace) may be the very start of the next file, and nothing but its name tells them
-        apart once its own file is gone (docs/exactly-once.md, what cannot be told)."""
-        return not self.current or b"#" in self.current
+        """Whether the writer's file is empty or holds a chunk's whole number (``#n:``): never
+        a file whose whole content lies inside one chunk, for such a file (a few bytes of a run,
+        of a stack trace, a lone ``#``) may be the very start of another file, and nothing but
+        its name tells them apart once its own file is gone (docs/exactly-once.md, what cannot
+        be told)."""
+        return not self.current or re.search(rb"#\d+:", self.current) is not None
 
     # --- rotations ----------------------------------------------------------------------------
     def _shift(self, names: list[Path]) -> None:

@@ -1223,3 +1223,46 @@ def test_restart_inside_a_leading_run_finds_its_gz_not_a_newer_file_with_a_longe
     got = read(second)
     got += read(second)
     assert got == b"=" * 4000 + b"\n" + lines("a", 3) + b"=" * 5000 + b"\n" + lines("b", 2)
+
+
+def test_copytruncate_then_the_emptied_file_renamed_reads_the_copy_once(log: Path) -> None:
+    """copytruncate, then logrotate ``create`` renames the emptied file before the follower
+    looked: the copy holds only what was read; it is not taken for new content (its own file,
+    emptied, is the one held)."""
+    log.write_bytes(b"#1:line 0\nline 1\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b"#1:line 0\nline 1\n"
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"")
+    got = read(follower)
+    clock.now += 3
+    got += read(follower)
+    got += read(follower)
+    assert got == b""
+
+
+def test_a_second_copytruncate_while_waiting_for_the_first_copy_is_read_in_order(
+    log: Path,
+) -> None:
+    """A truncation with no copy (the follower waits for one), new lines, and a copytruncate of
+    them before the wait is over: the second copy is read, then the file from its start."""
+    log.write_bytes(b" #1: end\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b" #1: end\n"
+    os.truncate(log, 0)
+    assert read(follower) == b""  # the copy is waited for
+    append(log, b"#2:line 0\nline 1\n")
+    assert read(follower) == b""
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    append(log, b" #3: end\n")
+    clock.now += 3
+    got = read(follower)  # a new rotated file: the wait for a copy starts again
+    clock.now += 3
+    got += read(follower)
+    got += read(follower)
+    assert got == b"#2:line 0\nline 1\n #3: end\n"
