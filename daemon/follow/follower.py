@@ -421,6 +421,9 @@ class Follower:
                     continue
                 if told:
                     continue  # a shorter copy of a content read: nothing in it is new
+            after = self._after
+            if entry is None and p.compressed and after is not None and self._starts_in(p, after):
+                continue  # the truncated file's own .gz: the same content, read from it next
             if entry is None:
                 if not any(self._same(p, q) for q in new):
                     new.append(p)

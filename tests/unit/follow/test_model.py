@@ -252,10 +252,11 @@ class FollowerModel(RuleBasedStateMachine):
             self._reopen()
             self.compressor = Compressor(tmp, d / f"system-2026-12-02.{count}.log.gz")
 
-    @precondition(lambda self: not self.expired)
+    @precondition(lambda self: not self.expired and self._whole())
     @rule()
     def reopen(self) -> None:
-        """The writer reopens the path (after logrotate's create, a logger's SIGHUP)."""
+        """The writer reopens the path (after logrotate's create, a logger's SIGHUP): once the
+        file it leaves holds a whole chunk number, as every file the writer leaves does."""
         self._reopen()
 
     @precondition(lambda self: not self.expired and self.compressor is not None)

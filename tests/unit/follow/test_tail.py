@@ -1266,3 +1266,26 @@ def test_a_second_copytruncate_while_waiting_for_the_first_copy_is_read_in_order
     got += read(follower)
     got += read(follower)
     assert got == b"#2:line 0\nline 1\n #3: end\n"
+
+
+def test_a_truncated_file_compressed_while_its_copy_is_waited_for_is_read_once(
+    log: Path,
+) -> None:
+    """Truncated with no copy (the follower waits for one, holding the file), written again,
+    then renamed and compressed (logrotate ``compress``, the original removed): its ``.gz`` is
+    the same content as the file held, read once, from the file held."""
+    log.write_bytes(b" #1: end\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b" #1: end\n"
+    os.truncate(log, 0)
+    assert read(follower) == b""  # the copy is waited for
+    append(log, b"#2:line 0\nline 1\n")
+    os.rename(log, f"{log}.200")
+    log.write_bytes(b"")
+    gzip_like_logrotate(Path(f"{log}.200"))
+    got = b""
+    for _ in range(3):
+        clock.now += 3
+        got += read(follower)
+    assert got == b"#2:line 0\nline 1\n"
