@@ -53,6 +53,20 @@ class Discovery:
     def here(self) -> Optional[Look]:
         return look(self.path)
 
+    def names(self) -> set[str]:
+        return {n for g in self.globs for n in glob.glob(g)} - self._itself
+
+    def signature(self) -> tuple[tuple[str, int, int], ...]:
+        """The rotated names with each one's inode and size: what changes when a rotation or a
+        compressor does (a stat each, nothing opened)."""
+        found = []
+        for name in sorted(self.names()):
+            try:
+                st = os.stat(name)
+            except OSError:
+                continue
+            found.append((name, st.st_ino, st.st_size))
+        return tuple(found)
+
     def rotated(self) -> list[Look]:
-        names = {n for g in self.globs for n in glob.glob(g)} - self._itself
-        return [p for p in map(look, sorted(names)) if p is not None]
+        return [p for p in map(look, sorted(self.names())) if p is not None]

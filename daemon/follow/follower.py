@@ -163,7 +163,7 @@ class Follower:
         self._problem: Optional[str] = None  # the error we already reported
         self._reported_gz: set[int] = set()  # entries whose .gz ended early, reported once
         self._undecodable: set[tuple[int, int, int]] = set()  # .gz waited for once, in vain
-        self._looked_behind: Optional[tuple[int, int]] = None  # the path's file caught up to
+        self._looked_behind: object = None  # the path's file and rotated names caught up to
         self._proofs: dict[tuple[int, ...], bool] = {}  # (file, entry) -> the file holds it
         self._told: set[tuple[int, int]] = set()  # files said (once) to begin like another
         self._taken_as_copy: set[tuple[int, int]] = set()  # shorter ones, nothing to compare
@@ -219,9 +219,9 @@ class Follower:
         yield from self._drain()
         if self._after is not None:  # a copy finished: the truncated file from its start
             kind = self._next_kind or "copytruncate"
-            # first what no name but a rotated one holds now (another copytruncate while we
-            # waited): written before what the truncated file holds now
-            if not (yield from self._catch_up()):
+            # first what only a rotated file holds now and was written before what the truncated
+            # file holds (another copytruncate while we waited for the first copy)
+            if not (yield from self._catch_up(before=os.fstat(self._after.fd).st_mtime_ns)):
                 return
             self._take(self._after, kind)
             self._after = None
@@ -246,10 +246,13 @@ class Follower:
         if src is not None and (src.dev, src.ino) == (st.st_dev, st.st_ino):
             return  # still the file at the path
         yield from self._drain()  # what the writer added to the old file before it reopened
-        if self._looked_behind != (st.st_dev, st.st_ino):  # once per new file at the path
+        # once per new file at the path and change among the rotated names (not by inode alone:
+        # a deleted file's inode is soon another's)
+        behind = (st.st_dev, st.st_ino, self.files.signature())
+        if self._looked_behind != behind:
             if not (yield from self._catch_up()):
                 return
-            self._looked_behind = (st.st_dev, st.st_ino)
+            self._looked_behind = behind
         if self._src is not None and st.st_size == 0:
             return  # the writer may still write to the last file, renamed or deleted
         self._take_path()
@@ -350,11 +353,13 @@ class Follower:
                     return src
         return None
 
-    def _catch_up(self) -> Reading:
+    def _catch_up(self, before: Optional[int] = None) -> Reading:
         """Before the path's new file: the rotated files with unread content, oldest first."""
         if self._compressor_writing():
             return False
         todo, pending = self._unread()
+        if before is not None:  # only what was written before (by modification time)
+            todo = [(p, e) for p, e in todo if p.mtime_ns <= before]
         if pending:
             if not self._wait_over(pending):
                 return False

@@ -1289,3 +1289,35 @@ def test_a_truncated_file_compressed_while_its_copy_is_waited_for_is_read_once(
         clock.now += 3
         got += read(follower)
     assert got == b"#2:line 0\nline 1\n"
+
+
+def test_a_truncated_file_rotated_away_is_read_before_newer_rotated_files(log: Path) -> None:
+    """Truncated with no copy (the follower waits), written again, renamed and compressed, and
+    the next file renamed too, all before the wait ends: the truncated file's new lines come
+    before the newer file's (only rotated files older than it are read first)."""
+    log.write_bytes(b"")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b""
+    writer = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(writer, b" #1: end\n")
+        assert read(follower) == b" #1: end\n"
+        os.truncate(log, 0)
+        assert read(follower) == b""
+        os.write(writer, b"#2:line 0\nline 1\n")
+        set_mtime(log, 1_000_000)
+        os.rename(log, f"{log}.200")
+        log.write_bytes(b"")
+        gzip_like_logrotate(Path(f"{log}.200"))
+        os.rename(log, f"{log}.1")
+        log.write_bytes(b"")
+        Path(f"{log}.1").write_bytes(b" #3: end\n")
+        set_mtime(Path(f"{log}.1"), 1_000_100)
+    finally:
+        os.close(writer)
+    got = b""
+    for _ in range(4):
+        clock.now += 2.1
+        got += read(follower)
+    assert got == b"#2:line 0\nline 1\n #3: end\n"
