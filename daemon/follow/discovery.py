@@ -68,5 +68,16 @@ class Discovery:
             found.append((name, st.st_ino, st.st_size))
         return tuple(found)
 
+    def inodes(self) -> set[tuple[int, int]]:
+        """The device and inode of the path and of every rotated name, empty files too."""
+        found = set()
+        for name in [self.path, *self.names()]:
+            try:
+                st = os.stat(name)
+            except OSError:
+                continue
+            found.add((st.st_dev, st.st_ino))
+        return found
+
     def rotated(self) -> list[Look]:
         return [p for p in map(look, sorted(self.names())) if p is not None]

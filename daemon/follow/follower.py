@@ -619,11 +619,8 @@ class Follower:
             if self._holds(q, entry):
                 return self._starts(p, q) is True
             return True  # its own file holds it no more: truncated, the content lives on in p
-        try:
-            st = os.stat(self.path)  # an empty file at the path shows in no look
-        except OSError:
-            return p.compressed
-        return p.compressed or (st.st_dev, st.st_ino) == own
+        # its own file, emptied (an empty file shows in no look), or gone
+        return p.compressed or own in self.files.inodes()
 
     def _starts(self, p: Look, q: Look) -> Optional[bool]:
         """Whether all of ``p``'s content is the start of ``q``'s; None when it cannot be read."""

@@ -401,6 +401,7 @@ FollowerModel.TestCase.settings = settings(
     deadline=None,
     derandomize=SEED != "random",
     database=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestFollowerModel = FollowerModel.TestCase

@@ -1321,3 +1321,28 @@ def test_a_truncated_file_rotated_away_is_read_before_newer_rotated_files(log: P
         clock.now += 2.1
         got += read(follower)
     assert got == b"#2:line 0\nline 1\n #3: end\n"
+
+
+def test_restart_after_copytruncate_and_a_rename_of_the_emptied_file_reads_the_copy_once(
+    log: Path,
+) -> None:
+    """Checkpointed after a copytruncate the follower had not seen, killed; the emptied file is
+    then renamed by logrotate ``create``: the copy holds the checkpointed content (its own file,
+    emptied, holds it no more), read on from the offset, not again from its start."""
+    log.write_bytes(b"#1:line 0\nline 1\n")
+    first = make(log)
+    assert read(first) == b"#1:line 0\nline 1\n"
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    state = checkpoint(first)
+    first.close()
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"")
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    got = b""
+    for _ in range(3):
+        got += read(second)
+        clock.now += 2.1
+    assert got == b""
