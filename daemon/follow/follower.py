@@ -345,7 +345,7 @@ class Follower:
         compressed, older before newer."""
         looks = [p for p in [self.files.here(), *rotated] if p is not None]
         own = (entry.dev, entry.ino)
-        looks.sort(key=lambda p: ((p.dev, p.ino) != own, p.compressed, p.mtime_ns))
+        looks.sort(key=lambda p: ((p.dev, p.ino) != own, p.mtime_ns, p.compressed))
         for p in looks:
             if p.head is not None and entry.matches(p.head) and self._is_its(p, entry, rotated):
                 src = self._proof(p, entry)
@@ -409,7 +409,8 @@ class Follower:
         todo: dict[object, tuple[Look, Optional[Entry]]] = {}
         pending: set[tuple[int, int, int]] = set()
         new: list[Look] = []
-        for p in sorted(looks, key=lambda p: (p.compressed, p.mtime_ns, p.name)):
+        claimed: dict[int, Look] = {}  # entry -> the oldest file that holds it
+        for p in sorted(looks, key=lambda p: (p.mtime_ns, p.compressed, p.name)):
             if (p.dev, p.ino) in held:
                 continue
             if p.head is None:
@@ -418,6 +419,11 @@ class Follower:
                 continue
             alike = self._alike(p)
             entry = next((e for e in alike if self._is_its(p, e, looks)), None)
+            first = claimed.setdefault(id(entry), p) if entry is not None else p
+            if first is not p:  # an older file holds it too: the same content, or another
+                if self._starts(p, first) or self._starts(first, p):  # that begins with all of it
+                    continue
+                entry, alike = None, []
             if entry is None and alike:
                 told = self._tell_apart(p, alike, looks)
                 if told is None:  # too short to tell yet: wait while it grows
@@ -619,8 +625,9 @@ class Follower:
             if self._holds(q, entry):
                 return self._starts(p, q) is True
             return True  # its own file holds it no more: truncated, the content lives on in p
-        # its own file, emptied (an empty file shows in no look), or gone
-        return p.compressed or own in self.files.inodes()
+        # its own file, emptied (an empty file shows in no look), or gone: a copy is a rotated
+        # file; the path's file of another inode is newer content that begins with all of it
+        return p.compressed or own in self.files.inodes() or p.name != self.path
 
     def _starts(self, p: Look, q: Look) -> Optional[bool]:
         """Whether all of ``p``'s content is the start of ``q``'s; None when it cannot be read."""

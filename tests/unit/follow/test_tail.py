@@ -1346,3 +1346,29 @@ def test_restart_after_copytruncate_and_a_rename_of_the_emptied_file_reads_the_c
         got += read(second)
         clock.now += 2.1
     assert got == b""
+
+
+def test_restart_after_copytruncate_and_the_emptied_file_compressed_reads_the_copy_once(
+    log: Path,
+) -> None:
+    """Checkpointed after a copytruncate, killed; the emptied file is then rotated and
+    compressed (its original removed): the plain copy is still the checkpointed content's
+    copy (a rotated file), read on from the offset, not again from its start."""
+    log.write_bytes(b"#1:line 0\nline 1\n")
+    first = make(log)
+    assert read(first) == b"#1:line 0\nline 1\n"
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    state = checkpoint(first)
+    first.close()
+    os.rename(log, f"{log}.200")
+    log.write_bytes(b"")
+    gzip_like_logrotate(Path(f"{log}.200"))
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    got = b""
+    for _ in range(3):
+        got += read(second)
+        clock.now += 2.1
+    assert got == b""
