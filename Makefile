@@ -61,15 +61,14 @@ test: lint typecheck unit unit39
 bench: venv
 	$(BIN)/python bench/run.py
 
-# The follower's model test with many more sequences, random seeds (MODEL=10000 sequences,
-# at most MODEL_SECONDS), then the chaos test again and again, each run with its own seed
+# The follower's model test with many more sequences, random seeds (MODEL=10000 sequences),
+# then the chaos test again and again, each run with its own seed
 # (printed): make soak SEEDS=20 MODEL=20000
 SEEDS ?= 10
 MODEL ?= 10000
-MODEL_SECONDS ?= 7200
 .PHONY: soak
 soak: venv
-	FOLLOW_MODEL_EXAMPLES=$(MODEL) FOLLOW_MODEL_SECONDS=$(MODEL_SECONDS) FOLLOW_MODEL_SEED=random \
+	FOLLOW_MODEL_EXAMPLES=$(MODEL) FOLLOW_MODEL_SEED=random \
 		$(BIN)/pytest -q -p no:logging tests/unit/follow/test_model.py
 	CHAOS_RUNS=$(SEEDS) $(BIN)/pytest -q -s tests/system/test_chaos.py tests/system/test_rotation.py
 

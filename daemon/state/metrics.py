@@ -138,8 +138,8 @@ class ExporterCollector(Collector):
             (
                 "apigee_tls_log_equal_heads",
                 CounterMetricFamily,
-                "Files of the followed log read as new content although they begin like one "
-                "read before (the first bytes only find candidates; all the bytes read decide).",
+                "Rotated files of the followed log file that begin like a content read before "
+                "but hold none of it (told apart by all the bytes read, not by the first ones).",
                 "equal_heads",
             ),
         )
