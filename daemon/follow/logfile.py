@@ -32,6 +32,9 @@ DECOMPRESSORS: dict[bytes, Callable[[], Decompressor]] = {
     b"BZh": bz2.BZ2Decompressor,
 }
 UNREADABLE_MAGIC = (b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18")  # zstd, lz4
+# Names of compressed files: an empty one is a compressor that has just started (waited for, as
+# one whose start cannot be decoded yet); the name decides nothing else.
+COMPRESSED_NAMES = (".gz", ".xz", ".bz2", ".zst", ".lz4")
 # What a corrupt compressed stream raises.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, lzma.LZMAError, EOFError, OSError)
 
@@ -325,6 +328,8 @@ def look(name: str) -> Optional[Look]:
         st = os.fstat(src.fd)
         size = st.st_size
         if size == 0:
+            if name.endswith(COMPRESSED_NAMES):  # a compressor has just created it: wait for it
+                return Look(name, src.dev, src.ino, True, 0, st.st_mtime_ns, None)
             return None
         if isinstance(src, PlainSource):
             head: Optional[bytes] = src.read_at(0, HEAD_BYTES)

@@ -332,9 +332,10 @@ class FollowerModel(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([0.1, 1.0, COPY_WAIT + 0.1]))
     def tick(self, seconds: float) -> None:
-        """Time passes; less than ``copy_wait`` while a compressor writes (it never stalls
-        that long here)."""
-        self.clock.now += seconds if self.compressor is None else min(seconds, 1.0)
+        """Time passes; a compressor writes meanwhile (it never stalls for ``copy_wait``)."""
+        self.clock.now += seconds
+        if self.compressor is not None and self.compressor.step(64):
+            self.compressor = None
 
     # --- what must hold -----------------------------------------------------------------------
     @invariant()

@@ -1372,3 +1372,25 @@ def test_restart_after_copytruncate_and_the_emptied_file_compressed_reads_the_co
         got += read(second)
         clock.now += 2.1
     assert got == b""
+
+
+def test_an_empty_gz_just_created_by_a_compressor_is_waited_for(log: Path) -> None:
+    """logback's time-based roll of a file the follower never looked at: renamed to a temporary
+    name no glob sees, and its ``.gz`` just created (empty) when the follower looks: the ``.gz``
+    is waited for, and read before the new file."""
+    log.write_bytes(b"")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b""
+    log.write_bytes(b"#1:line ")
+    os.rename(log, log.with_name("system.log1.tmp"))
+    out = log.with_name("system-2026-12-02.1.log.gz")
+    out.write_bytes(b"")
+    log.write_bytes(b"0\nline 1\n")
+    assert read(follower) == b""
+    clock.now += 1
+    out.write_bytes(gzip.compress(b"#1:line "))
+    log.with_name("system.log1.tmp").unlink()
+    got = read(follower)
+    got += read(follower)
+    assert got == b"#1:line 0\nline 1\n"
