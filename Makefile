@@ -83,10 +83,15 @@ test: setup lint typecheck unit unit39
 bench: venv
 	$(BIN)/python bench/run.py $(foreach b,$(BENCH),--only $(b)) $(BENCH_ARGS)
 
-# The chaos test again and again, each run with its own seed (printed): make soak SEEDS=20
+# The follower's model test with many more sequences, random seeds (MODEL=10000 sequences),
+# then the chaos test again and again, each run with its own seed
+# (printed): make soak SEEDS=20 MODEL=20000
 SEEDS ?= 10
+MODEL ?= 10000
 .PHONY: soak
 soak: venv
+	FOLLOW_MODEL_EXAMPLES=$(MODEL) FOLLOW_MODEL_SEED=random \
+		$(BIN)/pytest -q -p no:logging tests/unit/follow/test_model.py
 	CHAOS_RUNS=$(SEEDS) $(BIN)/pytest -q -s tests/system/test_chaos.py tests/system/test_rotation.py
 
 clean:

@@ -117,8 +117,8 @@ def check_head_pattern(pattern: str) -> re.Pattern[str]:
 
 class LogConfig(Model):
     path: str
-    # More places of rotated files, beside the default names (see tail.rotated_globs): globs, or
-    # directories (logrotate's olddir). One string is taken as a list of one.
+    # More places of rotated files, beside the default names (follow.discovery.rotated_globs):
+    # globs, or directories (logrotate's olddir). One string is taken as a list of one.
     rotated: list[str] = []
     # The site's own record head, when its logback pattern writes one the built-in reader cannot
     # read: a regular expression matching from the line's start to the message (see

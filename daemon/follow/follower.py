@@ -4,13 +4,18 @@
 and never raises for a file problem; the caller polls it when watchdog reports a change and on a
 short timer, so a lost inotify event (queue overflow, no inotify at all) only delays a read.
 
-The state is small and explicit: the file open (``_src``), the content being read (``_entry``),
-and the ledger (``ledger``): every file seen at the path or among the rotated names, known by a
-hash of its first bytes, with how far it was read. Names, devices, inodes and modification times
-never decide what is read: any file the follower opens is looked up in the ledger first and read
-only from its recorded position. A ``.gz`` holds the same content as its plain original, so the
-two are one entry. An unknown rotated file can only hold lines written while nobody looked (the
-daemon was down, or the log rotated twice between two polls), and is read whole.
+The state: the file open (``_src``), the content being read (``_entry``), where the next new
+content is read from (``read_from``: its beginning, the path's end at a first start, or the
+checkpoint), a wait in progress (``_wait``), and the ledger (``ledger``): every content seen at
+the path or among the rotated names (``discovery`` finds them), with how far it was read. Names,
+devices, inodes and modification times never decide what is read. A file's first bytes only find
+the entries it may be (``Ledger.candidates``); it is taken for one only once all the bytes read of
+that entry are shown to be its first bytes (a CRC-32 over them, ``Entry.proven``), and, when it
+is not the entry's own file, only as a copy of it (``_is_its``): files that begin alike (a run of
+one character cut by a rotation, a long header, a copy) are never taken for one another. A
+``.gz`` holds the same content as its plain original, so the two are one entry. An unknown
+rotated file can only hold lines written while nobody looked (the daemon was down, or the log
+rotated twice between two polls), and is read whole. ``docs/exactly-once.md`` argues the design.
 
 Exactly once: ``snapshot()`` is the position after the last segment handed out only when
 ``settled`` is True (one read gives up to three segments, and the offset and held partial line
@@ -70,61 +75,57 @@ themselves in ``tests/system/test_rotation.py``):
 from __future__ import annotations
 
 import base64
-import glob
 import os
 import stat as stat_mod
+import zlib
 from collections.abc import Generator, Iterator, Sequence
-from typing import Any, Callable, Optional, Union
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Optional, Union
 
 import structlog
 
 from ..records.lines import LineSplitter, Segment
 from ..records.stats import FileStats
+from .discovery import Discovery
 from .ledger import Entry, Ledger
 from .logfile import (
     DECODE_ERRORS,
     HEAD_BYTES,
     CompressedSource,
+    Look,
     NotRegularFile,
     PlainSource,
-    Probe,
     Source,
     kind_of,
     open_source,
-    probe,
+    read_prefix,
 )
+from .saved import FollowerState
 
 DEFAULT_MAX_LINE = 1 << 20
+
+
+class ReadFrom(Enum):
+    """Where the next content the follower takes is read from (Vector's ``ReadFrom``)."""
+
+    BEGINNING = "beginning"  # its start: every file after the first start, or from_beginning
+    END = "end"  # the path's file at the first start: its end (rotated files taken as read)
+    CHECKPOINT = "checkpoint"  # restored: the entry being read, from its offset
+
+
+@dataclass
+class Wait:
+    """A wait for a copy, a compressor or a moved file: since when, and what it last saw of the
+    files waited for (their sizes: a change starts it again)."""
+
+    since: float
+    progress: object
+
 
 log = structlog.get_logger()
 
 Reading = Generator[Segment, None, bool]  # segments, then whether the step could be completed
-
-
-def _beside(directory: str, name: str) -> list[str]:
-    e = glob.escape
-    stem, ext = os.path.splitext(name)
-    found = [os.path.join(e(directory), e(name) + ".*"), os.path.join(e(directory), e(name) + "-*")]
-    if ext:
-        found += [os.path.join(e(directory), f"{e(stem)}{sep}*{e(ext)}*") for sep in (".", "-")]
-    return found
-
-
-def rotated_globs(path: str, extra: Union[str, Sequence[str], None] = None) -> list[str]:
-    """Where the rotated files of ``path`` may be: ``<name>.*`` and ``<name>-*`` (logrotate, also
-    ``dateext``), ``<stem>.*.<ext>*`` and ``<stem>-*.<ext>*`` (logback) beside the log; and
-    ``extra``: more globs, or directories (logrotate ``olddir``) searched for the same names."""
-    directory, name = os.path.split(os.path.abspath(path))
-    globs = _beside(directory, name)
-    real = os.path.realpath(path)
-    if real != os.path.abspath(path):  # a link: its target's rotated files are beside the target
-        globs += _beside(*os.path.split(real))
-    for more in [extra] if isinstance(extra, str) else list(extra or []):
-        if more.endswith("/") or os.path.isdir(more):
-            globs += _beside(os.path.abspath(more), name)
-        else:
-            globs.append(os.path.abspath(os.path.join(directory, more)))
-    return list(dict.fromkeys(globs))
 
 
 class Follower:
@@ -144,7 +145,7 @@ class Follower:
     ) -> None:
         self.path = path
         self.stats = stats if stats is not None else FileStats()
-        self.rotated_globs = rotated_globs(path, rotated)
+        self.files = Discovery(path, rotated)
         self.max_line_bytes = max_line_bytes
         self._buffer = bytearray(min(1 << 20, max_line_bytes))
         self.copy_wait = copy_wait
@@ -155,15 +156,17 @@ class Follower:
         self._entry: Optional[Entry] = None  # the content being read; no _src while looked for
         self._after: Optional[PlainSource] = None  # a truncated file, read once its copy is done
         self._next_kind: Optional[str] = None  # how the next new content is counted
-        self._waiting_since: Optional[float] = None  # for a copy, a compressor, a held .gz
-        self._waiting_on: object = None  # what the wait last saw of it: a change restarts it
-        self._first_poll = True
-        self._start_at_end = not from_beginning  # only for a file present at the first poll
+        self._wait: Optional[Wait] = None  # for a copy, a compressor, a moved file
+        self._started = False  # polled once, or restored
+        self.read_from = ReadFrom.BEGINNING if from_beginning else ReadFrom.END
         self._saw_missing = False
         self._problem: Optional[str] = None  # the error we already reported
         self._reported_gz: set[int] = set()  # entries whose .gz ended early, reported once
         self._undecodable: set[tuple[int, int, int]] = set()  # .gz waited for once, in vain
-        self._looked_behind: Optional[tuple[int, int]] = None  # the path's file caught up to
+        self._looked_behind: object = None  # the path's file and rotated names caught up to
+        self._proofs: dict[tuple[int, ...], bool] = {}  # (file, entry) -> the file holds it
+        self._told: set[tuple[int, int]] = set()  # files said (once) to begin like another
+        self._taken_as_copy: set[tuple[int, int]] = set()  # shorter ones, nothing to compare
         # False while the segments of one read are being handed out: the offset and the held
         # partial line are already past the segments not handed out yet, so a checkpoint taken
         # then would skip them. The caller checkpoints only when this is True.
@@ -173,51 +176,54 @@ class Follower:
     def caught_up(self) -> bool:
         """Whether the last poll read everything the follower knows of: False while it waits for
         a copy, a compressor or a moved file, with content still to come."""
-        return self._waiting_since is None
+        return self._wait is None
 
     # --- checkpoint -----------------------------------------------------------------------
-    def snapshot(self) -> Optional[dict[str, Any]]:
+    def snapshot(self) -> Optional[FollowerState]:
         """Where we are, for the checkpoint; None before the first poll."""
-        if self._first_poll:
+        if not self._started:
             return None
         entries = self.ledger.entries
-        return {
-            "ledger": [e.to_json() for e in entries],
-            "open": next((i for i, e in enumerate(entries) if e is self._entry), None),
-            "partial": base64.b64encode(self.splitter.partial).decode("ascii"),
-            "discarding": self.splitter.discarding,
-            "stats": self.stats.snapshot(),
-        }
+        return FollowerState(
+            ledger=[e.saved() for e in entries],
+            open=next((i for i, e in enumerate(entries) if e is self._entry), None),
+            partial=base64.b64encode(self.splitter.partial).decode("ascii"),
+            discarding=self.splitter.discarding,
+            stats=self.stats.snapshot(),
+        )
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Resume from a checkpoint taken by ``snapshot`` (validated by ``checkpoint.load``)."""
-        self.stats.restore(state.get("stats", {}))
-        self.splitter.partial = base64.b64decode(state.get("partial", ""))
-        self.splitter.discarding = bool(state.get("discarding", False))
-        self._first_poll = False
-        self._start_at_end = False
-        self.ledger.entries = [
-            Entry(**{k: v for k, v in e.items() if k != "missing_since"})
-            for e in state.get("ledger", [])
-        ]
-        index = state.get("open")
+    def restore(self, state: FollowerState) -> None:
+        """Resume from a checkpoint taken by ``snapshot`` (checked when it was read back)."""
+        self.stats.restore(state.stats)
+        self.splitter.partial = base64.b64decode(state.partial)
+        self.splitter.discarding = state.discarding
+        self._started = True
+        self.read_from = ReadFrom.CHECKPOINT
+        self.ledger.entries = [Entry.from_saved(e) for e in state.ledger]
+        index = state.open
         self._entry = self.ledger.entries[index] if index is not None else None
 
     # --- following ------------------------------------------------------------------------
     def poll(self) -> Iterator[Segment]:
         """Read what is new; yield segments of whole lines (see ``LineSplitter``)."""
-        if self._first_poll:
-            self._first_poll = False
-            if self._start_at_end:
+        if not self._started:
+            self._started = True
+            if self.read_from is ReadFrom.END:
                 self._record_present()
-                self._start_at_end = os.path.exists(self.path)  # one that comes is read whole
+                if not os.path.exists(self.path):  # one that comes is read whole
+                    self.read_from = ReadFrom.BEGINNING
         if self._src is not None and not self._intact():
             self._cut_from_under()
         if self._entry is not None and self._src is None and not (yield from self._find_moved()):
             return
         yield from self._drain()
         if self._after is not None:  # a copy finished: the truncated file from its start
-            self._take(self._after, self._next_kind or "copytruncate")
+            kind = self._next_kind or "copytruncate"
+            # first what only a rotated file holds now and was written before what the truncated
+            # file holds (another copytruncate while we waited for the first copy)
+            if not (yield from self._catch_up(before=os.fstat(self._after.fd).st_mtime_ns)):
+                return
+            self._take(self._after, kind)
             self._after = None
             yield from self._drain()
         try:
@@ -240,10 +246,13 @@ class Follower:
         if src is not None and (src.dev, src.ino) == (st.st_dev, st.st_ino):
             return  # still the file at the path
         yield from self._drain()  # what the writer added to the old file before it reopened
-        if self._looked_behind != (st.st_dev, st.st_ino):  # once per new file at the path
+        # once per new file at the path and change among the rotated names (not by inode alone:
+        # a deleted file's inode is soon another's)
+        behind = (st.st_dev, st.st_ino, self.files.signature())
+        if self._looked_behind != behind:
             if not (yield from self._catch_up()):
                 return
-            self._looked_behind = (st.st_dev, st.st_ino)
+            self._looked_behind = behind
         if self._src is not None and st.st_size == 0:
             return  # the writer may still write to the last file, renamed or deleted
         self._take_path()
@@ -258,24 +267,24 @@ class Follower:
     # --- the steps of a poll --------------------------------------------------------------
     def _record_present(self) -> None:
         """First start, from the end: the rotated files present now are recorded as read."""
-        for p in self._probes():
+        for p in sorted(self.files.rotated(), key=lambda p: (p.compressed, p.name)):
             if p.head is None:
                 self._undecodable.add((p.dev, p.ino, p.size))
                 continue
-            if self.ledger.find(p.head) is not None:
+            try:
+                src = open_source(p.name)
+                crc = read_prefix(src)  # all of it: what tells it from a file that begins alike
+            except DECODE_ERRORS:
                 continue
-            entry = Entry(done=p.compressed)  # a .gz cannot grow: passed over to its end
-            tail = b""
-            if not p.compressed:
-                try:
-                    src = open_source(p.name)
-                except OSError:
-                    continue
-                src.seek(p.size)
-                tail = src.tail()
+            try:
+                assert crc is not None
+                if any(e.offset == src.offset and self._holds(p, e) for e in self._alike(p)):
+                    continue  # the same content under two names (a .gz and its original)
+                entry = Entry(done=src.complete)  # a .gz cannot grow: passed over to its end
+                entry.mark(src.head(), src.offset, crc, src.tail(), p.dev, p.ino)
+                self.ledger.add(entry)
+            finally:
                 src.close()
-            entry.mark(p.head, 0 if p.compressed else p.size, tail, p.dev, p.ino)
-            self.ledger.add(entry)
 
     def _intact(self) -> bool:
         """Whether the open file still holds the content read so far (no truncation)."""
@@ -283,7 +292,11 @@ class Follower:
         if not isinstance(src, PlainSource) or entry is None:
             return True
         try:
-            return src.size() >= src.offset and entry.tail_is(src.tail())
+            return (
+                src.size() >= src.offset
+                and entry.tail_is(src.tail())
+                and (not entry.known or entry.matches(src.read_at(0, entry.head_len)))
+            )
         except OSError:
             return True
 
@@ -302,10 +315,10 @@ class Follower:
         or among the rotated names and read on from its offset; wait ``copy_wait`` for it."""
         entry = self._entry
         assert entry is not None
-        rotated = self._probes()
+        rotated = self.files.rotated()
         found = self._holder(entry, rotated)
         if found is None:
-            if not self._waited([(p.name, p.size) for p in rotated]):
+            if not self._wait_over([(p.name, p.size) for p in rotated]):
                 return False
             self._entry = None
             self.splitter.reset()
@@ -319,61 +332,52 @@ class Follower:
                 )
                 self._next_kind = "recreate"
             return True
-        self._waiting_since = None
+        self._wait = None
         if found.name != self.path or self._after is not None:
             log.info("finishing the file under another name", path=self.path, name=found.name)
         self._src = found
         yield from self._drain()
         return True
 
-    def _holder(self, entry: Entry, rotated: list[Probe]) -> Optional[Source]:
-        """A file that holds ``entry``'s content to its offset, opened there: the path and the
-        ``rotated`` files, plain before gzip, the entry's own inode first."""
-        probes = [p for p in [probe(self.path), *rotated] if p is not None]
-        probes.sort(key=lambda p: (p.compressed, (p.dev, p.ino) != (entry.dev, entry.ino)))
-        for p in probes:
-            if p.head is None or not entry.matches(p.head):
-                continue
-            try:
-                src = open_source(p.name)
-                if src.seek(entry.offset) and entry.tail_is(src.tail()):
+    def _holder(self, entry: Entry, rotated: list[Look]) -> Optional[Source]:
+        """A file that holds ``entry``'s content to its offset (``_is_its``), opened there: the
+        path and the ``rotated`` files, the entry's own file first, then plain before
+        compressed, older before newer."""
+        looks = [p for p in [self.files.here(), *rotated] if p is not None]
+        own = (entry.dev, entry.ino)
+        looks.sort(key=lambda p: ((p.dev, p.ino) != own, p.mtime_ns, p.compressed))
+        for p in looks:
+            if p.head is not None and entry.matches(p.head) and self._is_its(p, entry, rotated):
+                src = self._proof(p, entry)
+                if src is not None:
                     return src
-                src.close()
-            except DECODE_ERRORS:
-                continue
         return None
 
-    def _catch_up(self) -> Reading:
+    def _catch_up(self, before: Optional[int] = None) -> Reading:
         """Before the path's new file: the rotated files with unread content, oldest first."""
         if self._compressor_writing():
             return False
         todo, pending = self._unread()
+        if before is not None:  # only what was written before (by modification time)
+            todo = [(p, e) for p, e in todo if p.mtime_ns <= before]
         if pending:
-            if not self._waited(pending):
+            if not self._wait_over(pending):
                 return False
             self._undecodable |= pending  # waited in vain: not again (a compressor that died)
-        self._waiting_since = None
+        self._wait = None
         for p, entry in todo:
-            try:
-                new = open_source(p.name)
-            except OSError as err:
-                self._report(err)
-                continue
-            try:
-                known = entry is not None and new.seek(entry.offset) and entry.tail_is(new.tail())
-            except DECODE_ERRORS:
-                known = False
-            if entry is not None and known:
+            held = self._proof(p, entry) if entry is not None else None
+            if entry is not None and held is not None:
                 log.info("reading on in a rotated file", path=self.path, rotated=p.name)
-                self._hold(new, entry)
+                self._hold(held, entry)
+            elif entry is not None:
+                continue  # changed since it was looked at: the next look tells
             else:
-                if entry is not None:  # not the content the ledger knew: read it whole
-                    new.close()
-                    try:
-                        new = open_source(p.name)
-                    except OSError as err:
-                        self._report(err)
-                        continue
+                try:
+                    new = open_source(p.name)
+                except OSError as err:
+                    self._report(err)
+                    continue
                 log.info("reading a rotated file not read before", path=self.path, rotated=p.name)
                 self._take(new, "rename")
             yield from self._drain()
@@ -388,32 +392,53 @@ class Follower:
         src = self._src
         if src is None or not src.compressed or src.complete:
             return False
-        if not self._waited(src.size()):
+        if not self._wait_over(src.size()):
             return True
         self._report_incomplete()
         return False
 
-    def _unread(self) -> tuple[list[tuple[Probe, Optional[Entry]]], set[tuple[int, int, int]]]:
+    def _unread(self) -> tuple[list[tuple[Look, Optional[Entry]]], set[tuple[int, int, int]]]:
         """The rotated files with content not read yet, oldest first (by modification time: only
         the order of files that are all read), each content once, plain before its ``.gz``; and
         the compressed files that cannot be told yet (their start not decodable), not waited for
         before."""
         src = self._src
-        held = (src.dev, src.ino) if src is not None else None
-        probes = self._probes()
-        self.ledger.prune(probes, self._entry)
-        todo: dict[object, tuple[Probe, Optional[Entry]]] = {}
+        held = {(f.dev, f.ino) for f in (src, self._after) if f is not None}  # read now or next
+        looks = self.files.rotated()
+        self.ledger.prune(looks, self._entry)
+        todo: dict[object, tuple[Look, Optional[Entry]]] = {}
         pending: set[tuple[int, int, int]] = set()
-        for p in sorted(probes, key=lambda p: (p.compressed, p.mtime_ns, p.name)):
-            if (p.dev, p.ino) == held:
+        new: list[Look] = []
+        claimed: dict[int, Look] = {}  # entry -> the oldest file that holds it
+        for p in sorted(looks, key=lambda p: (p.mtime_ns, p.compressed, p.name)):
+            if (p.dev, p.ino) in held:
                 continue
             if p.head is None:
                 if (p.dev, p.ino, p.size) not in self._undecodable:
                     pending.add((p.dev, p.ino, p.size))
                 continue
-            entry = self.ledger.find(p.head)
+            alike = self._alike(p)
+            entry = next((e for e in alike if self._is_its(p, e, looks)), None)
+            first = claimed.setdefault(id(entry), p) if entry is not None else p
+            if first is not p:  # an older file holds it too: the same content, or another
+                if self._starts(p, first) or self._starts(first, p):  # that begins with all of it
+                    continue
+                entry, alike = None, []
+            if entry is None and alike:
+                told = self._tell_apart(p, alike, looks)
+                if told is None:  # too short to tell yet: wait while it grows
+                    if (p.dev, p.ino, p.size) not in self._undecodable:
+                        pending.add((p.dev, p.ino, p.size))
+                    continue
+                if told:
+                    continue  # a shorter copy of a content read: nothing in it is new
+            after = self._after
+            if entry is None and p.compressed and after is not None and self._starts_in(p, after):
+                continue  # the truncated file's own .gz: the same content, read from it next
             if entry is None:
-                todo.setdefault(p.head, (p, None))
+                if not any(self._same(p, q) for q in new):
+                    new.append(p)
+                    todo[(p.dev, p.ino)] = (p, None)
             elif (
                 entry is not self._entry
                 and not entry.done
@@ -423,7 +448,7 @@ class Follower:
                 todo[id(entry)] = (p, entry)
         return sorted(todo.values(), key=lambda t: (t[0].mtime_ns, t[0].name)), pending
 
-    def _has_more(self, p: Probe, entry: Entry) -> bool:
+    def _has_more(self, p: Look, entry: Entry) -> bool:
         """Whether the file of ``p`` holds more of ``entry`` than was read; a complete ``.gz``
         that holds no more makes the entry done."""
         if not p.compressed:
@@ -460,23 +485,31 @@ class Follower:
             recreated = self._saw_missing and old.nlink() == 0
             kind = "recreate" if recreated else "rename"
         self._saw_missing = False
-        head = probe(self.path)
-        entry = self.ledger.find(head.head) if head is not None and head.head else None
-        if entry is not None and entry is not self._entry:
-            if src.seek(entry.offset) and entry.tail_is(src.tail()):
-                self._hold(src, entry)
+        here = self.files.here()
+        alike = self._alike(here) if here is not None else []
+        for entry in alike:
+            if (
+                here is None
+                or entry is self._entry
+                or not self._is_its(here, entry, self.files.rotated())
+            ):
+                continue
+            held = self._proof(here, entry)
+            if held is not None:
+                src.close()
+                self._hold(held, entry)
                 return
-            src.seek(0)
-        if self._start_at_end:
-            self._start_at_end = False
+        if alike and here is not None:
+            self._say_alike(here)
+        if self.read_from is ReadFrom.END:
             self._take(src, None)
-            if isinstance(src, PlainSource):
-                src.seek(src.size())
-            else:
-                src.length()
-            self._entry_mark()
+            crc = read_prefix(src)  # to its end, which is where we start
+            assert self._entry is not None and crc is not None
+            self._entry.mark(src.head(), src.offset, crc, src.tail(), src.dev, src.ino)
+            self.stats.offset = src.offset
             if src.offset and not src.tail().endswith(b"\n"):
                 self.splitter.discarding = True  # we start mid-line: skip to the next line
+            self.read_from = ReadFrom.BEGINNING
             return
         self._take(src, kind)
 
@@ -494,12 +527,14 @@ class Follower:
         self._src, self._entry = src, entry
         self.stats.offset = src.offset
 
-    def _entry_mark(self) -> None:
+    def _entry_mark(self, size: int) -> None:
+        """The open entry moves past the ``size`` bytes just read into the buffer."""
         src, entry = self._src, self._entry
         if src is None or entry is None:
             return
         head = src.head() if entry.head_len < min(src.offset, HEAD_BYTES) else b""
-        entry.mark(head, src.offset, src.tail(), src.dev, src.ino)
+        crc = None if entry.crc is None else zlib.crc32(memoryview(self._buffer)[:size], entry.crc)
+        entry.mark(head, src.offset, crc, src.tail(), src.dev, src.ino)
         self.stats.offset = src.offset
 
     def _drain(self) -> Iterator[Segment]:
@@ -515,7 +550,7 @@ class Follower:
                 return
             if not size:
                 return
-            self._entry_mark()
+            self._entry_mark(size)
             self.stats.bytes_read += size
             self.stats.last_read = self._clock()
             segments = self.splitter.feed(self._buffer, size)
@@ -524,24 +559,212 @@ class Follower:
                 self.settled = i == last
                 yield segment
 
-    # --- looking around -------------------------------------------------------------------
-    def _probes(self) -> list[Probe]:
-        """A look at each rotated file (not the path itself)."""
-        path = os.path.abspath(self.path)
-        itself = {path, self.path, os.path.realpath(path)}
-        names = {n for g in self.rotated_globs for n in glob.glob(g)} - itself
-        return [p for p in map(probe, sorted(names)) if p is not None]
+    # --- telling contents apart -----------------------------------------------------------
+    def _alike(self, p: Look) -> list[Entry]:
+        """The entries ``p`` may hold: those whose head it begins with. Only candidates."""
+        return self.ledger.candidates(p.head) if p.head else []
 
-    def _waited(self, progress: object) -> bool:
+    def _proof(self, p: Look, entry: Entry) -> Optional[Source]:
+        """``p``'s file opened at ``entry``'s offset when its first ``offset`` bytes are the
+        entry's (all of them read and compared, ``Entry.proven``); else None. Remembered per
+        file state, so a file that does not change is read for it once."""
+        try:
+            src = open_source(p.name)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(src.fd)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, id(entry), entry.offset)
+            known = self._proofs.get(key)
+            if known is None:
+                crc = read_prefix(src, entry.offset)
+                known = crc is not None and entry.proven(src.head(), crc, src.tail())
+                if len(self._proofs) > 4096:
+                    self._proofs.clear()
+                self._proofs[key] = known
+            elif known:
+                known = src.seek(entry.offset)
+            if known:
+                return src
+        except DECODE_ERRORS:
+            pass
+        src.close()
+        return None
+
+    def _holds(self, p: Look, entry: Entry) -> bool:
+        src = self._proof(p, entry)
+        if src is None:
+            return False
+        src.close()
+        return True
+
+    def _is_its(self, p: Look, entry: Entry, looks: list[Look]) -> bool:
+        """Whether ``p`` holds ``entry``: all of its first ``offset`` bytes are the entry's, and
+        it is the entry's own file, or a copy of it: its whole content the start of that file
+        (a compressor writing or done), or that file exists and holds the entry no more
+        (copytruncate's copy), or that file is gone and ``p`` is compressed (a compressor
+        removes the original). A plain file of another inode while the entry's own file is
+        gone is another content that merely begins with all of it (a run cut twice)."""
+        if not self._holds(p, entry):
+            return False
+        own = (entry.dev, entry.ino)
+        if (p.dev, p.ino) == own:
+            return True
+        held = self._src
+        if held is not None and (held.dev, held.ino) == own:
+            if entry is not self._entry:
+                return True  # its own file, open, holds another content now (truncated)
+            if isinstance(held, PlainSource):
+                return self._starts_in(p, held)  # its own file, open
+        after = self._after
+        if after is not None and (after.dev, after.ino) == own:
+            return True  # its own file was truncated under us: the content lives on in p
+        for q in [self.files.here(), *looks]:
+            if q is None or (q.dev, q.ino) != own or q.name == p.name:
+                continue
+            if self._holds(q, entry):
+                return self._starts(p, q) is True
+            return True  # its own file holds it no more: truncated, the content lives on in p
+        # its own file, emptied (an empty file shows in no look), or gone: a copy is a rotated
+        # file; the path's file of another inode is newer content that begins with all of it
+        return p.compressed or own in self.files.inodes() or p.name != self.path
+
+    def _starts(self, p: Look, q: Look) -> Optional[bool]:
+        """Whether all of ``p``'s content is the start of ``q``'s; None when it cannot be read."""
+        try:
+            mine, theirs = open_source(p.name), open_source(q.name)
+        except OSError:
+            return None
+        try:
+            crc = read_prefix(mine)  # to its end now: a compressor may still be writing it
+            return crc is not None and read_prefix(theirs, mine.offset) == crc
+        except DECODE_ERRORS:
+            return None
+        finally:
+            mine.close()
+            theirs.close()
+
+    def _starts_in(self, p: Look, held: PlainSource) -> bool:
+        """Whether all of ``p``'s content is the start of the file ``held`` open."""
+        try:
+            mine = open_source(p.name)
+        except OSError:
+            return False
+        try:
+            crc = read_prefix(mine)
+            n = mine.offset
+        except DECODE_ERRORS:
+            return False
+        finally:
+            mine.close()
+        theirs, at = 0, 0
+        while at < n:
+            data = held.read_at(at, min(1 << 20, n - at))
+            if not data:
+                return False
+            theirs = zlib.crc32(data, theirs)
+            at += len(data)
+        return crc == theirs
+
+    def _tell_apart(self, p: Look, alike: list[Entry], looks: list[Look]) -> Optional[bool]:
+        """``p`` begins like ``alike`` but holds none of them. False when it is another content
+        (at least as long as each, or shorter and its content not the start of a file that holds
+        the entry). True when it is a shorter copy of one: its whole content the start of a file
+        that holds the entry (a compressor still writing, logrotate's copytruncate race), or no
+        file is left that holds the entry to compare with (a ``.gz`` made before the writer's
+        last lines reached its original, which is gone): taken as its copy, as far as it goes,
+        and said. None while it cannot be told yet: a compressor still writing it, or not
+        readable now (waited for)."""
+        length = self._length(p)
+        if length is None:
+            return None
+        size, complete = length
+        others = [q for q in looks if q.name != p.name]
+        gone = False
+        for entry in (e for e in alike if size < e.offset):
+            holder = self._holder(entry, others)
+            if holder is None:
+                gone = True
+                continue
+            name = holder.name
+            holder.close()
+            found = next((q for q in [self.files.here(), *others] if q and q.name == name), None)
+            starts = self._starts(p, found) if found is not None else None
+            if starts is None:
+                return None
+            if starts:
+                return True
+        if not gone:
+            self._say_alike(p, size=size, alike=[(e.offset, e.ino) for e in alike])
+            return False
+        if p.compressed and not complete:
+            return None
+        self._say_alike(p)
+        if (p.dev, p.ino) not in self._taken_as_copy:
+            self._taken_as_copy.add((p.dev, p.ino))
+            log.warning(
+                "rotated file shorter than a content it begins like, none left to compare: "
+                "taken as its copy",
+                name=p.name,
+            )
+        return True
+
+    def _say_alike(self, p: Look, **context: object) -> None:
+        """Log and count, once per file, one that begins like a known content but is none."""
+        if (p.dev, p.ino) in self._told:
+            return
+        self._told.add((p.dev, p.ino))
+        self.stats.equal_heads += 1
+        log.info(
+            "file begins like another content, telling them apart",
+            name=p.name,
+            ino=p.ino,
+            **context,
+        )
+
+    def _length(self, p: Look) -> Optional[tuple[int, bool]]:
+        """The content length of ``p``'s file now, and whether it is complete (a compressed
+        file whose end was reached); None when it cannot be read."""
+        try:
+            src = open_source(p.name)
+        except OSError:
+            return None
+        try:
+            if isinstance(src, PlainSource):
+                return src.size(), False
+            return src.length(), src.complete
+        except DECODE_ERRORS:
+            return None
+        finally:
+            src.close()
+
+    def _same(self, p: Look, q: Look) -> bool:
+        """Whether two files not read before hold one content: a compressed one and another
+        whose content starts the same (a ``.gz`` and its original, the compressor maybe still
+        writing). Two plain files are two contents: a plain copy is only ever made of a file
+        that is then truncated (copytruncate), and each is read."""
+        if p.head is None or q.head is None or not (p.compressed or q.compressed):
+            return False
+        n = min(len(p.head), len(q.head))
+        if p.head[:n] != q.head[:n]:
+            return False
+        lp, lq = self._length(p), self._length(q)
+        if lp is None or lq is None:
+            return False
+        short, long = (p, q) if lp[0] <= lq[0] else (q, p)
+        return self._starts(short, long) is True
+
+    # --- looking around -------------------------------------------------------------------
+    def _wait_over(self, progress: object) -> bool:
         """Whether ``copy_wait`` has passed since the current wait began (starting it if not) or
         since ``progress`` (the sizes of the files waited for) last changed: a copy or a
         compressor that is still writing is waited for as long as it writes."""
         now = self._clock()
-        if self._waiting_since is None or progress != self._waiting_on:
-            self._waiting_since, self._waiting_on = now, progress
-        if now - self._waiting_since < self.copy_wait:
+        if self._wait is None or progress != self._wait.progress:
+            self._wait = Wait(now, progress)
+        if now - self._wait.since < self.copy_wait:
             return False
-        self._waiting_since = self._waiting_on = None
+        self._wait = None
         return True
 
     def _report_incomplete(self) -> None:

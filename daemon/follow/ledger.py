@@ -1,10 +1,14 @@
 """The ledger: every file a follower has read or passed over, known by content, and how far.
 
-An ``Entry`` is one file's content: its fingerprint (a hash of its first bytes, up to
-``HEAD_BYTES``; a file shorter than that is known by the prefix it had), how far it was read
-(``offset``, with a hash of the bytes just before it), and whether nothing more can come of it
-(``done``). Device and inode are kept as a hint for log lines and for telling which of two
-holders is the file itself; they never decide identity. The ledger is saved in the checkpoint.
+An ``Entry`` is one file's content: its head (a hash of its first bytes, up to ``HEAD_BYTES``;
+a file shorter than that is known by the prefix it had), how far it was read (``offset``), a
+CRC-32 of everything read (``crc``: the bytes ``[0, offset)``) and a hash of the bytes just before
+the offset, and whether nothing more can come of it (``done``). The head only finds candidates
+(``candidates``): many files may begin alike (a run of one character cut by a rotation, a fixed
+header, a copy). A file is taken for an entry only once all of its first ``offset`` bytes are
+shown to be the entry's (``proven``: the follower reads them and compares). Device and inode are
+a hint for which of two holders is the file itself; they never decide identity. The ledger is
+saved in the checkpoint.
 
 Entries of files that no name shows any more are dropped once they have been missing for
 ``forget_after`` seconds (a compressor's temporary name may hide a file for a while), so the
@@ -14,11 +18,10 @@ ledger stays as small as the set of rotated files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-from .logfile import HEAD_BYTES, TAIL_BYTES, Probe, sha
-
-MAX_ENTRIES = 1000
+from .logfile import HEAD_BYTES, TAIL_BYTES, Look, sha
+from .saved import MAX_ENTRIES, EntryState
 
 
 @dataclass(eq=False)
@@ -28,6 +31,7 @@ class Entry:
     head_len: int = 0
     head_sha: str = ""
     offset: int = 0
+    crc: Optional[int] = 0  # CRC-32 of the content [0, offset); None: not known (older state)
     tail_len: int = 0
     tail_sha: str = ""
     dev: int = 0
@@ -45,13 +49,16 @@ class Entry:
         n = self.head_len
         return self.known and len(head) >= n and sha(head[:n]) == self.head_sha
 
-    def mark(self, head: bytes, offset: int, tail: bytes, dev: int, ino: int) -> None:
-        """Record the position (``tail``: the bytes just before ``offset``)."""
+    def mark(
+        self, head: bytes, offset: int, crc: Optional[int], tail: bytes, dev: int, ino: int
+    ) -> None:
+        """Record the position (``crc``: of the content up to ``offset``; ``tail``: the bytes
+        just before it)."""
         head = head[:HEAD_BYTES]
         if len(head) > self.head_len:
             self.head_len, self.head_sha = len(head), sha(head)
         tail = tail[-TAIL_BYTES:]
-        self.offset = offset
+        self.offset, self.crc = offset, crc
         self.tail_len, self.tail_sha = len(tail), sha(tail)
         self.dev, self.ino = dev, ino
 
@@ -59,17 +66,28 @@ class Entry:
         """Whether ``tail`` are the bytes just before the offset (none at offset 0)."""
         return len(tail) == self.tail_len and (not tail or sha(tail) == self.tail_sha)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "head_len": self.head_len,
-            "head_sha": self.head_sha,
-            "offset": self.offset,
-            "tail_len": self.tail_len,
-            "tail_sha": self.tail_sha,
-            "dev": self.dev,
-            "ino": self.ino,
-            "done": self.done,
-        }
+    def proven(self, head: bytes, crc: int, tail: bytes) -> bool:
+        """Whether a content whose first ``offset`` bytes have this CRC-32, begin with ``head``
+        and end in ``tail`` is this entry's."""
+        same = self.crc is None or crc == self.crc  # an entry from an older state file: no CRC
+        return self.matches(head) and same and self.tail_is(tail)
+
+    def saved(self) -> EntryState:
+        return EntryState(
+            head_len=self.head_len,
+            head_sha=self.head_sha,
+            offset=self.offset,
+            crc=self.crc,
+            tail_len=self.tail_len,
+            tail_sha=self.tail_sha,
+            dev=self.dev,
+            ino=self.ino,
+            done=self.done,
+        )
+
+    @classmethod
+    def from_saved(cls, state: EntryState) -> Entry:
+        return cls(**state.model_dump())
 
 
 class Ledger:
@@ -80,13 +98,11 @@ class Ledger:
         self._clock = clock
         self.forget_after = forget_after
 
-    def find(self, head: bytes) -> Optional[Entry]:
-        """The entry of the content that begins with ``head``: the longest fingerprint that fits."""
-        best: Optional[Entry] = None
-        for entry in self.entries:
-            if entry.matches(head) and (best is None or entry.head_len > best.head_len):
-                best = entry
-        return best
+    def candidates(self, head: bytes) -> list[Entry]:
+        """The entries a content that begins with ``head`` may be, the longest read first: the
+        head never proves which (``Entry.proven`` does)."""
+        found = [e for e in self.entries if e.matches(head)]
+        return sorted(found, key=lambda e: -e.offset)
 
     def add(self, entry: Entry) -> Entry:
         self.entries.append(entry)
@@ -94,11 +110,11 @@ class Ledger:
             del self.entries[0]
         return entry
 
-    def prune(self, probes: list[Probe], keep: Optional[Entry]) -> None:
-        """Forget the entries that none of ``probes`` holds (after ``forget_after``); ``keep`` is
+    def prune(self, looks: list[Look], keep: Optional[Entry]) -> None:
+        """Forget the entries that none of ``looks`` holds (after ``forget_after``); ``keep`` is
         the entry being read, held open whatever its names."""
         now = self._clock()
-        seen = {id(e) for p in probes if p.head is not None for e in [self.find(p.head)] if e}
+        seen = {id(e) for p in looks if p.head is not None for e in self.candidates(p.head)}
         kept: list[Entry] = []
         for entry in self.entries:
             if entry is keep or id(entry) in seen:

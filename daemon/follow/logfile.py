@@ -33,6 +33,9 @@ DECOMPRESSORS: dict[bytes, Callable[[], Decompressor]] = {
     b"BZh": bz2.BZ2Decompressor,
 }
 UNREADABLE_MAGIC = (b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18")  # zstd, lz4
+# Names of compressed files: an empty one is a compressor that has just started (waited for, as
+# one whose start cannot be decoded yet); the name decides nothing else.
+COMPRESSED_NAMES = (".gz", ".xz", ".bz2", ".zst", ".lz4")
 # What a corrupt compressed stream raises.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, lzma.LZMAError, EOFError, OSError)
 
@@ -234,8 +237,43 @@ class CompressedSource:
 Source = Union[PlainSource, CompressedSource]
 
 
+def read_prefix(src: Source, n: Optional[int] = None) -> Optional[int]:
+    """Read ``src`` from its start to ``n`` (to its end for now when None): the CRC-32 of those
+    bytes, ``src`` left at ``n`` (its ``head()`` and ``tail()`` then those of the prefix); None
+    when the content is shorter than ``n`` (for now). What tells two contents that begin alike
+    apart: every byte of the prefix counts, not only the first ones."""
+    crc = 0
+    if isinstance(src, PlainSource):
+        size = src.size()
+        end = size if n is None else n
+        if size < end:
+            return None
+        at = 0
+        while at < end:
+            data = src.read_at(at, min(1 << 20, end - at))
+            if not data:
+                return None
+            crc = zlib.crc32(data, crc)
+            at += len(data)
+        src.offset = end
+        return crc
+    buf = bytearray(1 << 20)
+    while n is None or src.offset < n:
+        want = len(buf) if n is None else min(len(buf), n - src.offset)
+        got = src.read(memoryview(buf)[:want])
+        if not got:
+            return crc if n is None else None
+        crc = zlib.crc32(memoryview(buf)[:got], crc)
+    return crc
+
+
 class UnreadableFormat(OSError):
     """A compressed format this reader has no decoder for (zstd, lz4)."""
+
+
+class NotYetTold(OSError):
+    """All the file holds yet is the start of a compressed format's magic (a compressor wrote
+    its first byte): plain or compressed cannot be told yet."""
 
 
 def open_source(name: str) -> Source:
@@ -249,6 +287,9 @@ def open_source(name: str) -> Source:
     for magic in DECOMPRESSORS:
         if start.startswith(magic):
             return CompressedSource(name, fd, magic)
+    if start and any(len(start) < len(m) and m.startswith(start) for m in DECOMPRESSORS):
+        os.close(fd)
+        raise NotYetTold(f"{name} holds only the start of a compressed file yet")
     if start.startswith(UNREADABLE_MAGIC):
         os.close(fd)
         raise UnreadableFormat(f"{name} is compressed in a format that cannot be read here")
@@ -256,7 +297,7 @@ def open_source(name: str) -> Source:
 
 
 @dataclass(frozen=True)
-class Probe:
+class Look:
     """What a look at a file shows: its identity hint and the first bytes of its content.
 
     ``head`` is None for a compressed file whose first ``HEAD_BYTES`` cannot be decoded yet (a
@@ -272,16 +313,24 @@ class Probe:
     head: Optional[bytes]
 
 
-def probe(name: str) -> Optional[Probe]:
+def look(name: str) -> Optional[Look]:
     """A look at ``name``; None when it is gone, unreadable, empty or not a regular file."""
     try:
         src = open_source(name)
+    except NotYetTold:
+        try:
+            st = os.stat(name)
+        except OSError:
+            return None
+        return Look(name, st.st_dev, st.st_ino, True, st.st_size, st.st_mtime_ns, None)
     except OSError:
         return None
     try:
         st = os.fstat(src.fd)
         size = st.st_size
         if size == 0:
+            if name.endswith(COMPRESSED_NAMES):  # a compressor has just created it: wait for it
+                return Look(name, src.dev, src.ino, True, 0, st.st_mtime_ns, None)
             return None
         if isinstance(src, PlainSource):
             head: Optional[bytes] = src.read_at(0, HEAD_BYTES)
@@ -296,7 +345,7 @@ def probe(name: str) -> Optional[Probe]:
             if not got and src.complete:
                 return None  # an empty content
             head = got if len(got) == HEAD_BYTES or src.complete else None
-        return Probe(name, src.dev, src.ino, src.compressed, size, st.st_mtime_ns, head)
+        return Look(name, src.dev, src.ino, src.compressed, size, st.st_mtime_ns, head)
     except DECODE_ERRORS:
         return None
     finally:

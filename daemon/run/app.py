@@ -11,7 +11,7 @@ import time
 from base64 import b64decode, b64encode
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
@@ -168,17 +168,16 @@ class Daemon:
         if state is None:
             return
         try:
-            self.store.restore(state["store"])
-            for path, saved in state.get("logs", {}).items():
-                if path in self.followers and saved.get("follower"):
-                    self.followers[path].restore(saved["follower"])
-                    self.pipelines[path].correlator.restore(saved.get("pairing", {}))
+            self.store.restore(state.store.model_dump())
+            for path, saved in state.logs.items():
+                if path in self.followers and saved.follower is not None:
+                    self.followers[path].restore(saved.follower)
                     pipeline = self.pipelines[path]
-                    record = saved.get("record")
-                    pipeline.record = None if record is None else b64decode(record)
+                    pipeline.correlator.restore(saved.pairing.model_dump())
+                    pipeline.record = None if saved.record is None else b64decode(saved.record)
                     # (a state file without the number: taken as the last line read)
-                    pipeline.record_number = saved.get("record_number") or pipeline.stats.lines
-            self.alerts.restore(state.get("alerts"))
+                    pipeline.record_number = saved.record_number or pipeline.stats.lines
+            self.alerts.restore(state.alerts)
         except (KeyError, ValueError, TypeError, AttributeError) as err:
             log.warning(
                 "state file corrupt, starting fresh", state_file=self.state_file, error=str(err)
@@ -192,24 +191,25 @@ class Daemon:
             self._precreate()
             return
         self._precreate()
-        self._last_checkpoint = float(state.get("written_at", self.wall()))
+        self._last_checkpoint = state.written_at
         log.info("state restored", state_file=self.state_file, failures=self.store.total())
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "written_at": self.wall(),
-            "store": self.store.snapshot(),
-            "alerts": self.alerts.snapshot(),
-            "logs": {
-                path: {
-                    "follower": follower.snapshot(),
-                    "pairing": self.pipelines[path].correlator.snapshot(),
-                    "record": _b64(self.pipelines[path].record),
-                    "record_number": self.pipelines[path].record_number,
-                }
+    def snapshot(self) -> checkpoint.State:
+        return checkpoint.State(
+            version=checkpoint.VERSION,
+            written_at=self.wall(),
+            store=checkpoint.StoreState(**self.store.snapshot()),
+            alerts=self.alerts.snapshot(),
+            logs={
+                path: checkpoint.LogState(
+                    follower=follower.snapshot(),
+                    pairing=checkpoint.PairingState(**self.pipelines[path].correlator.snapshot()),
+                    record=_b64(self.pipelines[path].record),
+                    record_number=self.pipelines[path].record_number,
+                )
                 for path, follower in self.followers.items()
             },
-        }
+        )
 
     def save_checkpoint(self) -> None:
         try:

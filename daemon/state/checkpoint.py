@@ -21,66 +21,22 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
     StrictInt,
     ValidationError,
     model_validator,
 )
 
-from ..follow.ledger import MAX_ENTRIES
-from ..follow.logfile import HEAD_BYTES, TAIL_BYTES, kind_of
+from ..follow.logfile import kind_of
+from ..follow.saved import Base64, FollowerState
+from ..records.stats import Count
 
 VERSION = 2
 
-Count = Annotated[StrictInt, Field(ge=0, le=1 << 62)]
-Offset = Annotated[StrictInt, Field(ge=0, le=1 << 53)]
-Sha = Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-Base64 = Annotated[str, Field(max_length=4 << 20, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class EntryState(_Model):
-    head_len: Annotated[StrictInt, Field(ge=0, le=HEAD_BYTES)]
-    head_sha: Sha
-    offset: Offset
-    tail_len: Annotated[StrictInt, Field(ge=0, le=TAIL_BYTES)]
-    tail_sha: Sha
-    dev: Count
-    ino: Count
-    done: StrictBool
-
-    @model_validator(mode="after")
-    def _tail_within(self) -> EntryState:
-        if self.tail_len > self.offset:
-            raise ValueError("tail_len is past the offset")
-        return self
-
-
-class StatsState(_Model):
-    lines: Count
-    bytes_read: Count
-    unrecognised: Count
-    truncated_lines: Count
-    rotations: dict[str, Count]
-    read_errors: dict[str, Count]
-
-
-class FollowerState(_Model):
-    ledger: Annotated[list[EntryState], Field(max_length=MAX_ENTRIES)]
-    open: Optional[Annotated[StrictInt, Field(ge=0)]]
-    partial: Base64
-    discarding: StrictBool
-    stats: StatsState
-
-    @model_validator(mode="after")
-    def _open_in_ledger(self) -> FollowerState:
-        if self.open is not None and self.open >= len(self.ledger):
-            raise ValueError("open names no ledger entry")
-        return self
 
 
 class PairingState(BaseModel):
@@ -123,9 +79,7 @@ class StoreState(_Model):
 class LogState(_Model):
     follower: Optional[FollowerState]
     pairing: PairingState
-    record: Optional[
-        Annotated[str, Field(max_length=4 << 20, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
-    ] = None  # the record line in force at the end of the last read (``LogPipeline.record``)
+    record: Optional[Base64] = None  # the record line in force at the last read (``LogPipeline``)
     record_number: Optional[Count] = None  # its line number
 
 
@@ -139,7 +93,7 @@ class State(_Model):
     logs: dict[str, LogState]
 
 
-def check(state: dict[str, Any], path: str) -> Optional[dict[str, Any]]:
+def check(state: dict[str, Any], path: str) -> Optional[State]:
     """``state`` with every field checked; None, after one warning, when a field is impossible."""
     try:
         checked = State.model_validate(state)
@@ -153,7 +107,7 @@ def check(state: dict[str, Any], path: str) -> Optional[dict[str, Any]]:
             problem=first["msg"],
         )
         return None
-    return checked.model_dump()
+    return checked
 
 
 log = structlog.get_logger()
@@ -163,8 +117,10 @@ class CheckpointError(Exception):
     """The state file could not be written."""
 
 
-def save(path: str, state: dict[str, Any]) -> None:
+def save(path: str, state: Union[State, dict[str, Any]]) -> None:
     """Write ``state`` to ``path`` atomically and durably."""
+    if isinstance(state, State):
+        state = state.model_dump(mode="json", exclude={"version"})
     directory = os.path.dirname(os.path.abspath(path))
     try:
         mode = os.stat(path).st_mode

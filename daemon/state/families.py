@@ -130,6 +130,13 @@ LOG_LINES_TRUNCATED = Family(
     "Lines of the followed log file longer than max_line_bytes, cut to it.",
     PATH,
 )
+LOG_EQUAL_HEADS = Family(
+    "apigee_tls_log_equal_heads",
+    "counter",
+    "Rotated files of the followed log file that begin like a content read before but hold none "
+    "of it (told apart by all the bytes read, not by the first ones).",
+    PATH,
+)
 
 # Alert state (``state.alerts``).
 ALERT_FIRING = Family(
@@ -292,6 +299,7 @@ ALL = (
     LOG_OFFSET_BYTES,
     UNRECOGNISED_LINES,
     LOG_LINES_TRUNCATED,
+    LOG_EQUAL_HEADS,
     ALERT_FIRING,
     ALERT_TRANSITIONS,
     HTTP_REQUESTS,

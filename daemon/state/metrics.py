@@ -72,6 +72,7 @@ class ExporterCollector(Collector):
             (families.LOG_OFFSET_BYTES, "offset"),
             (families.UNRECOGNISED_LINES, "unrecognised"),
             (families.LOG_LINES_TRUNCATED, "truncated_lines"),
+            (families.LOG_EQUAL_HEADS, "equal_heads"),
         )
         for kind, attr in simple:
             family = kind.new()

@@ -9,6 +9,12 @@ keeps writing to the renamed file); after ``copytruncate`` the descriptor writes
 new end by itself. :meth:`paused` holds the writer still while logrotate copies and truncates
 (logrotate's own race, which no reader can repair). The rate is kept by waiting on the stop event
 between ticks: it paces a load generator, it does not wait for a result.
+
+With ``runs`` the log also holds long lines of one repeated character (a body dump, padding), a
+few hundred KiB each, a third of the bytes in all, written slowly (``RUN_WRITE`` bytes a tick);
+:attr:`in_run` says when the next byte written is inside one, so that a rotation then makes the
+next file begin with a run, like others (issue 19: a file must never be taken for another by its
+first bytes).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from typing import Optional
 from apigee_tls_exporter.demo.generator import LogGenerator, TruthKey
 
 TICK = 0.02  # seconds between writes
+RUN_SHARE = 1 / 3000  # with runs: the share of records followed by a line of one character
+RUN_WRITE = 16 << 10  # bytes of a run written a tick
+RUN_HEAD = 2048  # in_run: at least so many bytes of one character come next
 
 
 class ChaosWriter:
@@ -38,12 +47,14 @@ class ChaosWriter:
         total_lines: int,
         rate: float = 5000.0,
         failure_fraction: float = 0.02,
+        runs: bool = False,
     ) -> None:
         self.path = path
         self.total_lines = total_lines
         self.rate = rate
         self._gen = LogGenerator(seed, failure_fraction=failure_fraction)
         self._rng = random.Random(seed ^ 0x5EED)
+        self._runs = random.Random(seed ^ 0x2B5) if runs else None
         self._pending = b""  # generated, not written yet: the rest of a cut line
         self._lock = threading.Lock()  # held for each write, and by paused()
         self._progress = threading.Condition()
@@ -112,12 +123,31 @@ class ChaosWriter:
     def _generate(self, due: int) -> None:
         lines: list[str] = []
         while self.lines_generated + len(lines) < due:
-            lines.extend(self._gen.next_record())
+            record = self._gen.next_record()
+            lines.extend(record)
+            if self._runs is not None and self._runs.random() < RUN_SHARE:
+                lines.append(self._run_line(record[0][:23]))
         if due >= self.total_lines:
             lines.extend(self._gen.drain())  # the end: every failure complete, truth exact
         self.lines_generated += len(lines)
         if lines:
             self._pending += "".join(line + "\n" for line in lines).encode()
+
+    @property
+    def in_run(self) -> bool:
+        """Whether the next ``RUN_HEAD`` bytes to be written are one repeated character."""
+        pending = self._pending  # replaced, never changed in place: a consistent look
+        return len(pending) >= RUN_HEAD and pending[:RUN_HEAD].count(pending[:1]) == RUN_HEAD
+
+    def _run_line(self, timestamp: str) -> str:
+        """A DEBUG line dumping a body of one repeated character (64-512 KiB)."""
+        assert self._runs is not None
+        char = self._runs.choice("0= A")
+        size = self._runs.randrange(64 << 10, 512 << 10)
+        return (
+            f"{timestamp}  Apigee-Main-1 DEBUG MESSAGING.RUNTIME - "
+            f"RuntimeMessageFlow.dump() : body={char * size}"
+        )
 
     def _write(self, *, last: bool) -> None:
         """Write the pending bytes up to a random cut (all of them at the end)."""
@@ -125,6 +155,8 @@ class ChaosWriter:
             self.done = last
             return
         cut = len(self._pending) if last else self._rng.randrange(1, len(self._pending) + 1)
+        if self._runs is not None and not last and self.in_run:
+            cut = min(cut, RUN_WRITE)
         with self._lock:
             view = memoryview(self._pending)[:cut]
             while view:

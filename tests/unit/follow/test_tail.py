@@ -7,7 +7,6 @@ files the way a writer, logback or logrotate would, then polls.
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import random
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any, Optional
 import pytest
 import structlog
 from apigee_tls_exporter.follow.follower import Follower
+from apigee_tls_exporter.follow.saved import FollowerState
 
 
 class FakeClock:
@@ -50,15 +50,14 @@ def make(path: Path, *, clock: Optional[FakeClock] = None, **kwargs: Any) -> Fol
     return Follower(str(path), clock=clock or FakeClock(), **kwargs)
 
 
-def checkpoint(follower: Follower) -> dict[str, Any]:
+def checkpoint(follower: Follower) -> FollowerState:
     """The follower's snapshot as it comes back from the state file."""
     snapshot = follower.snapshot()
     assert snapshot is not None
-    state: dict[str, Any] = json.loads(json.dumps(snapshot))
-    return state
+    return FollowerState.model_validate_json(snapshot.model_dump_json())
 
 
-def stopped_after_three_lines(log: Path) -> dict[str, Any]:
+def stopped_after_three_lines(log: Path) -> FollowerState:
     """A follower read a new log of three lines, was checkpointed and stopped: its state."""
     log.write_bytes(lines("a", 3))
     first = make(log)
@@ -68,10 +67,10 @@ def stopped_after_three_lines(log: Path) -> dict[str, Any]:
     return state
 
 
-def open_offset(state: dict[str, Any]) -> int:
+def open_offset(state: FollowerState) -> int:
     """The offset of the file being read, in a follower's checkpoint."""
-    offset: int = state["ledger"][state["open"]]["offset"]
-    return offset
+    assert state.open is not None
+    return state.ledger[state.open].offset
 
 
 def set_mtime(path: Path, when: float) -> None:
@@ -551,7 +550,7 @@ def test_checkpoint_while_catching_up_two_renames_resumes_exactly(
         assert read(first) == lines("a", 3)
         expected = rotate_twice(log, compress=compress)
         got = b""
-        state: Optional[dict[str, Any]] = None
+        state: Optional[FollowerState] = None
         settled = 0
         for buf, start, end in first.poll():
             got += bytes(buf[start:end])
@@ -821,18 +820,18 @@ def test_entries_of_files_gone_are_forgotten_after_a_while(log: Path) -> None:
         os.rename(log, f"{log}.{n}")
         log.write_bytes(lines(f"r{n}", 2))
         assert read(follower) + read(follower) == lines(f"r{n}", 2)
-    assert len(checkpoint(follower)["ledger"]) == 6
+    assert len(checkpoint(follower).ledger) == 6
     for n in range(4):
         Path(f"{log}.{n}").unlink()
     os.rename(log, f"{log}.9")
     log.write_bytes(lines("z", 1))
     assert read(follower) + read(follower) == lines("z", 1)
-    assert len(checkpoint(follower)["ledger"]) == 7  # missing, not yet for long
+    assert len(checkpoint(follower).ledger) == 7  # missing, not yet for long
     clock.now += 61
     os.rename(log, f"{log}.10")
     log.write_bytes(lines("y", 1))
     assert read(follower) + read(follower) == lines("y", 1)
-    assert len(checkpoint(follower)["ledger"]) == 4  # .4, .9, .10 and the path
+    assert len(checkpoint(follower).ledger) == 4  # .4, .9, .10 and the path
 
 
 def test_gzip_that_never_completes_is_reported_once_and_read_once(log: Path) -> None:
@@ -991,3 +990,407 @@ def test_a_rotated_file_never_opened_is_finished_before_newer_ones_while_compres
     got = read_while_compressed(follower, clock, gz, whole)
     assert got == lines("b", 30_000) + lines("c", 2)
     assert follower.stats.read_errors == {}
+
+
+# --- files that begin alike (issue 19): the head finds candidates, it never proves identity ----
+
+RUN = b"x"  # a run of one repeated character, longer than the head where a rotation cuts it
+HEADER = b"# MP system.log " + b"=" * 1500 + b"\n"  # a fixed header longer than the head
+
+
+def alike(kind: str, name: str, n: int) -> bytes:
+    """A file's content that begins like every other file of ``kind``: inside a run of one
+    repeated character (the previous file ended inside it), or with the same long header."""
+    if kind == "run":
+        return RUN * 2000 + b"\n" + lines(name, n) + RUN * 700  # ends inside the next run
+    return HEADER + lines(name, n)
+
+
+def whole_lines(data: bytes) -> bytes:
+    return data[: data.rfind(b"\n") + 1]
+
+
+def rotate(log: Path, *, compress: bool) -> None:
+    """logrotate ``create``: ``.1`` -> ``.2``, the path -> ``.1`` (compressed at once with
+    ``compress``), each file written apart in time."""
+    gz = ".gz" if compress else ""
+    if os.path.exists(f"{log}.1{gz}"):
+        os.rename(f"{log}.1{gz}", f"{log}.2{gz}")
+    os.rename(log, f"{log}.1")
+    if compress:
+        gzip_like_logrotate(Path(f"{log}.1"))
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("kind", ["run", "header"])
+def test_files_that_begin_alike_two_rotations_between_polls_each_read_once(
+    log: Path, kind: str, compress: bool
+) -> None:
+    """Two rotations between two polls, each file beginning with the same 2 KiB (a run of one
+    character cut by each rotation, or a fixed header): the middle file is not taken for the
+    one read before it; every line is handed out once, in order."""
+    a, b, c = alike(kind, "a", 5), alike(kind, "b", 7), alike(kind, "c", 3)
+    log.write_bytes(a)
+    follower = make(log)
+    got = read(follower)
+    set_mtime(log, 1_000_000)
+    rotate(log, compress=compress)
+    log.write_bytes(b)
+    set_mtime(log, 1_000_100)
+    rotate(log, compress=compress)
+    log.write_bytes(c)
+    got += read(follower)
+    got += read(follower)
+    assert whole_lines(a + b + c) == got
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("kind", ["run", "header"])
+def test_files_that_begin_alike_rotated_while_down_each_read_once(
+    log: Path, kind: str, compress: bool
+) -> None:
+    """A restart after two rotations while down, every file beginning with the same 2 KiB: the
+    checkpointed file is finished, the file that begins like it is read whole, then the path."""
+    a, b, c = alike(kind, "a", 5), alike(kind, "b", 7), alike(kind, "c", 3)
+    log.write_bytes(a)
+    first = make(log)
+    got = read(first)
+    state = checkpoint(first)
+    first.close()
+    append(log, lines("a", 2, 5))
+    a += lines("a", 2, 5)
+    set_mtime(log, 1_000_000)
+    rotate(log, compress=compress)
+    log.write_bytes(b)
+    set_mtime(log, 1_000_100)
+    rotate(log, compress=compress)
+    log.write_bytes(c)
+    second = make(log)
+    second.restore(state)
+    got += read(second)
+    got += read(second)
+    assert whole_lines(a + b + c) == got
+
+
+@pytest.mark.parametrize("kind", ["run", "header"])
+def test_rotated_files_that_begin_alike_at_first_start_are_all_taken_as_read(
+    log: Path, kind: str
+) -> None:
+    """First start from the end with rotated files that begin alike: each is taken as read, so
+    a rotation later reads only what is new (none of them again, whole or in part)."""
+    Path(f"{log}.2.gz").write_bytes(gzip.compress(alike(kind, "a", 5)))
+    set_mtime(Path(f"{log}.2.gz"), 1_000_000)
+    Path(f"{log}.1").write_bytes(alike(kind, "b", 40))
+    set_mtime(Path(f"{log}.1"), 1_000_100)
+    log.write_bytes(whole_lines(alike(kind, "c", 3)))
+    fresh = make(log, from_beginning=False)
+    assert read(fresh) == b""
+    rotate(log, compress=False)
+    log.write_bytes(lines("d", 1))
+    assert read(fresh) == lines("d", 1)
+
+
+def test_a_copy_of_a_rotated_file_is_not_read_again(log: Path) -> None:
+    """A rotated file copied under another rotated name (an operator's backup) holds the same
+    content: it is not read a second time."""
+    log.write_bytes(HEADER + lines("a", 5))
+    follower = make(log)
+    assert read(follower) == HEADER + lines("a", 5)
+    rotate(log, compress=False)
+    log.write_bytes(HEADER + lines("b", 2))
+    assert read(follower) == HEADER + lines("b", 2)
+    Path(f"{log}.1-copy").write_bytes(Path(f"{log}.1").read_bytes())
+    rotate(log, compress=False)
+    log.write_bytes(lines("c", 1))
+    assert read(follower) == lines("c", 1)
+
+
+# --- the model's shrunk failures (tests/unit/follow/test_model.py), each a scenario ----------
+
+
+def test_two_tiny_rotated_files_with_the_same_bytes_are_both_read(log: Path) -> None:
+    """Two rotated plain files never read, each holding the same one byte (cut from one line):
+    two files, two contents; both are read, oldest first."""
+    Path(f"{log}.2").write_bytes(b"0")
+    set_mtime(Path(f"{log}.2"), 1_000_000)
+    Path(f"{log}.1").write_bytes(b"0")
+    set_mtime(Path(f"{log}.1"), 1_000_100)
+    log.write_bytes(b" 000002 end\n")
+    assert read(make(log)) == b"00 000002 end\n"
+
+
+def test_a_new_file_that_begins_with_all_of_a_tiny_file_is_not_taken_for_it(log: Path) -> None:
+    """A tiny rotated file ("0") still there, and a new file at the path whose first byte is
+    the same: the path's file is not the tiny file's content read on (its own file still holds
+    that content), it is read from its start."""
+    Path(f"{log}.1").write_bytes(b"0")
+    set_mtime(Path(f"{log}.1"), 1_000_000)
+    log.write_bytes(b" 000002 end\n")
+    first = make(log)
+    assert read(first) == b"0 000002 end\n"
+    state = checkpoint(first)
+    first.close()
+    os.truncate(log, 0)
+    append(log, b"00001 line 0\n")
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    got = read(second)
+    clock.now += 3
+    got += read(second)
+    assert got == b"00001 line 0\n"
+
+
+def test_a_gz_written_while_its_original_is_read_is_not_read_again(log: Path) -> None:
+    """logback's fixed window while the follower catches up: the renamed file is read, and its
+    ``.gz`` (written by the compressor meanwhile, then complete, the original removed) is
+    the same content: never read again."""
+    log.write_bytes(lines("a", 3))
+    follower = make(log, max_line_bytes=64)
+    assert read(follower) == lines("a", 3)
+    append(log, lines("a", 300, 3))
+    os.rename(log, log.with_name("system.1.log"))
+    plain = log.with_name("system.1.log")
+    whole = gzip.compress(plain.read_bytes())
+    out = log.with_name("system.1.log.gz")
+    out.write_bytes(whole[: len(whole) // 2])
+    log.write_bytes(lines("b", 2))
+    got = read(follower)
+    out.write_bytes(whole)
+    plain.unlink()
+    got += read(follower)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(lines("c", 1))
+    got += read(follower)
+    assert got == lines("a", 300, 3) + lines("b", 2) + lines("c", 1)
+
+
+def test_a_compressed_file_of_which_one_byte_is_written_is_waited_for(log: Path) -> None:
+    """A compressor has written only the first byte of its magic (``\\x1f``): the file is not
+    read as text; it is waited for, and read once it can be decoded."""
+    data = lines("a", 2)
+    rotated = Path(f"{log}.200.gz")
+    rotated.write_bytes(gzip.compress(data)[:1])
+    log.write_bytes(lines("b", 1))
+    follower = make(log)
+    assert read(follower) == b""
+    rotated.write_bytes(gzip.compress(data))
+    assert read(follower) == data + lines("b", 1)
+
+
+def test_a_rotated_file_that_begins_with_all_of_the_open_file_is_not_taken_for_it(
+    log: Path,
+) -> None:
+    """The file being read holds one byte (``0``), is renamed and compressed (its name gone,
+    the follower still holds it), and the next file, renamed before the follower looked, begins
+    with that byte: it is another content (the open file shows it), read whole after the first."""
+    log.write_bytes(b"")
+    follower = make(log)
+    assert read(follower) == b""
+    with open(log, "ab") as writer:
+        writer.write(b"0")
+    os.rename(log, f"{log}.200")
+    gz = gzip_like_logrotate(Path(f"{log}.200"))
+    set_mtime(gz, 1_000_000)
+    log.write_bytes(b"00001 line 0\nline 1\n")
+    set_mtime(log, 1_000_100)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"")
+    got = read(follower)
+    got += read(follower)
+    assert got == b"000001 line 0\nline 1\n"
+
+
+def test_restart_inside_a_leading_run_finds_its_gz_not_a_newer_file_with_a_longer_run(
+    log: Path,
+) -> None:
+    """The checkpoint was taken while the file was read only inside its leading run of ``=``;
+    while down it was rotated and compressed (its original gone), and the new file begins with
+    a longer run of ``=``: both hold the checkpointed bytes, but a plain file of another inode
+    is not a copy of a file that is gone; the ``.gz`` is, and is read on; the new file whole."""
+    log.write_bytes(b"=" * 3000)
+    first = make(log)
+    assert read(first) == b""  # a partial line, held
+    state = checkpoint(first)
+    first.close()
+    append(log, b"=" * 1000 + b"\n" + lines("a", 3))
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"=" * 5000 + b"\n" + lines("b", 2))  # logrotate create, then compress
+    gzip_like_logrotate(Path(f"{log}.1"))
+    second = make(log)
+    second.restore(state)
+    got = read(second)
+    got += read(second)
+    assert got == b"=" * 4000 + b"\n" + lines("a", 3) + b"=" * 5000 + b"\n" + lines("b", 2)
+
+
+def test_copytruncate_then_the_emptied_file_renamed_reads_the_copy_once(log: Path) -> None:
+    """copytruncate, then logrotate ``create`` renames the emptied file before the follower
+    looked: the copy holds only what was read; it is not taken for new content (its own file,
+    emptied, is the one held)."""
+    log.write_bytes(b"#1:line 0\nline 1\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b"#1:line 0\nline 1\n"
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"")
+    got = read(follower)
+    clock.now += 3
+    got += read(follower)
+    got += read(follower)
+    assert got == b""
+
+
+def test_a_second_copytruncate_while_waiting_for_the_first_copy_is_read_in_order(
+    log: Path,
+) -> None:
+    """A truncation with no copy (the follower waits for one), new lines, and a copytruncate of
+    them before the wait is over: the second copy is read, then the file from its start."""
+    log.write_bytes(b" #1: end\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b" #1: end\n"
+    os.truncate(log, 0)
+    assert read(follower) == b""  # the copy is waited for
+    append(log, b"#2:line 0\nline 1\n")
+    assert read(follower) == b""
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    append(log, b" #3: end\n")
+    clock.now += 3
+    got = read(follower)  # a new rotated file: the wait for a copy starts again
+    clock.now += 3
+    got += read(follower)
+    got += read(follower)
+    assert got == b"#2:line 0\nline 1\n #3: end\n"
+
+
+def test_a_truncated_file_compressed_while_its_copy_is_waited_for_is_read_once(
+    log: Path,
+) -> None:
+    """Truncated with no copy (the follower waits for one, holding the file), written again,
+    then renamed and compressed (logrotate ``compress``, the original removed): its ``.gz`` is
+    the same content as the file held, read once, from the file held."""
+    log.write_bytes(b" #1: end\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b" #1: end\n"
+    os.truncate(log, 0)
+    assert read(follower) == b""  # the copy is waited for
+    append(log, b"#2:line 0\nline 1\n")
+    os.rename(log, f"{log}.200")
+    log.write_bytes(b"")
+    gzip_like_logrotate(Path(f"{log}.200"))
+    got = b""
+    for _ in range(3):
+        clock.now += 3
+        got += read(follower)
+    assert got == b"#2:line 0\nline 1\n"
+
+
+def test_a_truncated_file_rotated_away_is_read_before_newer_rotated_files(log: Path) -> None:
+    """Truncated with no copy (the follower waits), written again, renamed and compressed, and
+    the next file renamed too, all before the wait ends: the truncated file's new lines come
+    before the newer file's (only rotated files older than it are read first)."""
+    log.write_bytes(b"")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b""
+    writer = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(writer, b" #1: end\n")
+        assert read(follower) == b" #1: end\n"
+        os.truncate(log, 0)
+        assert read(follower) == b""
+        os.write(writer, b"#2:line 0\nline 1\n")
+        set_mtime(log, 1_000_000)
+        os.rename(log, f"{log}.200")
+        log.write_bytes(b"")
+        gzip_like_logrotate(Path(f"{log}.200"))
+        os.rename(log, f"{log}.1")
+        log.write_bytes(b"")
+        Path(f"{log}.1").write_bytes(b" #3: end\n")
+        set_mtime(Path(f"{log}.1"), 1_000_100)
+    finally:
+        os.close(writer)
+    got = b""
+    for _ in range(4):
+        clock.now += 2.1
+        got += read(follower)
+    assert got == b"#2:line 0\nline 1\n #3: end\n"
+
+
+def test_restart_after_copytruncate_and_a_rename_of_the_emptied_file_reads_the_copy_once(
+    log: Path,
+) -> None:
+    """Checkpointed after a copytruncate the follower had not seen, killed; the emptied file is
+    then renamed by logrotate ``create``: the copy holds the checkpointed content (its own file,
+    emptied, holds it no more), read on from the offset, not again from its start."""
+    log.write_bytes(b"#1:line 0\nline 1\n")
+    first = make(log)
+    assert read(first) == b"#1:line 0\nline 1\n"
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    state = checkpoint(first)
+    first.close()
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"")
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    got = b""
+    for _ in range(3):
+        got += read(second)
+        clock.now += 2.1
+    assert got == b""
+
+
+def test_restart_after_copytruncate_and_the_emptied_file_compressed_reads_the_copy_once(
+    log: Path,
+) -> None:
+    """Checkpointed after a copytruncate, killed; the emptied file is then rotated and
+    compressed (its original removed): the plain copy is still the checkpointed content's
+    copy (a rotated file), read on from the offset, not again from its start."""
+    log.write_bytes(b"#1:line 0\nline 1\n")
+    first = make(log)
+    assert read(first) == b"#1:line 0\nline 1\n"
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    state = checkpoint(first)
+    first.close()
+    os.rename(log, f"{log}.200")
+    log.write_bytes(b"")
+    gzip_like_logrotate(Path(f"{log}.200"))
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    got = b""
+    for _ in range(3):
+        got += read(second)
+        clock.now += 2.1
+    assert got == b""
+
+
+def test_an_empty_gz_just_created_by_a_compressor_is_waited_for(log: Path) -> None:
+    """logback's time-based roll of a file the follower never looked at: renamed to a temporary
+    name no glob sees, and its ``.gz`` just created (empty) when the follower looks: the ``.gz``
+    is waited for, and read before the new file."""
+    log.write_bytes(b"")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b""
+    log.write_bytes(b"#1:line ")
+    os.rename(log, log.with_name("system.log1.tmp"))
+    out = log.with_name("system-2026-12-02.1.log.gz")
+    out.write_bytes(b"")
+    log.write_bytes(b"0\nline 1\n")
+    assert read(follower) == b""
+    clock.now += 1
+    out.write_bytes(gzip.compress(b"#1:line "))
+    log.with_name("system.log1.tmp").unlink()
+    got = read(follower)
+    got += read(follower)
+    assert got == b"#1:line 0\nline 1\n"
