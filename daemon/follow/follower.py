@@ -695,6 +695,8 @@ class Follower:
             if starts:
                 return True
         if not gone:
+            if any(size >= e.offset and self._is_its(p, e, looks) for e in alike):
+                return None  # a compressor finished it since it was looked at: look again
             self._say_alike(p, size=size, alike=[(e.offset, e.ino) for e in alike])
             return False
         if p.compressed and not complete:

@@ -1394,3 +1394,32 @@ def test_an_empty_gz_just_created_by_a_compressor_is_waited_for(log: Path) -> No
     got = read(follower)
     got += read(follower)
     assert got == b"#1:line 0\nline 1\n"
+
+
+def test_a_gz_completed_between_the_proof_and_its_length_is_its_entrys_copy(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logback's fixed window under load: the follower finds the ``.gz`` half written (its start
+    proves nothing yet), and the compressor finishes it and removes the original between the
+    follower's proof and its look at the length. Whole now, it holds exactly the content read:
+    looked at again, not read as new content (it was: every line of it a second time)."""
+    log.write_bytes(lines("a", 3000))
+    follower = make(log)
+    assert read(follower) == lines("a", 3000)
+    rotated = log.with_name("system.1.log")
+    os.rename(log, rotated)
+    log.write_bytes(lines("b", 2))
+    whole = gzip.compress(rotated.read_bytes())
+    gz = log.with_name("system.1.log.gz")
+    gz.write_bytes(whole[: len(whole) // 2])
+    length = follower._length
+
+    def compressor_finishes_first(p: Any) -> Any:
+        if gz.read_bytes() != whole:
+            gz.write_bytes(whole)
+            rotated.unlink()
+        return length(p)
+
+    monkeypatch.setattr(follower, "_length", compressor_finishes_first)
+    got = read(follower) + read(follower) + read(follower)
+    assert got == lines("b", 2)
