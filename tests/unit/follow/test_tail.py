@@ -1423,3 +1423,27 @@ def test_a_gz_completed_between_the_proof_and_its_length_is_its_entrys_copy(
     monkeypatch.setattr(follower, "_length", compressor_finishes_first)
     got = read(follower) + read(follower) + read(follower)
     assert got == lines("b", 2)
+
+
+def test_a_gz_being_written_of_the_renamed_file_still_growing_is_not_new_content(
+    log: Path,
+) -> None:
+    """logrotate ``compress`` without ``delaycompress``: the file is renamed, the writer goes on
+    writing to it until it reopens, and the compressor has written past what the follower read
+    but not to the end. The ``.gz`` begins with all that was read, its end is not there yet: it
+    is waited for, never read as new content; every line once."""
+    log.write_bytes(lines("a", 3000))
+    follower = make(log)
+    assert read(follower) == lines("a", 3000)
+    rotated = Path(f"{log}.1")
+    os.rename(log, rotated)
+    append(rotated, lines("a", 500, 3000))  # the writer has not reopened yet
+    whole = gzip.compress(rotated.read_bytes())
+    gz = Path(f"{log}.1.gz")
+    gz.write_bytes(whole[: len(whole) * 9 // 10])  # the compressor at work
+    log.write_bytes(lines("b", 2))
+    got = read(follower) + read(follower)
+    gz.write_bytes(whole)
+    rotated.unlink()
+    got += read(follower) + read(follower)
+    assert got == lines("a", 500, 3000) + lines("b", 2)
