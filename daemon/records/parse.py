@@ -254,10 +254,30 @@ def _label(value: str) -> str:
     return value[:MAX_LABEL_CHARS]
 
 
+_FATAL_ALERT, _UNKNOWN_ALERT = ALERT_MARKERS
+_INDENTS = (b" ", b"\t")
+
+
 def needs_record(raw: bytes, head: RecordHead = DEFAULT) -> bool:
     """Whether the candidate ``raw`` is a continuation line carrying a received alert: its
     meaning depends on the record it continues (see ``record_above``)."""
-    return any(marker in raw for marker in ALERT_MARKERS) and not head.is_record(raw)
+    return (_FATAL_ALERT in raw or _UNKNOWN_ALERT in raw) and not head.is_record(raw)
+
+
+def ignorable(raw: bytes, head: RecordHead = DEFAULT) -> bool:
+    """Whether the candidate ``raw`` parses to nothing, whatever the record above it: with the
+    built-in head, an indented line (a stack frame that mentions a marker, ``\tat
+    …handshakeFailed(…)``) is no record, and one that carries no received alert and no ``General
+    SSLEngine problem`` is nothing to ``parse`` nor ``open_trace``. The pipeline drops such lines
+    unread (on a log with dense stack traces, a third of the candidates). A site's own head may
+    match an indented line: then every candidate is parsed."""
+    return (
+        head.pattern is None
+        and raw.startswith(_INDENTS)
+        and _FATAL_ALERT not in raw
+        and _UNKNOWN_ALERT not in raw
+        and GENERAL_PROBLEM not in raw
+    )
 
 
 RECORD_LINES = 256

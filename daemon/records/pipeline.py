@@ -15,6 +15,7 @@ from .parse import (
     Parser,
     UnrecognisedLine,
     candidate_lines,
+    ignorable,
     needs_record,
     record_above,
     unreadable_target,
@@ -57,10 +58,12 @@ class LogPipeline:
         line = self.stats.lines + 1  # the number of the line at `at`
         at = start
         traced = self._read_trace(buf, start, end) if self.parser.trace else start
+        head = self.parser.head
         for begin, raw in candidate_lines(buf, start, end):
+            if ignorable(raw, head):
+                continue
             line += buf.count(b"\n", at, begin)
             at = begin
-            head = self.parser.head
             if (
                 begin >= traced
                 and GENERAL_PROBLEM in raw
