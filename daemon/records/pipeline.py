@@ -15,7 +15,6 @@ from .parse import (
     Parser,
     UnrecognisedLine,
     candidate_lines,
-    ignorable,
     needs_record,
     record_above,
     unreadable_target,
@@ -59,9 +58,7 @@ class LogPipeline:
         at = start
         traced = self._read_trace(buf, start, end) if self.parser.trace else start
         head = self.parser.head
-        for begin, raw in candidate_lines(buf, start, end):
-            if ignorable(raw, head):
-                continue
+        for begin, raw in candidate_lines(buf, start, end, head):  # none ``ignorable``
             line += buf.count(b"\n", at, begin)
             at = begin
             if (

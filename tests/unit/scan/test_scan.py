@@ -529,6 +529,7 @@ def tricky_buffers(seed: int) -> list[bytes]:
         b"handshakeTimeou",
         b"xx",
         b" ",
+        b"\tat ",
         b"\n",
         b"\n\n",
         b"handshake",
@@ -556,6 +557,40 @@ def test_accelerated_search_finds_the_same_lines_as_pure_python() -> None:
             assert list(pure(data, start, end)) == got
             checked += len(got)
     assert checked > 500  # precondition: lines were found
+
+
+def test_the_search_leaves_out_the_ignorable_lines_as_pure_python_does() -> None:
+    """With the built-in head, the candidates are the marker lines that are not ``ignorable``
+    (indented stack frames that mention a handshake marker only), found alike by the compiled
+    search and the pure-Python one, for any buffer and range; with a site's head, every marker
+    line."""
+    from apigee_tls_exporter.records.head import DEFAULT, RecordHead
+    from apigee_tls_exporter.records.parse import (
+        HANDSHAKE_MARKERS,
+        candidate_lines,
+        ignorable,
+    )
+
+    fast = LineFinder(MARKERS, accelerate=True, not_indented=HANDSHAKE_MARKERS)
+    pure = LineFinder(MARKERS, accelerate=False, not_indented=HANDSHAKE_MARKERS)
+    every = LineFinder(MARKERS, accelerate=False)
+    site = RecordHead(r"(?P<ts>\S+ \S+) (?P<thread>\S+) ")
+    left_out = 0
+    for buf in tricky_buffers(11):
+        data = bytearray(buf)
+        ranges = [(0, len(data))]
+        newlines = [i + 1 for i, c in enumerate(data) if c == 10]
+        if len(newlines) >= 2:
+            ranges.append((newlines[0], newlines[-1]))
+        for start, end in ranges:
+            all_lines = list(every(data, start, end))
+            expected = [(at, line) for at, line in all_lines if not ignorable(line)]
+            assert list(fast(data, start, end)) == expected
+            assert list(pure(data, start, end)) == expected
+            assert list(candidate_lines(data, start, end, DEFAULT)) == expected
+            assert list(candidate_lines(data, start, end, site)) == all_lines
+            left_out += len(all_lines) - len(expected)
+    assert left_out > 20  # precondition: indented frames with a marker were there
 
 
 def test_pure_python_search_groups_markers_by_shared_prefix() -> None:
