@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-series", type=int, default=5000, help="bound on failure series")
     p.add_argument("--window-lines", type=int, default=1000, help="pairing window in lines")
     p.add_argument(
+        "--record-head",
+        metavar="PATTERN",
+        help="the site's own record head, as the config's logs[].record_head: a regular "
+        "expression with the groups (?P<ts>...) and (?P<thread>...) (default: the built-in "
+        "renderings)",
+    )
+    p.add_argument(
         "--jobs",
         "-j",
         type=int,
@@ -180,6 +187,13 @@ def _scan(args: argparse.Namespace) -> int:
     if since is not None and until is not None and since >= until:
         raise UsageError("--since must be before --until")
     labels = backfill_labels(args.label)
+    if args.record_head is not None:
+        from .config import check_head_pattern
+
+        try:
+            check_head_pattern(args.record_head)
+        except ValueError as err:
+            raise UsageError(f"--record-head: {err}") from None
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     try:
         result = scan(
@@ -193,6 +207,7 @@ def _scan(args: argparse.Namespace) -> int:
             until=until,
             timeline=args.format in ("table", "backfill"),
             meanwhile=lambda: _load_output(args.format),
+            record_head=args.record_head,
         )
     except OSError as err:
         name = err.filename if err.filename is not None else "input"

@@ -254,10 +254,31 @@ def _label(value: str) -> str:
     return value[:MAX_LABEL_CHARS]
 
 
+_FATAL_ALERT, _UNKNOWN_ALERT = ALERT_MARKERS
+_INDENTS = (b" ", b"\t")
+
+
 def needs_record(raw: bytes, head: RecordHead = DEFAULT) -> bool:
     """Whether the candidate ``raw`` is a continuation line carrying a received alert: its
     meaning depends on the record it continues (see ``record_above``)."""
-    return any(marker in raw for marker in ALERT_MARKERS) and not head.is_record(raw)
+    return (_FATAL_ALERT in raw or _UNKNOWN_ALERT in raw) and not head.is_record(raw)
+
+
+def ignorable(raw: bytes, head: RecordHead = DEFAULT) -> bool:
+    """Whether the candidate ``raw`` parses to nothing, whatever the record above it: with the
+    built-in head, an indented line (a stack frame that mentions a marker, ``\tat
+    …handshakeFailed(…)``) is no record, and one that carries no received alert and no ``General
+    SSLEngine problem`` is nothing to ``parse`` nor ``open_trace``. ``candidate_lines`` with the
+    parser's head leaves such lines out as the search finds them, before they are copied (on a
+    log with dense stack traces, most of the candidates). A site's own head may match an indented
+    line: then every candidate is parsed."""
+    return (
+        head.pattern is None
+        and raw.startswith(_INDENTS)
+        and _FATAL_ALERT not in raw
+        and _UNKNOWN_ALERT not in raw
+        and GENERAL_PROBLEM not in raw
+    )
 
 
 RECORD_LINES = 256
@@ -285,20 +306,26 @@ def record_above(
     return None, RECORD_LINES
 
 
-# The prefilter: which lines mention a marker. How they are found (a compiled multi-literal search
-# when the `fast` extra is installed, `find` passes otherwise) is daemon/records/search.py's
-# business.
+# The prefilter: which lines mention a marker. How they are found (a compiled multi-literal search,
+# `find` passes when it cannot be imported) is daemon/records/search.py's business. The second
+# leaves out the ``ignorable`` lines as it finds them.
 _FINDER = LineFinder(MARKERS)
+_PARSED = LineFinder(MARKERS, not_indented=HANDSHAKE_MARKERS)
 
 
 def candidate_lines(
-    buf: Union[bytes, bytearray], start: int = 0, end: Optional[int] = None
+    buf: Union[bytes, bytearray],
+    start: int = 0,
+    end: Optional[int] = None,
+    head: Optional[RecordHead] = None,
 ) -> Iterator[tuple[int, bytes]]:
-    """The lines of ``buf[start:end]`` that mention a marker, as (offset, line without newline).
+    """The lines of ``buf[start:end]`` that mention a marker, as (offset, line without newline);
+    with ``head`` (the parser's), only those that are not ``ignorable`` with it.
 
     The range holds whole lines. Each line is yielded once, in order, however many markers it has.
     """
-    return _FINDER(buf, start, end)
+    finder = _PARSED if head is not None and head.pattern is None else _FINDER
+    return finder(buf, start, end)
 
 
 class Trace:

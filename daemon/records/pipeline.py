@@ -57,10 +57,10 @@ class LogPipeline:
         line = self.stats.lines + 1  # the number of the line at `at`
         at = start
         traced = self._read_trace(buf, start, end) if self.parser.trace else start
-        for begin, raw in candidate_lines(buf, start, end):
+        head = self.parser.head
+        for begin, raw in candidate_lines(buf, start, end, head):  # none ``ignorable``
             line += buf.count(b"\n", at, begin)
             at = begin
-            head = self.parser.head
             if (
                 begin >= traced
                 and GENERAL_PROBLEM in raw

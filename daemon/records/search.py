@@ -100,11 +100,23 @@ def _groups(literals: Sequence[bytes]) -> list[tuple[bytes, Optional[tuple[bytes
     return out
 
 
+def _members(
+    needle: bytes, follows: Optional[tuple[bytes, ...]], literals: Sequence[bytes]
+) -> set[bytes]:
+    """The literals that the search for ``needle`` (then ``follows``) finds."""
+    if follows is None:
+        return {x for x in literals if x.startswith(needle)}
+    return {needle + rest for rest in follows}
+
+
 def _shared(a: bytes, b: bytes) -> bytes:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return a[:n]
+
+
+_INDENTS = (ord(" "), ord("\t"))
 
 
 class LineFinder:
@@ -113,13 +125,38 @@ class LineFinder:
     ``accelerate``: None uses the compiled search when ``compiled_parts`` does (decided at the
     first search, not when built: the parser builds one at import); False never; True requires it
     (ImportError when it cannot be imported).
+
+    ``not_indented``: literals (of ``literals``) that find a line only when it does not start with
+    a space or a tab: an indented line (a stack frame) holding none of the others is left out,
+    before it is copied. (No literal may overlap another: each occurrence of each is seen.)
     """
 
-    def __init__(self, literals: Sequence[bytes], accelerate: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        literals: Sequence[bytes],
+        accelerate: Optional[bool] = None,
+        not_indented: Sequence[bytes] = (),
+    ) -> None:
         if not literals or any(not x or b"\n" in x for x in literals):
             raise ValueError("literals must be non-empty and hold no newline")
+        if not set(not_indented) <= set(literals):
+            raise ValueError("not_indented must be literals")
         self.literals = tuple(literals)
         self._needles = _groups(self.literals)
+        # the literal indexes of the compiled search, and the needles of the pure one, that find
+        # an indented line only with another
+        self._weak = frozenset(i for i, x in enumerate(self.literals) if x in not_indented)
+        self._weak_needles = frozenset(
+            needle
+            for needle, follows in self._needles
+            if _members(needle, follows, self.literals) <= set(not_indented)
+        )
+        if any(
+            _members(needle, follows, self.literals) & set(not_indented)
+            and needle not in self._weak_needles
+            for needle, follows in self._needles
+        ):
+            raise ValueError("a pure-Python needle mixes not_indented literals and others")
         self._fast: Optional[Any] = None
         self._decided = accelerate is not None
         if accelerate:
@@ -155,25 +192,35 @@ class LineFinder:
     def _accelerated(self, buf: Buffer, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         with memoryview(buf) as view, view[start:end] as part:
             hits = self._fast.find_matches_as_indexes(part)  # type: ignore[union-attr]
-        line_end = -1
-        for _, offset, _ in hits:
+        weak = self._weak
+        line_end = begin = -1
+        keep = False  # whether the line at `begin` is yielded
+        for index, offset, _ in hits:
             at = start + offset
-            if at < line_end:
-                continue  # another literal of the line just yielded
+            if at < line_end:  # another literal of the same line
+                keep = keep or index not in weak
+                continue
+            if keep:
+                yield begin, bytes(buf[begin:line_end])
             begin = buf.rfind(b"\n", start, at) + 1 or start
             newline = buf.find(b"\n", at, end)
             line_end = newline if newline >= 0 else end
+            keep = index not in weak or buf[begin] not in _INDENTS
+        if keep:
             yield begin, bytes(buf[begin:line_end])
 
     def _pure(self, buf: Buffer, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         starts: set[int] = set()
         for needle, follows in self._needles:
+            weak = needle in self._weak_needles
             at = buf.find(needle, start, end)
             while at >= 0:
                 if follows is not None and not buf.startswith(follows, at + len(needle)):
                     at = buf.find(needle, at + 1, end)
                     continue
-                starts.add(buf.rfind(b"\n", start, at) + 1 or start)
+                begin = buf.rfind(b"\n", start, at) + 1 or start
+                if not weak or buf[begin] not in _INDENTS:
+                    starts.add(begin)
                 newline = buf.find(b"\n", at, end)
                 if newline < 0:
                     break

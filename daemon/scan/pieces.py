@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, Callable, Optional, cast
 from ..follow.logfile import GZIP_MAGIC
 from ..records.correlate import Correlator
 from ..records.events import Failure
+from ..records.head import RecordHead
 from ..records.lines import Buffer, LineSplitter
 from ..records.parse import RECORD_LINES, Parser
 from ..records.pipeline import LogPipeline
@@ -48,6 +49,7 @@ class Options:
     until: Optional[float] = None  # ... and before
     timeline: bool = False
     threaded_inflate: bool = False  # decompress in a thread beside the scan (jobs > 1)
+    record_head: Optional[str] = None  # a site's own record head pattern (None: the built-in)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def scan_piece(
     """Read one piece (``raw``: an open standard input); what it counted."""
     stats = FileStats()
     correlator = Correlator(options.window_lines, None)
-    parser = Parser(options.tz)
+    head = RecordHead(options.record_head)
+    parser = Parser(options.tz, head)
     tally = Tally(options)
     with _open(piece, raw, options) as (stream, position):
         start, lookback, end, closes = piece.start, piece.lookback, piece.end, piece.last
@@ -125,12 +128,12 @@ def scan_piece(
         if piece.inflated_size is not None:
             rewindable = Rewindable(stream)
             stream = cast(BinaryIO, rewindable)
-            start = record_at(stream, start)
+            start = record_at(stream, start, head)
             share = _Share(piece, start, stream, report)
             if rewindable.size is not None and start >= rewindable.size:
                 share.finish()  # the file ends before this piece: the piece before closed it
                 return Partial(stats)
-            lookback = lookback_start(stream, start, LOOKBACK_WINDOWS * options.window_lines)
+            lookback = lookback_start(stream, start, LOOKBACK_WINDOWS * options.window_lines, head)
             stream.seek(lookback)
             progress = share
         base = 0
@@ -150,7 +153,7 @@ def scan_piece(
             # which this piece then closes (an inflated size estimated too large).
             _feed(stream, pipeline, splitter, max(0, end - 1 - start), progress)
             start = stream.tell()
-            end = record_at(stream, end)
+            end = record_at(stream, end, head)
             size = rewindable.size
             if size is not None and end >= size:
                 end, closes = size, True
@@ -222,10 +225,16 @@ def _feed(
             on_read()
 
 
-def is_record(buf: Buffer, line: int) -> bool:
-    """Whether the line starting at ``line`` is a record's first line: it begins with the
-    timestamp's digit; a continuation line (``\tat ...``, an exception class) does not."""
-    return 48 <= buf[line] <= 57
+HEAD_BYTES = 4096  # how much of a line is read to tell whether it starts a record
+
+
+def starts_record(head: RecordHead, buf: Buffer, line: int) -> bool:
+    """Whether the line starting at ``buf[line]`` starts a record, as ``head`` (the pipeline's
+    own) tells from its first ``HEAD_BYTES``: a continuation line (``\tat ...``, an exception
+    class) does not. The pieces are cut, and look back, at the lines the pipeline reads as
+    records."""
+    newline = buf.find(b"\n", line, line + HEAD_BYTES)
+    return head.is_record(buf[line : newline if newline >= 0 else line + HEAD_BYTES])
 
 
 LOOKBACK_WINDOWS = 2  # how many pairing windows of lines a piece re-reads before its start
@@ -247,7 +256,7 @@ def _line_start_at(handle: BinaryIO, offset: int) -> int:
         at += len(block)
 
 
-def record_at(handle: BinaryIO, offset: int) -> int:
+def record_at(handle: BinaryIO, offset: int, head: RecordHead) -> int:
     """The first record line at or after ``offset`` (within ``RECORD_LINES`` lines; else the
     first line start): a piece starts with a record, never inside its stack trace."""
     first = _line_start_at(handle, offset)
@@ -257,7 +266,7 @@ def record_at(handle: BinaryIO, offset: int) -> int:
     for _ in range(RECORD_LINES):
         if line >= len(block):
             break
-        if is_record(block, line):
+        if starts_record(head, block, line):
             return first + line
         newline = block.find(b"\n", line)
         if newline < 0:
@@ -266,36 +275,37 @@ def record_at(handle: BinaryIO, offset: int) -> int:
     return first
 
 
-def _record_back(handle: BinaryIO, offset: int) -> int:
+def _record_back(handle: BinaryIO, offset: int, head: RecordHead) -> int:
     """The record line that the line at ``offset`` belongs to: itself when it is one, else the
     nearest record line within ``RECORD_LINES`` lines above it (however long they are), else
     ``offset``. A look-back starts there: with the record line in force for the lines below."""
-    handle.seek(offset)
-    if offset == 0 or is_record(handle.read(1) or b"\n", 0):
+    if offset == 0 or _record_here(handle, offset, head):
         return offset
     hi = offset - 1  # the lines above end at the newline at `hi`
-    after = ord("\n")  # the byte at `hi`: the first byte of a line that starts there
     looked = 0
-    while looked < RECORD_LINES:
+    while hi > 0 and looked < RECORD_LINES:
         lo = max(0, hi - READ_BYTES)
         handle.seek(lo)
         block = handle.read(hi - lo)
         end = len(block)
         while looked < RECORD_LINES:
             newline = block.rfind(b"\n", 0, end)
-            if newline < 0:
-                break
+            if newline < 0 and lo > 0:
+                break  # the line starts in a block further up
             looked += 1
-            first = block[newline + 1] if newline + 1 < len(block) else after
-            if 48 <= first <= 57:
+            if _record_here(handle, lo + newline + 1, head):
                 return lo + newline + 1
+            if newline < 0:
+                break  # the file's first line
             end = newline
-        if lo == 0 or looked == RECORD_LINES:
-            if lo == 0 and looked < RECORD_LINES and block and is_record(block, 0):
-                return 0  # the file's first line
-            return offset
-        after, hi = block[0], lo
+        hi = lo
     return offset
+
+
+def _record_here(handle: BinaryIO, at: int, head: RecordHead) -> bool:
+    """Whether the line starting at ``at`` of the file starts a record."""
+    handle.seek(at)
+    return starts_record(head, handle.read(HEAD_BYTES), 0)
 
 
 def lines_back(handle: BinaryIO, offset: int, lines: int) -> int:
@@ -318,10 +328,10 @@ def lines_back(handle: BinaryIO, offset: int, lines: int) -> int:
     return 0
 
 
-def lookback_start(handle: BinaryIO, start: int, lines: int) -> int:
+def lookback_start(handle: BinaryIO, start: int, lines: int, head: RecordHead) -> int:
     """Where the look-back of a piece starting at ``start`` begins: ``lines`` lines before it,
     moved up to the start of that line's record."""
-    return _record_back(handle, lines_back(handle, start, lines))
+    return _record_back(handle, lines_back(handle, start, lines), head)
 
 
 KEEP_BYTES = 16 << 20  # how far back a Rewindable seeks without inflating again from the start

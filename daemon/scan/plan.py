@@ -37,6 +37,7 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from ..follow.logfile import GZIP_MAGIC
+from ..records.head import DEFAULT, RecordHead
 from ..records.search import say_fallback
 from ..records.stats import FileStats, PairingStats
 from ..state.counts import FailureStore
@@ -122,6 +123,7 @@ def scan(
     timeline: bool = False,
     piece_bytes: Optional[int] = None,
     meanwhile: Optional[Callable[[], object]] = None,
+    record_head: Optional[str] = None,
 ) -> ScanResult:
     """Read each file from its start to its end (``-`` is standard input) and count.
 
@@ -133,9 +135,18 @@ def scan(
     docstring); ``since``/``until`` count only failures logged within [since, until) (pairing and
     the health figures still see every line); ``timeline`` keeps failures by minute too.
     ``meanwhile`` is called while the workers read (the CLI loads what its output needs then).
+    ``record_head`` is a site's own record head pattern (the config's ``logs[].record_head``,
+    checked by the caller): it reads the records and tells where the pieces may be cut.
     """
     options = Options(
-        tz, max_line_bytes, window_lines, since, until, timeline, threaded_inflate=jobs > 1
+        tz,
+        max_line_bytes,
+        window_lines,
+        since,
+        until,
+        timeline,
+        threaded_inflate=jobs > 1,
+        record_head=record_head,
     )
     say_fallback()  # here, once: the workers inherit it
     with contextlib.ExitStack() as files_open:
@@ -149,7 +160,9 @@ def scan(
         regular = [m is not None and stat.S_ISREG(m.st_mode) for m in modes]
         sizes = [m.st_size if m is not None and r else 0 for m, r in zip(modes, regular)]
         gzipped = [_is_gzip(h) for h in handles]
-        pieces = plan(paths, regular, gzipped, sizes, jobs, piece_bytes, window_lines)
+        pieces = plan(
+            paths, regular, gzipped, sizes, jobs, piece_bytes, window_lines, RecordHead(record_head)
+        )
         total = sum(sizes)
         meter = _Meter(progress, total)
         in_process = [i for i, p in enumerate(pieces) if p.stream]
@@ -192,8 +205,9 @@ def plan(
     jobs: int,
     piece_bytes: Optional[int],
     window_lines: int,
+    head: RecordHead = DEFAULT,
 ) -> list[Piece]:
-    """The pieces of the inputs, in input order."""
+    """The pieces of the inputs, in input order, cut at lines that ``head`` reads as records."""
     plain = [size for size, gz in zip(sizes, gzipped) if not gz]
     if piece_bytes is None:
         # rounded up: a file of the whole size is cut in exactly jobs * 4 pieces, that the
@@ -210,11 +224,11 @@ def plan(
             continue
         count = math.ceil(size / piece_bytes)
         with open(path, "rb") as handle:
-            cuts = sorted({record_at(handle, size * k // count) for k in range(1, count)})
+            cuts = sorted({record_at(handle, size * k // count, head) for k in range(1, count)})
             bounds = [0, *(c for c in cuts if 0 < c < size), size]
             for k, (start, end) in enumerate(zip(bounds, bounds[1:])):
                 last = k == len(bounds) - 2
-                lookback = lookback_start(handle, start, LOOKBACK_WINDOWS * window_lines)
+                lookback = lookback_start(handle, start, LOOKBACK_WINDOWS * window_lines, head)
                 pieces.append(
                     Piece(i, path, start, None if last else end, lookback, last, end - start)
                 )

@@ -805,3 +805,78 @@ def test_candidate_lines_include_exception_lines_carrying_a_received_alert() -> 
     block = records.text(lines).encode()
     expected = [lines[0].encode(), lines[2].encode()]
     assert expected == [raw for _, raw in candidate_lines(block)]
+
+
+# -- ignorable: the candidates the pipeline drops unread ---------------------------------------
+
+_WORDS = st.sampled_from(
+    [
+        "\tat",
+        "    at",
+        " ",
+        "handshakeFailed",
+        "handshakeTimeout",
+        "SSLInfo: ",
+        "Received fatal alert: bad_certificate",
+        "Unknown alert description (116)",
+        "General SSLEngine problem",
+        "Caused by: javax.net.ssl.SSLHandshakeException:",
+        "javax.net.ssl.SSLException:",
+        "HTTPClient$Context.handshakeFailed(HTTPClient.java:1006)",
+        ": ",
+        STAMP,
+        "messageid:x",
+        "\r",
+    ]
+)
+_NOISE = st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=8)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    indent=st.sampled_from(["", " ", "\t", "\t\t", "  "]),
+    parts=st.lists(st.one_of(_WORDS, _NOISE), min_size=1, max_size=8),
+    record=st.sampled_from(
+        [
+            None,
+            records.failed(),
+            records.traffic(),
+            records.on_exception()[0],
+            records.exception_record(caused_by="PKIX path building failed")[0],
+        ]
+    ),
+)
+def test_an_ignorable_candidate_parses_to_nothing_whatever_its_record(
+    indent: str, parts: list[str], record: Optional[str]
+) -> None:
+    """A line ``ignorable`` says the pipeline may drop is, for the parser, nothing: no event, no
+    unrecognised line, no General SSLEngine problem trace opened, whatever record is above it.
+    And it says so of the indented stack frames that mention a marker only (the class it is
+    for), never of a line carrying a received alert or a General SSLEngine problem."""
+    from apigee_tls_exporter.records.parse import ALERT_MARKERS, GENERAL_PROBLEM, ignorable
+
+    raw = (indent + " ".join(parts)).encode("utf-8", "surrogatepass")
+    above = None if record is None else record.encode()
+    if ignorable(raw):
+        parser = Parser(timezone.utc)
+        assert parser.parse(raw, above) is None
+        assert parser.parse(raw, None) is None
+        assert not parser.open_trace(raw, above, 1)
+        assert parser.trace is None
+    marks = (*ALERT_MARKERS, GENERAL_PROBLEM)
+    expected = raw[:1] in (b" ", b"\t") and not any(mark in raw for mark in marks)
+    assert ignorable(raw) == expected
+
+
+def test_an_indented_frame_mentioning_a_marker_is_ignorable_only_with_the_built_in_head() -> None:
+    """A site's head may match an indented line: then no line is dropped unread."""
+    from apigee_tls_exporter.records.head import RecordHead
+    from apigee_tls_exporter.records.parse import ignorable
+
+    frame = (
+        b"\tat com.apigee.protocol.http.HTTPClient$Context.handshakeFailed(HTTPClient.java:1006)"
+    )
+    site = RecordHead(r"\s*(?P<ts>\S+ \S+) (?P<thread>\S+) \w+ \S+ - ")
+    assert ignorable(frame)
+    assert not ignorable(frame, site)
+    assert not ignorable(b"\t" + records.on_exception()[1].encode())  # carries an alert

@@ -136,11 +136,12 @@ def test_compiled_and_pure_python_scans_count_the_same_on_generated_logs(
     paths = [str(plain), str(packed)]
     assert parse._FINDER.accelerated  # precondition: the compiled search is in use
     fast = scan_json(scan(paths, window_lines=5))
-    finder, inflaters = parse._FINDER, pieces.inflaters
+    finders, inflaters = (parse._FINDER, parse._PARSED), pieces.inflaters
     parse._FINDER = LineFinder(MARKERS, accelerate=False)
+    parse._PARSED = LineFinder(MARKERS, accelerate=False, not_indented=parse.HANDSHAKE_MARKERS)
     pieces.inflaters = lambda: ("zlib", None, None, pieces._GZIP_ERRORS)  # type: ignore[assignment]
     try:
         pure = scan_json(scan(paths, window_lines=5))
     finally:
-        parse._FINDER, pieces.inflaters = finder, inflaters  # type: ignore[method-assign]
+        (parse._FINDER, parse._PARSED), pieces.inflaters = finders, inflaters  # type: ignore[method-assign]
     assert pure == fast

@@ -336,6 +336,80 @@ def test_parallel_scan_equals_the_serial_scan_on_random_logs(tmp_path: Path, see
     assert outputs(scan([str(path)], jobs=jobs, piece_bytes=piece_bytes, **options)) == serial
 
 
+# A site's logback pattern: "[%d] [%thread] %X{ctx} %level %logger - %msg" (as logs[].record_head)
+SITE_HEAD = (
+    r"\[(?P<ts>[^\]]+)\] \[(?P<thread>[^\]]+)\] "
+    r"(?:org:(?P<org>\S*) env:(?P<env>\S*) api:(?P<api>\S*) rev:(?P<rev>\S*) "
+    r"messageid:(?P<messageid>\S*) )?\w+ \S+ - "
+)
+
+
+def in_site_head(line: str) -> str:
+    """A line of ``noisy_log`` with its record head (if it has one) in the site's rendering."""
+    if not re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", line):
+        return line  # a stack frame, an exception class line: the same in any rendering
+    stamp, rest = line[:23], line[24:]
+    ctx = rest[: rest.index(" ", rest.index("messageid:")) + 1] if rest.startswith("org:") else ""
+    thread, level, logger, body = rest[len(ctx) :].split(" ", 3)
+    return f"[{stamp}] [{thread}] {ctx}{level} {logger} {body}"
+
+
+def without_bytes(metrics: str) -> str:
+    """Prometheus text without the byte counts (a site's head is longer than the built-in)."""
+    return "\n".join(line for line in metrics.splitlines() if "_bytes" not in line)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_log_with_the_sites_record_head_scans_as_the_built_in_one_cut_anywhere(
+    tmp_path: Path, seed: int
+) -> None:
+    """A log whose records begin with the site's own head (no line begins with a digit), read
+    with ``record_head``, counts what the same log in the built-in rendering counts, serial or
+    cut in pieces of any size (gzip too): the pieces begin and look back at the records that
+    the site's head reads."""
+    rng = random.Random(seed)
+    lines = noisy_log(seed, rng.randint(1500, 3000), gap=rng.randint(5, 60))
+    lines = [line if rng.random() < 0.98 else "4 " + line for line in lines]  # digits, no record
+    built_in, site = tmp_path / "system.log", tmp_path / "site.log"
+    built_in.write_text(text(lines))
+    site.write_text(text([in_site_head(line) for line in lines]))
+    options: dict[str, Any] = {"tz": UTC, "window_lines": rng.choice([5, 40]), "timeline": True}
+    expected = outputs(scan([str(built_in)], jobs=1, **options))
+    assert expected[1]["total_failures"] > 50  # precondition: a busy log
+    site_options = {**options, "record_head": SITE_HEAD}
+    serial = outputs(scan([str(site)], jobs=1, **site_options))
+    assert without_bytes(serial[0]) == without_bytes(expected[0].replace(str(built_in), str(site)))
+    assert serial[2] == expected[2]
+    gz = tmp_path / "site.log.1.gz"
+    gz.write_bytes(gzip.compress(site.read_bytes()))
+    for path in (site, gz):
+        for piece_bytes in (700, 3_000, 20_000):
+            parallel = scan([str(path)], jobs=2, piece_bytes=piece_bytes, **site_options)
+            got = outputs(parallel)
+            assert got[0].replace(str(path), str(site)) == serial[0]
+            assert got[2] == serial[2]
+
+
+def test_scan_takes_the_sites_record_head_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--record-head`` reads a site's log that the built-in head reads as unrecognised lines;
+    a pattern that is not one is one line and exit code 2."""
+    path = tmp_path / "site.log"
+    path.write_text(text([in_site_head(failed(message=MESSAGES[0], remote=TARGETS[0]))]))
+    assert main(["scan", "--format", "json", "--timezone", "UTC", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["total_failures"], report["files"][str(path)]["unrecognised_lines"]) == (0, 1)
+    args = ["scan", "--format", "json", "--timezone", "UTC", "--record-head", SITE_HEAD]
+    assert main([*args, str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["total_failures"], report["files"][str(path)]["unrecognised_lines"]) == (1, 0)
+    code = main(["scan", "--record-head", r"(?P<ts>\S+) ", str(path)])
+    err = capsys.readouterr().err
+    assert (code, len(err.splitlines())) == (2, 1)
+    assert err.startswith(f"{cli.PROG}: --record-head: needs the named groups")
+
+
 def test_the_pool_is_gone_when_the_parallel_scan_returns(tmp_path: Path) -> None:
     """When ``scan`` returns, its worker processes and the pool's thread have ended. A pool left
     to end on its own (``shutdown(wait=False)``) races the interpreter's exit: Python 3.9 to 3.11
@@ -455,6 +529,7 @@ def tricky_buffers(seed: int) -> list[bytes]:
         b"handshakeTimeou",
         b"xx",
         b" ",
+        b"\tat ",
         b"\n",
         b"\n\n",
         b"handshake",
@@ -482,6 +557,40 @@ def test_accelerated_search_finds_the_same_lines_as_pure_python() -> None:
             assert list(pure(data, start, end)) == got
             checked += len(got)
     assert checked > 500  # precondition: lines were found
+
+
+def test_the_search_leaves_out_the_ignorable_lines_as_pure_python_does() -> None:
+    """With the built-in head, the candidates are the marker lines that are not ``ignorable``
+    (indented stack frames that mention a handshake marker only), found alike by the compiled
+    search and the pure-Python one, for any buffer and range; with a site's head, every marker
+    line."""
+    from apigee_tls_exporter.records.head import DEFAULT, RecordHead
+    from apigee_tls_exporter.records.parse import (
+        HANDSHAKE_MARKERS,
+        candidate_lines,
+        ignorable,
+    )
+
+    fast = LineFinder(MARKERS, accelerate=True, not_indented=HANDSHAKE_MARKERS)
+    pure = LineFinder(MARKERS, accelerate=False, not_indented=HANDSHAKE_MARKERS)
+    every = LineFinder(MARKERS, accelerate=False)
+    site = RecordHead(r"(?P<ts>\S+ \S+) (?P<thread>\S+) ")
+    left_out = 0
+    for buf in tricky_buffers(11):
+        data = bytearray(buf)
+        ranges = [(0, len(data))]
+        newlines = [i + 1 for i, c in enumerate(data) if c == 10]
+        if len(newlines) >= 2:
+            ranges.append((newlines[0], newlines[-1]))
+        for start, end in ranges:
+            all_lines = list(every(data, start, end))
+            expected = [(at, line) for at, line in all_lines if not ignorable(line)]
+            assert list(fast(data, start, end)) == expected
+            assert list(pure(data, start, end)) == expected
+            assert list(candidate_lines(data, start, end, DEFAULT)) == expected
+            assert list(candidate_lines(data, start, end, site)) == all_lines
+            left_out += len(all_lines) - len(expected)
+    assert left_out > 20  # precondition: indented frames with a marker were there
 
 
 def test_pure_python_search_groups_markers_by_shared_prefix() -> None:
