@@ -340,6 +340,21 @@ class ProbeEndpoint:
             log.debug("probe done", target=request.target, cause=diagnosis.cause)
         return outcome
 
+    def predictions(self) -> list[tuple[ProbeRequest, str, bool, float]]:
+        """The probes answered within the cache period, newest first: (request, the cause as
+        ``/probe`` reports it, success, when it ran)."""
+        now = self._clock()
+        with self._lock:
+            fresh = [(t, r, o) for r, (t, o) in self._results.items() if now - t < self._ttl]
+        out = []
+        for _, request, outcome in sorted(fresh, key=lambda f: -f[0]):
+            if outcome.diagnosis is None:
+                out.append((request, outcome.error or "unknown", False, outcome.checked_at))
+                continue
+            cause = prediction(outcome.diagnosis)
+            out.append((request, cause, succeeded(outcome.diagnosis, cause), outcome.checked_at))
+        return out
+
     def close(self) -> None:
         """Stop the probe threads (running probes end within their timeout)."""
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -39,6 +39,7 @@ from ..web.status import (
     AlertStatus,
     DiagnosisStatus,
     LogStatus,
+    PredictionStatus,
     Recent,
     RecentFailures,
     Status,
@@ -313,6 +314,7 @@ def status_of(
     reload_time: Optional[float],
     reload_error: Optional[str],
     started: Optional[float],
+    probe: Optional[endpoint.ProbeEndpoint] = None,
 ) -> Status:
     """A snapshot of the running daemon for the status page (a plain value: ``web`` never reads
     the daemon)."""
@@ -350,6 +352,10 @@ def status_of(
         alerts=alerts,
         diagnoses=tuple(diagnoses),
         diagnosis_enabled=daemon.diagnosis is not None,
+        predictions=tuple(
+            PredictionStatus(r.org, r.env, r.target, r.key_alias, cause, ok, at)
+            for r, cause, ok, at in (probe.predictions() if probe is not None else [])
+        ),
         state_file=daemon.state_file,
         checkpoint_age=daemon.checkpoint_age(),
         checkpoint_failing=daemon.checkpoint_failing,
@@ -478,6 +484,7 @@ class Service:
             reload_time=self.reload_time,
             reload_error=self.reload_error,
             started=self.started,
+            probe=self.probe,
         )
 
     def _start_inventory(self) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "DiagnosisStatus",
     "HttpSummary",
     "LogStatus",
+    "PredictionStatus",
     "Recent",
     "Status",
     "render",
@@ -102,6 +103,19 @@ class DiagnosisStatus:
 
 
 @dataclass(frozen=True)
+class PredictionStatus:
+    """One ``/probe`` answer still in its cache: what the next handshake would do."""
+
+    org: str
+    env: str
+    target: str
+    key_alias: str
+    cause: str
+    success: bool
+    checked_at: float  # wall clock
+
+
+@dataclass(frozen=True)
 class HttpSummary:
     connections: int = 0
     requests: Mapping[str, int] = field(default_factory=dict)
@@ -117,6 +131,7 @@ class Status:
     alerts: tuple[AlertStatus, ...] = ()
     diagnoses: tuple[DiagnosisStatus, ...] = ()
     diagnosis_enabled: bool = False
+    predictions: tuple[PredictionStatus, ...] = ()
     state_file: str = ""
     checkpoint_age: Optional[float] = None
     checkpoint_failing: bool = False
@@ -169,6 +184,7 @@ def render(
             _alerts(status.alerts, status.diagnosis_enabled),
             _failures(status.failures, status.failures_total, now),
             _diagnoses(status.diagnoses, status.diagnosis_enabled, now),
+            _predictions(status.predictions, now),
         ]
     if http is not None:
         parts.append(_http(http))
@@ -275,6 +291,23 @@ def _diagnoses(diagnoses: Iterable[DiagnosisStatus], enabled: bool, now: float) 
     empty = "No diagnosis yet." if enabled else "Diagnosis is not enabled in the config."
     headings = ["When", "Org", "Env", "Target", "Key alias", "Cause", "Advice"]
     return _table("diagnoses", "Last diagnoses", headings, rows, empty)
+
+
+def _predictions(predictions: Iterable[PredictionStatus], now: float) -> str:
+    rows = [
+        [
+            _e(_ago(now - p.checked_at)),
+            _e(p.org),
+            _e(p.env),
+            _e(p.target),
+            _alias(p.key_alias),
+            f'<span class="{"ok" if p.success else "bad"}">{_e(p.cause)}</span>',
+        ]
+        for p in predictions
+    ]
+    empty = "No probe in the last minute (Prometheus scrapes /probe: see docs/probe.md)."
+    headings = ["When", "Org", "Env", "Target", "Key alias", "Predicted"]
+    return _table("predictions", "Predictions (/probe)", headings, rows, empty)
 
 
 def _http(http: HttpSummary) -> str:

@@ -214,6 +214,14 @@ def test_a_backend_that_no_longer_names_our_issuer_predicts_ca_mismatch(
     assert value(body, "apigee_tls_probe_success") == 0
     assert cause_of(body) == ["ca_mismatch"]
     assert value(body, "apigee_tls_probe_java_sends_certificate") == 0
+    # what the status page shows: the prediction, while the answer is cached
+    [(request, cause, success, _)] = endpoint.predictions()
+    assert (request.target, request.key_alias, cause, success) == (
+        backend.target,
+        "good",
+        "ca_mismatch",
+        False,
+    )
 
 
 def test_without_a_key_alias_the_server_side_alone_is_probed(pki: Pki) -> None:

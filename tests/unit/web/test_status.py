@@ -24,6 +24,7 @@ from apigee_tls_exporter.web.status import (
     AlertStatus,
     DiagnosisStatus,
     LogStatus,
+    PredictionStatus,
     Recent,
     Status,
     render,
@@ -102,6 +103,10 @@ def sample() -> Status:
             ),
         ),
         diagnosis_enabled=True,
+        predictions=(
+            PredictionStatus("acme", "prod", "partner:443", "mtls", "ca_mismatch", False, NOW - 7),
+            PredictionStatus("acme", "prod", "ledger:443", "mtls", "accepted", True, NOW - 9),
+        ),
         state_file="/var/lib/apigee-tls-exporter/state.json",
         checkpoint_age=3.0,
         reload_ok=False,
@@ -112,7 +117,8 @@ def sample() -> Status:
 
 def test_page_shows_every_part_of_the_status() -> None:
     """Each followed log (path, size, position, lag, last read, rotations, errors), the last
-    failures, the alerts firing with their cause, the last diagnoses, the checkpoint's age, the
+    failures, the alerts firing with their cause, the last diagnoses, the predictions of the
+    probes answered in the last minute, the checkpoint's age, the
     refused reload with its error and the version."""
     page = render(sample(), phase="ready")
     tables = Tables(page).tables
@@ -137,6 +143,11 @@ def test_page_shows_every_part_of_the_status() -> None:
     ]
     assert tables["alerts"][1][-1] == "expired_client_certificate"
     assert tables["diagnoses"][1][-2:] == ["expired_client_certificate", "Renew it."]
+    assert tables["predictions"][1:] == [
+        ["7 s ago", "acme", "prod", "partner:443", "mtls", "ca_mismatch"],
+        ["9 s ago", "acme", "prod", "ledger:443", "mtls", "accepted"],
+    ]
+    assert '<span class="bad">ca_mismatch</span>' in page
     assert "written 3 s ago" in page
     assert "last reload refused" in page and "config /etc/x.yml: logs: required" in page
     assert "Version " in page and "Last failures seen (12 counted)" in page
