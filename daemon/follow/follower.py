@@ -4,10 +4,14 @@
 and never raises for a file problem; the caller polls it when watchdog reports a change and on a
 short timer, so a lost inotify event (queue overflow, no inotify at all) only delays a read.
 
-The state: the file open (``_src``), the content being read (``_entry``), where the next new
-content is read from (``read_from``: its beginning, the path's end at a first start, or the
-checkpoint), a wait in progress (``_wait``), and the ledger (``ledger``): every content seen at
-the path or among the rotated names (``discovery`` finds them), with how far it was read. Names,
+The state: the file open, at the offset read to (``_src``), the content being read (``_entry``),
+where the next new content is read from (``read_from``: its beginning, the path's end at a first
+start, or the checkpoint), a wait in progress (``_wait``), what comes after the content being
+read (``_next``: a file truncated under us, how the next content is counted), what was seen of
+the path (``_seen``), and the ledger (``ledger``): every content seen at the path or among the
+rotated names (``discovery`` finds them), with how far it was read. Besides: what looking at
+files taught (``_known``: which file holds which entry; the compressed files waited for in vain,
+not waited for again) and what was said once (``_said``), not said again. Names,
 devices, inodes and modification times never decide what is read. A file's first bytes only find
 the entries it may be (``Ledger.candidates``); it is taken for one only once all the bytes read of
 that entry are shown to be its first bytes (a CRC-32 over them, ``Entry.proven``), and, when it
@@ -79,7 +83,7 @@ import os
 import stat as stat_mod
 import zlib
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Optional, Union
 
@@ -123,6 +127,45 @@ class Wait:
     progress: object
 
 
+@dataclass
+class Next:
+    """What comes after the content being read: the file truncated under us, read from its start
+    once its copy is done, and how the next new content is counted (a rotation ``kind``)."""
+
+    truncated: Optional[PlainSource] = None
+    kind: Optional[str] = None
+
+
+@dataclass
+class Seen:
+    """What the follower saw of the path: that it went missing since the last file was taken,
+    and the path's file and rotated names the rotated files were last caught up to."""
+
+    missing: bool = False
+    caught_up_to: object = None
+
+
+@dataclass
+class Known:
+    """What looking at files taught, kept so that they are not looked at again: whether a file
+    (in a given state) holds an entry, and the compressed files waited for once, in vain."""
+
+    proofs: dict[tuple[int, ...], bool] = field(default_factory=dict)
+    undecodable: set[tuple[int, int, int]] = field(default_factory=set)  # dev, ino, size
+
+
+@dataclass
+class Said:
+    """What was said once and is not said again: the read error of the current episode, the
+    entries whose ``.gz`` ended early, the files that begin like another content, and those
+    taken as a shorter copy."""
+
+    problem: Optional[str] = None
+    incomplete: set[int] = field(default_factory=set)  # id() of entries
+    alike: set[tuple[int, int]] = field(default_factory=set)  # dev, ino
+    taken_as_copy: set[tuple[int, int]] = field(default_factory=set)
+
+
 log = structlog.get_logger()
 
 Reading = Generator[Segment, None, bool]  # segments, then whether the step could be completed
@@ -152,21 +195,15 @@ class Follower:
         self._clock = clock
         self.splitter = LineSplitter(max_line_bytes, self.stats)
         self.ledger = Ledger(clock, forget_after)
-        self._src: Optional[Source] = None  # the file open
+        self._src: Optional[Source] = None  # the file open, at the offset read to
         self._entry: Optional[Entry] = None  # the content being read; no _src while looked for
-        self._after: Optional[PlainSource] = None  # a truncated file, read once its copy is done
-        self._next_kind: Optional[str] = None  # how the next new content is counted
-        self._wait: Optional[Wait] = None  # for a copy, a compressor, a moved file
         self._started = False  # polled once, or restored
         self.read_from = ReadFrom.BEGINNING if from_beginning else ReadFrom.END
-        self._saw_missing = False
-        self._problem: Optional[str] = None  # the error we already reported
-        self._reported_gz: set[int] = set()  # entries whose .gz ended early, reported once
-        self._undecodable: set[tuple[int, int, int]] = set()  # .gz waited for once, in vain
-        self._looked_behind: object = None  # the path's file and rotated names caught up to
-        self._proofs: dict[tuple[int, ...], bool] = {}  # (file, entry) -> the file holds it
-        self._told: set[tuple[int, int]] = set()  # files said (once) to begin like another
-        self._taken_as_copy: set[tuple[int, int]] = set()  # shorter ones, nothing to compare
+        self._wait: Optional[Wait] = None  # for a copy, a compressor, a moved file
+        self._next = Next()
+        self._seen = Seen()
+        self._known = Known()
+        self._said = Said()
         # False while the segments of one read are being handed out: the offset and the held
         # partial line are already past the segments not handed out yet, so a checkpoint taken
         # then would skip them. The caller checkpoints only when this is True.
@@ -217,21 +254,23 @@ class Follower:
         if self._entry is not None and self._src is None and not (yield from self._find_moved()):
             return
         yield from self._drain()
-        if self._after is not None:  # a copy finished: the truncated file from its start
-            kind = self._next_kind or "copytruncate"
+        if self._next.truncated is not None:  # a copy finished: the truncated file from its start
+            kind = self._next.kind or "copytruncate"
             # first what only a rotated file holds now and was written before what the truncated
             # file holds (another copytruncate while we waited for the first copy)
-            if not (yield from self._catch_up(before=os.fstat(self._after.fd).st_mtime_ns)):
+            if not (
+                yield from self._catch_up(before=os.fstat(self._next.truncated.fd).st_mtime_ns)
+            ):
                 return
-            self._take(self._after, kind)
-            self._after = None
+            self._take(self._next.truncated, kind)
+            self._next.truncated = None
             yield from self._drain()
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            if not self._saw_missing and self._src is not None:
+            if not self._seen.missing and self._src is not None:
                 log.info("log file gone, waiting for it", path=self.path)
-            self._saw_missing = True
+            self._seen.missing = True
             if self._src is None:
                 self._report(FileNotFoundError(2, "No such file or directory", self.path))
             return
@@ -249,27 +288,27 @@ class Follower:
         # once per new file at the path and change among the rotated names (not by inode alone:
         # a deleted file's inode is soon another's)
         behind = (st.st_dev, st.st_ino, self.files.signature())
-        if self._looked_behind != behind:
+        if self._seen.caught_up_to != behind:
             if not (yield from self._catch_up()):
                 return
-            self._looked_behind = behind
+            self._seen.caught_up_to = behind
         if self._src is not None and st.st_size == 0:
             return  # the writer may still write to the last file, renamed or deleted
         self._take_path()
         yield from self._drain()
 
     def close(self) -> None:
-        for src in (self._src, self._after):
+        for src in (self._src, self._next.truncated):
             if src is not None:
                 src.close()
-        self._src = self._after = None
+        self._src = self._next.truncated = None
 
     # --- the steps of a poll --------------------------------------------------------------
     def _record_present(self) -> None:
         """First start, from the end: the rotated files present now are recorded as read."""
         for p in sorted(self.files.rotated(), key=lambda p: (p.compressed, p.name)):
             if p.head is None:
-                self._undecodable.add((p.dev, p.ino, p.size))
+                self._known.undecodable.add((p.dev, p.ino, p.size))
                 continue
             try:
                 src = open_source(p.name)
@@ -304,11 +343,11 @@ class Follower:
         """The open file was truncated: its content, if anywhere, is in a copy now. The file
         itself is read from its start once the copy is done (``_after``)."""
         assert isinstance(self._src, PlainSource)
-        self._after = self._src.dup()
-        self._after.offset = 0
+        self._next.truncated = self._src.dup()
+        self._next.truncated.offset = 0
         self._src.close()
         self._src = None
-        self._next_kind = "copytruncate"
+        self._next.kind = "copytruncate"
 
     def _find_moved(self) -> Reading:
         """The content being read has no file open (a restart, a truncation): find it at the path
@@ -322,18 +361,18 @@ class Follower:
                 return False
             self._entry = None
             self.splitter.reset()
-            if self._after is not None:
+            if self._next.truncated is not None:
                 log.warning("log truncated, no copy found: reading from its start", path=self.path)
-                self._next_kind = "truncate"
+                self._next.kind = "truncate"
             else:
                 log.warning(
                     "checkpointed file not found, reading the current file from its start",
                     path=self.path,
                 )
-                self._next_kind = "recreate"
+                self._next.kind = "recreate"
             return True
         self._wait = None
-        if found.name != self.path or self._after is not None:
+        if found.name != self.path or self._next.truncated is not None:
             log.info("finishing the file under another name", path=self.path, name=found.name)
         self._src = found
         yield from self._drain()
@@ -363,7 +402,7 @@ class Follower:
         if pending:
             if not self._wait_over(pending):
                 return False
-            self._undecodable |= pending  # waited in vain: not again (a compressor that died)
+            self._known.undecodable |= pending  # waited in vain: not again (a compressor that died)
         self._wait = None
         for p, entry in todo:
             held = self._proof(p, entry) if entry is not None else None
@@ -403,7 +442,9 @@ class Follower:
         the compressed files that cannot be told yet (their start not decodable), not waited for
         before."""
         src = self._src
-        held = {(f.dev, f.ino) for f in (src, self._after) if f is not None}  # read now or next
+        held = {
+            (f.dev, f.ino) for f in (src, self._next.truncated) if f is not None
+        }  # read now or next
         looks = self.files.rotated()
         self.ledger.prune(looks, self._entry)
         todo: dict[object, tuple[Look, Optional[Entry]]] = {}
@@ -414,7 +455,7 @@ class Follower:
             if (p.dev, p.ino) in held:
                 continue
             if p.head is None:
-                if (p.dev, p.ino, p.size) not in self._undecodable:
+                if (p.dev, p.ino, p.size) not in self._known.undecodable:
                     pending.add((p.dev, p.ino, p.size))
                 continue
             alike = self._alike(p)
@@ -427,12 +468,12 @@ class Follower:
             if entry is None and alike:
                 told = self._tell_apart(p, alike, looks)
                 if told is None:  # too short to tell yet: wait while it grows
-                    if (p.dev, p.ino, p.size) not in self._undecodable:
+                    if (p.dev, p.ino, p.size) not in self._known.undecodable:
                         pending.add((p.dev, p.ino, p.size))
                     continue
                 if told:
                     continue  # a shorter copy of a content read: nothing in it is new
-            after = self._after
+            after = self._next.truncated
             if entry is None and p.compressed and after is not None and self._starts_in(p, after):
                 continue  # the truncated file's own .gz: the same content, read from it next
             if entry is None:
@@ -475,16 +516,16 @@ class Follower:
         except OSError as err:
             self._report(err)
             return
-        if self._problem is not None:
-            found = self._problem == "not_found"
+        if self._said.problem is not None:
+            found = self._said.problem == "not_found"
             log.info("log file found" if found else "log file readable again", path=self.path)
-            self._problem = None
+            self._said.problem = None
         old = self._src
-        kind = self._next_kind
+        kind = self._next.kind
         if old is not None:
-            recreated = self._saw_missing and old.nlink() == 0
+            recreated = self._seen.missing and old.nlink() == 0
             kind = "recreate" if recreated else "rename"
-        self._saw_missing = False
+        self._seen.missing = False
         here = self.files.here()
         alike = self._alike(here) if here is not None else []
         for entry in alike:
@@ -516,7 +557,7 @@ class Follower:
     def _take(self, src: Source, kind: Optional[str]) -> None:
         """Read ``src`` as a new content from its start (counted as a rotation of ``kind``)."""
         self._hold(src, self.ledger.add(Entry(dev=src.dev, ino=src.ino)))
-        self._next_kind = None
+        self._next.kind = None
         if kind is not None:
             log.info("log rotated", path=self.path, kind=kind)
             self.stats.rotations[kind] = self.stats.rotations.get(kind, 0) + 1
@@ -575,13 +616,13 @@ class Follower:
         try:
             st = os.fstat(src.fd)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, id(entry), entry.offset)
-            known = self._proofs.get(key)
+            known = self._known.proofs.get(key)
             if known is None:
                 crc = read_prefix(src, entry.offset)
                 known = crc is not None and entry.proven(src.head(), crc, src.tail())
-                if len(self._proofs) > 4096:
-                    self._proofs.clear()
-                self._proofs[key] = known
+                if len(self._known.proofs) > 4096:
+                    self._known.proofs.clear()
+                self._known.proofs[key] = known
             elif known:
                 known = src.seek(entry.offset)
             if known:
@@ -616,7 +657,7 @@ class Follower:
                 return True  # its own file, open, holds another content now (truncated)
             if isinstance(held, PlainSource):
                 return self._starts_in(p, held)  # its own file, open
-        after = self._after
+        after = self._next.truncated
         if after is not None and (after.dev, after.ino) == own:
             return True  # its own file was truncated under us: the content lives on in p
         for q in [self.files.here(), *looks]:
@@ -702,8 +743,8 @@ class Follower:
         if p.compressed and not complete:
             return None
         self._say_alike(p)
-        if (p.dev, p.ino) not in self._taken_as_copy:
-            self._taken_as_copy.add((p.dev, p.ino))
+        if (p.dev, p.ino) not in self._said.taken_as_copy:
+            self._said.taken_as_copy.add((p.dev, p.ino))
             log.warning(
                 "rotated file shorter than a content it begins like, none left to compare: "
                 "taken as its copy",
@@ -713,9 +754,9 @@ class Follower:
 
     def _say_alike(self, p: Look, **context: object) -> None:
         """Log and count, once per file, one that begins like a known content but is none."""
-        if (p.dev, p.ino) in self._told:
+        if (p.dev, p.ino) in self._said.alike:
             return
-        self._told.add((p.dev, p.ino))
+        self._said.alike.add((p.dev, p.ino))
         self.stats.equal_heads += 1
         log.info(
             "file begins like another content, telling them apart",
@@ -771,9 +812,9 @@ class Follower:
 
     def _report_incomplete(self) -> None:
         entry = self._entry
-        if entry is None or id(entry) in self._reported_gz:
+        if entry is None or id(entry) in self._said.incomplete:
             return
-        self._reported_gz.add(id(entry))
+        self._said.incomplete.add(id(entry))
         name = self._src.name if self._src is not None else "?"
         self.stats.read_errors["compressed_file_incomplete"] = (
             self.stats.read_errors.get("compressed_file_incomplete", 0) + 1
@@ -792,9 +833,9 @@ class Follower:
             kind = os.strerror(err.errno).lower().replace(" ", "_")[:40]
         else:
             kind = type(err).__name__.lower()
-        if kind == self._problem:
+        if kind == self._said.problem:
             return
-        self._problem = kind
+        self._said.problem = kind
         if kind == "not_found":
             log.info("waiting for log file", path=self.path)
             return

@@ -43,7 +43,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Annotated, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .events import (
     GENERAL_SSLENGINE_PROBLEM,
@@ -56,6 +58,48 @@ from .events import (
 )
 
 Key = tuple[str, str]  # (thread, message id)
+
+
+Line = Annotated[StrictInt, Field(ge=0, le=1 << 62)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ContextState(BaseModel):
+    """A ``Context`` in the state file."""
+
+    model_config = ConfigDict(extra="forbid")
+    org: StrictStr = ""
+    env: StrictStr = ""
+    api: StrictStr = ""
+    rev: StrictStr = ""
+    message_id: StrictStr = ""
+
+
+class PendingState(BaseModel):
+    """A failure waiting in its window (``_Pending``), with the line it was read at."""
+
+    model_config = ConfigDict(extra="forbid")
+    line: Line
+    timestamp: Finite
+    context: ContextState
+    thread: StrictStr
+    target: StrictStr
+    reason: StrictStr
+    key_alias: Optional[StrictStr] = None  # absent until paired with its SSLInfo line
+
+
+class PairingState(BaseModel):
+    """A ``Correlator`` in the state file: its counts and every open window."""
+
+    model_config = ConfigDict(extra="forbid")
+    unpaired: Line = 0
+    orphans: Line = 0
+    exception_only: Line = 0
+    pending: list[PendingState] = []
+    exceptions: list[PendingState] = []
+    seen: list[tuple[StrictStr, StrictStr, Line]] = []  # thread, message id, line
+    awaiting: list[PendingState] = []
+    causes: list[tuple[StrictStr, StrictStr, StrictStr, Line]] = []  # ..., reason, line
 
 
 @dataclass
@@ -229,59 +273,61 @@ class Correlator:
         self.unpaired += 1
         return Failure.from_event(pending.failure, None)
 
-    def snapshot(self) -> dict[str, Any]:
-        """The open pairings and counts, for the checkpoint (plain JSON types)."""
+    def snapshot(self) -> PairingState:
+        """The open pairings and counts, for the checkpoint."""
 
-        def rows(pending: OrderedDict[Key, _Pending]) -> list[dict[str, Any]]:
+        def rows(pending: OrderedDict[Key, _Pending]) -> list[PendingState]:
             return [
-                {
-                    "line": p.line,
-                    **p.failure._asdict(),
-                    "context": p.failure.context._asdict(),
-                    **({} if p.key_alias is None else {"key_alias": p.key_alias}),
-                }
+                PendingState(
+                    line=p.line,
+                    timestamp=p.failure.timestamp,
+                    context=ContextState(**p.failure.context._asdict()),
+                    thread=p.failure.thread,
+                    target=p.failure.target,
+                    reason=p.failure.reason,
+                    key_alias=p.key_alias,
+                )
                 for p in pending.values()
             ]
 
-        return {
-            "unpaired": self.unpaired,
-            "orphans": self.orphans,
-            "exception_only": self.exception_only,
-            "pending": rows(self._pending),
-            "exceptions": rows(self._exceptions),
-            "seen": [[thread, mid, line] for (thread, mid), line in self._seen.items()],
-            "awaiting": rows(self._awaiting),
-            "causes": [[t, mid, reason, line] for (t, mid), (reason, line) in self._causes.items()],
-        }
+        return PairingState(
+            unpaired=self.unpaired,
+            orphans=self.orphans,
+            exception_only=self.exception_only,
+            pending=rows(self._pending),
+            exceptions=rows(self._exceptions),
+            seen=[(thread, mid, line) for (thread, mid), line in self._seen.items()],
+            awaiting=rows(self._awaiting),
+            causes=[(t, mid, reason, line) for (t, mid), (reason, line) in self._causes.items()],
+        )
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: PairingState) -> None:
         """Take back what ``snapshot`` saved; the wall time of open windows starts again at the
         next :meth:`idle`."""
-        self.unpaired = int(state.get("unpaired", 0))
-        self.orphans = int(state.get("orphans", 0))
-        self.exception_only = int(state.get("exception_only", 0))
+        self.unpaired = state.unpaired
+        self.orphans = state.orphans
+        self.exception_only = state.exception_only
         self._pending.clear()
         self._exceptions.clear()
         self._seen.clear()
         self._awaiting.clear()
         self._causes.clear()
-        for kind, into, name in (
-            (HandshakeFailure, self._pending, "pending"),
-            (AlertException, self._exceptions, "exceptions"),
-            (HandshakeFailure, self._awaiting, "awaiting"),
+        for kind, into, saved in (
+            (HandshakeFailure, self._pending, state.pending),
+            (AlertException, self._exceptions, state.exceptions),
+            (HandshakeFailure, self._awaiting, state.awaiting),
         ):
-            for item in state.get(name, []):
+            for item in saved:
                 failure = kind(
-                    timestamp=float(item["timestamp"]),
-                    context=Context(**item["context"]),
-                    thread=str(item["thread"]),
-                    target=str(item["target"]),
-                    reason=str(item["reason"]),
+                    timestamp=item.timestamp,
+                    context=Context(**item.context.model_dump()),
+                    thread=item.thread,
+                    target=item.target,
+                    reason=item.reason,
                 )
                 key = (failure.thread, failure.context.message_id)
-                alias = item.get("key_alias")
-                into[key] = _Pending(failure, int(item["line"]), None, alias)
-        for thread, message_id, line in state.get("seen", []):
-            self._seen[(str(thread), str(message_id))] = int(line)
-        for thread, message_id, reason, line in state.get("causes", []):
-            self._causes[(str(thread), str(message_id))] = (str(reason), int(line))
+                into[key] = _Pending(failure, item.line, None, item.key_alias)
+        for thread, message_id, line in state.seen:
+            self._seen[(thread, message_id)] = line
+        for thread, message_id, reason, line in state.causes:
+            self._causes[(thread, message_id)] = (reason, line)

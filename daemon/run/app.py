@@ -31,7 +31,7 @@ from ..records.pipeline import LogPipeline, Sink, pairing_stats, timezone_of
 from ..records.stats import FileStats
 from ..state import checkpoint, families
 from ..state.alerts import AlertEngine, known_series
-from ..state.counts import FailureStore
+from ..state.counts import FailureStore, StoreState
 from ..state.metrics import ExporterCollector
 from ..web.process import BootTimeProcessCollector
 from ..web.serve import OPENING, READY, RESTORING, serve
@@ -169,12 +169,12 @@ class Daemon:
         if state is None:
             return
         try:
-            self.store.restore(state.store.model_dump())
+            self.store.restore(state.store)
             for path, saved in state.logs.items():
                 if path in self.followers and saved.follower is not None:
                     self.followers[path].restore(saved.follower)
                     pipeline = self.pipelines[path]
-                    pipeline.correlator.restore(saved.pairing.model_dump())
+                    pipeline.correlator.restore(saved.pairing)
                     pipeline.record = None if saved.record is None else b64decode(saved.record)
                     # (a state file without the number: taken as the last line read)
                     pipeline.record_number = saved.record_number or pipeline.stats.lines
@@ -183,7 +183,7 @@ class Daemon:
             log.warning(
                 "state file corrupt, starting fresh", state_file=self.state_file, error=str(err)
             )
-            self.store.restore({"counts": [], "last": [], "overflow": 0})
+            self.store.restore(StoreState(counts=[], last=[], overflow=0))
             self.followers.clear()
             self.pipelines.clear()
             for log_config in self.config.log_paths():
@@ -199,12 +199,12 @@ class Daemon:
         return checkpoint.State(
             version=checkpoint.VERSION,
             written_at=self.wall(),
-            store=checkpoint.StoreState(**self.store.snapshot()),
+            store=self.store.snapshot(),
             alerts=self.alerts.snapshot(),
             logs={
                 path: checkpoint.LogState(
                     follower=follower.snapshot(),
-                    pairing=checkpoint.PairingState(**self.pipelines[path].correlator.snapshot()),
+                    pairing=self.pipelines[path].correlator.snapshot(),
                     record=_b64(self.pipelines[path].record),
                     record_number=self.pipelines[path].record_number,
                 )

@@ -45,11 +45,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Annotated, Any, Callable, Optional, Union
 
 import structlog
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ..config import AlertsConfig, ClientCertificateRule, HandshakeFailuresRule
 from ..records.events import Failure
@@ -82,6 +83,25 @@ MAX_AHEAD = 86400.0  # a failure timestamp further ahead of the wall clock does 
 
 # (alertname, org, env, target, key_alias, reason); reason is "" where it is not part of the key
 Ident = tuple[str, str, str, str, str, str]
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[StrictInt, Field(ge=0, le=1 << 62)]
+S = StrictStr
+
+
+class AlertsState(BaseModel):
+    """An ``AlertEngine`` in the state file; rows lead with the six ``ALERT_LABELS`` values."""
+
+    model_config = ConfigDict(extra="forbid")
+    written_at: Finite
+    log_now: Optional[Finite] = None
+    windows: list[tuple[S, S, S, S, S, S, list[tuple[Finite, S]]]] = []  # failures in the window
+    firing: list[tuple[S, S, S, S, S, S, S, S, Finite]] = []  # ..., severity, reason, last_seen
+    transitions: list[tuple[S, S, Count]] = []  # rule, state, count
+    unrecognised_seen: Count = 0
+    drift: list[tuple[Finite, Count]] = []  # age in seconds, lines
+
+
 CauseFor = Callable[[str, str, str, str], Optional[str]]
 OnFiring = Callable[[str, str, str, str], object]
 FailureRule = Union[ClientCertificateRule, HandshakeFailuresRule]
@@ -394,23 +414,23 @@ class AlertEngine:
             return sorted(self.transitions.items())
 
     # --- checkpoint -------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """The alert state as plain JSON types."""
+    def snapshot(self) -> AlertsState:
+        """The alert state, for the checkpoint."""
         with self._lock:
             now = self._clock()
-            return {
-                "written_at": self._wall(),
-                "log_now": self.log_now(),
-                "windows": [[*ident, [list(e) for e in w]] for ident, w in self._windows.items()],
-                "firing": [
-                    [*ident, a.severity, a.reason, a.last_seen] for ident, a in self.firing.items()
+            return AlertsState(
+                written_at=self._wall(),
+                log_now=self.log_now(),
+                windows=[(*ident, list(w)) for ident, w in self._windows.items()],
+                firing=[
+                    (*ident, a.severity, a.reason, a.last_seen) for ident, a in self.firing.items()
                 ],
-                "transitions": [[name, state, n] for (name, state), n in self.transitions.items()],
-                "unrecognised_seen": self._unrecognised_seen,
-                "drift": [[now - at, n] for at, n in self._drift],
-            }
+                transitions=[(name, state, n) for (name, state), n in self.transitions.items()],
+                unrecognised_seen=self._unrecognised_seen,
+                drift=[(now - at, n) for at, n in self._drift],
+            )
 
-    def restore(self, state: Optional[dict[str, Any]]) -> None:
+    def restore(self, state: Optional[AlertsState]) -> None:
         """Take back a ``snapshot``; the log's time moves on by the downtime. ``None`` (a state
         file without alert state, or none usable) starts clean from the current counters."""
         callbacks: list[Ident] = []
@@ -423,25 +443,24 @@ class AlertEngine:
             if state is None:
                 self._unrecognised_seen = sum(s.unrecognised for _, s in self._files())
                 return
-            downtime = max(0.0, self._wall() - float(state["written_at"]))
+            downtime = max(0.0, self._wall() - state.written_at)
             now = self._clock()
-            if state.get("log_now") is not None:
-                self._anchor = (float(state["log_now"]) + downtime, now)
-            for row in state.get("windows", []):
-                ident = _ident(row[:6])
+            if state.log_now is not None:
+                self._anchor = (state.log_now + downtime, now)
+            for *window_ident, entries in state.windows:
+                ident = _ident(window_ident)
                 rule = self._failure_rule(ident[0])
-                entries = ((float(ts), str(reason)) for ts, reason in row[6])
                 self._windows[ident] = collections.deque(entries, maxlen=rule.min_failures)
-            for row in state.get("firing", []):
-                ident = _ident(row[:6])
-                self.firing[ident] = Active(str(row[6]), str(row[7]), float(row[8]))
+            for *firing_ident, severity, reason, last_seen in state.firing:
+                ident = _ident(firing_ident)
+                self.firing[ident] = Active(severity, reason, last_seen)
                 if ident[0] in FAILURE_ALERTS:
                     callbacks.append(ident)
-            for name, state_name, n in state.get("transitions", []):
-                self.transitions[(str(name), str(state_name))] = int(n)
-            self._unrecognised_seen = int(state.get("unrecognised_seen", 0))
-            for age, n in state.get("drift", []):
-                self._drift.append((now - float(age) - downtime, int(n)))
+            for name, state_name, n in state.transitions:
+                self.transitions[(name, state_name)] = n
+            self._unrecognised_seen = state.unrecognised_seen
+            for age, n in state.drift:
+                self._drift.append((now - age - downtime, n))
         for ident in callbacks:
             self._call_on_firing(ident)
 

@@ -10,25 +10,20 @@ count corrupted by it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import tempfile
 from typing import Annotated, Any, Optional, Union
 
 import structlog
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from ..follow.logfile import kind_of
 from ..follow.saved import Base64, FollowerState
+from ..records.correlate import PairingState
 from ..records.stats import Count
+from .alerts import AlertsState
+from .counts import StoreState
 
 VERSION = 2
 
@@ -37,43 +32,6 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class PairingState(BaseModel):
-    """The correlator's own fields are checked by its ``restore``; the counts here."""
-
-    model_config = ConfigDict(extra="allow")
-    unpaired: Count = 0
-    orphans: Count = 0
-
-
-Row = list[Union[str, float]]
-
-
-def _rows(rows: list[Row], width: int, what: str, *, counts: bool) -> list[Row]:
-    for row in rows:
-        labels, value = row[:-1], row[-1] if row else None
-        if len(labels) != width or not all(isinstance(v, str) for v in labels):
-            raise ValueError(f"{what}: a row is not {width} labels and a value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{what}: a value is not a number")
-        if not math.isfinite(value) or (counts and value < 0):
-            raise ValueError(f"{what}: impossible value {value!r}")
-    return rows
-
-
-class StoreState(_Model):
-    counts: list[Row]
-    last: list[Row]
-    overflow: Count
-
-    @model_validator(mode="after")
-    def _rows_fit(self) -> StoreState:
-        from .counts import FAILURE_LABELS, LAST_LABELS
-
-        _rows(self.counts, len(FAILURE_LABELS), "counts", counts=True)
-        _rows(self.last, len(LAST_LABELS), "last", counts=False)
-        return self
 
 
 class LogState(_Model):
@@ -89,7 +47,7 @@ class State(_Model):
     version: StrictInt
     written_at: Annotated[Finite, Field(ge=0)]
     store: StoreState
-    alerts: Optional[dict[str, Any]] = None
+    alerts: Optional[AlertsState] = None
     logs: dict[str, LogState]
 
 

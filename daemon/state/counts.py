@@ -8,10 +8,14 @@ them into metric families at scrape time.
 
 from __future__ import annotations
 
+import math
 import threading
-from typing import Any, cast
+from typing import Union, cast
+
+from pydantic import BaseModel, ConfigDict, StrictStr, model_validator
 
 from ..records.events import Failure
+from ..records.stats import Count
 
 FAILURE_LABELS = ("org", "env", "api", "rev", "target", "reason", "key_alias")
 LAST_LABELS = ("org", "env", "target", "reason", "key_alias")
@@ -19,6 +23,35 @@ OVERFLOW = ("other",) * len(FAILURE_LABELS)
 # Where the last-failure gauge's labels are among the failure labels.
 _LAST_POSITIONS = tuple(FAILURE_LABELS.index(name) for name in LAST_LABELS)
 _N_LABELS = len(FAILURE_LABELS)
+
+Row = list[Union[StrictStr, float]]  # label values, then the value
+
+
+def _rows(rows: list[Row], width: int, what: str, *, counts: bool) -> list[Row]:
+    for row in rows:
+        labels, value = row[:-1], row[-1] if row else None
+        if len(labels) != width or not all(isinstance(v, str) for v in labels):
+            raise ValueError(f"{what}: a row is not {width} labels and a value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{what}: a value is not a number")
+        if not math.isfinite(value) or (counts and value < 0):
+            raise ValueError(f"{what}: impossible value {value!r}")
+    return rows
+
+
+class StoreState(BaseModel):
+    """A ``FailureStore`` in the state file: one row per label set."""
+
+    model_config = ConfigDict(extra="forbid")
+    counts: list[Row]
+    last: list[Row]
+    overflow: Count
+
+    @model_validator(mode="after")
+    def _rows_fit(self) -> StoreState:
+        _rows(self.counts, len(FAILURE_LABELS), "counts", counts=True)
+        _rows(self.last, len(LAST_LABELS), "last", counts=False)
+        return self
 
 
 def failure_labels(failure: Failure) -> tuple[str, ...]:
@@ -78,16 +111,16 @@ class FailureStore:
         with self._lock:
             return sum(self.counts.values())
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StoreState:
         with self._lock:
-            return {
-                "counts": [[*k, v] for k, v in self.counts.items()],
-                "last": [[*k, v] for k, v in self.last.items()],
-                "overflow": self.overflow,
-            }
+            return StoreState(
+                counts=[[*k, v] for k, v in self.counts.items()],
+                last=[[*k, v] for k, v in self.last.items()],
+                overflow=self.overflow,
+            )
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: StoreState) -> None:
         with self._lock:
-            self.counts = {tuple(map(str, row[:-1])): float(row[-1]) for row in state["counts"]}
-            self.last = {tuple(map(str, row[:-1])): float(row[-1]) for row in state["last"]}
-            self.overflow = int(state.get("overflow", 0))
+            self.counts = {tuple(map(str, row[:-1])): float(row[-1]) for row in state.counts}
+            self.last = {tuple(map(str, row[:-1])): float(row[-1]) for row in state.last}
+            self.overflow = state.overflow

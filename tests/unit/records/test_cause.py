@@ -8,14 +8,13 @@ wrapper, the same wrapper as the first cause, then the cause the JDK 8 sources t
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import timezone
 from pathlib import Path
 from typing import Optional
 
 import pytest
-from apigee_tls_exporter.records.correlate import Correlator
+from apigee_tls_exporter.records.correlate import Correlator, PairingState
 from apigee_tls_exporter.records.events import Failure
 from apigee_tls_exporter.records.parse import Parser
 from apigee_tls_exporter.records.pipeline import LogPipeline
@@ -277,7 +276,7 @@ def test_a_failure_waiting_for_its_cause_survives_a_checkpoint() -> None:
     first = Correlator(1000, None)
     pipeline = LogPipeline(stats, Parser(timezone.utc), first, [failures.append])
     pipeline.process(records.text([failure(), info()]).encode())
-    saved = json.loads(json.dumps(first.snapshot()))
+    saved = PairingState.model_validate_json(first.snapshot().model_dump_json())
     second = Correlator(1000, None)
     second.restore(saved)
     pipeline.correlator = second

@@ -6,13 +6,12 @@ Wall time is a fake clock: no test sleeps.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import timezone
 from typing import Optional
 
 import pytest
-from apigee_tls_exporter.records.correlate import Correlator
+from apigee_tls_exporter.records.correlate import Correlator, PairingState
 from apigee_tls_exporter.records.events import Event, Failure, HandshakeFailure
 from apigee_tls_exporter.records.lines import LineSplitter
 from apigee_tls_exporter.records.parse import Parser, candidate_lines, needs_record, record_above
@@ -23,6 +22,11 @@ from helpers.clock import FakeClock
 from helpers.records import context
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+
+def through_json(state: PairingState) -> PairingState:
+    """``state`` written to the state file and read back."""
+    return PairingState.model_validate_json(state.model_dump_json())
 
 
 def failed(thread: str, message_id: str, remote: str = "10.20.3.4:443") -> str:
@@ -335,13 +339,13 @@ def test_pending_failures_are_bounded_by_the_window() -> None:
 
 
 def test_snapshot_is_plain_json() -> None:
-    """The snapshot survives a JSON round trip unchanged."""
+    """The snapshot survives a JSON round trip (the state file's) unchanged."""
     correlator = make()
     pair([ssl_info("NIOThread@0", "m0", "k")], correlator)
     for number, event in events([failed("NIOThread@0", "m1")]):
         correlator.feed(event, number)
     snapshot = correlator.snapshot()
-    assert snapshot == json.loads(json.dumps(snapshot))
+    assert snapshot == PairingState.model_validate_json(snapshot.model_dump_json())
 
 
 def test_restored_pending_failure_pairs_with_its_ssl_info() -> None:
@@ -350,7 +354,7 @@ def test_restored_pending_failure_pairs_with_its_ssl_info() -> None:
     (n1, f), (n2, s) = events([failed("NIOThread@0", "m1"), ssl_info("NIOThread@0", "m1", "k1")])
     before.feed(f, n1)
     after = make()
-    after.restore(json.loads(json.dumps(before.snapshot())))
+    after.restore(through_json(before.snapshot()))
     expected = [("10.20.3.4:443", "k1")]
     assert expected == aliases(after.feed(s, n2))
 
@@ -580,7 +584,7 @@ def test_restored_exception_still_waits_and_its_repeat_is_not_counted() -> None:
     for number, event in events(lines):
         before.feed(event, number)
     after = make()
-    after.restore(json.loads(json.dumps(before.snapshot())))
+    after.restore(through_json(before.snapshot()))
     later = [traffic()] * 6 + exception("NIOThread@0", "m1")
     out: list[Failure] = []
     for number, event in events(later):

@@ -18,6 +18,7 @@ from apigee_tls_exporter.state.alerts import (
     HANDSHAKE_FAILURES,
     LOG_STALLED,
     AlertEngine,
+    AlertsState,
     known_series,
 )
 from helpers import records
@@ -227,7 +228,7 @@ def test_tracked_keys_are_bounded(clock: FakeClock) -> None:
         engine.record(failure(T0 + i, key_alias=alias))
     other = {"org": "other", "env": "other", "target": "other", "key_alias": "other"}
     assert firing_value(registry, **other) == 1.0
-    assert len(engine.snapshot()["windows"]) == 3
+    assert len(engine.snapshot().windows) == 3
 
 
 # --- hooks ---------------------------------------------------------------------------------------
@@ -427,7 +428,7 @@ def test_firing_alert_survives_a_restart(clock: FakeClock) -> None:
     engine, _ = make_engine(clock)
     for i in range(3):
         engine.record(failure(T0 + i))
-    state = engine.snapshot()
+    state = AlertsState.model_validate_json(engine.snapshot().model_dump_json())
     calls: list[tuple[str, ...]] = []
     later = FakeClock(clock() + 10)
     restored, registry = make_engine(later, on_firing=lambda *key: calls.append(key))
