@@ -292,7 +292,7 @@ class ProbeEndpoint:
         budget = scrape_budget(headers, self._max_timeout)
         now = self._clock()
         with self._lock:
-            self._results = {k: v for k, v in self._results.items() if now - v[0] < self._ttl}
+            self._forget_expired(now)
             hit = self._results.get(request)
             future = self._running.get(request)
             if hit is not None:
@@ -340,14 +340,18 @@ class ProbeEndpoint:
             log.debug("probe done", target=request.target, cause=diagnosis.cause)
         return outcome
 
+    def _forget_expired(self, now: float) -> None:
+        """Drop the results older than the cache period (under the lock)."""
+        self._results = {k: v for k, v in self._results.items() if now - v[0] < self._ttl}
+
     def predictions(self) -> list[tuple[ProbeRequest, str, bool, float]]:
         """The probes answered within the cache period, newest first: (request, the cause as
         ``/probe`` reports it, success, when it ran)."""
-        now = self._clock()
         with self._lock:
-            fresh = [(t, r, o) for r, (t, o) in self._results.items() if now - t < self._ttl]
+            self._forget_expired(self._clock())
+            fresh = sorted(self._results.items(), key=lambda item: -item[1][0])
         out = []
-        for _, request, outcome in sorted(fresh, key=lambda f: -f[0]):
+        for request, (_, outcome) in fresh:
             if outcome.diagnosis is None:
                 out.append((request, outcome.error or "unknown", False, outcome.checked_at))
                 continue
