@@ -31,6 +31,7 @@ from apigee_tls_exporter.web.status import (
 )
 from apigee_tls_exporter.web.webconfig import WebConfig
 from helpers import records
+from helpers.components import missing
 from prometheus_client import CollectorRegistry
 
 Start = Callable[..., MetricsServer]
@@ -264,7 +265,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Headless Chromium with a throw-away profile (no sandbox when running as root)."""
-    assert CHROMIUM is not None
+    if CHROMIUM is None:
+        missing("chromium", "apt-get install --no-install-recommends chromium")
     command = [
         CHROMIUM,
         "--headless",
@@ -297,10 +299,6 @@ def png_size_and_colours(path: Path) -> tuple[tuple[int, int], int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",  # in CI it must be there: .ci/run
-    reason="Debian package chromium not installed",
-)
 def test_chromium_shows_the_page(start_server: Start, tmp_path: Path) -> None:
     """Headless Chromium loads the page from the server: the DOM it builds holds the log path,
     the alert and its cause, the hostile target as text (no script element made of it); the
