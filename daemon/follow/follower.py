@@ -16,7 +16,9 @@ devices, inodes and modification times never decide what is read. A file's first
 the entries it may be (``Ledger.candidates``); it is taken for one only once all the bytes read of
 that entry are shown to be its first bytes (a CRC-32 over them, ``Entry.proven``), and, when it
 is not the entry's own file, only as a copy of it (``_is_its``): files that begin alike (a run of
-one character cut by a rotation, a long header, a copy) are never taken for one another. A
+one character cut by a rotation, a long header, a copy) are never taken for one another. A file
+shorter than an entry it begins like is a copy of it only when shown to be its start
+(``_tell_apart``: the last bytes read of an entry are kept for this). A
 ``.gz`` holds the same content as its plain original, so the two are one entry. An unknown
 rotated file can only hold lines written while nobody looked (the daemon was down, or the log
 rotated twice between two polls), and is read whole. ``docs/exactly-once.md`` argues the design.
@@ -71,7 +73,8 @@ themselves in ``tests/system/test_rotation.py``):
   entry is looked for at the path and among the rotated names (plain names first: a ``.gz`` may
   still be being written), and read on from its offset; then, as above, the rotated files with
   unread content, then the path. When no file holds it within ``copy_wait`` (a compressor may be
-  replacing it), the path is read from its start (kind ``recreate``); the entry stays in the
+  replacing it), the path is read from its start (kind ``recreate``), a held partial line ended
+  by its first bytes; the entry stays in the
   ledger, so its content is read on from its offset if it shows up later under another name.
 - **Forgetting.** An entry that no name shows any more is dropped after ``forget_after`` seconds.
 """
@@ -157,13 +160,11 @@ class Known:
 @dataclass
 class Said:
     """What was said once and is not said again: the read error of the current episode, the
-    entries whose ``.gz`` ended early, the files that begin like another content, and those
-    taken as a shorter copy."""
+    entries whose ``.gz`` ended early, and the files that begin like another content."""
 
     problem: Optional[str] = None
     incomplete: set[int] = field(default_factory=set)  # id() of entries
     alike: set[tuple[int, int]] = field(default_factory=set)  # dev, ino
-    taken_as_copy: set[tuple[int, int]] = field(default_factory=set)
 
 
 log = structlog.get_logger()
@@ -360,11 +361,12 @@ class Follower:
             if not self._wait_over([(p.name, p.size) for p in rotated]):
                 return False
             self._entry = None
-            self.splitter.reset()
             if self._next.truncated is not None:
                 log.warning("log truncated, no copy found: reading from its start", path=self.path)
+                self.splitter.reset()  # its end was lost with what the truncation took
                 self._next.kind = "truncate"
-            else:
+            else:  # the file is gone; no copy holds more than was read: its content ended
+                # there, and a held partial line is ended by the writer's next bytes
                 log.warning(
                     "checkpointed file not found, reading the current file from its start",
                     path=self.path,
@@ -477,8 +479,14 @@ class Follower:
             if entry is None and p.compressed and after is not None and self._starts_in(p, after):
                 continue  # the truncated file's own .gz: the same content, read from it next
             if entry is None:
-                if not any(self._same(p, q) for q in new):
+                twins = ((q, self._one_content(p, q)) for q in new)
+                twin, whole = next(((q, w) for q, w in twins if w is not None), (None, None))
+                if twin is None:
                     new.append(p)
+                    todo[(p.dev, p.ino)] = (p, None)
+                elif whole is p:  # it holds all of the content its twin holds part of
+                    new[new.index(twin)] = p
+                    del todo[(twin.dev, twin.ino)]
                     todo[(p.dev, p.ino)] = (p, None)
             elif (
                 entry is not self._entry
@@ -574,8 +582,7 @@ class Follower:
         if src is None or entry is None:
             return
         head = src.head() if entry.head_len < min(src.offset, HEAD_BYTES) else b""
-        crc = None if entry.crc is None else zlib.crc32(memoryview(self._buffer)[:size], entry.crc)
-        entry.mark(head, src.offset, crc, src.tail(), src.dev, src.ino)
+        entry.advance(memoryview(self._buffer)[:size], head, src.tail(), src.dev, src.ino)
         self.stats.offset = src.offset
 
     def _drain(self) -> Iterator[Segment]:
@@ -708,48 +715,82 @@ class Follower:
         return crc == theirs
 
     def _tell_apart(self, p: Look, alike: list[Entry], looks: list[Look]) -> Optional[bool]:
-        """``p`` begins like ``alike`` but holds none of them. False when it is another content
-        (at least as long as each, or shorter and its content not the start of a file that holds
-        the entry). True when it is a shorter copy of one: its whole content the start of a file
-        that holds the entry (a compressor still writing, logrotate's copytruncate race), or no
-        file is left that holds the entry to compare with (a ``.gz`` made before the writer's
-        last lines reached its original, which is gone): taken as its copy, as far as it goes,
-        and said. None while it cannot be told yet: a compressor still writing it, or not
-        readable now (waited for)."""
-        length = self._length(p)
-        if length is None:
+        """``p`` begins like ``alike`` but holds none of them. True when it is a shorter copy of
+        one: its whole content the start of that content, shown by the last bytes read of it
+        (``Entry.prefix_crc``: a compressor or copytruncate racing the writer leaves out only
+        the writer's last lines) or by a file that still holds it. A plain copy is only ever
+        made of a file that lives on (copytruncate's). False when it is another content. None
+        while it cannot be told yet: a compressor still writing it, or not readable now (waited
+        for)."""
+        content = self._content(p)
+        if content is None:
             return None
-        size, complete = length
+        crc, size, complete = content
         others = [q for q in looks if q.name != p.name]
-        gone = False
+        undecided = False
         for entry in (e for e in alike if size < e.offset):
-            holder = self._holder(entry, others)
-            if holder is None:
-                gone = True
+            if not p.compressed and not self._lives_on(entry, p):
                 continue
-            name = holder.name
-            holder.close()
+            known = entry.prefix_crc(size)
+            if known is not None and known != crc:
+                continue  # not the start of this content, nor will it be as it grows
+            holder = self._holder(entry, others)
+            name = holder.name if holder is not None else None
+            if holder is not None:
+                holder.close()
+            # p cannot change (so it is remembered as a copy once shown one) when it is a
+            # complete compressed file, or a plain copy whose original holds the content no
+            # more (copytruncate truncated it): a plain file that begins like a file still
+            # holding the content may be a copy on its way, or a new file still being written
+            final = complete if p.compressed else name is None
+            if known is not None:
+                return self._shorter_copy(p, entry, size, final)
+            if name is None:
+                undecided = undecided or (p.compressed and not complete)  # may grow into it
+                continue
             found = next((q for q in [self.files.here(), *others] if q and q.name == name), None)
             starts = self._starts(p, found) if found is not None else None
             if starts is None:
                 return None
             if starts:
-                return True
-        if not gone:
-            if any(size >= e.offset and self._is_its(p, e, looks) for e in alike):
-                return None  # a compressor finished it since it was looked at: look again
-            self._say_alike(p, size=size, alike=[(e.offset, e.ino) for e in alike])
-            return False
-        if p.compressed and not complete:
+                return self._shorter_copy(p, entry, size, final)
+        if undecided:
             return None
-        self._say_alike(p)
-        if (p.dev, p.ino) not in self._said.taken_as_copy:
-            self._said.taken_as_copy.add((p.dev, p.ino))
-            log.warning(
-                "rotated file shorter than a content it begins like, none left to compare: "
-                "taken as its copy",
-                name=p.name,
-            )
+        if any(size >= e.offset and self._is_its(p, e, looks) for e in alike):
+            return None  # a compressor finished it since it was looked at: look again
+        self._say_alike(p, size=size, alike=[(e.offset, e.ino) for e in alike])
+        return False
+
+    def _lives_on(self, entry: Entry, p: Look) -> bool:
+        """Whether ``entry``'s own file is still there under a name (a file held open after
+        its last name went does not count), and is not ``p``."""
+        own = (entry.dev, entry.ino)
+        return own != (p.dev, p.ino) and own in self.files.inodes()
+
+    def _shorter_copy(self, p: Look, entry: Entry, size: int, final: bool) -> bool:
+        """``p`` is shown to be the start of ``entry``'s content: nothing in it is new. When it
+        cannot change (``final``) it is recorded as a content passed over, so that it is known
+        without the entry's last bytes (kept only for the newest entries) or a file that holds
+        it."""
+        self._say_alike(p, size=size, copy_of=(entry.offset, entry.ino))
+        if not final:
+            return True
+        try:
+            src = open_source(p.name)
+        except OSError:
+            return True
+        try:
+            crc = read_prefix(src, size)
+            if crc is not None and not any(
+                e.offset == size and e.crc == crc for e in self._alike(p)
+            ):
+                copy = Entry(done=True)
+                copy.mark(src.head(), size, crc, src.tail(), src.dev, src.ino)
+                self.ledger.add(copy)
+        except DECODE_ERRORS:
+            pass
+        finally:
+            src.close()
         return True
 
     def _say_alike(self, p: Look, **context: object) -> None:
@@ -764,6 +805,22 @@ class Follower:
             ino=p.ino,
             **context,
         )
+
+    def _content(self, p: Look) -> Optional[tuple[int, int, bool]]:
+        """The CRC-32 of all of ``p``'s content now, its length, and whether it is complete (a
+        compressed file whose end was reached); None when it cannot be read."""
+        try:
+            src = open_source(p.name)
+        except OSError:
+            return None
+        try:
+            crc = read_prefix(src)
+            assert crc is not None  # to its end: never short
+            return crc, src.offset, src.complete
+        except DECODE_ERRORS:
+            return None
+        finally:
+            src.close()
 
     def _length(self, p: Look) -> Optional[tuple[int, bool]]:
         """The content length of ``p``'s file now, and whether it is complete (a compressed
@@ -781,21 +838,23 @@ class Follower:
         finally:
             src.close()
 
-    def _same(self, p: Look, q: Look) -> bool:
-        """Whether two files not read before hold one content: a compressed one and another
-        whose content starts the same (a ``.gz`` and its original, the compressor maybe still
-        writing). Two plain files are two contents: a plain copy is only ever made of a file
-        that is then truncated (copytruncate), and each is read."""
+    def _one_content(self, p: Look, q: Look) -> Optional[Look]:
+        """Of two files not read before that hold one content, the one that holds all of it
+        (the longer; the plain one when as long); None when they are two contents. One content:
+        a compressed file and another whose content starts the same (a ``.gz`` and its
+        original: the compressor may still be writing, or its copy lacks the writer's last
+        lines). Two plain files are two contents: a plain copy is only ever made of a file that
+        is then truncated (copytruncate), and each is read."""
         if p.head is None or q.head is None or not (p.compressed or q.compressed):
-            return False
+            return None
         n = min(len(p.head), len(q.head))
         if p.head[:n] != q.head[:n]:
-            return False
+            return None
         lp, lq = self._length(p), self._length(q)
         if lp is None or lq is None:
-            return False
-        short, long = (p, q) if lp[0] <= lq[0] else (q, p)
-        return self._starts(short, long) is True
+            return None
+        short, long = (p, q) if (lp[0], not p.compressed) <= (lq[0], not q.compressed) else (q, p)
+        return long if self._starts(short, long) is True else None
 
     # --- looking around -------------------------------------------------------------------
     def _wait_over(self, progress: object) -> bool:

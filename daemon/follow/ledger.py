@@ -3,7 +3,9 @@
 An ``Entry`` is one file's content: its head (a hash of its first bytes, up to ``HEAD_BYTES``;
 a file shorter than that is known by the prefix it had), how far it was read (``offset``), a
 CRC-32 of everything read (``crc``: the bytes ``[0, offset)``) and a hash of the bytes just before
-the offset, and whether nothing more can come of it (``done``). The head only finds candidates
+the offset, the last bytes read themselves (``recent``, up to ``RECENT_BYTES``, with the CRC-32 of
+what comes before them: what proves a shorter copy to be the start of the content), and whether
+nothing more can come of it (``done``). The head only finds candidates
 (``candidates``): many files may begin alike (a run of one character cut by a rotation, a fixed
 header, a copy). A file is taken for an entry only once all of its first ``offset`` bytes are
 shown to be the entry's (``proven``: the follower reads them and compares). Device and inode are
@@ -17,11 +19,17 @@ ledger stays as small as the set of rotated files.
 
 from __future__ import annotations
 
+import base64
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .logfile import HEAD_BYTES, TAIL_BYTES, Look, sha
-from .saved import MAX_ENTRIES, EntryState
+from .logfile import HEAD_BYTES, TAIL_BYTES, Buffer, Look, sha
+from .saved import MAX_ENTRIES, RECENT_BYTES, EntryState
+
+# The entries that keep their last bytes read (``recent``), the newest ones: a shorter copy is
+# made of a file just rotated (a compressor or copytruncate racing its writer), not of older ones.
+RECENT_KEPT = 4
 
 
 @dataclass(eq=False)
@@ -37,6 +45,8 @@ class Entry:
     dev: int = 0
     ino: int = 0
     done: bool = False  # read or passed over to its end, and it cannot grow (a complete .gz)
+    recent: bytes = b""  # the last bytes read, just before the offset (at most RECENT_BYTES)
+    recent_crc: Optional[int] = 0  # CRC-32 of the content before ``recent``
     missing_since: Optional[float] = field(default=None, compare=False)
 
     @property
@@ -59,8 +69,49 @@ class Entry:
             self.head_len, self.head_sha = len(head), sha(head)
         tail = tail[-TAIL_BYTES:]
         self.offset, self.crc = offset, crc
+        self.recent, self.recent_crc = b"", crc  # passed over, not read: nothing kept
         self.tail_len, self.tail_sha = len(tail), sha(tail)
         self.dev, self.ino = dev, ino
+
+    def advance(self, data: Buffer, head: bytes, tail: bytes, dev: int, ino: int) -> None:
+        """Record ``data`` as read, from the offset on: the CRC goes on over it, and the last
+        ``RECENT_BYTES`` read are kept (each byte goes through the CRC once, or twice for reads
+        shorter than what is kept)."""
+        crc, base, recent = self.crc, self.recent_crc, self.recent
+        offset = self.offset + len(data)
+        if crc is None or base is None:  # an entry from an older state file: no CRC
+            self.mark(head, offset, None, tail, dev, ino)
+            return
+        n = len(data)
+        if n >= RECENT_BYTES:
+            base = zlib.crc32(data[: n - RECENT_BYTES], crc)
+            recent = bytes(data[n - RECENT_BYTES :])
+            crc = zlib.crc32(recent, base)
+        else:
+            crc = zlib.crc32(data, crc)
+            drop = len(recent) + n - RECENT_BYTES
+            if drop > 0:
+                base = zlib.crc32(recent[:drop], base)
+                recent = recent[drop:]
+            recent += bytes(data)
+        self.mark(head, offset, crc, tail, dev, ino)
+        self.recent, self.recent_crc = recent, base
+
+    def forget_recent(self) -> None:
+        self.recent, self.recent_crc = b"", self.crc
+
+    def begins_with(self, data: bytes) -> bool:
+        """Whether the content begins with all of ``data``, as far as the last bytes read tell
+        (False when ``data`` ends before them)."""
+        return self.prefix_crc(len(data)) == zlib.crc32(data)
+
+    def prefix_crc(self, n: int) -> Optional[int]:
+        """The CRC-32 of the content's first ``n`` bytes, when ``n`` falls within the last bytes
+        read (kept); else None."""
+        start = self.offset - len(self.recent)
+        if self.recent_crc is None or not start <= n <= self.offset:
+            return None
+        return zlib.crc32(self.recent[: n - start], self.recent_crc)
 
     def tail_is(self, tail: bytes) -> bool:
         """Whether ``tail`` are the bytes just before the offset (none at offset 0)."""
@@ -83,11 +134,15 @@ class Entry:
             dev=self.dev,
             ino=self.ino,
             done=self.done,
+            recent=base64.b64encode(zlib.compress(self.recent, 1)).decode() if self.recent else "",
+            recent_crc=self.recent_crc,
         )
 
     @classmethod
     def from_saved(cls, state: EntryState) -> Entry:
-        return cls(**state.model_dump())
+        fields = state.model_dump()
+        fields["recent"] = state.recent_bytes()
+        return cls(**fields)
 
 
 class Ledger:
@@ -100,14 +155,21 @@ class Ledger:
 
     def candidates(self, head: bytes) -> list[Entry]:
         """The entries a content that begins with ``head`` may be, the longest read first: the
-        head never proves which (``Entry.proven`` does)."""
-        found = [e for e in self.entries if e.matches(head)]
+        head never proves which (``Entry.proven`` does). A file shorter than an entry's head is
+        a candidate when all of it is the entry's start (a shorter copy of a short content)."""
+        found = [
+            e
+            for e in self.entries
+            if e.matches(head) or (len(head) < e.head_len and e.begins_with(head))
+        ]
         return sorted(found, key=lambda e: -e.offset)
 
     def add(self, entry: Entry) -> Entry:
         self.entries.append(entry)
         if len(self.entries) > MAX_ENTRIES:
             del self.entries[0]
+        for older in self.entries[:-RECENT_KEPT]:
+            older.forget_recent()
         return entry
 
     def prune(self, looks: list[Look], keep: Optional[Entry]) -> None:

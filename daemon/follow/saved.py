@@ -5,6 +5,8 @@ never a crash)."""
 
 from __future__ import annotations
 
+import base64
+import zlib
 from typing import Annotated, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
@@ -13,6 +15,7 @@ from ..records.stats import Count, StatsState
 from .logfile import HEAD_BYTES, TAIL_BYTES
 
 MAX_ENTRIES = 1000
+RECENT_BYTES = 1 << 16  # the last bytes read of an entry kept (``ledger.Entry.recent``)
 
 Offset = Annotated[StrictInt, Field(ge=0, le=1 << 53)]
 Sha = Annotated[str, Field(pattern=r"^([0-9a-f]{64})?$")]
@@ -32,12 +35,30 @@ class EntryState(BaseModel):
     dev: Count
     ino: Count
     done: StrictBool
+    # the last bytes read, zlib-compressed (none in an older file), and the CRC-32 before them
+    recent: Base64 = ""
+    recent_crc: Optional[Annotated[StrictInt, Field(ge=0, le=0xFFFFFFFF)]] = None
 
     @model_validator(mode="after")
     def _tail_within(self) -> EntryState:
         if self.tail_len > self.offset:
             raise ValueError("tail_len is past the offset")
+        if len(self.recent_bytes()) > min(self.offset, RECENT_BYTES):
+            raise ValueError("recent is longer than what was read")
         return self
+
+    def recent_bytes(self) -> bytes:
+        """``recent`` decoded; ValueError when it is not what ``Entry.saved`` writes."""
+        if not self.recent:
+            return b""
+        try:
+            d = zlib.decompressobj()
+            data = d.decompress(base64.b64decode(self.recent), RECENT_BYTES + 1)
+        except (zlib.error, ValueError) as err:
+            raise ValueError(f"recent is not readable: {err}") from None
+        if not d.eof:
+            raise ValueError("recent is not readable: cut short or too long")
+        return data
 
 
 class FollowerState(BaseModel):

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from apigee_tls_exporter.follow.follower import Follower
 from apigee_tls_exporter.follow.saved import FollowerState
@@ -52,9 +52,19 @@ STACK = b"".join(
 )
 RUN_CHARS = b"xyzw"
 
-# The styles of rotation: logrotate create (+compress, +dateext, olddir), copytruncate, and
-# logback's fixed window and its temporary name with a background compressor.
-STYLES = ("create", "compress", "dateext", "olddir", "copytruncate", "logback", "logback-tmp")
+# The styles of rotation: logrotate create (+compress, +dateext, olddir), copytruncate, logrotate
+# compress racing the writer, and logback's fixed window and its temporary name with a background
+# compressor.
+STYLES = (
+    "create",
+    "compress",
+    "compress-race",
+    "dateext",
+    "olddir",
+    "copytruncate",
+    "logback",
+    "logback-tmp",
+)
 
 
 class FakeClock:
@@ -67,13 +77,17 @@ class FakeClock:
 
 class Compressor:
     """gzip of ``plain`` into ``out`` a step at a time (logrotate's compress, logback's
-    background gzip); the plain file is removed when it is done."""
+    background gzip); the plain file is removed when it is done. ``before_remove``, when given,
+    runs first and says whether the original may be removed now."""
 
-    def __init__(self, plain: Path, out: Path) -> None:
+    def __init__(
+        self, plain: Path, out: Path, before_remove: Optional[Callable[[], bool]] = None
+    ) -> None:
         self.plain, self.out = plain, out
         self.data = gzip.compress(plain.read_bytes())
         self.at = 0
         self.mtime = plain.stat().st_mtime
+        self.before_remove = before_remove
         out.write_bytes(b"")
 
     def step(self, n: int) -> bool:
@@ -83,6 +97,8 @@ class Compressor:
             f.write(self.data[: self.at])
         os.utime(self.out, (self.mtime, self.mtime))
         if self.at < len(self.data):
+            return False
+        if self.before_remove is not None and not self.before_remove():
             return False
         self.plain.unlink()
         return True
@@ -188,18 +204,43 @@ class FollowerModel(RuleBasedStateMachine):
             if names[i].exists():
                 os.rename(names[i], names[i + 1])
 
+    def _can_finish(self) -> bool:
+        """Whether the compressor can finish now: a racing one only with a follower running."""
+        c = self.compressor
+        return c is None or c.before_remove is None or self.follower is not None
+
+    def _race_lost(self) -> bool:
+        """Before a racing compressor removes the original: the writer has reopened (logrotate's
+        postrotate; as ever, once its file holds a chunk's number), and the follower, running,
+        has read and checkpointed the writer's last lines from the original (else they are lost
+        on disk: logrotate's loss, not the follower's)."""
+        if self.follower is None:
+            return False
+        assert self.compressor is not None
+        if os.fstat(self.fd).st_ino == os.stat(self.compressor.plain).st_ino:
+            while not self._whole():  # it leaves the file once it holds a chunk's number
+                if not self.pending:
+                    self.generate("tiny", 1)
+                self._write(len(self.pending))
+            self._reopen()
+        self._drain(checkpoint_every=False, finish=False)
+        self.checkpoint()  # the daemon checkpoints each second: a held partial line too
+        return True
+
     def _finish_compressor(self) -> None:
         if self.compressor is not None:
             while not self.compressor.step(1 << 20):
                 pass
             self.compressor = None
 
-    @precondition(lambda self: self._log_exists() and self._whole())
+    @precondition(lambda self: self._log_exists() and self._whole() and self._can_finish())
     @rule(style=st.sampled_from(STYLES))
     def rotate(self, style: str) -> None:
         """Rotate the log in ``style``. logrotate's ``create`` leaves the writer on the renamed
         file until ``reopen``; the compressing styles reopen first (postrotate runs before
-        compression) and start a compressor that writes in steps."""
+        compression) and start a compressor that writes in steps; ``compress-race`` compresses
+        what the renamed file holds at once while the writer goes on writing to it until it
+        reopens: the ``.gz`` lacks the writer's last lines, which the follower read."""
         self._finish_compressor()  # one rotation at a time, as logrotate and logback do
         self.numbers[style] += 1
         count = self.numbers[style]
@@ -225,6 +266,12 @@ class FollowerModel(RuleBasedStateMachine):
             log.write_bytes(b"")
             self._reopen()
             self.compressor = Compressor(Path(f"{log}.200"), Path(f"{log}.200.gz"))
+        elif style == "compress-race":
+            self._shift([Path(f"{log}.{i}.gz") for i in range(300, 300 + count)])
+            os.rename(log, f"{log}.300")
+            log.write_bytes(b"")
+            plain = Path(f"{log}.300")
+            self.compressor = Compressor(plain, Path(f"{plain}.gz"), self._race_lost)
         elif style == "dateext":
             os.rename(log, f"{log}-2026120{count}")
             log.write_bytes(b"")
@@ -355,11 +402,12 @@ class FollowerModel(RuleBasedStateMachine):
             f"written {bytes(self.written[differ - 20 : differ + 40])!r}"
         )
 
-    def _drain(self, *, checkpoint_every: bool) -> None:
+    def _drain(self, *, checkpoint_every: bool, finish: bool = True) -> None:
         """Poll until caught up, time passing by ``copy_wait`` at each poll: a compressor
         finishes first (one stalled longer than ``copy_wait`` is read as far as it goes, out of
         order: the documented bound, not a loss the model looks for)."""
-        self._finish_compressor()
+        if finish:
+            self._finish_compressor()
         for _ in range(8):
             self.clock.now += COPY_WAIT + 0.1
             before = len(self.handed)
@@ -371,9 +419,9 @@ class FollowerModel(RuleBasedStateMachine):
     def _final_drain(self) -> None:
         """The end: compressors finish, the follower runs, and reads everything to the last
         newline written."""
-        self._finish_compressor()
         if self.follower is None:
             self.restart()
+        self._finish_compressor()
         for _ in range(4):
             self._drain(checkpoint_every=True)
         expected = bytes(self.written[: self.written.rfind(b"\n") + 1])

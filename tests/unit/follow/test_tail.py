@@ -1412,15 +1412,15 @@ def test_a_gz_completed_between_the_proof_and_its_length_is_its_entrys_copy(
     whole = gzip.compress(rotated.read_bytes())
     gz = log.with_name("system.1.log.gz")
     gz.write_bytes(whole[: len(whole) // 2])
-    length = follower._length
+    content = follower._content
 
     def compressor_finishes_first(p: Any) -> Any:
         if gz.read_bytes() != whole:
             gz.write_bytes(whole)
             rotated.unlink()
-        return length(p)
+        return content(p)
 
-    monkeypatch.setattr(follower, "_length", compressor_finishes_first)
+    monkeypatch.setattr(follower, "_content", compressor_finishes_first)
     got = read(follower) + read(follower) + read(follower)
     assert got == lines("b", 2)
 
@@ -1447,3 +1447,253 @@ def test_a_gz_being_written_of_the_renamed_file_still_growing_is_not_new_content
     rotated.unlink()
     got += read(follower) + read(follower)
     assert got == lines("a", 500, 3000) + lines("b", 2)
+
+
+# --- a rotated file shorter than a content it begins like: a copy only when proven -----------
+
+
+def poll_through_waits(follower: Follower, clock: FakeClock, polls: int = 4) -> bytes:
+    """Polls with ``copy_wait`` passing between them: every wait the follower starts ends."""
+    got = b""
+    for _ in range(polls):
+        got += read(follower)
+        clock.now += 3
+    return got
+
+
+def test_restart_a_file_truncated_and_written_shorter_with_the_same_start_is_read_whole(
+    log: Path,
+) -> None:
+    """While the daemon is down, the file it was reading is truncated, written again with fewer
+    bytes that begin with the same run (a new content), and rotated. It is the entry's own
+    inode, shorter than the entry and not its start: new content, read whole (it was taken for
+    a shorter copy of the content read, and lost)."""
+    log.write_bytes(RUN * 2000 + b" end\n")
+    first = make(log)
+    assert read(first) == RUN * 2000 + b" end\n"
+    state = checkpoint(first)
+    first.close()
+    os.truncate(log, 0)
+    append(log, RUN * 1500 + b"\n")
+    os.rename(log, f"{log}.1")
+    log.write_bytes(b"")
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    assert poll_through_waits(second, clock) == RUN * 1500 + b"\n"
+
+
+def test_a_copy_of_what_a_truncated_file_holds_since_is_read(log: Path) -> None:
+    """The file read is truncated (the follower waits for a copy), written again with fewer
+    bytes beginning with the same run, then copytruncated: the copy is the truncated file's new
+    content, not a shorter copy of the content read; it is read, then the file from its start."""
+    log.write_bytes(RUN * 2000 + b" end\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == RUN * 2000 + b" end\n"
+    os.truncate(log, 0)
+    assert read(follower) == b""  # the copy is waited for
+    append(log, RUN * 1500 + b"\n")
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    append(log, b"next\n")
+    assert poll_through_waits(follower, clock) == RUN * 1500 + b"\nnext\n"
+
+
+def rename_for_compress(log: Path) -> tuple[Path, bytes]:
+    """logrotate ``compress`` without ``delaycompress``, racing the writer: the file is renamed
+    and the compressor takes its copy; the writer then adds its last lines to the renamed file
+    before it reopens. The renamed file, and the compressed bytes that lack those lines."""
+    rotated = Path(f"{log}.1")
+    os.rename(log, rotated)
+    return rotated, gzip.compress(rotated.read_bytes())
+
+
+def compressor_done(rotated: Path, copy: bytes) -> Path:
+    """The compressor writes its ``.gz`` and removes the original; the writer has reopened."""
+    gz = Path(f"{rotated}.gz")
+    gz.write_bytes(copy)
+    rotated.unlink()
+    return gz
+
+
+def test_a_gz_that_lacks_the_writers_last_lines_read_from_the_original_is_not_read_again(
+    log: Path,
+) -> None:
+    """The compressor's race, the follower having read the writer's last lines from the renamed
+    original, now gone: the ``.gz`` is shown to be the start of the content read (the last
+    bytes read are kept for this), so it is not read again."""
+    log.write_bytes(lines("a", 300))
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == lines("a", 300)
+    rotated, copy = rename_for_compress(log)
+    append(rotated, lines("a", 50, 300))
+    assert read(follower) == lines("a", 50, 300)  # from the renamed file, held open
+    log.write_bytes(lines("b", 2))
+    compressor_done(rotated, copy)
+    assert poll_through_waits(follower, clock) == lines("b", 2)
+
+
+@pytest.mark.parametrize("rotations_after", [0, 6])
+def test_restart_a_gz_that_lacks_the_last_lines_read_is_not_read_again(
+    log: Path, rotations_after: int
+) -> None:
+    """The same race finished while the daemon is down: the checkpoint keeps the last bytes
+    read, so the restarted follower proves the shorter ``.gz`` a copy; once proven it is
+    recorded as read, also after more rotations (when those bytes are no longer kept) and
+    another restart."""
+    log.write_bytes(lines("a", 300))
+    first = make(log)
+    assert read(first) == lines("a", 300)
+    rotated, copy = rename_for_compress(log)
+    append(rotated, lines("a", 50, 300))
+    assert read(first) == lines("a", 50, 300)
+    state = checkpoint(first)
+    first.close()
+    log.write_bytes(lines("b", 2))
+    gz = compressor_done(rotated, copy)
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    got = poll_through_waits(second, clock)
+    for i in range(rotations_after):
+        os.rename(log, f"{log}.r{i}")
+        log.write_bytes(lines(f"c{i}", 1))
+        got += poll_through_waits(second, clock)
+    state = checkpoint(second)
+    second.close()
+    third = make(log, clock=clock)
+    third.restore(state)
+    got += poll_through_waits(third, clock)
+    want = lines("b", 2) + b"".join(lines(f"c{i}", 1) for i in range(rotations_after))
+    assert got == want
+    assert gz.exists()
+
+
+def test_a_copytruncate_copy_that_lacks_the_last_lines_read_is_not_read_again(log: Path) -> None:
+    """logrotate's copytruncate race: lines written between its copy and its truncation were
+    read by the follower from the file itself; the copy, shorter, is the start of what was read
+    (proven, not guessed) and is not read again, also renamed by later rotations and after a
+    restart."""
+    log.write_bytes(RUN * 2000 + b"\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == RUN * 2000 + b"\n"
+    append(log, lines("a", 300))
+    Path(f"{log}.100").write_bytes(log.read_bytes())  # the copy, then the writer goes on
+    append(log, lines("a", 5, 300))
+    assert read(follower) == lines("a", 305)
+    os.truncate(log, 0)
+    append(log, lines("b", 1))
+    got = poll_through_waits(follower, clock)
+    for i in range(6):  # more rotations, the copy renamed each time (its last bytes forgotten)
+        os.rename(f"{log}.{100 + i}", f"{log}.{101 + i}")
+        os.rename(log, f"{log}.r{i}")
+        log.write_bytes(lines(f"c{i}", 1))
+        got += poll_through_waits(follower, clock)
+    again = make(log, clock=clock)
+    again.restore(checkpoint(follower))
+    got += poll_through_waits(again, clock)
+    assert got == lines("b", 1) + b"".join(lines(f"c{i}", 1) for i in range(6))
+
+
+def test_a_short_contents_gz_that_lacks_the_last_bytes_read_is_not_read_again(log: Path) -> None:
+    """The same race on a content shorter than the head (1 KiB): the ``.gz``, shorter still,
+    begins with less than the content's head; it is found as a candidate by the last bytes
+    read, proven the content's start, and not read again."""
+    log.write_bytes(b"#1:line 0\nline 1\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == b"#1:line 0\nline 1\n"
+    rotated, copy = rename_for_compress(log)
+    append(rotated, b" #2: end\n")
+    assert read(follower) == b" #2: end\n"
+    log.write_bytes(lines("b", 2))
+    compressor_done(rotated, copy)
+    assert poll_through_waits(follower, clock) == lines("b", 2)
+
+
+def test_a_gz_and_its_longer_original_never_read_the_original_is_read(log: Path) -> None:
+    """While the daemon is down the log rotates with the compressor's race: the ``.gz`` lacks
+    the writer's last lines, which only the plain original (still there, and newer) holds. The
+    two are one content, read once, from the one that holds all of it."""
+    first = make(log)
+    assert read(first) == b""
+    state = checkpoint(first)
+    first.close()
+    log.write_bytes(lines("a", 30))
+    set_mtime(log, 1_000_000)
+    rotated, copy = rename_for_compress(log)
+    Path(f"{rotated}.gz").write_bytes(copy)
+    set_mtime(Path(f"{rotated}.gz"), 1_000_000)
+    append(rotated, lines("a", 5, 30))
+    set_mtime(rotated, 1_000_001)
+    log.write_bytes(lines("b", 2))
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    assert poll_through_waits(second, clock) == lines("a", 35) + lines("b", 2)
+
+
+def test_restart_a_held_partial_line_is_ended_in_the_next_file_when_its_file_is_gone(
+    log: Path,
+) -> None:
+    """The content read ends in a cut line (held, checkpointed); while the daemon is down its
+    file is compressed without that cut line (the race) and removed, and the writer ends the
+    line in the new file. No file holds more of the content than was read: the held part is
+    kept and ended there (it was dropped: a line lost)."""
+    log.write_bytes(lines("a", 3))
+    first = make(log)
+    assert read(first) == lines("a", 3)
+    rotated, copy = rename_for_compress(log)
+    append(rotated, b"cut at the ")
+    assert read(first) == b""
+    state = checkpoint(first)
+    first.close()
+    compressor_done(rotated, copy)
+    log.write_bytes(b"first rotation\n" + lines("b", 1))
+    clock = FakeClock()
+    second = make(log, clock=clock)
+    second.restore(state)
+    assert poll_through_waits(second, clock) == b"cut at the first rotation\n" + lines("b", 1)
+
+
+def test_a_plain_file_that_is_the_start_of_a_content_whose_file_is_gone_is_read(
+    log: Path,
+) -> None:
+    """The content read was compressed and its file removed; the next file, rotated before its
+    writer ended its line, holds only the start of the same run: all of it is the start of the
+    content read, but a plain copy is only made of a file that lives on (copytruncate), so it is
+    new content, read (it was taken for a shorter copy, and lost)."""
+    log.write_bytes(RUN * 2000 + b"\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == RUN * 2000 + b"\n"
+    rotate(log, compress=True)
+    log.write_bytes(RUN * 500)
+    os.rename(log, f"{log}.2")
+    log.write_bytes(b"\n" + lines("c", 1))
+    assert poll_through_waits(follower, clock) == RUN * 500 + b"\n" + lines("c", 1)
+
+
+def test_a_rotated_file_still_written_that_is_the_start_of_a_content_read_is_read_once_whole(
+    log: Path,
+) -> None:
+    """A rotated file its writer has not left yet holds only the start of the run the content
+    read begins with, and that content's own file still holds it: it may be a copy on its way,
+    so nothing is read of it yet, and nothing is remembered of it. Written on, it is another
+    content, read whole (it was remembered as read: all of it lost)."""
+    log.write_bytes(RUN * 2000 + b"\n")
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == RUN * 2000 + b"\n"
+    rotate(log, compress=False)
+    log.write_bytes(RUN * 500)
+    rotate(log, compress=False)  # the writer goes on in .1 until it reopens
+    log.write_bytes(b"")
+    got = poll_through_waits(follower, clock)
+    append(Path(f"{log}.1"), RUN * 100 + b"\n" + lines("b", 1))
+    append(log, lines("c", 1))
+    got += poll_through_waits(follower, clock)
+    assert got == RUN * 600 + b"\n" + lines("b", 1) + lines("c", 1)

@@ -6,9 +6,11 @@ written with ``LogGenerator``, whose truth is exact.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
@@ -274,6 +276,12 @@ def _saved_state(tmp_path: Path) -> tuple[Path, dict[str, Any], Counter[TruthKey
         (("follower", "stats", "lines"), -5),
         (("follower", "stats", "bytes_read"), "12"),
         (("follower", "partial"), "not base64!"),
+        (("follower", "ledger", 0, "recent"), base64.b64encode(b"not zlib").decode()),
+        (
+            ("follower", "ledger", 0, "recent"),
+            base64.b64encode(zlib.compress(b"x" * 70000)).decode(),
+        ),
+        (("follower", "ledger", 0, "recent_crc"), -1),
         (("store", "counts", 0, -1), float("nan")),
         (("store", "counts", 0, -1), -5),
         (("store", "counts", 0, -1), float("inf")),
