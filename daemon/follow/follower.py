@@ -153,7 +153,7 @@ class Known:
     """What looking at files taught, kept so that they are not looked at again: whether a file
     (in a given state) holds an entry, and the compressed files waited for once, in vain."""
 
-    proofs: dict[tuple[int, ...], bool] = field(default_factory=dict)
+    proofs: dict[tuple[object, ...], bool] = field(default_factory=dict)
     undecodable: set[tuple[int, int, int]] = field(default_factory=set)  # dev, ino, size
 
 
@@ -622,7 +622,7 @@ class Follower:
             return None
         try:
             st = os.fstat(src.fd)
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, id(entry), entry.offset)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, *entry.fingerprint())
             known = self._known.proofs.get(key)
             if known is None:
                 crc = read_prefix(src, entry.offset)

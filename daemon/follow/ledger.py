@@ -113,6 +113,11 @@ class Entry:
             return None
         return zlib.crc32(self.recent[: n - start], self.recent_crc)
 
+    def fingerprint(self) -> tuple[object, ...]:
+        """What a proof of this entry depends on (not the entry object: one that is gone may
+        leave its ``id`` to another)."""
+        return (self.head_len, self.head_sha, self.offset, self.crc, self.tail_len, self.tail_sha)
+
     def tail_is(self, tail: bytes) -> bool:
         """Whether ``tail`` are the bytes just before the offset (none at offset 0)."""
         return len(tail) == self.tail_len and (not tail or sha(tail) == self.tail_sha)

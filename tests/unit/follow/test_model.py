@@ -89,6 +89,7 @@ class Compressor:
         self.mtime = plain.stat().st_mtime
         self.before_remove = before_remove
         out.write_bytes(b"")
+        os.utime(out, (self.mtime, self.mtime))
 
     def step(self, n: int) -> bool:
         """Write ``n`` more compressed bytes; True once done (the original removed)."""
@@ -139,7 +140,11 @@ class FollowerModel(RuleBasedStateMachine):
     # --- the writer ---------------------------------------------------------------------------
     def _open_writer(self) -> int:
         self.current = bytearray()  # written to the file the writer has open
-        return os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if os.fstat(fd).st_size == 0:  # maybe created now: the model's time, not the wall's
+            self.time += 1
+            os.utime(fd, (self.time, self.time))
+        return fd
 
     @rule(
         kind=st.sampled_from(["lines", "run", "stack", "partial", "tiny"]),
@@ -177,6 +182,20 @@ class FollowerModel(RuleBasedStateMachine):
     def _touch_writer(self) -> None:
         self.time += 1
         os.utime(self.fd, (self.time, self.time))
+
+    def _stamp(self, path: Path) -> None:
+        """A file changed now: its modification time is the model's clock, as every other
+        file's (a wall-clock time would make it newer than all of them, whatever the order)."""
+        self.time += 1
+        os.utime(path, (self.time, self.time))
+
+    def _create(self, path: Path) -> None:
+        path.write_bytes(b"")
+        self._stamp(path)
+
+    def _truncate(self, path: Path) -> None:
+        os.truncate(path, 0)
+        self._stamp(path)
 
     def _reopen(self) -> None:
         os.close(self.fd)
@@ -248,33 +267,33 @@ class FollowerModel(RuleBasedStateMachine):
         if style == "create":
             self._shift([Path(f"{log}.{i}") for i in range(1, count + 1)])
             os.rename(log, f"{log}.1")
-            log.write_bytes(b"")
+            self._create(log)
         elif style == "olddir":
             self._shift([d / "old" / f"system.log.{i}" for i in range(1, count + 1)])
             os.rename(log, d / "old" / "system.log.1")
-            log.write_bytes(b"")
+            self._create(log)
         elif style == "copytruncate":
             if self.follower is not None:  # it has looked (it polls every 50 ms): a file copied
                 self.poll(stop_after=None, save_at=None)  # and emptied before any look is lost
             self._shift([Path(f"{log}.{i}") for i in range(100, 100 + count)])
             shutil.copy2(log, f"{log}.100")
-            os.truncate(log, 0)
+            self._truncate(log)
             self._emptied()
         elif style == "compress":
             self._shift([Path(f"{log}.{i}.gz") for i in range(200, 200 + count)])
             os.rename(log, f"{log}.200")
-            log.write_bytes(b"")
+            self._create(log)
             self._reopen()
             self.compressor = Compressor(Path(f"{log}.200"), Path(f"{log}.200.gz"))
         elif style == "compress-race":
             self._shift([Path(f"{log}.{i}.gz") for i in range(300, 300 + count)])
             os.rename(log, f"{log}.300")
-            log.write_bytes(b"")
+            self._create(log)
             plain = Path(f"{log}.300")
             self.compressor = Compressor(plain, Path(f"{plain}.gz"), self._race_lost)
         elif style == "dateext":
             os.rename(log, f"{log}-2026120{count}")
-            log.write_bytes(b"")
+            self._create(log)
             self._reopen()
             plain = Path(f"{log}-2026120{count}")
             self.compressor = Compressor(plain, Path(f"{plain}.gz"))
@@ -317,7 +336,7 @@ class FollowerModel(RuleBasedStateMachine):
         self._write(len(end))
         self._drain(checkpoint_every=False)
         self.checkpoint()
-        os.truncate(self.log, 0)
+        self._truncate(self.log)
         self._emptied()
         self.poll(stop_after=None, save_at=None)
 
