@@ -74,8 +74,8 @@ themselves in ``tests/system/test_rotation.py``):
   still be being written), and read on from its offset; then, as above, the rotated files with
   unread content, then the path. When no file holds it within ``copy_wait`` (a compressor may be
   replacing it), the path is read from its start (kind ``recreate``), a held partial line ended
-  by its first bytes; the entry stays in the
-  ledger, so its content is read on from its offset if it shows up later under another name.
+  by the next bytes read; the entry stays in the ledger, so its content is read on from its
+  offset if it shows up later under another name.
 - **Forgetting.** An entry that no name shows any more is dropped after ``forget_after`` seconds.
 """
 
