@@ -1452,6 +1452,15 @@ def test_a_gz_being_written_of_the_renamed_file_still_growing_is_not_new_content
 # --- a rotated file shorter than a content it begins like: a copy only when proven -----------
 
 
+def following(log: Path, content: bytes) -> tuple[Follower, FakeClock]:
+    """A follower, with its own clock, that has read ``content`` written to the log."""
+    log.write_bytes(content)
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == content
+    return follower, clock
+
+
 def poll_through_waits(follower: Follower, clock: FakeClock, polls: int = 4) -> bytes:
     """Polls with ``copy_wait`` passing between them: every wait the follower starts ends."""
     got = b""
@@ -1487,10 +1496,7 @@ def test_a_copy_of_what_a_truncated_file_holds_since_is_read(log: Path) -> None:
     """The file read is truncated (the follower waits for a copy), written again with fewer
     bytes beginning with the same run, then copytruncated: the copy is the truncated file's new
     content, not a shorter copy of the content read; it is read, then the file from its start."""
-    log.write_bytes(RUN * 2000 + b" end\n")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == RUN * 2000 + b" end\n"
+    follower, clock = following(log, RUN * 2000 + b" end\n")
     os.truncate(log, 0)
     assert read(follower) == b""  # the copy is waited for
     append(log, RUN * 1500 + b"\n")
@@ -1523,10 +1529,7 @@ def test_a_gz_that_lacks_the_writers_last_lines_read_from_the_original_is_not_re
     """The compressor's race, the follower having read the writer's last lines from the renamed
     original, now gone: the ``.gz`` is shown to be the start of the content read (the last
     bytes read are kept for this), so it is not read again."""
-    log.write_bytes(lines("a", 300))
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == lines("a", 300)
+    follower, clock = following(log, lines("a", 300))
     rotated, copy = rename_for_compress(log)
     append(rotated, lines("a", 50, 300))
     assert read(follower) == lines("a", 50, 300)  # from the renamed file, held open
@@ -1576,10 +1579,7 @@ def test_a_copytruncate_copy_that_lacks_the_last_lines_read_is_not_read_again(lo
     read by the follower from the file itself; the copy, shorter, is the start of what was read
     (proven, not guessed) and is not read again, also renamed by later rotations and after a
     restart."""
-    log.write_bytes(RUN * 2000 + b"\n")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == RUN * 2000 + b"\n"
+    follower, clock = following(log, RUN * 2000 + b"\n")
     append(log, lines("a", 300))
     Path(f"{log}.100").write_bytes(log.read_bytes())  # the copy, then the writer goes on
     append(log, lines("a", 5, 300))
@@ -1602,10 +1602,7 @@ def test_a_short_contents_gz_that_lacks_the_last_bytes_read_is_not_read_again(lo
     """The same race on a content shorter than the head (1 KiB): the ``.gz``, shorter still,
     begins with less than the content's head; it is found as a candidate by the last bytes
     read, proven the content's start, and not read again."""
-    log.write_bytes(b"#1:line 0\nline 1\n")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == b"#1:line 0\nline 1\n"
+    follower, clock = following(log, b"#1:line 0\nline 1\n")
     rotated, copy = rename_for_compress(log)
     append(rotated, b" #2: end\n")
     assert read(follower) == b" #2: end\n"
@@ -1666,10 +1663,7 @@ def test_a_plain_file_that_is_the_start_of_a_content_whose_file_is_gone_is_read(
     writer ended its line, holds only the start of the same run: all of it is the start of the
     content read, but a plain copy is only made of a file that lives on (copytruncate), so it is
     new content, read (it was taken for a shorter copy, and lost)."""
-    log.write_bytes(RUN * 2000 + b"\n")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == RUN * 2000 + b"\n"
+    follower, clock = following(log, RUN * 2000 + b"\n")
     rotate(log, compress=True)
     log.write_bytes(RUN * 500)
     os.rename(log, f"{log}.2")
@@ -1684,10 +1678,7 @@ def test_a_rotated_file_still_written_that_is_the_start_of_a_content_read_is_rea
     read begins with, and that content's own file still holds it: it may be a copy on its way,
     so nothing is read of it yet, and nothing is remembered of it. Written on, it is another
     content, read whole (it was remembered as read: all of it lost)."""
-    log.write_bytes(RUN * 2000 + b"\n")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == RUN * 2000 + b"\n"
+    follower, clock = following(log, RUN * 2000 + b"\n")
     rotate(log, compress=False)
     log.write_bytes(RUN * 500)
     rotate(log, compress=False)  # the writer goes on in .1 until it reopens
