@@ -1017,19 +1017,28 @@ def bench_cpu(
 
 _SAVE_BENCH = """
 import json, sys, time
-from apigee_tls_exporter import checkpoint
-state = json.loads(open(sys.argv[1]).read())
-state.pop("version", None)
+from apigee_tls_exporter.follow.follower import Follower
+from apigee_tls_exporter.follow.saved import FollowerState
+from apigee_tls_exporter.state import checkpoint
+raw = json.loads(open(sys.argv[1]).read())
+state = checkpoint.State.model_validate(raw)
+followers = {}
+for path, saved in state.logs.items():
+    followers[path] = Follower(path, clock=time.monotonic)
+    followers[path].restore(FollowerState.model_validate(saved.follower.model_dump()))
 n = 200
 cpu0, t0 = time.process_time(), time.perf_counter()
 for _ in range(n):
+    for path, follower in followers.items():  # its snapshot: the ledger and its kept bytes
+        state.logs[path].follower = follower.snapshot()
     checkpoint.save(sys.argv[2], state)
 print((time.process_time() - cpu0) / n, (time.perf_counter() - t0) / n)
 """
 
 
 def checkpoint_cost(state_path: Path, per_second: float) -> dict[str, Any]:
-    """CPU of one checkpoint (the daemon's own save, on its own last state), times its rate."""
+    """CPU of one checkpoint (the followers' snapshots and the daemon's own save, on its own last
+    state), times its rate."""
     target = OUT / "checkpoint-bench" / "state.json"
     child = subprocess.run(
         [sys.executable, "-c", _SAVE_BENCH, str(state_path), str(target)],
