@@ -38,6 +38,16 @@ def test_save_then_load_gives_the_state_back_with_its_version(tmp_path: Path) ->
     assert checkpoint.load(str(path)) == {"version": checkpoint.VERSION, "logs": {"a": 1}}
 
 
+def test_the_state_file_is_readable_by_the_daemons_user_only(tmp_path: Path) -> None:
+    """It holds log text (a held partial line, the last bytes read): mode 0600, also when an
+    earlier file at the path was readable by all."""
+    path = tmp_path / "state.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    checkpoint.save(str(path), {"n": 1})
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 def test_save_creates_the_directory_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     """The state directory is created when missing; only the state file remains after a save."""
     path = tmp_path / "state" / "state.json"
