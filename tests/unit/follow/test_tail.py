@@ -57,6 +57,32 @@ def checkpoint(follower: Follower) -> FollowerState:
     return FollowerState.model_validate_json(snapshot.model_dump_json())
 
 
+def following(log: Path, content: bytes) -> tuple[Follower, FakeClock]:
+    """A follower, with its own clock, that has read ``content`` written to the log."""
+    log.write_bytes(content)
+    clock = FakeClock()
+    follower = make(log, clock=clock)
+    assert read(follower) == content
+    return follower, clock
+
+
+def restored(log: Path, state: FollowerState, **kwargs: Any) -> tuple[Follower, FakeClock]:
+    """A follower started again from ``state``, with its own clock."""
+    clock = FakeClock()
+    follower = make(log, clock=clock, **kwargs)
+    follower.restore(state)
+    return follower, clock
+
+
+def poll_through_waits(follower: Follower, clock: FakeClock, polls: int = 4) -> bytes:
+    """Polls with ``copy_wait`` passing between them: every wait the follower starts ends."""
+    got = b""
+    for _ in range(polls):
+        got += read(follower)
+        clock.now += 3
+    return got
+
+
 def stopped_after_three_lines(log: Path) -> FollowerState:
     """A follower read a new log of three lines, was checkpointed and stopped: its state."""
     log.write_bytes(lines("a", 3))
@@ -645,9 +671,7 @@ def test_restart_waits_for_a_copy_on_its_way_then_gives_up(log: Path) -> None:
     state = stopped_after_three_lines(log)
     log.unlink()
     log.write_bytes(lines("b", 2))
-    clock = FakeClock()
-    second = make(log, clock=clock, copy_wait=2.0)
-    second.restore(state)
+    second, clock = restored(log, state, copy_wait=2.0)
     assert read(second) == b""
     assert open_offset(checkpoint(second)) == open_offset(state)  # still looking: position kept
     clock.now += 2.0
@@ -661,9 +685,7 @@ def test_restart_catches_inode_reuse_by_content(log: Path) -> None:
     with open(log, "r+b") as f:  # same inode, new content longer than the offset
         f.truncate(0)
         f.write(lines("z", 9))
-    clock = FakeClock()
-    second = make(log, clock=clock, copy_wait=0.5)
-    second.restore(state)
+    second, clock = restored(log, state, copy_wait=0.5)
     assert read(second) == b""
     clock.now += 1.0
     assert lines("z", 9) == read(second)
@@ -772,10 +794,7 @@ def test_rotated_files_in_another_directory_are_found_when_configured(
     """logrotate ``olddir``: a directory given in ``rotated`` is searched for the same names."""
     old = tmp_path / "old"
     old.mkdir()
-    log.write_bytes(lines("a", 3))
-    first = make(log)
-    assert read(first) == lines("a", 3)
-    state = checkpoint(first)
+    state = stopped_after_three_lines(log)
     append(log, lines("a", 2, 3))
     os.rename(log, old / "system.log.1")
     log.write_bytes(lines("b", 1))
@@ -847,9 +866,7 @@ def test_gzip_that_never_completes_is_reported_once_and_read_once(log: Path) -> 
     Path(f"{log}.1.gz").write_bytes(whole[: len(whole) * 2 // 3])
     Path(f"{log}.1").unlink()
     log.write_bytes(lines("b", 2))
-    clock = FakeClock()
-    second = make(log, clock=clock, copy_wait=2.0)
-    second.restore(state)
+    second, clock = restored(log, state, copy_wait=2.0)
     got = read(second)
     assert got and lines("a", 3000, 3).startswith(got)
     clock.now += 2.0
@@ -923,10 +940,7 @@ def test_a_log_path_that_is_a_link_finds_rotated_files_beside_its_target(tmp_pat
     real = data / "system.log"
     link = tmp_path / "system.log"
     link.symlink_to(real)
-    real.write_bytes(lines("a", 3))
-    first = make(link)
-    assert read(first) == lines("a", 3)
-    state = checkpoint(first)
+    state = stopped_after_three_lines(link)  # written through the link, to its target
     append(real, lines("a", 2, 3))
     os.rename(real, data / "system.log.1")
     real.write_bytes(lines("b", 1))
@@ -960,9 +974,7 @@ def test_restart_waits_for_a_slow_compressor_as_long_as_it_writes(log: Path) -> 
     rolled.unlink()
     log.write_bytes(lines("b", 2))
     gz = log.with_name("system-2026-12-02.1.log.gz")
-    clock = FakeClock()
-    second = make(log, clock=clock, copy_wait=2.0)
-    second.restore(state)
+    second, clock = restored(log, state, copy_wait=2.0)
     got = read_while_compressed(second, clock, gz, whole)
     assert got == lines("a", 30_000, 3) + lines("b", 2)
     assert second.stats.read_errors == {}
@@ -1132,9 +1144,7 @@ def test_a_new_file_that_begins_with_all_of_a_tiny_file_is_not_taken_for_it(log:
     first.close()
     os.truncate(log, 0)
     append(log, b"00001 line 0\n")
-    clock = FakeClock()
-    second = make(log, clock=clock)
-    second.restore(state)
+    second, clock = restored(log, state)
     got = read(second)
     clock.now += 3
     got += read(second)
@@ -1229,19 +1239,12 @@ def test_copytruncate_then_the_emptied_file_renamed_reads_the_copy_once(log: Pat
     """copytruncate, then logrotate ``create`` renames the emptied file before the follower
     looked: the copy holds only what was read; it is not taken for new content (its own file,
     emptied, is the one held)."""
-    log.write_bytes(b"#1:line 0\nline 1\n")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == b"#1:line 0\nline 1\n"
+    follower, clock = following(log, b"#1:line 0\nline 1\n")
     Path(f"{log}.100").write_bytes(log.read_bytes())
     os.truncate(log, 0)
     os.rename(log, f"{log}.1")
     log.write_bytes(b"")
-    got = read(follower)
-    clock.now += 3
-    got += read(follower)
-    got += read(follower)
-    assert got == b""
+    assert poll_through_waits(follower, clock) == b""
 
 
 def test_a_second_copytruncate_while_waiting_for_the_first_copy_is_read_in_order(
@@ -1249,10 +1252,7 @@ def test_a_second_copytruncate_while_waiting_for_the_first_copy_is_read_in_order
 ) -> None:
     """A truncation with no copy (the follower waits for one), new lines, and a copytruncate of
     them before the wait is over: the second copy is read, then the file from its start."""
-    log.write_bytes(b" #1: end\n")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == b" #1: end\n"
+    follower, clock = following(log, b" #1: end\n")
     os.truncate(log, 0)
     assert read(follower) == b""  # the copy is waited for
     append(log, b"#2:line 0\nline 1\n")
@@ -1260,12 +1260,8 @@ def test_a_second_copytruncate_while_waiting_for_the_first_copy_is_read_in_order
     Path(f"{log}.100").write_bytes(log.read_bytes())
     os.truncate(log, 0)
     append(log, b" #3: end\n")
-    clock.now += 3
-    got = read(follower)  # a new rotated file: the wait for a copy starts again
-    clock.now += 3
-    got += read(follower)
-    got += read(follower)
-    assert got == b"#2:line 0\nline 1\n #3: end\n"
+    clock.now += 3  # a new rotated file: the wait for a copy starts again
+    assert poll_through_waits(follower, clock) == b"#2:line 0\nline 1\n #3: end\n"
 
 
 def test_a_truncated_file_compressed_while_its_copy_is_waited_for_is_read_once(
@@ -1274,31 +1270,22 @@ def test_a_truncated_file_compressed_while_its_copy_is_waited_for_is_read_once(
     """Truncated with no copy (the follower waits for one, holding the file), written again,
     then renamed and compressed (logrotate ``compress``, the original removed): its ``.gz`` is
     the same content as the file held, read once, from the file held."""
-    log.write_bytes(b" #1: end\n")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == b" #1: end\n"
+    follower, clock = following(log, b" #1: end\n")
     os.truncate(log, 0)
     assert read(follower) == b""  # the copy is waited for
     append(log, b"#2:line 0\nline 1\n")
     os.rename(log, f"{log}.200")
     log.write_bytes(b"")
     gzip_like_logrotate(Path(f"{log}.200"))
-    got = b""
-    for _ in range(3):
-        clock.now += 3
-        got += read(follower)
-    assert got == b"#2:line 0\nline 1\n"
+    clock.now += 3
+    assert poll_through_waits(follower, clock) == b"#2:line 0\nline 1\n"
 
 
 def test_a_truncated_file_rotated_away_is_read_before_newer_rotated_files(log: Path) -> None:
     """Truncated with no copy (the follower waits), written again, renamed and compressed, and
     the next file renamed too, all before the wait ends: the truncated file's new lines come
     before the newer file's (only rotated files older than it are read first)."""
-    log.write_bytes(b"")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == b""
+    follower, clock = following(log, b"")
     writer = os.open(log, os.O_WRONLY | os.O_APPEND)
     try:
         os.write(writer, b" #1: end\n")
@@ -1323,29 +1310,28 @@ def test_a_truncated_file_rotated_away_is_read_before_newer_rotated_files(log: P
     assert got == b"#2:line 0\nline 1\n #3: end\n"
 
 
+def stopped_after_a_copytruncate_it_did_not_see(log: Path) -> FollowerState:
+    """A follower read a log of two lines, which was then copied to ``.100`` and truncated;
+    checkpointed before it looked again and stopped: its state."""
+    first, _ = following(log, b"#1:line 0\nline 1\n")
+    Path(f"{log}.100").write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    state = checkpoint(first)
+    first.close()
+    return state
+
+
 def test_restart_after_copytruncate_and_a_rename_of_the_emptied_file_reads_the_copy_once(
     log: Path,
 ) -> None:
     """Checkpointed after a copytruncate the follower had not seen, killed; the emptied file is
     then renamed by logrotate ``create``: the copy holds the checkpointed content (its own file,
     emptied, holds it no more), read on from the offset, not again from its start."""
-    log.write_bytes(b"#1:line 0\nline 1\n")
-    first = make(log)
-    assert read(first) == b"#1:line 0\nline 1\n"
-    Path(f"{log}.100").write_bytes(log.read_bytes())
-    os.truncate(log, 0)
-    state = checkpoint(first)
-    first.close()
+    state = stopped_after_a_copytruncate_it_did_not_see(log)
     os.rename(log, f"{log}.1")
     log.write_bytes(b"")
-    clock = FakeClock()
-    second = make(log, clock=clock)
-    second.restore(state)
-    got = b""
-    for _ in range(3):
-        got += read(second)
-        clock.now += 2.1
-    assert got == b""
+    second, clock = restored(log, state)
+    assert poll_through_waits(second, clock) == b""
 
 
 def test_restart_after_copytruncate_and_the_emptied_file_compressed_reads_the_copy_once(
@@ -1354,34 +1340,19 @@ def test_restart_after_copytruncate_and_the_emptied_file_compressed_reads_the_co
     """Checkpointed after a copytruncate, killed; the emptied file is then rotated and
     compressed (its original removed): the plain copy is still the checkpointed content's
     copy (a rotated file), read on from the offset, not again from its start."""
-    log.write_bytes(b"#1:line 0\nline 1\n")
-    first = make(log)
-    assert read(first) == b"#1:line 0\nline 1\n"
-    Path(f"{log}.100").write_bytes(log.read_bytes())
-    os.truncate(log, 0)
-    state = checkpoint(first)
-    first.close()
+    state = stopped_after_a_copytruncate_it_did_not_see(log)
     os.rename(log, f"{log}.200")
     log.write_bytes(b"")
     gzip_like_logrotate(Path(f"{log}.200"))
-    clock = FakeClock()
-    second = make(log, clock=clock)
-    second.restore(state)
-    got = b""
-    for _ in range(3):
-        got += read(second)
-        clock.now += 2.1
-    assert got == b""
+    second, clock = restored(log, state)
+    assert poll_through_waits(second, clock) == b""
 
 
 def test_an_empty_gz_just_created_by_a_compressor_is_waited_for(log: Path) -> None:
     """logback's time-based roll of a file the follower never looked at: renamed to a temporary
     name no glob sees, and its ``.gz`` just created (empty) when the follower looks: the ``.gz``
     is waited for, and read before the new file."""
-    log.write_bytes(b"")
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == b""
+    follower, clock = following(log, b"")
     log.write_bytes(b"#1:line ")
     os.rename(log, log.with_name("system.log1.tmp"))
     out = log.with_name("system-2026-12-02.1.log.gz")
@@ -1452,24 +1423,6 @@ def test_a_gz_being_written_of_the_renamed_file_still_growing_is_not_new_content
 # --- a rotated file shorter than a content it begins like: a copy only when proven -----------
 
 
-def following(log: Path, content: bytes) -> tuple[Follower, FakeClock]:
-    """A follower, with its own clock, that has read ``content`` written to the log."""
-    log.write_bytes(content)
-    clock = FakeClock()
-    follower = make(log, clock=clock)
-    assert read(follower) == content
-    return follower, clock
-
-
-def poll_through_waits(follower: Follower, clock: FakeClock, polls: int = 4) -> bytes:
-    """Polls with ``copy_wait`` passing between them: every wait the follower starts ends."""
-    got = b""
-    for _ in range(polls):
-        got += read(follower)
-        clock.now += 3
-    return got
-
-
 def test_restart_a_file_truncated_and_written_shorter_with_the_same_start_is_read_whole(
     log: Path,
 ) -> None:
@@ -1486,9 +1439,7 @@ def test_restart_a_file_truncated_and_written_shorter_with_the_same_start_is_rea
     append(log, RUN * 1500 + b"\n")
     os.rename(log, f"{log}.1")
     log.write_bytes(b"")
-    clock = FakeClock()
-    second = make(log, clock=clock)
-    second.restore(state)
+    second, clock = restored(log, state)
     assert poll_through_waits(second, clock) == RUN * 1500 + b"\n"
 
 
@@ -1556,9 +1507,7 @@ def test_restart_a_gz_that_lacks_the_last_lines_read_is_not_read_again(
     first.close()
     log.write_bytes(lines("b", 2))
     gz = compressor_done(rotated, copy)
-    clock = FakeClock()
-    second = make(log, clock=clock)
-    second.restore(state)
+    second, clock = restored(log, state)
     got = poll_through_waits(second, clock)
     for i in range(rotations_after):
         os.rename(log, f"{log}.r{i}")
@@ -1627,9 +1576,7 @@ def test_a_gz_and_its_longer_original_never_read_the_original_is_read(log: Path)
     append(rotated, lines("a", 5, 30))
     set_mtime(rotated, 1_000_001)
     log.write_bytes(lines("b", 2))
-    clock = FakeClock()
-    second = make(log, clock=clock)
-    second.restore(state)
+    second, clock = restored(log, state)
     assert poll_through_waits(second, clock) == lines("a", 35) + lines("b", 2)
 
 
@@ -1650,9 +1597,7 @@ def test_restart_a_held_partial_line_is_ended_in_the_next_file_when_its_file_is_
     first.close()
     compressor_done(rotated, copy)
     log.write_bytes(b"first rotation\n" + lines("b", 1))
-    clock = FakeClock()
-    second = make(log, clock=clock)
-    second.restore(state)
+    second, clock = restored(log, state)
     assert poll_through_waits(second, clock) == b"cut at the first rotation\n" + lines("b", 1)
 
 
