@@ -134,14 +134,23 @@ def test_missing_state_file_is_a_first_start_one_info_line_and_none(tmp_path: Pa
 # --- the Daemon's restart ----------------------------------------------------------------------
 
 
+def checkpointed_at_the_end(
+    tmp_path: Path, seed: int, lines: int
+) -> tuple[Path, LogGenerator, Node]:
+    """A node that read a generated log of ``lines`` lines to its end and checkpointed: the log,
+    its generator (the truth) and the node."""
+    log = tmp_path / "system.log"
+    gen = LogGenerator(seed, failure_fraction=0.05)
+    write(log, gen.text(lines).encode())
+    node = Node(tmp_path, [log])
+    node.run_to_end()
+    node.daemon.save_checkpoint()
+    return log, gen, node
+
+
 def test_restore_brings_the_counters_back_before_any_read(tmp_path: Path) -> None:
     """After a restart the counters are those of the checkpoint at once, not zero."""
-    log = tmp_path / "system.log"
-    gen = LogGenerator(1, failure_fraction=0.05)
-    write(log, gen.text(3000).encode())
-    first = Node(tmp_path, [log])
-    first.run_to_end()
-    first.daemon.save_checkpoint()
+    log, gen, first = checkpointed_at_the_end(tmp_path, 1, 3000)
     second = Node(tmp_path, [log])
     second.daemon.restore()
     assert second.series() == as_series(gen.truth)
@@ -153,12 +162,7 @@ def test_restore_brings_the_counters_back_before_any_read(tmp_path: Path) -> Non
 
 def test_restart_is_neither_a_reset_nor_a_double_count(tmp_path: Path) -> None:
     """Stop (checkpoint), more lines written, start: the counters go on from where they were."""
-    log = tmp_path / "system.log"
-    gen = LogGenerator(2, failure_fraction=0.05)
-    write(log, gen.text(2000).encode())
-    first = Node(tmp_path, [log])
-    first.run_to_end()
-    first.daemon.save_checkpoint()
+    log, gen, _ = checkpointed_at_the_end(tmp_path, 2, 2000)
     write(log, gen.text(2000).encode())
     second = Node(tmp_path, [log])
     second.daemon.restore()
@@ -169,12 +173,7 @@ def test_restart_is_neither_a_reset_nor_a_double_count(tmp_path: Path) -> None:
 def test_kill_9_rereads_only_what_came_after_the_checkpoint(tmp_path: Path) -> None:
     """A daemon that read past its last checkpoint and died: the next one takes the counters of
     that checkpoint and reads again what came after it, so each failure is counted once."""
-    log = tmp_path / "system.log"
-    gen = LogGenerator(3, failure_fraction=0.05)
-    write(log, gen.text(2000).encode())
-    first = Node(tmp_path, [log])
-    first.run_to_end()
-    first.daemon.save_checkpoint()
+    log, gen, first = checkpointed_at_the_end(tmp_path, 3, 2000)
     write(log, gen.text(2000).encode())
     first.run_to_end()  # counted, never checkpointed: then SIGKILL
     write(log, gen.text(1000).encode())
@@ -266,12 +265,7 @@ def test_structurally_bad_state_gives_one_warning_and_a_fresh_start(tmp_path: Pa
 
 def _saved_state(tmp_path: Path) -> tuple[Path, dict[str, Any], Counter[TruthKey]]:
     """A real state file of a node that read half a generated log; its path, content and truth."""
-    log = tmp_path / "system.log"
-    gen = LogGenerator(11, failure_fraction=0.05)
-    write(log, gen.text(2000).encode())
-    node = Node(tmp_path, [log])
-    node.run_to_end()
-    node.daemon.save_checkpoint()
+    _, gen, node = checkpointed_at_the_end(tmp_path, 11, 2000)
     state_path = Path(node.config.state_path())
     return state_path, json.loads(state_path.read_text()), gen.truth
 
