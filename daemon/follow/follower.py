@@ -356,7 +356,7 @@ class Follower:
         entry = self._entry
         assert entry is not None
         rotated = self.files.rotated()
-        found = self._holder(entry, rotated)
+        found = self._holder(entry, rotated) if entry.known else self._own_file(entry)
         if found is None:
             if not self._wait_over([(p.name, p.size) for p in rotated]):
                 return False
@@ -379,6 +379,22 @@ class Follower:
         self._src = found
         yield from self._drain()
         return True
+
+    def _own_file(self, entry: Entry) -> Optional[Source]:
+        """The file of an entry nothing was read of yet (no bytes to know it by): its own, by
+        device and inode, under any name, empty too. Read from its start, nothing is skipped
+        whatever file it is (an inode reused: a new file, read whole)."""
+        name = self.files.named(entry.dev, entry.ino)
+        if name is None:
+            return None
+        try:
+            src = open_source(name)
+        except OSError:
+            return None
+        if (src.dev, src.ino) != (entry.dev, entry.ino):  # renamed in between
+            src.close()
+            return None
+        return src
 
     def _holder(self, entry: Entry, rotated: list[Look]) -> Optional[Source]:
         """A file that holds ``entry``'s content to its offset (``_is_its``), opened there: the

@@ -1633,3 +1633,46 @@ def test_a_rotated_file_still_written_that_is_the_start_of_a_content_read_is_rea
     append(log, lines("c", 1))
     got += poll_through_waits(follower, clock)
     assert got == RUN * 600 + b"\n" + lines("b", 1) + lines("c", 1)
+
+
+def test_restart_from_an_empty_file_finds_it_by_its_inode_and_reads_it_as_it_grows(
+    log: Path,
+) -> None:
+    """Checkpointed while the file read was still empty (nothing read, so nothing to know it by),
+    killed; the log rotates twice and its writer has not reopened: the restarted follower finds
+    the empty file by its inode (nothing read is skipped that way, whatever file it is) and
+    reads what the writer adds to it before the path's new file (the path was taken at once,
+    empty, and the old file never looked at again: its lines lost)."""
+    log.write_bytes(b"")
+    first = make(log)
+    assert read(first) == b""
+    state = checkpoint(first)
+    first.close()
+    os.rename(log, f"{log}.1")  # the writer stays on .1
+    log.write_bytes(b"")
+    os.rename(log, f"{log}.2")
+    log.write_bytes(b"")
+    second, clock = restored(log, state)
+    got = poll_through_waits(second, clock)
+    append(Path(f"{log}.1"), lines("a", 2))
+    got += poll_through_waits(second, clock)
+    append(log, lines("b", 1))
+    got += poll_through_waits(second, clock)
+    assert got == lines("a", 2) + lines("b", 1)
+
+
+def test_restart_on_an_empty_log_is_not_a_rotation(log: Path) -> None:
+    """Started on an empty log, stopped, started again: the same empty file, no rotation counted
+    and no warning (it was "checkpointed file not found" and a ``recreate``)."""
+    log.write_bytes(b"")
+    first = make(log)
+    assert read(first) == b""
+    state = checkpoint(first)
+    first.close()
+    second, clock = restored(log, state)
+    with structlog.testing.capture_logs() as logs:
+        assert poll_through_waits(second, clock) == b""
+    append(log, lines("a", 1))
+    assert read(second) == lines("a", 1)
+    assert second.stats.rotations == {}
+    assert [e for e in logs if e["log_level"] == "warning"] == []
