@@ -71,7 +71,8 @@ themselves in ``tests/system/test_rotation.py``):
   followed from its end; with ``from_beginning`` they are read, oldest first, then the path.
 - **Restart.** ``restore()`` takes the ledger, the entry being read and the held partial line. The
   entry is looked for at the path and among the rotated names (plain names first: a ``.gz`` may
-  still be being written), and read on from its offset; then, as above, the rotated files with
+  still be being written), and read on from its offset (one nothing was read of yet is its own
+  file, by inode: read from its start, nothing is skipped); then, as above, the rotated files with
   unread content, then the path. When no file holds it within ``copy_wait`` (a compressor may be
   replacing it), the path is read from its start (kind ``recreate``), a held partial line ended
   by the next bytes read; the entry stays in the ledger, so its content is read on from its
