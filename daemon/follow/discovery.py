@@ -79,17 +79,5 @@ class Discovery:
             found.add((st.st_dev, st.st_ino))
         return found
 
-    def named(self, dev: int, ino: int) -> Optional[str]:
-        """A name of the file ``dev``/``ino`` (the path first, then the rotated names), empty
-        files too; None when none shows it."""
-        for name in [self.path, *sorted(self.names())]:
-            try:
-                st = os.stat(name)
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (dev, ino):
-                return name
-        return None
-
     def rotated(self) -> list[Look]:
         return [p for p in map(look, sorted(self.names())) if p is not None]

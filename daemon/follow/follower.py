@@ -71,8 +71,8 @@ themselves in ``tests/system/test_rotation.py``):
   followed from its end; with ``from_beginning`` they are read, oldest first, then the path.
 - **Restart.** ``restore()`` takes the ledger, the entry being read and the held partial line. The
   entry is looked for at the path and among the rotated names (plain names first: a ``.gz`` may
-  still be being written), and read on from its offset (one nothing was read of yet is its own
-  file, by inode: read from its start, nothing is skipped); then, as above, the rotated files with
+  still be being written), and read on from its offset (one nothing was read of yet has
+  nothing to find or finish: followed on at once); then, as above, the rotated files with
   unread content, then the path. When no file holds it within ``copy_wait`` (a compressor may be
   replacing it), the path is read from its start (kind ``recreate``), a held partial line ended
   by the next bytes read; the entry stays in the ledger, so its content is read on from its
@@ -294,8 +294,11 @@ class Follower:
             if not (yield from self._catch_up()):
                 return
             self._seen.caught_up_to = behind
-        if self._src is not None and st.st_size == 0:
-            return  # the writer may still write to the last file, renamed or deleted
+        if st.st_size == 0 and (self._src is not None or self._next.kind is not None):
+            # the writer may still write to the last file, renamed or deleted (held open, or
+            # after a restart that found it no more: looked at again when the rotated names
+            # change)
+            return
         self._take_path()
         yield from self._drain()
 
@@ -356,8 +359,11 @@ class Follower:
         or among the rotated names and read on from its offset; wait ``copy_wait`` for it."""
         entry = self._entry
         assert entry is not None
+        if not entry.known:
+            self._forget_unread(entry)
+            return True
         rotated = self.files.rotated()
-        found = self._holder(entry, rotated) if entry.known else self._own_file(entry)
+        found = self._holder(entry, rotated)
         if found is None:
             if not self._wait_over([(p.name, p.size) for p in rotated]):
                 return False
@@ -381,21 +387,20 @@ class Follower:
         yield from self._drain()
         return True
 
-    def _own_file(self, entry: Entry) -> Optional[Source]:
-        """The file of an entry nothing was read of yet (no bytes to know it by): its own, by
-        device and inode, under any name, empty too. Read from its start, nothing is skipped
-        whatever file it is (an inode reused: a new file, read whole)."""
-        name = self.files.named(entry.dev, entry.ino)
-        if name is None:
-            return None
+    def _forget_unread(self, entry: Entry) -> None:
+        """The checkpointed file had nothing read of it (it was empty): there is nothing to find
+        it by and nothing to finish. Followed on as after any rotation: the rotated files with
+        unread content first (its own among them, if it has some now), then the path's file once
+        it has data. A rotation is counted when the path names another file now."""
+        self._entry = None
         try:
-            src = open_source(name)
+            st = os.stat(self.path)
+            here: Optional[tuple[int, int]] = (st.st_dev, st.st_ino)
         except OSError:
-            return None
-        if (src.dev, src.ino) != (entry.dev, entry.ino):  # renamed in between
-            src.close()
-            return None
-        return src
+            here = None
+        own = (entry.dev, entry.ino)
+        if here != own:
+            self._next.kind = "rename" if own in self.files.inodes() else "recreate"
 
     def _holder(self, entry: Entry, rotated: list[Look]) -> Optional[Source]:
         """A file that holds ``entry``'s content to its offset (``_is_its``), opened there: the

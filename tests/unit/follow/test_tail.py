@@ -1635,14 +1635,13 @@ def test_a_rotated_file_still_written_that_is_the_start_of_a_content_read_is_rea
     assert got == RUN * 600 + b"\n" + lines("b", 1) + lines("c", 1)
 
 
-def test_restart_from_an_empty_file_finds_it_by_its_inode_and_reads_it_as_it_grows(
+def test_restart_from_an_empty_file_rotated_while_down_reads_what_its_writer_adds_first(
     log: Path,
 ) -> None:
-    """Checkpointed while the file read was still empty (nothing read, so nothing to know it by),
-    killed; the log rotates twice and its writer has not reopened: the restarted follower finds
-    the empty file by its inode (nothing read is skipped that way, whatever file it is) and
-    reads what the writer adds to it before the path's new file (the path was taken at once,
-    empty, and the old file never looked at again: its lines lost)."""
+    """Checkpointed while the file read was still empty (nothing read: nothing to find it by),
+    killed; the log rotates twice and its writer has not reopened. The path's new file, empty,
+    is not taken yet, so the rotated file the writer adds to is read first, then the path (the
+    path was taken at once and the rotated files never looked at again: the lines lost)."""
     log.write_bytes(b"")
     first = make(log)
     assert read(first) == b""
@@ -1676,3 +1675,28 @@ def test_restart_on_an_empty_log_is_not_a_rotation(log: Path) -> None:
     assert read(second) == lines("a", 1)
     assert second.stats.rotations == {}
     assert [e for e in logs if e["log_level"] == "warning"] == []
+
+
+def test_restart_from_an_empty_file_whose_inode_the_new_log_reuses_reads_in_order(
+    log: Path,
+) -> None:
+    """Checkpointed while the file read was empty; while down it is written, rotated and
+    compressed (its original removed), and the new log gets the freed inode. An inode proves
+    nothing of a file nothing was read of: the ``.gz`` is read first, then the path (the path
+    was taken for the checkpointed file: read first, out of order)."""
+    log.write_bytes(b"")
+    first = make(log)
+    assert read(first) == b""
+    state = checkpoint(first)
+    first.close()
+    inode = log.stat().st_ino
+    append(log, b"#1:line 0\n")
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.1")
+    gzip_like_logrotate(Path(f"{log}.1"))
+    log.write_bytes(b"")
+    if log.stat().st_ino != inode:
+        pytest.skip("this filesystem did not give the freed inode to the next file")
+    second, clock = restored(log, state)
+    append(log, b"#2:line 0\n")
+    assert poll_through_waits(second, clock) == b"#1:line 0\n#2:line 0\n"
