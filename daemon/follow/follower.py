@@ -285,7 +285,13 @@ class Follower:
         self.stats.size = st.st_size
         src = self._src
         if src is not None and (src.dev, src.ino) == (st.st_dev, st.st_ino):
-            return  # still the file at the path
+            if self._entry is None or self._entry.known:
+                return  # still the file at the path
+            # still nothing read of the path's file: the writer may not have reopened yet after
+            # a rotation (the rotated file it writes to was not held: a first start, a restart),
+            # so a rotated file that changes is read first
+            if self._seen.caught_up_to == (st.st_dev, st.st_ino, self.files.signature()):
+                return
         yield from self._drain()  # what the writer added to the old file before it reopened
         # once per new file at the path and change among the rotated names (not by inode alone:
         # a deleted file's inode is soon another's)
@@ -294,12 +300,10 @@ class Follower:
             if not (yield from self._catch_up()):
                 return
             self._seen.caught_up_to = behind
-        if st.st_size == 0 and (self._src is not None or self._next.kind is not None):
-            # the writer may still write to the last file, renamed or deleted (held open, or
-            # after a restart that found it no more: looked at again when the rotated names
-            # change)
-            return
-        self._take_path()
+        if self._src is not None and st.st_size == 0:
+            return  # the writer may still write to the last file, renamed or deleted
+        if self._src is None or (self._src.dev, self._src.ino) != (st.st_dev, st.st_ino):
+            self._take_path()  # (unless it is the path's file, held since before)
         yield from self._drain()
 
     def close(self) -> None:

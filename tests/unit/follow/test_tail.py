@@ -1700,3 +1700,21 @@ def test_restart_from_an_empty_file_whose_inode_the_new_log_reuses_reads_in_orde
     second, clock = restored(log, state)
     append(log, b"#2:line 0\n")
     assert poll_through_waits(second, clock) == b"#1:line 0\n#2:line 0\n"
+
+
+def test_first_start_on_an_empty_log_reads_what_its_writer_still_adds_to_the_rotated_file(
+    log: Path,
+) -> None:
+    """Started from the end just after a rotation, the writer not reopened yet: the path's file
+    is empty, the rotated file taken as read grows. While nothing is read of the path's file,
+    a rotated file that changes is looked at: its new lines are read, then the path's."""
+    Path(f"{log}.1").write_bytes(lines("a", 3))
+    log.write_bytes(b"")
+    clock = FakeClock()
+    follower = make(log, clock=clock, from_beginning=False)
+    assert read(follower) == b""
+    append(Path(f"{log}.1"), lines("a", 2, 3))
+    got = poll_through_waits(follower, clock)
+    append(log, lines("b", 1))
+    got += poll_through_waits(follower, clock)
+    assert got == lines("a", 2, 3) + lines("b", 1)
