@@ -69,6 +69,8 @@ themselves in ``tests/system/test_rotation.py``):
   directory at the path is never opened for reading (it would block).
 - **First start.** The rotated files already present are recorded as read, and the path is
   followed from its end; with ``from_beginning`` they are read, oldest first, then the path.
+  While nothing is read of the path's file (empty since a first start or a restart), the rotated
+  files are looked at again as they change: a writer not reopened yet may still add to one.
 - **Restart.** ``restore()`` takes the ledger, the entry being read and the held partial line. The
   entry is looked for at the path and among the rotated names (plain names first: a ``.gz`` may
   still be being written), and read on from its offset (one nothing was read of yet has
