@@ -418,8 +418,41 @@ class Follower:
         for p in looks:
             if p.head is not None and entry.matches(p.head) and self._is_its(p, entry, rotated):
                 src = self._proof(p, entry)
-                if src is not None:
-                    return src
+                if src is None:
+                    continue
+                if (p.dev, p.ino) == own and not p.compressed:
+                    longer = self._longer_copy(entry, p, looks)
+                    if longer is not None:
+                        src.close()
+                        return longer
+                return src
+        return None
+
+    def _longer_copy(self, entry: Entry, own: Look, looks: list[Look]) -> Optional[Source]:
+        """A complete compressed file that holds ``entry`` and more than its own file ``own``
+        does, opened at the entry's offset; else None. A compressor copies its original as it
+        was, and an original only grows: its own file holds less than its copy only when it is
+        not its original any more (its inode given to a new file that begins alike, or truncated
+        and written again with the same first bytes). The copy is then the content, and the file
+        at ``own``'s name another content. A copy that holds another content read further is
+        that content's."""
+        for q in looks:
+            if not q.compressed or q.head is None or not entry.matches(q.head):
+                continue
+            length = self._length(q)
+            if length is None or not length[1] or length[0] <= own.size:
+                continue
+            if any(e.offset > entry.offset and self._holds(q, e) for e in self._alike(q)):
+                continue
+            src = self._proof(q, entry)
+            if src is not None:
+                log.info(
+                    "the checkpointed file's inode holds less than its compressed copy: "
+                    "reading on in the copy",
+                    path=self.path,
+                    name=q.name,
+                )
+                return src
         return None
 
     def _catch_up(self, before: Optional[int] = None) -> Reading:

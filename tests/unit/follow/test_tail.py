@@ -1718,3 +1718,32 @@ def test_first_start_on_an_empty_log_reads_what_its_writer_still_adds_to_the_rot
     append(log, lines("b", 1))
     got += poll_through_waits(follower, clock)
     assert got == lines("a", 2, 3) + lines("b", 1)
+
+
+def test_restart_the_checkpointed_files_inode_taken_by_a_file_that_begins_alike_reads_its_gz(
+    log: Path,
+) -> None:
+    """Checkpointed while the file was read only inside its leading run; while down it is
+    written on, rotated and compressed (its original removed), and the new log takes the freed
+    inode and begins with the same run. Its own inode holds the content read, but less than the
+    complete ``.gz`` holds: an original only grows, so the ``.gz`` is the content, read on from
+    the offset, and the new log another content (it was read on from the offset: the rest of
+    the old file lost)."""
+    log.write_bytes(RUN * 91)
+    first = make(log)
+    assert read(first) == b""  # a partial line, held
+    state = checkpoint(first)
+    first.close()
+    inode = log.stat().st_ino
+    append(log, RUN * 20 + b"\n" + lines("a", 2))
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.1")
+    gzip_like_logrotate(Path(f"{log}.1"))
+    log.write_bytes(RUN * 120)  # more than the offset: its first bytes are all that was read
+    if log.stat().st_ino != inode:
+        pytest.skip("this filesystem did not give the freed inode to the next file")
+    second, clock = restored(log, state)
+    got = poll_through_waits(second, clock)
+    append(log, b"\n")
+    got += poll_through_waits(second, clock)
+    assert got == RUN * 111 + b"\n" + lines("a", 2) + RUN * 120 + b"\n"
