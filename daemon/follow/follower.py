@@ -523,6 +523,10 @@ class Follower:
                 continue
             alike = self._alike(p)
             entry = next((e for e in alike if self._is_its(p, e, looks)), None)
+            if entry is not None and self._grew_past_copy(p, entry):
+                self.ledger.entries.remove(entry)
+                alike = [e for e in alike if e is not entry]
+                entry = next((e for e in alike if self._is_its(p, e, looks)), None)
             first = claimed.setdefault(id(entry), p) if entry is not None else p
             if first is not p:  # an older file holds it too: the same content, or another
                 if self._starts(p, first) or self._starts(first, p):  # that begins with all of it
@@ -557,6 +561,14 @@ class Follower:
             ):
                 todo[id(entry)] = (p, entry)
         return sorted(todo.values(), key=lambda t: (t[0].mtime_ns, t[0].name)), pending
+
+    @staticmethod
+    def _grew_past_copy(p: Look, entry: Entry) -> bool:
+        """Whether ``p`` is a plain file remembered as a shorter copy (``_shorter_copy``: the
+        only done entries of plain files) that has grown since: a copy does not grow, so it was
+        a new file still being written that began like the content, read whole now."""
+        own = (p.dev, p.ino) == (entry.dev, entry.ino)
+        return own and entry.done and not p.compressed and p.size > entry.offset
 
     def _has_more(self, p: Look, entry: Entry) -> bool:
         """Whether the file of ``p`` holds more of ``entry`` than was read; a complete ``.gz``

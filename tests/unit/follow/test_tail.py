@@ -1747,3 +1747,24 @@ def test_restart_the_checkpointed_files_inode_taken_by_a_file_that_begins_alike_
     append(log, b"\n")
     got += poll_through_waits(second, clock)
     assert got == RUN * 111 + b"\n" + lines("a", 2) + RUN * 120 + b"\n"
+
+
+def test_a_file_taken_for_a_shorter_copy_that_grows_is_read_whole(log: Path) -> None:
+    """The content read was truncated (its file lives on, holding another content now); a
+    rotated file appears holding only the start of that content, so it is shown a shorter
+    copy (copytruncate's race) and remembered as read. It then grows: a copy does not, so it
+    was a new file still being written, read whole (it stayed remembered as read: lost)."""
+    follower, clock = following(log, b"# #2: end\n")
+    os.truncate(log, 0)
+    assert read(follower) == b""  # the copy is waited for
+    append(log, b" #3: end\n")
+    assert poll_through_waits(follower, clock) == b" #3: end\n"
+    Path(f"{log}.1").write_bytes(b"#")  # a writer that has not reopened after a rotation
+    set_mtime(Path(f"{log}.1"), 1_000_000)
+    os.rename(log, f"{log}.2")
+    log.write_bytes(b"")
+    got = poll_through_waits(follower, clock)
+    append(Path(f"{log}.1"), b" #5: end\n")
+    append(log, lines("c", 1))
+    got += poll_through_waits(follower, clock)
+    assert got == b"# #5: end\n" + lines("c", 1)
