@@ -257,7 +257,8 @@ class Follower:
             self._cut_from_under()
         if self._entry is not None and self._src is None and not (yield from self._find_moved()):
             return
-        yield from self._drain()
+        if not self._path_unread():  # (its first lines wait for the rotated files: below)
+            yield from self._drain()
         if self._next.truncated is not None:  # a copy finished: the truncated file from its start
             kind = self._next.kind or "copytruncate"
             # first what only a rotated file holds now and was written before what the truncated
@@ -291,10 +292,12 @@ class Follower:
                 return  # still the file at the path
             # still nothing read of the path's file: the writer may not have reopened yet after
             # a rotation (the rotated file it writes to was not held: a first start, a restart),
-            # so a rotated file that changes is read first
+            # so a rotated file that changes is read first, before the path's first lines
             if self._seen.caught_up_to == (st.st_dev, st.st_ino, self.files.signature()):
+                yield from self._drain()
                 return
-        yield from self._drain()  # what the writer added to the old file before it reopened
+        else:
+            yield from self._drain()  # what the writer added to the old file before it reopened
         # once per new file at the path and change among the rotated names (not by inode alone:
         # a deleted file's inode is soon another's)
         behind = (st.st_dev, st.st_ino, self.files.signature())
@@ -335,6 +338,18 @@ class Follower:
                 self.ledger.add(entry)
             finally:
                 src.close()
+
+    def _path_unread(self) -> bool:
+        """Whether the file held is the path's, with nothing read of it yet: a rotated file its
+        writer still adds to (not reopened yet) holds older lines than its first ones."""
+        src, entry = self._src, self._entry
+        if src is None or entry is None or entry.known:
+            return False
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (src.dev, src.ino) == (st.st_dev, st.st_ino)
 
     def _intact(self) -> bool:
         """Whether the open file still holds the content read so far (no truncation)."""
@@ -601,6 +616,11 @@ class Follower:
             found = self._said.problem == "not_found"
             log.info("log file found" if found else "log file readable again", path=self.path)
             self._said.problem = None
+        for before in self.ledger.entries:  # taken before, nothing read of it yet (a rotated
+            if not before.known and (before.dev, before.ino) == (src.dev, src.ino):  # file first)
+                self._hold(src, before)  # the same new file: no second rotation
+                self._next.kind = None
+                return
         old = self._src
         kind = self._next.kind
         if old is not None:

@@ -1768,3 +1768,34 @@ def test_a_file_taken_for_a_shorter_copy_that_grows_is_read_whole(log: Path) -> 
     append(log, lines("c", 1))
     got += poll_through_waits(follower, clock)
     assert got == b"# #5: end\n" + lines("c", 1)
+
+
+@pytest.mark.parametrize("start", ["first start", "restart"])
+def test_the_rotated_file_its_writer_adds_to_is_read_before_the_paths_first_lines(
+    log: Path, start: str
+) -> None:
+    """Nothing read yet of the path's file (empty at a first start, or a new one after a
+    restart from an empty file); its writer, not reopened yet, adds to the rotated file, then
+    reopens and writes to the path, all before the next poll. The rotated file's lines were
+    written first and are read first (the path's file was read first: out of order)."""
+    if start == "first start":
+        Path(f"{log}.1").write_bytes(lines("a", 3))
+        log.write_bytes(b"")
+        clock = FakeClock()
+        follower = make(log, clock=clock, from_beginning=False)
+        assert read(follower) == b""
+    else:
+        log.write_bytes(b"")
+        first = make(log)
+        assert read(first) == b""
+        state = checkpoint(first)
+        first.close()
+        os.rename(log, f"{log}.1")  # the writer stays on .1
+        log.write_bytes(b"")
+        follower, clock = restored(log, state)
+        assert poll_through_waits(follower, clock) == b""
+    append(Path(f"{log}.1"), lines("a", 2, 3))
+    append(log, lines("b", 1))
+    assert poll_through_waits(follower, clock) == lines("a", 2, 3) + lines("b", 1)
+    if start == "first start":  # the path's file taken again is the same file: no rotation
+        assert follower.stats.rotations == {}
