@@ -68,15 +68,16 @@ class Discovery:
             found.append((name, st.st_ino, st.st_size))
         return tuple(found)
 
-    def inodes(self) -> set[tuple[int, int]]:
-        """The device and inode of the path and of every rotated name, empty files too."""
-        found = set()
+    def inodes(self) -> dict[tuple[int, int], int]:
+        """The device and inode of the path and of every rotated name, empty files too, each
+        with its modification time."""
+        found = {}
         for name in [self.path, *self.names()]:
             try:
                 st = os.stat(name)
             except OSError:
                 continue
-            found.add((st.st_dev, st.st_ino))
+            found[(st.st_dev, st.st_ino)] = st.st_mtime_ns
         return found
 
     def rotated(self) -> list[Look]:

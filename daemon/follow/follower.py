@@ -12,7 +12,8 @@ the path (``_seen``), and the ledger (``ledger``): every content seen at the pat
 rotated names (``discovery`` finds them), with how far it was read. Besides: what looking at
 files taught (``_known``: which file holds which entry; the compressed files waited for in vain,
 not waited for again) and what was said once (``_said``), not said again. Names,
-devices, inodes and modification times never decide what is read. A file's first bytes only find
+devices, inodes and modification times never decide what is read (a modification time only
+rules out a plain copy written after its original was truncated). A file's first bytes only find
 the entries it may be (``Ledger.candidates``); it is taken for one only once all the bytes read of
 that entry are shown to be its first bytes (a CRC-32 over them, ``Entry.proven``), and, when it
 is not the entry's own file, only as a copy of it (``_is_its``): files that begin alike (a run of
@@ -70,7 +71,8 @@ themselves in ``tests/system/test_rotation.py``):
 - **First start.** The rotated files already present are recorded as read, and the path is
   followed from its end; with ``from_beginning`` they are read, oldest first, then the path.
   While nothing is read of the path's file (empty since a first start or a restart), the rotated
-  files are looked at again as they change: a writer not reopened yet may still add to one.
+  files are looked at again as they change: a writer not reopened yet may still add to one, and
+  what it adds is read before the path's first lines.
 - **Restart.** ``restore()`` takes the ledger, the entry being read and the held partial line. The
   entry is looked for at the path and among the rotated names (plain names first: a ``.gz`` may
   still be being written), and read on from its offset (one nothing was read of yet has
@@ -765,10 +767,22 @@ class Follower:
                 continue
             if self._holds(q, entry):
                 return self._starts(p, q) is True
-            return True  # its own file holds it no more: truncated, the content lives on in p
+            # its own file holds it no more: truncated, the content lives on in p
+            return p.compressed or self._copied_before(p, q.mtime_ns)
         # its own file, emptied (an empty file shows in no look), or gone: a copy is a rotated
         # file; the path's file of another inode is newer content that begins with all of it
-        return p.compressed or own in self.files.inodes() or p.name != self.path
+        truncated = self.files.inodes().get(own)
+        if truncated is not None:
+            return p.compressed or self._copied_before(p, truncated)
+        return p.compressed or p.name != self.path
+
+    @staticmethod
+    def _copied_before(p: Look, truncated: int) -> bool:
+        """Whether the plain ``p`` may be copytruncate's copy of a file that holds its content
+        no more, modified last at ``truncated``: a copy is written before its original is
+        truncated (the truncation is a change of the original), so a file written after it is
+        another content. Modification times only ever rule a copy out."""
+        return p.mtime_ns <= truncated
 
     def _starts(self, p: Look, q: Look) -> Optional[bool]:
         """Whether all of ``p``'s content is the start of ``q``'s; None when it cannot be read."""
@@ -822,7 +836,8 @@ class Follower:
         others = [q for q in looks if q.name != p.name]
         undecided = False
         for entry in (e for e in alike if size < e.offset):
-            if not p.compressed and not self._lives_on(entry, p):
+            own = self._lives_on(entry, p)
+            if not p.compressed and own is None:
                 continue
             known = entry.prefix_crc(size)
             if known is not None and known != crc:
@@ -836,6 +851,8 @@ class Follower:
             # more (copytruncate truncated it): a plain file that begins like a file still
             # holding the content may be a copy on its way, or a new file still being written
             final = complete if p.compressed else name is None
+            if not p.compressed and final and own is not None and not self._copied_before(p, own):
+                continue  # written after its original was truncated: not its copy
             if known is not None:
                 return self._shorter_copy(p, entry, size, final)
             if name is None:
@@ -854,11 +871,11 @@ class Follower:
         self._say_alike(p, size=size, alike=[(e.offset, e.ino) for e in alike])
         return False
 
-    def _lives_on(self, entry: Entry, p: Look) -> bool:
-        """Whether ``entry``'s own file is still there under a name (a file held open after
-        its last name went does not count), and is not ``p``."""
+    def _lives_on(self, entry: Entry, p: Look) -> Optional[int]:
+        """The modification time of ``entry``'s own file when it is still there under a name
+        (a file held open after its last name went does not count), and is not ``p``."""
         own = (entry.dev, entry.ino)
-        return own != (p.dev, p.ino) and own in self.files.inodes()
+        return None if own == (p.dev, p.ino) else self.files.inodes().get(own)
 
     def _shorter_copy(self, p: Look, entry: Entry, size: int, final: bool) -> bool:
         """``p`` is shown to be the start of ``entry``'s content: nothing in it is new. When it

@@ -1799,3 +1799,24 @@ def test_the_rotated_file_its_writer_adds_to_is_read_before_the_paths_first_line
     assert poll_through_waits(follower, clock) == lines("a", 2, 3) + lines("b", 1)
     if start == "first start":  # the path's file taken again is the same file: no rotation
         assert follower.stats.rotations == {}
+
+
+def test_restart_a_file_written_after_the_checkpointed_file_was_emptied_is_not_its_copy(
+    log: Path,
+) -> None:
+    """While down, the file read is emptied (no copy) and rotated on, and a new file begins
+    with the first line it held. A copytruncate copy is written before its original is
+    truncated (the truncation changes the original's time), so a plain file last written after
+    it is not its copy: read whole (it was taken for a shorter copy and lost)."""
+    state = stopped_after_three_lines(log)
+    os.truncate(log, 0)
+    set_mtime(log, 1_000_000)
+    os.rename(log, f"{log}.2")  # the emptied file lives on under a rotated name
+    Path(f"{log}.1").write_bytes(lines("a", 1))  # the start of what was read, written later
+    set_mtime(Path(f"{log}.1"), 1_000_010)
+    log.write_bytes(b"")
+    follower, clock = restored(log, state)
+    got = poll_through_waits(follower, clock)
+    append(log, lines("b", 1))
+    got += poll_through_waits(follower, clock)
+    assert got == lines("a", 1) + lines("b", 1)
