@@ -120,6 +120,7 @@ class FollowerModel(RuleBasedStateMachine):
         self.numbers = {style: 0 for style in STYLES}
         self.compressor: Optional[Compressor] = None
         self.follower: Optional[Follower] = self._follower(None)
+        self.looked = False
         self.handed = bytearray()  # handed out and counted (back to the checkpoint on a crash)
         self.saved: Optional[FollowerState] = None
         self.handed_at_save = 0
@@ -223,13 +224,15 @@ class FollowerModel(RuleBasedStateMachine):
             if names[i].exists():
                 os.rename(names[i], names[i + 1])
 
-    def _truncation_tellable(self) -> bool:
-        """Whether a copytruncate now can be told from an append once the file grows back: the
-        follower running looks first (``rotate``); a follower that is down starts from its
-        checkpoint, and what an entry of the log's content there covers must hold a chunk's number
-        (else the file grown back may begin with the very same bytes: a limit content cannot
-        decide, docs/exactly-once.md)."""
-        if self.follower is not None or self.saved is None:
+    def _tellable_while_down(self) -> bool:
+        """Whether a rotation now leaves the log's content tellable from the files that come
+        after it: a follower that has looked since it started holds the file open; one that is
+        down or has not looked yet starts from its checkpoint, and what an entry of the log's
+        content there covers must hold a chunk's number. Else a later file may begin with the
+        very same bytes and take the entry's place: the file grown back after a copytruncate,
+        or a new file given the entry's freed inode while a copy holds the content too (limits
+        content cannot decide, docs/exactly-once.md)."""
+        if (self.follower is not None and self.looked) or self.saved is None:
             return True
         content = self.log.read_bytes()
         return all(  # by content (an inode number may be another file's by now)
@@ -275,7 +278,8 @@ class FollowerModel(RuleBasedStateMachine):
         compression) and start a compressor that writes in steps; ``compress-race`` compresses
         what the renamed file holds at once while the writer goes on writing to it until it
         reopens: the ``.gz`` lacks the writer's last lines, which the follower read."""
-        if style == "copytruncate" and not self._truncation_tellable():
+        looks_first = style == "copytruncate" and self.follower is not None  # (below)
+        if not looks_first and not self._tellable_while_down():
             return
         self._finish_compressor()  # one rotation at a time, as logrotate and logback do
         self.numbers[style] += 1
@@ -379,6 +383,7 @@ class FollowerModel(RuleBasedStateMachine):
         """One poll; a checkpoint at the ``save_at``-th settled segment; the caller stops
         consuming after ``stop_after`` settled segments (the daemon's bound on one step)."""
         assert self.follower is not None
+        self.looked = True
         settled = 0
         for buf, start, end in self.follower.poll():
             self.handed += bytes(buf[start:end])
@@ -414,6 +419,7 @@ class FollowerModel(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.follower = self._follower(self.saved)
+        self.looked = False  # until it polls, it knows its files only by the checkpoint
         if self.saved is None:
             self.handed.clear()  # a first start again: everything is read from the beginning
 
