@@ -93,6 +93,16 @@ def stopped_after_three_lines(log: Path) -> FollowerState:
     return state
 
 
+def stopped_on_an_empty_log(log: Path) -> FollowerState:
+    """A follower started on an empty log, checkpointed (nothing read) and stopped: its state."""
+    log.write_bytes(b"")
+    first = make(log)
+    assert read(first) == b""
+    state = checkpoint(first)
+    first.close()
+    return state
+
+
 def open_offset(state: FollowerState) -> int:
     """The offset of the file being read, in a follower's checkpoint."""
     assert state.open is not None
@@ -1642,11 +1652,7 @@ def test_restart_from_an_empty_file_rotated_while_down_reads_what_its_writer_add
     killed; the log rotates twice and its writer has not reopened. The path's new file, empty,
     is not taken yet, so the rotated file the writer adds to is read first, then the path (the
     path was taken at once and the rotated files never looked at again: the lines lost)."""
-    log.write_bytes(b"")
-    first = make(log)
-    assert read(first) == b""
-    state = checkpoint(first)
-    first.close()
+    state = stopped_on_an_empty_log(log)
     os.rename(log, f"{log}.1")  # the writer stays on .1
     log.write_bytes(b"")
     os.rename(log, f"{log}.2")
@@ -1663,11 +1669,7 @@ def test_restart_from_an_empty_file_rotated_while_down_reads_what_its_writer_add
 def test_restart_on_an_empty_log_is_not_a_rotation(log: Path) -> None:
     """Started on an empty log, stopped, started again: the same empty file, no rotation counted
     and no warning (it was "checkpointed file not found" and a ``recreate``)."""
-    log.write_bytes(b"")
-    first = make(log)
-    assert read(first) == b""
-    state = checkpoint(first)
-    first.close()
+    state = stopped_on_an_empty_log(log)
     second, clock = restored(log, state)
     with structlog.testing.capture_logs() as logs:
         assert poll_through_waits(second, clock) == b""
@@ -1684,11 +1686,7 @@ def test_restart_from_an_empty_file_whose_inode_the_new_log_reuses_reads_in_orde
     compressed (its original removed), and the new log gets the freed inode. An inode proves
     nothing of a file nothing was read of: the ``.gz`` is read first, then the path (the path
     was taken for the checkpointed file: read first, out of order)."""
-    log.write_bytes(b"")
-    first = make(log)
-    assert read(first) == b""
-    state = checkpoint(first)
-    first.close()
+    state = stopped_on_an_empty_log(log)
     inode = log.stat().st_ino
     append(log, b"#1:line 0\n")
     set_mtime(log, 1_000_000)
@@ -1785,11 +1783,7 @@ def test_the_rotated_file_its_writer_adds_to_is_read_before_the_paths_first_line
         follower = make(log, clock=clock, from_beginning=False)
         assert read(follower) == b""
     else:
-        log.write_bytes(b"")
-        first = make(log)
-        assert read(first) == b""
-        state = checkpoint(first)
-        first.close()
+        state = stopped_on_an_empty_log(log)
         os.rename(log, f"{log}.1")  # the writer stays on .1
         log.write_bytes(b"")
         follower, clock = restored(log, state)
