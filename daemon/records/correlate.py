@@ -6,12 +6,13 @@ another failure for the same message id first, when the window passes, or at the
 input. An SSLInfo line with no failure waiting is an orphan. The window is ``window_lines`` lines
 after the failure's own line, or ``window_seconds`` of wall time, whichever passes first; the wall
 time counts only while everything written has been read: it starts at the first :meth:`idle`
-after the failure was read, and only :meth:`idle` closes a window by it. So a reader that fell
-behind (a stall, a wait for logrotate's copy or a compressor) pairs the lines written meanwhile
-as an uninterrupted read does; the wall time is only there so that a failure whose SSLInfo line
-never comes is counted soon when the log goes quiet. A failure waits until ``window_lines`` lines
-after its own, so at most ``window_lines + 1`` failures wait at once per log: memory stays bounded
-whatever the message ids do.
+after the failure was read, and only :meth:`idle` closes a window by it, by the time the read
+before it began (all written by then was read; a stall after the read is not quiet time). So a
+reader that fell behind (a stall, a wait for logrotate's copy or a compressor) pairs the lines
+written meanwhile as an uninterrupted read does; the wall time is only there so that a failure
+whose SSLInfo line never comes is counted soon when the log goes quiet. A failure waits until
+``window_lines`` lines after its own, so at most ``window_lines + 1`` failures wait at once per
+log: memory stays bounded whatever the message ids do.
 
 An exception record carrying a received TLS alert (``AlertException``) is the same failure again
 when a handshakeFailed line of its thread and message id came within ``window_lines`` lines before
@@ -222,12 +223,15 @@ class Correlator:
             closed.append(Failure.from_event(first.failure, first.key_alias))
         return closed
 
-    def idle(self) -> list[Failure]:
-        """Everything written so far has been read: the windows opened since the last call start
-        their wall time now; close those whose ``window_seconds`` have passed."""
+    def idle(self, read_at: Optional[float] = None) -> list[Failure]:
+        """Everything written by ``read_at`` (by default: now) has been read: the windows opened
+        since the last call start their wall time then; close those whose ``window_seconds``
+        had passed by then. The time of the read, not of this call: a daemon held still between
+        its read and this call (SIGSTOP, a starved VM) may have lines unread that were written
+        within the window."""
         if self.window_seconds is None or self._clock is None:
             return []
-        now = self._clock()
+        now = self._clock() if read_at is None else read_at
         for waiting in (self._pending, self._exceptions, self._awaiting):
             for p in reversed(waiting.values()):  # the newest are last: stop at a started one
                 if p.since is not None:

@@ -120,12 +120,12 @@ class LogPipeline:
         if trace is not None and cause is not None:
             self._emit(self.correlator.feed(cause, trace.line))
 
-    def idle(self) -> None:
-        """The log has been read to its end: the pairing windows' wall time runs; close those
-        whose wall time has passed. An open trace is whole (the MP writes a record and its stack
-        trace together)."""
+    def idle(self, read_at: Optional[float] = None) -> None:
+        """The log has been read to its end (all written by ``read_at``): the pairing windows'
+        wall time runs; close those whose wall time has passed. An open trace is whole (the MP
+        writes a record and its stack trace together)."""
         self._end_trace()
-        self._emit(self.correlator.idle())
+        self._emit(self.correlator.idle(read_at))
 
     def finish(self) -> None:
         """End of input: close every window (a trace read to the end gives its cause first)."""

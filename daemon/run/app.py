@@ -240,6 +240,7 @@ class Daemon:
         progressed = False
         for path, follower in self.followers.items():
             pipeline = self.pipelines[path]
+            read_at = self.clock()  # all that was written by now is read by this poll
             for segment in follower.poll():
                 pipeline.process(*segment)
                 progressed = True
@@ -249,7 +250,7 @@ class Daemon:
                     if stop():
                         return progressed
             if follower.caught_up:  # not while a copy or a compressor is waited for
-                pipeline.idle()
+                pipeline.idle(read_at)  # (a stall since then is not the log's quiet time)
         self.alerts.evaluate()
         return progressed
 

@@ -11,8 +11,11 @@ alone. ``Daemon.step()`` is driven directly with fake clocks (``tests/helpers/no
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from apigee_tls_exporter.records.lines import Segment
 from helpers import records
 from helpers.node import Node, write
 
@@ -75,3 +78,29 @@ def test_a_window_does_not_pass_while_the_follower_waits_for_the_copy_of_a_copyt
     assert node.series() == ONE_PAIRED
     follower = node.daemon.followers[str(log)]
     assert follower.stats.rotations == {"copytruncate": 1}
+
+
+def test_a_stall_between_the_read_and_the_windows_check_does_not_pass_a_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon read to the end and was held still (SIGSTOP, a starved VM) before it looked
+    at its windows; meanwhile the SSLInfo line was written. The wall time that counts is the
+    one when the read began (everything written before it was read), not the one after the
+    stall: one failure, with its key alias (it was counted unpaired)."""
+    log = tmp_path / "system.log"
+    write(log, records.text([records.failed()]).encode())
+    node = Node(tmp_path, [log])
+    node.daemon.step()  # the failure read: its window's wall time starts
+    follower = node.daemon.followers[str(log)]
+    poll = follower.poll
+
+    def read_then_stall() -> Iterator[Segment]:
+        yield from poll()  # to the end: nothing new
+        write(log, records.text([records.ssl_info(), *records.on_exception()]).encode())
+        node.clock.now += 3  # held still after the read, the SSLInfo line written meanwhile
+
+    monkeypatch.setattr(follower, "poll", read_then_stall)
+    node.daemon.step()
+    monkeypatch.undo()
+    node.run_to_end()
+    assert node.series() == ONE_PAIRED
