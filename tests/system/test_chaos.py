@@ -313,11 +313,16 @@ def test_chaos_every_failure_counted_once_across_rotations_and_kill9(
             daemon.start()
 
         def rotate(mode: str, kill: bool) -> None:
+            # One rotation at a time, as logback (its next roll waits for its compressor) and
+            # logrotate (it compresses before it returns) each do: a .gz finished after another
+            # scheme's next rotation would be newer by its time than that rotation's file, and
+            # unread rotated files are read in the order of their times (docs/exactly-once.md).
+            logback.wait()
             if mode in LOGBACK_MODES:
                 logback.roll(mode, writer, slow=kill)
                 if kill:  # while the compressor runs, slower than copy_wait
                     restart()
-                rotations.append(mode)  # the compressor goes on: the next roll waits for it
+                rotations.append(mode)  # the compressor goes on: the next rotation waits
                 return
             command = [LOGROTATE, "-f", "-s", str(rotate_state), str(configs[mode])]
             if mode == "copytruncate":
