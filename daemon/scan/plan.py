@@ -170,11 +170,13 @@ def scan(
         pooled = [i for i in range(len(pieces)) if i not in in_process]
         pool: Optional[ProcessPoolExecutor] = None
         futures: dict[int, Future[Partial]] = {}
-        if jobs > 1 and len(pooled) > 1:
-            pool, futures = _submit(pieces, pooled, options, min(jobs, len(pooled)), meter)
-        else:
+        pooling = jobs > 1 and len(pooled) > 1
+        if not pooling:
             in_process = list(range(len(pieces)))
-        try:
+        try:  # (the pool made inside: a Ctrl-C while its workers start stops them too)
+            if pooling:
+                pool = _pool(min(jobs, len(pooled)), meter)
+                futures = _submit(pool, pieces, pooled, options)
             if futures and meanwhile is not None:
                 meanwhile()
             for i in in_process:
@@ -328,16 +330,19 @@ def _worker_scan(piece: Piece, options: Options) -> Partial:
     return scan_piece(piece, options, _worker_add)
 
 
-def _submit(
-    pieces: list[Piece], indexes: list[int], options: Options, workers: int, meter: _Meter
-) -> tuple[ProcessPoolExecutor, dict[int, Future[Partial]]]:
+def _pool(workers: int, meter: _Meter) -> ProcessPoolExecutor:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     meter.shared = context.Value("q", 0)
-    pool = ProcessPoolExecutor(workers, context, _worker_init, (meter.shared,))
+    return ProcessPoolExecutor(workers, context, _worker_init, (meter.shared,))
+
+
+def _submit(
+    pool: ProcessPoolExecutor, pieces: list[Piece], indexes: list[int], options: Options
+) -> dict[int, Future[Partial]]:
     # the biggest first, so that the last to finish is a small one
     order = sorted(indexes, key=lambda i: -pieces[i].length)
-    return pool, {i: pool.submit(_worker_scan, pieces[i], options) for i in order}
+    return {i: pool.submit(_worker_scan, pieces[i], options) for i in order}
 
 
 def _collect(
