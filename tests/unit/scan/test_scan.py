@@ -808,6 +808,9 @@ def test_ctrl_c_stops_the_scan_and_its_workers_with_exit_130(tmp_path: Path) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # as a terminal's foreground job has it: a test run in the background of a script
+        # inherits SIGINT ignored (so does the scan then, as every program started so)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     with open(fifo, "wb"):  # returns once the scan has opened the pipe: its handlers are set
         os.killpg(proc.pid, signal.SIGINT)
