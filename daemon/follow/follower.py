@@ -618,9 +618,11 @@ class Follower:
             found = self._said.problem == "not_found"
             log.info("log file found" if found else "log file readable again", path=self.path)
             self._said.problem = None
-        for before in self.ledger.entries:  # taken before, nothing read of it yet (a rotated
-            if not before.known and (before.dev, before.ino) == (src.dev, src.ino):  # file first)
-                self._hold(src, before)  # the same new file: no second rotation
+        # the path's file taken before with nothing read of it (a rotated file came first): the
+        # same new file again, not a second rotation
+        for before in self.ledger.entries:
+            if not before.known and (before.dev, before.ino) == (src.dev, src.ino):
+                self._hold(src, before)
                 self._next.kind = None
                 return
         old = self._src
@@ -771,10 +773,12 @@ class Follower:
             return p.compressed or self._copied_before(p, q.mtime_ns)
         # its own file, emptied (an empty file shows in no look), or gone: a copy is a rotated
         # file; the path's file of another inode is newer content that begins with all of it
+        if p.compressed:
+            return True
         truncated = self.files.inodes().get(own)
         if truncated is not None:
-            return p.compressed or self._copied_before(p, truncated)
-        return p.compressed or p.name != self.path
+            return self._copied_before(p, truncated)
+        return p.name != self.path
 
     @staticmethod
     def _copied_before(p: Look, truncated: int) -> bool:
@@ -836,9 +840,9 @@ class Follower:
         others = [q for q in looks if q.name != p.name]
         undecided = False
         for entry in (e for e in alike if size < e.offset):
-            own = self._lives_on(entry, p)
+            own = self._own_mtime(entry, p)
             if not p.compressed and own is None:
-                continue
+                continue  # a plain copy is only ever made of a file that lives on
             known = entry.prefix_crc(size)
             if known is not None and known != crc:
                 continue  # not the start of this content, nor will it be as it grows
@@ -871,7 +875,7 @@ class Follower:
         self._say_alike(p, size=size, alike=[(e.offset, e.ino) for e in alike])
         return False
 
-    def _lives_on(self, entry: Entry, p: Look) -> Optional[int]:
+    def _own_mtime(self, entry: Entry, p: Look) -> Optional[int]:
         """The modification time of ``entry``'s own file when it is still there under a name
         (a file held open after its last name went does not count), and is not ``p``."""
         own = (entry.dev, entry.ino)
