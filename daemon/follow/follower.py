@@ -546,7 +546,9 @@ class Follower:
                 entry = next((e for e in alike if self._is_its(p, e, looks)), None)
             first = claimed.setdefault(id(entry), p) if entry is not None else p
             if first is not p:  # an older file holds it too: the same content, or another
-                if self._starts(p, first) or self._starts(first, p):  # that begins with all of it
+                # one content (one begins with all of the other), or a file gone since the look
+                # (a compressor done with its original: None): the next look tells
+                if self._starts(p, first) is not False or self._starts(first, p) is not False:
                     continue
                 entry, alike = None, []
             if entry is None and alike:

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import pytest
 import structlog
 from apigee_tls_exporter.follow.follower import Follower
+from apigee_tls_exporter.follow.logfile import Look
 from apigee_tls_exporter.follow.saved import FollowerState
 
 
@@ -1814,3 +1815,34 @@ def test_restart_a_file_written_after_the_checkpointed_file_was_emptied_is_not_i
     append(log, lines("b", 1))
     got += poll_through_waits(follower, clock)
     assert got == lines("a", 1) + lines("b", 1)
+
+
+def test_a_copy_its_compressor_removes_while_it_is_looked_at_is_not_new_content(
+    log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logrotate's copytruncate with compress: the copy (read on in after the truncation) and
+    its complete ``.gz`` both hold the content; the copy is shown to hold it, then removed (the
+    compressor is done) before the two are compared. What cannot be read now is told at the
+    next look: the ``.gz`` is not taken for another content and read again (it was: every line
+    of the copy twice)."""
+    follower, clock = following(log, lines("a", 3))
+    append(log, lines("a", 2, 3))
+    copy = Path(f"{log}.1")
+    copy.write_bytes(log.read_bytes())  # the copy, then the truncation
+    os.truncate(log, 0)
+    got = poll_through_waits(follower, clock)  # the last lines, from the copy
+    gz = Path(f"{log}.1.gz")
+    gz.write_bytes(gzip.compress(copy.read_bytes()))
+    set_mtime(gz, copy.stat().st_mtime + 1)  # finished after the copy was written
+    is_its = follower._is_its
+
+    def shown_then_removed(p: Look, *args: Any) -> bool:
+        held = is_its(p, *args)
+        if held and p.name == str(copy):
+            copy.unlink()  # the compressor is done: the copy goes just after it was looked at
+        return held
+
+    monkeypatch.setattr(follower, "_is_its", shown_then_removed)
+    append(log, lines("b", 1))
+    got += poll_through_waits(follower, clock)
+    assert got == lines("a", 2, 3) + lines("b", 1)
